@@ -1,0 +1,67 @@
+"""Names and constants of cache format v1, and the fingerprint used to compare provenance.
+
+Everything a colleague needs to read a cache with plain h5py is spelled here once;
+the writer, the reader and ``cache info`` all use these names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+FEATURE_FORMAT = "vafusion-features"
+CORPUS_FORMAT = "vafusion-corpus"
+FORMAT_VERSION = 1
+CORPUS_FILE = "corpus.h5"
+PARTS_DIR = ".parts"
+PARTITIONS = ("train", "validation", "test", "unlabelled")
+
+# Feature-file layout: videos/<id>/features (T, dim) float16 and videos/<id>/mask (T,) bool.
+VIDEOS_GROUP = "videos"
+FEATURES_DATASET = "features"
+MASK_DATASET = "mask"
+FEATURE_DTYPE = "float16"
+
+# corpus.h5 layout: parallel 1-D datasets (one row per id) and labels/<id> (T, 2) float32.
+INDEX_DATASETS = ("ids", "fps", "n_frames", "partition", "group")
+LABELS_GROUP = "labels"
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace, so equal content gives equal bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def fingerprint(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj``: two caches agree iff fingerprints do."""
+    return hashlib.sha256(canonical_json(obj).encode("ascii")).hexdigest()
+
+
+def feature_file_name(feature: str, shard: tuple[int, int] = (1, 1)) -> str:
+    """``resnet50.h5`` for a whole cache, ``resnet50.shard-2-of-4.h5`` for one shard."""
+    k, n = shard
+    return f"{feature}.h5" if n == 1 else f"{feature}.shard-{k}-of-{n}.h5"
+
+
+def feature_path(cache_dir: str | Path, feature: str, shard: tuple[int, int] = (1, 1)) -> Path:
+    return Path(cache_dir) / feature_file_name(feature, shard)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``K/N`` (1-based K) as given to ``--shard``; raise ValueError with the rule."""
+    try:
+        k_text, n_text = text.split("/")
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        raise ValueError(f"shard must look like K/N (e.g. 2/8), got {text!r}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"shard K/N needs 1 <= K <= N, got {text!r}")
+    return k, n
+
+
+def shard_ids(ids: list[str], shard: tuple[int, int]) -> list[str]:
+    """The ids shard K of N owns: every N-th of the sorted list, so shards balance."""
+    k, n = shard
+    return sorted(ids)[k - 1 :: n]

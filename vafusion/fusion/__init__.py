@@ -1,0 +1,1 @@
+"""Stage 2: fusion models trained from a feature cache alone (no corpus, GPU, torchvision or PyAV)."""

@@ -91,7 +91,259 @@ def cache_merge_cmd(cache_dir: Path, copy: bool, features: tuple[str, ...]) -> N
 
 # ---- stage 1 commands -------------------------------------------------------------------
 
+
+def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int]:
+    from vafusion.cache.schema import parse_shard
+
+    if value is None:
+        return (1, 1)
+    try:
+        return parse_shard(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@cli.command()
+@click.argument("corpus", required=False, type=click.Path(path_type=Path))
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Cache directory to create or complete (corpus.h5 + one <feature>.h5 per feature).")
+@click.option("--features", default="resnet50,vggish,logmel", show_default=True,
+              help="Comma-separated: resnet18|resnet34|resnet50|resnet101, vggish, logmel.")
+@click.option("--videos", "videos_dirs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of <name>.mp4|.avi (repeatable). Default: CORPUS/videos, raw_videos, batch1, batch2.")
+@click.option("--faces", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of <video_id>/00001.jpg face crops. Default: CORPUS/cropped_aligned.")
+@click.option("--annotations", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder holding Train_Set/ and Validation_Set/. Default: CORPUS/annotations/VA_Estimation_Challenge.")
+@click.option("--audio", "audio_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of <name>.wav to use instead of the containers' audio tracks.")
+@click.option("--test-list", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Text file of test video ids (one per line); they are extracted unlabelled.")
+@click.option("--visual-weights", default="imagenet", show_default=True,
+              help="ResNet weights: imagenet (torchvision, downloads once to TORCH_HOME), a local checkpoint "
+                   "PATH (state_dict, nested state_dict/model, module. prefixes ok), or random.")
+@click.option("--image-size", default=224, show_default=True, type=click.IntRange(16, 1024),
+              help="Crops are resized to this square size (Aff-Wild2 crops are 112).")
+@click.option("--vggish-weights", help="VGGish state_dict PATH (e.g. vggish-10086976.pth; see README) or random. "
+              "Required when vggish is extracted.")
+@click.option("--vggish-pca", type=click.Path(exists=True, dir_okay=False),
+              help="Optional published PCA parameter file (.npz or .pth): PCA, clip and 8-bit quantisation.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:K.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Frames per backbone batch "
+              "(batches span video boundaries).")
+@click.option("--workers", type=click.IntRange(0), help="DataLoader decoding processes [default: min(4, cores - 1)].")
+@click.option("--shard", callback=_parse_shard, metavar="K/N",
+              help="Extract only the K-th of N parts of the sorted id list, into <feature>.shard-K-of-N.h5 "
+                   "files; combine them later with `vafusion cache merge`.")
+@click.option("--overwrite", is_flag=True, help="Discard what exists for these features and start afresh "
+              "(by default a rerun resumes and extracts only what is missing).")
+@click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True,
+              help="HDF5 compression (none loads fastest; lzf/gzip for transfer).")
+def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tuple[Path, ...], faces: Path | None,
+            annotations: Path | None, audio_dir: Path | None, test_list: Path | None, visual_weights: str,
+            image_size: int, vggish_weights: str | None, vggish_pca: str | None, device: str, batch_size: int,
+            workers: int | None, shard: tuple[int, int], overwrite: bool, compression: str) -> None:
+    """Extract frame-level features of CORPUS (Aff-Wild2 layout) into a feature cache.
+
+    Resumable: rerun the same command after an interruption and only the missing videos
+    are extracted. A video that fails is reported at the end (exit code 1); the others
+    are still written.
+    """
+    from vafusion.extract.corpus import discover_corpus
+    from vafusion.extract.run import ExtractOptions, extract as run_extract
+
+    opts = ExtractOptions(
+        features=tuple(f.strip() for f in features.split(",") if f.strip()), visual_weights=visual_weights,
+        image_size=image_size, vggish_weights=vggish_weights, vggish_pca=vggish_pca, device=device,
+        batch_size=batch_size, workers=workers, shard=shard, overwrite=overwrite,
+        compression=None if compression == "none" else compression,
+    )
+    found = discover_corpus(corpus, videos_dirs=list(videos_dirs) or None, faces_dir=faces,
+                            annotations_dir=annotations, audio_dir=audio_dir, test_list=test_list)
+    click.echo(f"corpus: {len(found.videos)} ids; cache: {cache_dir}; features: {', '.join(opts.features)}", err=True)
+    for f in opts.features:
+        weights = visual_weights if f.startswith("resnet") else vggish_weights if f == "vggish" else None
+        if weights == "random":
+            click.echo(f"note: {f} uses RANDOM weights (fine for tests and demos, not for real results)", err=True)
+    report = run_extract(found, cache_dir, opts, warn=lambda m: click.echo(f"warning: {m}", err=True))
+    for f, path in report.written.items():
+        click.echo(f"{f}: {report.extracted.get(f, 0)} extracted, {report.skipped.get(f, 0)} already there -> {path}")
+    if not report.ok:
+        click.echo(f"{len(report.problems) + len(report.failures)} problem(s):", err=True)
+        for p in report.problems:
+            click.echo(f"  skipped id: {p}", err=True)
+        for fail in report.failures:
+            click.echo(f"  failed: {fail}", err=True)
+        sys.exit(1)
+
 # ---- stage 2 commands -------------------------------------------------------------------
+
+
+def _training_options(f):
+    """Options shared by `train` and `cv`: every FusionConfig field a user tunes."""
+    from vafusion.fusion.config import FusionConfig
+
+    d = FusionConfig()
+    options = [
+        click.option("--features", default=",".join(d.features), show_default=True,
+                     help="Comma-separated feature sets of the cache; the first is the visual query stream, "
+                          "the others audio key/value streams (one alone = unimodal)."),
+        click.option("--model", type=click.Choice(["fusion", "ridge"]), default=d.model, show_default=True,
+                     help="TCN + cross-modal attention, or the per-frame ridge baseline."),
+        click.option("--window", default=d.window, show_default=True, type=click.IntRange(1), help="Frames per training window."),
+        click.option("--hop", default=d.hop, show_default=True, type=click.IntRange(1), help="Frames between window starts."),
+        click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(1)),
+        click.option("--batch-size", default=d.batch_size, show_default=True, type=click.IntRange(1), help="Windows per step."),
+        click.option("--lr", default=d.lr, show_default=True, type=float, help="Peak AdamW learning rate."),
+        click.option("--weight-decay", default=d.weight_decay, show_default=True, type=float),
+        click.option("--d-model", default=d.d_model, show_default=True, type=click.IntRange(4), help="Width of every stream."),
+        click.option("--dropout", default=d.dropout, show_default=True, type=click.FloatRange(0, 0.9)),
+        click.option("--heads", default=d.heads, show_default=True, type=click.IntRange(1), help="Attention heads."),
+        click.option("--causal", is_flag=True, help="Causal TCN and attention (no future frames; for online use)."),
+        click.option("--mse-weight", default=d.mse_weight, show_default=True, type=float, help="Weight of an extra MSE term in the loss."),
+        click.option("--patience", default=d.patience, show_default=True, type=click.IntRange(1),
+                     help="Stop after this many epochs without a better validation P."),
+        click.option("--ridge-alpha", default=d.ridge_alpha, show_default=True, type=float),
+        click.option("--ridge-context", default=d.ridge_context, show_default=True, type=click.IntRange(1),
+                     help="Frames averaged (centred) before the ridge."),
+        click.option("--seed", default=d.seed, show_default=True, type=int),
+        click.option("--device", default=d.device, show_default=True, help="auto, cpu, cuda or cuda:K."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _config(split: str, folds: int, fold: int, features: str, **kw) -> "FusionConfig":  # noqa: F821
+    from vafusion.fusion.config import FusionConfig
+
+    names = tuple(x.strip() for x in features.split(",") if x.strip())
+    return FusionConfig(features=names, split=split, folds=folds, fold=fold, **kw)
+
+
+def _print_scores(title: str, scores: dict) -> None:
+    click.echo(f"{title}: CCC_V {scores['ccc_v']:.4f}  CCC_A {scores['ccc_a']:.4f}  P {scores['p']:.4f}")
+
+
+@cli.command()
+@click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory to create (config.json, best.pt, last.pt, metrics.jsonl, summary.json).")
+@click.option("--split", type=click.Choice(["official", "folds"]), default=None,
+              help="official: Train_Set trains, Validation_Set validates [default]. folds: both merged and "
+                   "split by video (see --folds/--fold).")
+@click.option("--folds", default=6, show_default=True, type=click.IntRange(2), help="Number of folds (implies --split folds with --fold).")
+@click.option("--fold", type=int, default=None, help="Which fold (1..N) validates; implies --split folds.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN with the same options.")
+@click.option("--report/--no-report", default=True, show_default=True, help="Write RUN/report.html at the end.")
+@_training_options
+def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: int | None, resume: bool,
+          report: bool, **kw) -> None:
+    """Train a fusion model (or the ridge baseline) on the features of CACHE.
+
+    Needs only the cache: no corpus, no GPU, no extraction backbones. The best epoch by
+    validation P = (CCC_V + CCC_A) / 2 is kept in RUN/best.pt.
+    """
+    from vafusion.fusion.train import train as run_train
+
+    split = split or ("folds" if fold is not None else "official")
+    config = _config(split, folds, fold or 1, **kw)
+    result = run_train(cache_dir, run_dir, config, resume=resume, report=report, log=lambda m: click.echo(m, err=True))
+    _print_scores(f"best epoch {result.best['epoch']} ({run_dir})", result.best)
+
+
+@cli.command()
+@click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--runs", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the fold runs (RUNS/fold-1 ... fold-N) and cv.json.")
+@click.option("--folds", default=6, show_default=True, type=click.IntRange(2))
+@click.option("--report/--no-report", default=True, show_default=True, help="Write report.html in each fold's run.")
+@_training_options
+def cv(cache_dir: Path, runs_dir: Path, folds: int, report: bool, **kw) -> None:
+    """Cross-validate: train every fold (train and validation ids merged, split by video)
+    and report each fold's CCC_V, CCC_A, P and their mean ± std."""
+    from vafusion.fusion.train import cross_validate
+
+    config = _config("folds", folds, 1, **kw)
+    summary = cross_validate(cache_dir, runs_dir, config, report=report, log=lambda m: click.echo(m, err=True))
+    click.echo(f"{'fold':>6} {'CCC_V':>8} {'CCC_A':>8} {'P':>8}")
+    for row in summary["folds"]:
+        click.echo(f"{row['fold']:>6} {row['ccc_v']:>8.4f} {row['ccc_a']:>8.4f} {row['p']:>8.4f}")
+    click.echo(" ".join([f"{'mean':>6}"] + [f"{summary[m]['mean']:>8.4f}" for m in ("ccc_v", "ccc_a", "p")]))
+    click.echo(" ".join([f"{'± std':>6}"] + [f"{summary[m]['std']:>8.4f}" for m in ("ccc_v", "ccc_a", "p")]))
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Cache to evaluate on [default: the one RUN was trained on].")
+@click.option("--partition", type=click.Choice(["validation", "train"]), default="validation", show_default=True,
+              help="The run's own validation (or training) ids.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str, as_json: bool) -> None:
+    """Score RUN on a partition the challenge way: CCC_V, CCC_A, P over all its frames,
+    plus a per-id table."""
+    from vafusion.fusion.predict import evaluate_run
+
+    scores = evaluate_run(run_dir, cache_dir, partition, device)
+    if as_json:
+        click.echo(json.dumps(scores, indent=2))
+        return
+    click.echo(f"{'id':<28} {'frames':>7} {'CCC_V':>8} {'CCC_A':>8} {'P':>8}")
+    for row in scores["per_id"]:
+        click.echo(f"{row['id']:<28} {row['frames']:>7} {row['ccc_v']:>8.4f} {row['ccc_a']:>8.4f} {row['p']:>8.4f}")
+    _print_scores(f"{partition} ({scores['ids']} ids)", scores)
+
+
+@cli.command()
+@click.argument("run_dirs", metavar="RUN [RUN ...]", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--cache", "cache_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the <video_id>.txt prediction files.")
+@click.option("--ids", default="test", show_default=True, help="test (the cache's test ids), all, or a FILE of ids.")
+@click.option("--smooth", default=1, show_default=True, type=click.IntRange(1),
+              help="Centred moving average over N frames (1 = none).")
+@click.option("--device", default="auto", show_default=True)
+def predict(run_dirs: tuple[Path, ...], cache_dir: Path, out_dir: Path, ids: str, smooth: int, device: str) -> None:
+    """Write ABAW-format prediction files (header valence,arousal; one row per frame,
+    clipped to [-1, 1]). Several RUNs are averaged (e.g. the folds of `vafusion cv`)."""
+    from vafusion.fusion.predict import predict_to_dir
+
+    written = predict_to_dir(list(run_dirs), cache_dir, out_dir, ids=ids, smooth=smooth, device=device)
+    click.echo(f"wrote {len(written)} prediction files to {out_dir}")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Cache to predict the validation ids from [default: the one RUN was trained on].")
+@click.option("--ids", "n_ids", default=3, show_default=True, type=click.IntRange(0),
+              help="Validation ids shown over time (spread over the ranking by P: best, median, worst).")
+@click.option("--device", default="auto", show_default=True)
+def report(run_dir: Path, cache_dir: Path | None, n_ids: int, device: str) -> None:
+    """Write RUN/report.html (with figures in RUN/figures/): configuration, learning curves,
+    predictions against labels over time and in the valence-arousal plane, per-id CCC.
+    Opens offline in any browser."""
+    from vafusion.fusion.report import write_report
+
+    click.echo(write_report(run_dir, cache_dir, n_ids=n_ids, device=device))
+
+
+@cli.command()
+@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Empty or new directory for the corpus, cache, runs and report.")
+@click.option("--size", default="demo", show_default=True, type=click.Choice(["tiny", "small", "demo", "large"]),
+              help="Corpus size preset (vafusion.synth.SIZES).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+def demo(out: Path, size: str, device: str, seed: int) -> None:
+    """Generate a corpus, extract features (random backbone weights), train the fusion model,
+    its unimodal variants and the ridge baseline, and compare them on held-out ids."""
+    from vafusion.demo import format_table, run_demo
+
+    rows = run_demo(out, size=size, device=device, seed=seed, echo=lambda m: click.echo(m, err=True))
+    click.echo(format_table(rows))
 
 
 def main() -> None:

@@ -37,9 +37,11 @@ class FusionConfig:
     dropout: float = 0.2
     heads: int = 4
     head_hidden: int = 64
+    attn_distance_bias: bool = True  # attention bias -slope_h*|t-s|: queries find their own instant
     # ridge baseline
     ridge_alpha: float = 10.0
     ridge_context: int = 1  # frames averaged (centred) before the per-frame ridge
+    ridge_max_frames: int = 200_000  # labelled frames the ridge fits on at most (seeded subsample)
     # training
     epochs: int = 30
     batch_size: int = 16

@@ -1,0 +1,214 @@
+"""From a trained run to per-frame predictions, scores, and ABAW-format prediction files.
+
+Window predictions are overlap-averaged per frame before anything is scored or written,
+exactly as the challenge evaluation sees a submission: one row per frame, every frame.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from vafusion.cache.corpus_index import read_corpus_index
+from vafusion.device import autocast, resolve_device
+from vafusion.errors import VafusionError
+from vafusion.fusion.checkpoint import TrainedRun, load_run
+from vafusion.fusion.config import FusionConfig
+from vafusion.fusion.data import (
+    LoadedCache,
+    Standardizer,
+    build_batch,
+    iterate_batches,
+    load_cache,
+    make_windows,
+    overlap_average,
+    partition_score,
+)
+from vafusion.fusion.folds import split_ids
+from vafusion.fusion.model import FusionModel
+from vafusion.fusion.ridge import RidgeBaseline
+
+HEADER = "valence,arousal"
+
+
+def video_streams(loaded: LoadedCache, standardizer: Standardizer, ids: Sequence[str]) -> tuple[list, list]:
+    """Per id: the standardised streams and presence masks of the whole video (numpy).
+
+    One window spanning the video, through the same :func:`build_batch` the trainer uses, so
+    the ridge baseline sees exactly the features the fusion model sees.
+    """
+    feats, present = [], []
+    for vid in ids:
+        pos = loaded.position(vid)
+        t = int(loaded.lengths[pos])
+        batch = build_batch(loaded, standardizer, np.array([[pos, 0, t]]), window=max(t, 1))
+        feats.append([s[0, :t].numpy().copy() for s in batch.streams])
+        present.append([p[0, :t].numpy().copy() for p in batch.present])
+    return feats, present
+
+
+def predict_loaded(
+    model: FusionModel | RidgeBaseline, config: FusionConfig, standardizer: Standardizer, loaded: LoadedCache,
+    ids: Sequence[str], device: torch.device | None = None, batch_size: int | None = None,
+) -> dict[str, np.ndarray]:
+    """``{id: (T, 2) float32}`` predictions in [-1, 1] for ``ids`` of ``loaded``."""
+    if isinstance(model, RidgeBaseline):
+        feats, present = video_streams(loaded, standardizer, ids)
+        return {vid: p.astype(np.float32) for vid, p in zip(ids, model.predict(feats, present))}
+    device = device or torch.device("cpu")
+    windows = make_windows(offsets=loaded.offsets, window=config.window, hop=config.hop, videos=loaded.positions(ids))
+    width = int(windows[:, 2].max()) if len(windows) else config.window
+    outputs = []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for batch in iterate_batches(loaded, standardizer, windows, batch_size or config.batch_size, window=width):
+            batch = batch.to(device, non_blocking=True)
+            with autocast(device, config.amp):
+                out = model(batch.streams, batch.present, batch.valid)
+            outputs.append(out.float().cpu())
+    model.train(was_training)
+    preds = torch.cat(outputs) if outputs else torch.zeros(0, width, 2)
+    per_video = overlap_average(preds, windows, loaded.lengths)
+    return {vid: np.clip(per_video[loaded.position(vid)], -1.0, 1.0) for vid in ids}
+
+
+def check_features_match(run: TrainedRun, loaded: LoadedCache) -> None:
+    """Refuse a cache whose features come from other extractors than the run was trained on."""
+    trained = run.fingerprints.get("features", {})
+    wrong = [f for f in run.config.features if trained.get(f) != loaded.feature_fingerprints.get(f)]
+    if wrong:
+        raise VafusionError(
+            f"{loaded.cache_dir}: feature set(s) {', '.join(wrong)} were made by another extractor than the ones "
+            f"run {run.run_dir} was trained on (fingerprints differ); extract them with the same weights and options"
+        )
+
+
+@dataclass
+class PartitionPredictions:
+    """A run's per-frame predictions for one partition of its own split, with their scores."""
+
+    loaded: LoadedCache  # the partition's ids, features and labels (fps via loaded.index)
+    ids: list[str]
+    predictions: dict[str, np.ndarray]  # id -> (T, 2) float32 in [-1, 1]
+    scores: dict[str, Any]  # partition_score(): ccc_v, ccc_a, p, per_id
+    cache_dir: Path
+
+
+def run_cache_dir(run: TrainedRun, cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir``, else the cache ``run`` was trained on; an error naming --cache if it is not here."""
+    chosen = cache_dir or run.fingerprints.get("cache") or ""
+    if not str(chosen) or not Path(chosen).is_dir():
+        raise VafusionError(f"{run.run_dir}: the cache it was trained on ({chosen}) is not here; pass --cache CACHE")
+    return Path(chosen)
+
+
+def predict_partition(run: TrainedRun, cache_dir: str | Path | None = None, partition: str = "validation",
+                      device: str = "auto") -> PartitionPredictions:
+    """Predict the run's own ``validation`` (or ``train``) ids from ``cache_dir`` and score them."""
+    if partition not in ("validation", "train"):
+        raise VafusionError(f"--partition {partition!r}: use validation or train (the run's own split)")
+    cache_dir = run_cache_dir(run, cache_dir)
+    index = read_corpus_index(cache_dir)
+    train_ids, val_ids = split_ids(index, run.config)
+    ids = val_ids if partition == "validation" else train_ids
+    loaded = load_cache(cache_dir, run.config.features, ids, index=index, progress=False)
+    check_features_match(run, loaded)
+    dev = resolve_device(device)
+    if isinstance(run.model, FusionModel):
+        run.model.to(dev)
+    preds = predict_loaded(run.model, run.config, run.standardizer, loaded, ids, dev)
+    return PartitionPredictions(loaded, ids, preds, partition_score(loaded, preds, ids), cache_dir)
+
+
+def evaluate_run(run_dir: str | Path, cache_dir: str | Path | None = None, partition: str = "validation",
+                 device: str = "auto") -> dict[str, Any]:
+    """CCC_V, CCC_A, P over the run's ``validation`` (or ``train``) ids, plus a per-id table."""
+    result = predict_partition(load_run(run_dir), cache_dir, partition, device)
+    scores = result.scores
+    scores.update(partition=partition, run=str(Path(run_dir)), cache=str(result.cache_dir), ids=len(result.ids))
+    return scores
+
+
+def select_ids(index_ids: dict[str, str], which: str) -> list[str]:
+    """``test`` (the test partition), ``all``, or a FILE of ids (one per line)."""
+    if which == "all":
+        return sorted(index_ids)
+    if which == "test":
+        ids = sorted(v for v, p in index_ids.items() if p == "test")
+        if not ids:
+            raise VafusionError("the cache has no test ids (extract with --test-list); use --ids all or --ids FILE")
+        return ids
+    path = Path(which)
+    if not path.is_file():
+        raise VafusionError(f"--ids {which}: not 'test', 'all' or an existing file of video ids")
+    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    unknown = [v for v in ids if v not in index_ids]
+    if unknown:
+        raise VafusionError(f"{path}: {len(unknown)} id(s) not in the cache, e.g. {', '.join(unknown[:3])}")
+    return ids
+
+
+def moving_average(x: np.ndarray, n: int) -> np.ndarray:
+    """Centred moving average over ``n`` frames along axis 0; the window shrinks at the ends."""
+    if n <= 1 or len(x) == 0:
+        return x
+    before, after = (n - 1) // 2, n // 2
+    csum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0, dtype=np.float64)])
+    t = np.arange(len(x))
+    lo, hi = np.maximum(t - before, 0), np.minimum(t + after + 1, len(x))
+    return ((csum[hi] - csum[lo]) / (hi - lo)[:, None]).astype(np.float32)
+
+
+def write_prediction_file(path: Path, pred: np.ndarray) -> None:
+    """Annotation format: header ``valence,arousal`` then one clipped row per frame; atomic."""
+    pred = np.clip(pred, -1.0, 1.0)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(HEADER + "\n")
+        np.savetxt(f, pred, fmt="%.6f", delimiter=",")
+    os.replace(tmp, path)
+
+
+def predict_to_dir(
+    run_dirs: Sequence[str | Path], cache_dir: str | Path, out_dir: str | Path, ids: str = "test",
+    smooth: int = 1, device: str = "auto",
+) -> list[Path]:
+    """Average the predictions of ``run_dirs`` (a fold ensemble) and write one file per id.
+
+    Everything is computed before the first file is written, so an error leaves no partial
+    set of prediction files behind.
+    """
+    if smooth < 1:
+        raise VafusionError(f"--smooth {smooth}: must be >= 1 (1 = no smoothing)")
+    cache_dir = Path(cache_dir)
+    index = read_corpus_index(cache_dir)
+    chosen = select_ids({e.id: e.partition for e in index}, ids)
+    runs = [load_run(r) for r in run_dirs]
+    dev = resolve_device(device)
+    total: dict[str, np.ndarray] = {}
+    loaded_by_features: dict[tuple[str, ...], LoadedCache] = {}
+    for run in runs:
+        key = tuple(run.config.features)
+        if key not in loaded_by_features:
+            loaded_by_features[key] = load_cache(cache_dir, key, chosen, index=index, progress=False)
+        loaded = loaded_by_features[key]
+        check_features_match(run, loaded)
+        if isinstance(run.model, FusionModel):
+            run.model.to(dev)
+        for vid, pred in predict_loaded(run.model, run.config, run.standardizer, loaded, chosen, dev).items():
+            total[vid] = total.get(vid, 0) + pred
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for vid in chosen:
+        pred = moving_average(total[vid] / len(runs), smooth)
+        path = out_dir / f"{vid}.txt"
+        write_prediction_file(path, pred)
+        written.append(path)
+    return written

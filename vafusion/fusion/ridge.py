@@ -1,0 +1,276 @@
+"""The reference baseline: a per-frame ridge regression on (optionally time-averaged) features.
+
+Every fusion run is compared to it: if a TCN with attention cannot beat a linear map of
+the same standardised features, something is wrong with the run, not with linearity.
+
+Design matrix, one row per frame, for streams ``i = 0..n-1``::
+
+    [ feat_0 (d_0) | feat_1 (d_1) | ... | presence_0 | presence_1 | ... ]
+
+- ``feat_i`` are the stream's standardised features with absent frames set to exactly 0
+  (whatever the caller passed there), so an absent modality contributes only through its
+  presence column, which the ridge can weight on its own.
+- With ``context = c > 1`` both are averaged over a centred window of ``c`` frames
+  (``(c - 1) // 2`` frames before, ``c - 1 - (c - 1) // 2`` after; truncated at the video's
+  ends): ``feat_i`` becomes the mean over the window's *present* frames (0 if none) and
+  ``presence_i`` the fraction of the window's frames that are present. ``c = 1`` is the
+  plain per-frame matrix. Computed per video with cumulative sums (float64, in column
+  blocks to bound memory).
+
+Fitting: rows are the frames with at least one finite label; each dimension (valence,
+arousal) is fitted on the rows where *its* label is finite (one 2-output fit when both are
+finite everywhere, the usual case). At most ``max_frames`` rows are used, drawn uniformly
+without replacement by a ``seed``-ed RNG *before* the matrix is built, so memory is
+bounded by ``max_frames x width`` float32 (about 1.8 GB for 200k x 2240) plus at most one
+more copy of that size during the fit.
+
+Predictions are ``X @ coef_.T + intercept_`` clipped to [-1, 1]; the fitted state is plain
+arrays and numbers (:meth:`RidgeBaseline.state_dict`), never a pickled estimator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vafusion.errors import VafusionError
+
+__all__ = ["RidgeBaseline", "context_average", "design_matrix"]
+
+_COLUMN_BLOCK = 256  # columns per cumulative-sum block: bounds the float64 temporary to T x 256
+_PREDICT_ROWS = 32_768  # frames per design-matrix chunk when predicting: bounds memory on long videos
+
+
+def _window(context: int) -> tuple[int, int]:
+    """(frames before, frames after) of a centred window of ``context`` frames."""
+    before = (context - 1) // 2
+    return before, context - 1 - before
+
+
+def context_average(
+    features: np.ndarray, present: np.ndarray, context: int, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Presence-aware centred moving average of one stream of one video.
+
+    Returns ``(mean, fraction)``: ``mean[r]`` (float32, width d) is the average of
+    ``features`` over the present frames of the window around frame ``rows[r]`` (0 where the
+    window has none), ``fraction[r]`` the share of the window's frames that are present.
+    ``rows`` (sorted or not, default all frames) selects the frames to evaluate, so a
+    subsampled fit never materialises the full video.
+    """
+    features = np.asarray(features)
+    present = np.asarray(present, dtype=bool)
+    T, d = features.shape
+    rows = np.arange(T) if rows is None else np.asarray(rows, dtype=np.int64)
+    if context <= 1:
+        mean = features[rows].astype(np.float32, copy=False)
+        p = present[rows]
+        mean[~p] = 0.0
+        return mean, p.astype(np.float32)
+    before, after = _window(context)
+    lo = np.clip(rows - before, 0, T)  # window = frames [lo, hi)
+    hi = np.clip(rows + after + 1, 0, T)
+    count_cs = np.concatenate([[0], np.cumsum(present, dtype=np.int64)])
+    n_present = count_cs[hi] - count_cs[lo]
+    fraction = (n_present / (hi - lo)).astype(np.float32)
+    denom = np.maximum(n_present, 1).astype(np.float64)[:, None]
+    mean = np.empty((len(rows), d), dtype=np.float32)
+    for c0 in range(0, d, _COLUMN_BLOCK):
+        block = features[:, c0 : c0 + _COLUMN_BLOCK].astype(np.float64)
+        block[~present] = 0.0
+        cs = np.zeros((T + 1, block.shape[1]), dtype=np.float64)
+        np.cumsum(block, axis=0, out=cs[1:])
+        mean[:, c0 : c0 + _COLUMN_BLOCK] = (cs[hi] - cs[lo]) / denom
+    return mean, fraction
+
+
+def design_matrix(
+    features: Sequence[np.ndarray], present: Sequence[np.ndarray], context: int, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """One video's ridge input ``(len(rows), sum(d_i) + n_streams)`` float32 (layout: module doc)."""
+    means, fractions = zip(*(context_average(f, p, context, rows) for f, p in zip(features, present)))
+    return np.concatenate([*means, np.stack(fractions, axis=1)], axis=1)
+
+
+def _scalar(value: Any) -> float:
+    return float(np.asarray(value).reshape(()))
+
+
+class RidgeBaseline:
+    """scikit-learn ``Ridge`` on the design matrix described in the module docstring.
+
+    ``RidgeBaseline(config)`` takes ``ridge_alpha``, ``ridge_context``, ``ridge_max_frames``
+    and ``seed`` from a :class:`~vafusion.fusion.config.FusionConfig`; keyword arguments
+    override them (and suffice without a config).
+    """
+
+    def __init__(
+        self,
+        config: Any | None = None,
+        *,
+        alpha: float | None = None,
+        context: int | None = None,
+        max_frames: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        def pick(value: Any, field: str, default: Any) -> Any:
+            if value is not None:
+                return value
+            return getattr(config, field, default) if config is not None else default
+
+        self.alpha = float(pick(alpha, "ridge_alpha", 10.0))
+        self.context = int(pick(context, "ridge_context", 1))
+        self.max_frames = int(pick(max_frames, "ridge_max_frames", 200_000))
+        self.seed = int(pick(seed, "seed", 0))
+        if self.alpha < 0 or self.context < 1 or self.max_frames < 1:
+            raise VafusionError(
+                f"ridge baseline: need alpha >= 0, context >= 1, max_frames >= 1, got alpha={self.alpha} "
+                f"context={self.context} max_frames={self.max_frames}; fix the run configuration"
+            )
+        self.coef_: np.ndarray | None = None  # (2, width)
+        self.intercept_: np.ndarray | None = None  # (2,)
+        self.dims: list[int] | None = None
+        self.n_fit_frames = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _check(
+        self, features_per_video: Sequence[Sequence[np.ndarray]], present_per_video: Sequence[Sequence[np.ndarray]]
+    ) -> None:
+        if len(features_per_video) != len(present_per_video):
+            raise ValueError(f"{len(features_per_video)} videos of features but {len(present_per_video)} of masks")
+        for v, (feats, pres) in enumerate(zip(features_per_video, present_per_video)):
+            dims = [int(np.shape(f)[1]) for f in feats]
+            if self.dims is None:
+                self.dims = dims
+            if dims != self.dims or len(pres) != len(feats):
+                raise VafusionError(
+                    f"ridge baseline: video {v} has streams of widths {dims} ({len(pres)} masks), "
+                    f"expected {self.dims}; use the feature sets the baseline was fitted on"
+                )
+            lengths = {len(f) for f in feats} | {len(p) for p in pres}
+            if len(lengths) != 1:
+                raise VafusionError(
+                    f"ridge baseline: video {v} has streams of different lengths {sorted(lengths)}; "
+                    f"the cache is inconsistent"
+                )
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(
+        self,
+        features_per_video: Sequence[Sequence[np.ndarray]],
+        present_per_video: Sequence[Sequence[np.ndarray]],
+        labels_per_video: Sequence[np.ndarray],
+    ) -> "RidgeBaseline":
+        """Fit on the labelled frames (subsampled to ``max_frames``); returns ``self``."""
+        from sklearn.linear_model import Ridge  # import here: predicting needs no scikit-learn
+
+        if not features_per_video:
+            raise VafusionError("ridge baseline: no training video; check the partition / fold selection")
+        self.dims = None
+        self._check(features_per_video, present_per_video)
+        if len(labels_per_video) != len(features_per_video):
+            raise ValueError(f"{len(features_per_video)} videos of features but {len(labels_per_video)} of labels")
+        labelled = []  # per video: frame indices with at least one finite label
+        for v, (feats, labels) in enumerate(zip(features_per_video, labels_per_video)):
+            labels = np.asarray(labels)
+            if labels.shape != (len(feats[0]), 2):
+                raise VafusionError(
+                    f"ridge baseline: video {v} has labels of shape {labels.shape}, features of "
+                    f"{len(feats[0])} frames; the cache is inconsistent"
+                )
+            labelled.append(np.flatnonzero(np.isfinite(labels).any(axis=1)))
+        counts = np.array([len(r) for r in labelled], dtype=np.int64)
+        total = int(counts.sum())
+        if total == 0:
+            raise VafusionError("ridge baseline: no labelled frame in the training partition; check the annotations")
+        if total > self.max_frames:  # uniform subsample of the pooled labelled frames
+            pick = np.sort(np.random.default_rng(self.seed).choice(total, size=self.max_frames, replace=False))
+            bounds = np.concatenate([[0], np.cumsum(counts)])
+            cuts = np.searchsorted(pick, bounds)  # pick[cuts[v]:cuts[v+1]] fall in video v
+            labelled = [r[pick[c0:c1] - a] for r, a, c0, c1 in zip(labelled, bounds[:-1], cuts[:-1], cuts[1:])]
+        n = sum(len(r) for r in labelled)
+        width = sum(self.dims) + len(self.dims)
+        X = np.empty((n, width), dtype=np.float32)  # the one full copy, filled video by video
+        Y = np.empty((n, 2), dtype=np.float32)
+        at = 0
+        for feats, pres, labels, rows in zip(features_per_video, present_per_video, labels_per_video, labelled):
+            if len(rows):
+                X[at : at + len(rows)] = design_matrix(feats, pres, self.context, rows)
+                Y[at : at + len(rows)] = np.asarray(labels)[rows]
+                at += len(rows)
+        finite = np.isfinite(Y)
+        coef = np.zeros((2, width), dtype=np.float64)
+        intercept = np.zeros(2, dtype=np.float64)
+        if finite.all():
+            # copy_X=False: scikit-learn centres X in place instead of copying it; X is not needed afterwards
+            model = Ridge(alpha=self.alpha, copy_X=False).fit(X, Y)
+            coef[:], intercept[:] = model.coef_, model.intercept_
+        else:
+            for j in range(2):
+                rows = finite[:, j]
+                if not rows.any():
+                    name = ("valence", "arousal")[j]
+                    raise VafusionError(
+                        f"ridge baseline: no finite {name} label in the training frames; check the annotations"
+                    )
+                Xj = X[rows]  # the second copy, freed before the next dimension
+                model = Ridge(alpha=self.alpha, copy_X=False).fit(Xj, Y[rows, j])
+                coef[j], intercept[j] = model.coef_, model.intercept_
+                del Xj
+        del X
+        self.coef_ = coef.astype(np.float32)
+        self.intercept_ = intercept.astype(np.float32)
+        self.n_fit_frames = n
+        return self
+
+    def predict(
+        self, features_per_video: Sequence[Sequence[np.ndarray]], present_per_video: Sequence[Sequence[np.ndarray]]
+    ) -> list[np.ndarray]:
+        """One ``(T, 2)`` float32 array per video, valence and arousal clipped to [-1, 1]."""
+        if self.coef_ is None or self.intercept_ is None:
+            raise VafusionError("ridge baseline: predict before fit; fit it or load a fitted state")
+        self._check(features_per_video, present_per_video)
+        out = []
+        for feats, pres in zip(features_per_video, present_per_video):
+            T = len(feats[0])
+            y = np.empty((T, 2), dtype=np.float32)
+            for r0 in range(0, T, _PREDICT_ROWS):
+                rows = np.arange(r0, min(r0 + _PREDICT_ROWS, T))
+                y[rows] = design_matrix(feats, pres, self.context, rows) @ self.coef_.T + self.intercept_
+            out.append(np.clip(y, -1.0, 1.0))
+        return out
+
+    # ------------------------------------------------------------------ state without pickle
+    def state_dict(self) -> dict[str, np.ndarray | float]:
+        """Plain arrays and numbers: storable with ``np.savez`` or (as tensors) in a torch checkpoint."""
+        if self.coef_ is None or self.intercept_ is None or self.dims is None:
+            raise VafusionError("ridge baseline: nothing to save before fit")
+        return {
+            "coef_": self.coef_.copy(),
+            "intercept_": self.intercept_.copy(),
+            "alpha": self.alpha,
+            "context": float(self.context),
+            "dims": np.asarray(self.dims, dtype=np.int64),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> "RidgeBaseline":
+        """Inverse of :meth:`state_dict`; values may be numpy arrays, torch tensors or numbers."""
+        missing = {"coef_", "intercept_", "alpha", "context", "dims"} - set(state)
+        if missing:
+            raise VafusionError(
+                f"ridge baseline state lacks {sorted(missing)}; the run directory is damaged or from another version"
+            )
+        model = cls(alpha=_scalar(state["alpha"]), context=int(round(_scalar(state["context"]))))
+        model.coef_ = np.asarray(state["coef_"], dtype=np.float32).copy()
+        model.intercept_ = np.asarray(state["intercept_"], dtype=np.float32).reshape(2).copy()
+        model.dims = [int(d) for d in np.asarray(state["dims"]).reshape(-1)]
+        width = sum(model.dims) + len(model.dims)
+        if model.coef_.shape != (2, width):
+            raise VafusionError(
+                f"ridge baseline state: coef_ of shape {model.coef_.shape}, expected (2, {width}); "
+                f"the run directory is damaged"
+            )
+        return model

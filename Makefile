@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench readme clean
 
 install: $(STAMP)
 
@@ -19,10 +19,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	$(BIN)/vafusion demo
+	rm -rf demo-out
+	$(BIN)/vafusion demo --out demo-out
 
 bench: $(STAMP)
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# Rewrite the CLI reference section of README.md from the commands' --help.
+readme: $(STAMP)
+	$(BIN)/python -c "import re, pathlib; from vafusion.cli import reference_markdown as r; p = pathlib.Path('README.md'); s = p.read_text(); a, b = '<!-- cli-reference:start -->', '<!-- cli-reference:end -->'; p.write_text(s[: s.index(a) + len(a)] + '\n' + r() + s[s.index(b):])"

@@ -27,7 +27,8 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                                           "terminal_width": 100})
 @click.version_option(__version__, prog_name="vafusion")
 def cli() -> None:
     """Audio-visual valence/arousal estimation from in-the-wild video.
@@ -344,6 +345,21 @@ def demo(out: Path, size: str, device: str, seed: int) -> None:
 
     rows = run_demo(out, size=size, device=device, seed=seed, echo=lambda m: click.echo(m, err=True))
     click.echo(format_table(rows))
+
+
+def reference_markdown() -> str:
+    """Every command's ``--help``, as the README's CLI reference (a test keeps them equal)."""
+    sections = []
+
+    def walk(command: click.Command, path: list[str], parent: click.Context | None) -> None:
+        ctx = click.Context(command, info_name=path[-1], parent=parent, **command.context_settings)
+        sections.append(f"### `{' '.join(path)}`\n\n```\n{command.get_help(ctx)}\n```\n")
+        if isinstance(command, click.Group):
+            for name in sorted(command.commands):
+                walk(command.commands[name], path + [name], ctx)
+
+    walk(cli, ["vafusion"], None)
+    return "\n".join(sections)
 
 
 def main() -> None:

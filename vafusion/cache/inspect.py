@@ -112,12 +112,12 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append("  no feature files yet")
     for f in info["features"]:
         ex = f["extractor"]
-        weights = ex.get("weights", "?")
+        weights = f"weights {ex['weights']}" if "weights" in ex else "no learned weights"
         lines.append(
             f"  {f['file']}: dim {f['dim']} {f['dtype']}, {f['ids']} ids, {f['frames']} frames, "
             f"{_human_bytes(f['bytes'])}, compression {f['compression']}"
         )
-        lines.append(f"      extractor {ex.get('model', f['feature'])} (weights {weights}), fingerprint {f['fingerprint'][:16]}")
+        lines.append(f"      extractor {ex.get('model', f['feature'])} ({weights}), fingerprint {f['fingerprint'][:16]}")
         if not f["corpus_matches"]:
             lines.append("      WARNING: made for another corpus index (run `vafusion cache verify`)")
     if info["shards"]:

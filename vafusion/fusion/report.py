@@ -19,6 +19,7 @@ state (e.g. in a notebook) is left alone.
 from __future__ import annotations
 
 import html
+import textwrap
 import json
 import math
 import os
@@ -415,8 +416,9 @@ def _comparison(page: _Page, run_dir: Path, comparison: list[dict[str, Any]], th
         bars = ax.bar(x + (j - 1) * 0.27, [float(r[key]) for r in comparison], width=0.27, color=_COLOURS[key],
                       label=name)
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
-    ax.set_xticks(x, [str(r["name"]) for r in comparison], rotation=20 if n > 5 else 0, ha="right" if n > 5 else "center",
-                  fontsize=8)
+    # Long run names wrap onto several lines instead of running into their neighbours.
+    names = [textwrap.fill(str(r["name"]), width=max(12, int(110 / n))) for r in comparison]
+    ax.set_xticks(x, names, rotation=20 if n > 8 else 0, ha="right" if n > 8 else "center", fontsize=8)
     values = [float(r[k]) for r in comparison for k in ("ccc_v", "ccc_a", "p")]
     ax.set_ylim(min(0.0, min(values) - 0.05), max(1.0, max(values) + 0.08))
     ax.axhline(0, color="grey", lw=0.8)

@@ -132,7 +132,7 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:K.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Frames per backbone batch "
               "(batches span video boundaries).")
-@click.option("--workers", type=click.IntRange(0), help="DataLoader decoding processes [default: min(4, cores - 1)].")
+@click.option("--workers", type=click.IntRange(0), help="DataLoader decoding processes [default: min(8, cores - 1)].")
 @click.option("--shard", callback=_parse_shard, metavar="K/N",
               help="Extract only the K-th of N parts of the sorted id list, into <feature>.shard-K-of-N.h5 "
                    "files; combine them later with `vafusion cache merge`.")

@@ -18,9 +18,7 @@ workers ship 4x fewer bytes than float images would need.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vafusion.errors import VafusionError
+from vafusion.extract.weights import assign_state_dict, read_state_dict, sha256_file
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 EMBED_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
@@ -46,16 +45,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 RANDOM_SEED = 0
-_SHOWN_KEYS = 3  # how many missing/unexpected keys an error message names
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in chunks (checkpoints are ~100 MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _trunk(name: str, device: str = "cpu") -> nn.Module:
@@ -101,42 +90,6 @@ def build_resnet(name: str, weights: str | Path) -> tuple[nn.Module, dict[str, A
     return model, provenance
 
 
-def _assign(model: nn.Module, state: dict[str, torch.Tensor], source: object, name: str, fix: str) -> None:
-    """Check ``state`` against the (meta) trunk's keys and shapes, then assign it strictly.
-
-    Every mismatch is a one-line VafusionError naming ``source``, a few offending keys (or
-    the first mismatching shape) and ``fix``.
-    """
-    expected = model.state_dict()
-    # Old checkpoints lack BatchNorm's num_batches_tracked; it is unused in eval mode.
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:_SHOWN_KEYS])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:_SHOWN_KEYS])})")
-        raise VafusionError(f"{source}: not {name} weights: {'; '.join(parts)}; {fix}")
-    full: dict[str, torch.Tensor] = {}
-    for key, target in expected.items():
-        value = state.get(key)
-        if value is None:  # a missing num_batches_tracked
-            full[key] = torch.zeros((), dtype=target.dtype)
-            continue
-        if tuple(value.shape) != tuple(target.shape):
-            raise VafusionError(
-                f"{source}: not {name} weights: {key} has shape {tuple(value.shape)}, "
-                f"{name} needs {tuple(target.shape)}; {fix}"
-            )
-        # float16/bfloat16 checkpoints become float32 like a freshly built model.
-        full[key] = value.detach().to(device="cpu", dtype=target.dtype).contiguous()
-    try:
-        model.load_state_dict(full, strict=True, assign=True)
-    except RuntimeError as e:  # not expected after the checks above; keep it one line
-        raise VafusionError(f"{source}: cannot load into {name} ({str(e).splitlines()[0]}); {fix}") from None
-
-
 def _load_imagenet(model: nn.Module, name: str) -> dict[str, Any]:
     """Load torchvision's ImageNet weights (download on first use) and record their hash."""
     import torch.hub
@@ -155,7 +108,7 @@ def _load_imagenet(model: nn.Module, name: str) -> dict[str, Any]:
             f"download the file into {cache_dir}, or pass a local checkpoint path as weights"
         ) from None
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    _assign(model, state, enum.url, name, "delete the cached file to download it again")
+    assign_state_dict(model, state, enum.url, name, "delete the cached file to download it again")
     return {
         "model": name,
         "weights": f"imagenet:{member}",
@@ -164,54 +117,11 @@ def _load_imagenet(model: nn.Module, name: str) -> dict[str, Any]:
     }
 
 
-def _unwrap_state_dict(obj: Any) -> Mapping[str, Any] | None:
-    """Find the state_dict in common checkpoint wrappers (``state_dict``/``model`` keys).
-
-    A wrapper key wins over tensors beside it (``{"model": {...}, "step": tensor(5)}``): in a
-    real state_dict every value is a tensor, so a mapping under those keys is a wrapper.
-    """
-    for _ in range(4):  # e.g. {"model": {"state_dict": {...}}} from some trainers
-        if not isinstance(obj, Mapping):
-            return None
-        inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)), None)
-        if inner is not None:
-            obj = inner
-            continue
-        return obj if any(isinstance(v, torch.Tensor) for v in obj.values()) else None
-    return None
-
-
 def _load_checkpoint(model: nn.Module, name: str, path: Path) -> dict[str, Any]:
-    """Load a local checkpoint strictly into the trunk; every failure names file and fix."""
-    fix = f"pass a state_dict of a torchvision {name} (torch.save(model.state_dict(), PATH))"
-    if not path.is_file():
-        raise VafusionError(
-            f"{path}: no such weights file; weights must be 'imagenet', 'random' or a checkpoint path"
-        )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError ...
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise VafusionError(
-            f"{path}: not a PyTorch checkpoint readable with weights_only=True ({reason}); {fix}"
-        ) from None
-    state = _unwrap_state_dict(obj)
-    if state is None:
-        raise VafusionError(
-            f"{path}: holds no tensors (nor a 'state_dict'/'model' entry with tensors); {fix}"
-        )
-    cleaned: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        key = str(key)
-        if key.startswith("module."):
-            key = key[len("module.") :]
-        if key.startswith("fc."):
-            continue  # the classifier is not part of the trunk
-        cleaned[key] = value
-
-    _assign(model, cleaned, path, name, fix)
+    """Load a local checkpoint strictly into the trunk; the classifier (``fc.*``) is ignored."""
+    fix = f"pass a state_dict of a torchvision {name} (torch.save(model.state_dict(), PATH)), 'imagenet' or 'random'"
+    state = {k: v for k, v in read_state_dict(path, fix).items() if not k.startswith("fc.")}
+    assign_state_dict(model, state, path, name, fix)
     return {"model": name, "weights": f"file:{path.name}", "sha256": sha256_file(path)}
 
 

@@ -100,7 +100,7 @@ def _worker_init(_: int) -> None:
 
 
 def _default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def _pad_batch(x: torch.Tensor, batch_size: int) -> torch.Tensor:

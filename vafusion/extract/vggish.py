@@ -19,7 +19,6 @@ Three jobs, kept together because they share one set of constants:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from vafusion.errors import VafusionError
+from vafusion.extract.weights import assign_state_dict, read_state_dict, sha256_file, torch_load_plain
 
 logger = logging.getLogger(__name__)
 
@@ -318,47 +318,6 @@ class VGGish(nn.Module):
         return self.embeddings(x)
 
 
-def sha256_file(path: Path | str) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (weights are large)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _torch_load_tensors(path: Path) -> object:
-    """torch.load without pickle execution; numpy arrays allowed (old ports saved them)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as first:  # noqa: BLE001 - torch raises many types here
-        # The PyTorch VGGish port published its PCA file as a dict of numpy
-        # arrays; the weights-only unpickler rejects those unless these numpy
-        # reconstruction helpers are allow-listed (still no arbitrary code).
-        try:
-            from numpy._core.multiarray import _reconstruct  # numpy >= 2
-        except ImportError:  # pragma: no cover - numpy 1.x
-            from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-        # Files pickled under numpy 1.x name the helper numpy.core.multiarray.
-        allowed: list = [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype]
-        allowed += [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64)]
-        try:
-            with torch.serialization.safe_globals(allowed):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001
-            raise first from None
-
-
-def _unwrap_state_dict(obj: object) -> object:
-    """Accept ``{"state_dict": sd}`` / ``{"model": sd}`` wrappers and ``module.`` prefixes."""
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if isinstance(obj, dict) and obj and all(isinstance(k, str) and k.startswith("module.") for k in obj):
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
-
-
 def load_vggish(weights: str | Path) -> tuple[VGGish, dict]:
     """Build VGGish in eval mode with ``weights`` and describe where they came from.
 
@@ -382,42 +341,11 @@ def load_vggish(weights: str | Path) -> tuple[VGGish, dict]:
         return model.eval(), {"model": "vggish", "weights": "random", "sha256": None}
 
     path = Path(weights)
-    if not path.is_file():
-        raise VafusionError(f"{path}: no such VGGish weights file; pass a state_dict file or 'random'")
-    try:
-        obj = _torch_load_tensors(path)
-    except Exception as exc:  # noqa: BLE001
-        raise VafusionError(
-            f"{path}: cannot load as a torch state_dict ({type(exc).__name__}); "
-            "pass the PyTorch VGGish port's .pth state_dict"
-        ) from exc
-    state = _unwrap_state_dict(obj)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise VafusionError(f"{path}: not a state_dict of tensors; pass the PyTorch VGGish port's .pth state_dict")
-
+    fix = "pass the PyTorch VGGish port's state_dict (vggish-10086976.pth: features.0 ... embeddings.4) or 'random'"
+    state = read_state_dict(path, fix)
     with torch.device("meta"):  # shapes only: no 0.5 s random init of 72M parameters
         model = VGGish()
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad_shape = sorted(
-        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state)
-        if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or bad_shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys e.g. {', '.join(missing[:3])}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys e.g. {', '.join(unexpected[:3])}")
-        if bad_shape:
-            parts.append(f"wrong shapes e.g. {'; '.join(bad_shape[:3])}")
-        raise VafusionError(
-            f"{path}: not a VGGish state_dict ({'; '.join(parts)}); "
-            "pass the PyTorch VGGish port's weights (features.0 ... embeddings.4)"
-        )
-    model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, assign=True)
+    assign_state_dict(model, state, path, "VGGish", fix)
     return model.eval(), {"model": "vggish", "weights": path.name, "sha256": sha256_file(path)}
 
 
@@ -455,7 +383,7 @@ class VGGishPCA:
                 with np.load(path, allow_pickle=False) as z:
                     params = {k: z[k] for k in z.files}
             else:
-                params = _torch_load_tensors(path)
+                params = torch_load_plain(path)
         except Exception as exc:  # noqa: BLE001
             raise VafusionError(f"{path}: cannot read PCA parameters ({type(exc).__name__}); pass vggish_pca_params.npz or .pth") from exc
         if not isinstance(params, dict) or not {"pca_eigen_vectors", "pca_means"} <= set(params):

@@ -137,14 +137,15 @@ def video_lengths(total_frames: int, n_videos: int, seed: int = 0) -> list[int]:
 
 def write_random_cache(
     cache: Path, total_frames: int, n_videos: int, dims: dict[str, int] | None = None, seed: int = 0,
-    validation_every: int = 5,
+    validation_every: int = 5, lengths: Sequence[int] | None = None,
 ) -> dict:
     """A feature cache written through the real writer API with random float16 features.
 
     ``write_corpus_index`` + one ``FeatureWriter`` per feature set (per-video part files,
     then ``finalize``), exactly the files ``vafusion extract`` leaves. Every
     ``validation_every``-th video is in the validation partition, the rest train. Features
-    are N(0, 1) float16 with per-dimension offsets; masks have a few absent runs.
+    are N(0, 1) float16 with per-dimension offsets; masks have a few absent runs. ``lengths``
+    (optional) fixes the frame count of every video instead of drawing them.
     Returns ``{"ids", "lengths", "feature_bytes", "index"}``.
     """
     from vafusion.cache.corpus_index import CorpusIndex, VideoEntry, write_corpus_index
@@ -152,7 +153,8 @@ def write_random_cache(
 
     dims = dict(REAL_DIMS if dims is None else dims)
     rng = np.random.default_rng(seed)
-    lengths = video_lengths(total_frames, n_videos, seed)
+    lengths = video_lengths(total_frames, n_videos, seed) if lengths is None else [int(x) for x in lengths]
+    n_videos = len(lengths)
     ids = [f"video{i:04d}" for i in range(n_videos)]
     entries = []
     for i, (vid, n) in enumerate(zip(ids, lengths)):

@@ -149,8 +149,6 @@ class _Workspace:
         self.window = _WINDOW32 if dtype == torch.float32 else _WINDOW64
         self.blocks = _MEL_BLOCKS32 if dtype == torch.float32 else _MEL_BLOCKS64
         self.padded = torch.zeros(rows, FFT_LENGTH, dtype=dtype)  # columns 400.. stay zero
-        cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
-        self.spec = torch.empty(rows, FFT_LENGTH // 2 + 1, dtype=cdtype)
         self.mag = torch.empty(rows, FFT_LENGTH // 2 + 1, dtype=dtype)
         self.mel = torch.empty(rows, NUM_BANDS, dtype=dtype)
 
@@ -158,9 +156,9 @@ class _Workspace:
         """``|rfft(frames * window, 512)|`` (n, 257) and the mel energies (n, 64), as views of the buffers."""
         n = frames.shape[0]
         torch.mul(frames, self.window, out=self.padded[:n, :WINDOW_SAMPLES])
-        torch.fft.rfft(self.padded[:n], out=self.spec[:n])
+        spec = torch.fft.rfft(self.padded[:n])  # a fresh output: rfft(out=...) measured 1.6x slower
         mag = self.mag[:n]
-        np.abs(self.spec[:n].numpy(), out=mag.numpy())  # numpy's SIMD complex abs: ~4x torch's
+        np.abs(spec.numpy(), out=mag.numpy())  # numpy's SIMD complex abs: ~4x torch's
         return mag, _mel_product(mag[:, _MEL_LO:_MEL_HI], self.blocks, self.mel[:n])
 
 

@@ -1,0 +1,220 @@
+"""Training: full step against the model-only step, peak RSS against the cache, frames/s.
+
+A cache of realistic dims (resnet50 2048 + vggish 128 + logmel 64, float16, random data,
+~100k frames in 20 videos of Aff-Wild2's mean length ~5000 frames) is written with the real
+writer API; the default FusionConfig (window 300, hop 200, batch 16, d_model 128) trains on it.
+
+1. Step efficiency, interleaved and repeated: the trainer's full step (``iterate_batches``
+   batch assembly + forward + 1 - CCC loss + backward + clip + AdamW + schedule, the code of
+   ``vafusion.fusion.train``) against the same step on one pre-built batch. Result:
+   model-only seconds / full seconds (medians), target >= 0.9.
+2. Peak RSS, in a subprocess running the real ``vafusion.fusion.train.train`` for one epoch
+   (load, standardise, train, validate, checkpoint): VmHWM minus the VmHWM after importing
+   python + torch + vafusion, divided by the float16 feature bytes; target <= 1.3. The
+   subprocess also records VmHWM around ``load_cache``, which splits the peak into the part
+   that grows with the cache (bytes held per feature byte) and a fixed working set of the
+   model (activations, gradients, optimiser state, batch buffers, allocator slack); from the
+   two the script extrapolates the ratio to Aff-Wild2 scale.
+3. Training frames/s on this machine and the extrapolated epoch time at Aff-Wild2 scale
+   (~2.8M frames in ~564 videos, same dims and config).
+
+    python benchmarks/bench_train.py [--frames 100000] [--videos 20] [--steps 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import numpy as np
+import torch
+
+from vafusion.device import autocast, resolve_device
+from vafusion.fusion.config import FusionConfig
+from vafusion.fusion.data import Standardizer, build_batch, iterate_batches, load_cache, make_windows, windows_with_labels
+from vafusion.fusion.metrics import ccc_loss
+from vafusion.fusion.model import build_model, count_parameters
+
+AFFWILD2_FRAMES = 2_800_000
+AFFWILD2_VIDEOS = 564
+
+
+class Trainer:
+    """The inner loop of ``vafusion.fusion.train._train_fusion``, one step at a time."""
+
+    def __init__(self, config: FusionConfig, dims: list[int], device: torch.device, total_steps: int):
+        torch.manual_seed(config.seed)
+        self.config, self.device = config, device
+        self.model = build_model(config, dims).to(device).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 0.5 + 0.5 * math.cos(s / total_steps))
+        scaler_enabled = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=scaler_enabled)
+        self.losses: list[float] = []
+
+    def step(self, batch) -> None:
+        config = self.config
+        batch = batch.to(self.device, non_blocking=True)
+        with autocast(self.device, config.amp):
+            pred = self.model(batch.streams, batch.present, batch.valid)
+        loss = ccc_loss(pred.float(), batch.labels, batch.valid, mse_weight=config.mse_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.losses.append(float(loss.detach()))
+
+
+def full_steps(trainer: Trainer, loaded, standardizer, windows, n: int, seed: int) -> float:
+    """Seconds per step of n steps fed by iterate_batches (shuffled), as the trainer does."""
+    rng = np.random.default_rng(seed)
+    it = iterate_batches(loaded, standardizer, windows, trainer.config.batch_size, shuffle=True, generator=rng,
+                         window=trainer.config.window)
+    start = time.perf_counter()
+    for _ in range(n):
+        trainer.step(next(it))
+    return (time.perf_counter() - start) / n
+
+
+def model_steps(trainer: Trainer, batch, n: int) -> float:
+    """Seconds per step of n steps on one pre-built batch (no assembly)."""
+    start = time.perf_counter()
+    for _ in range(n):
+        trainer.step(batch)
+    return (time.perf_counter() - start) / n
+
+
+# ------------------------------------------------------------------- RSS subprocess ---
+
+
+def rss_child(cache: str, run_dir: str) -> None:
+    """Runs in a fresh interpreter: one epoch of the real trainer; prints one JSON line."""
+    import vafusion.fusion.train as train_mod
+
+    baseline = C.vm_status_kib("VmHWM")  # python + torch + vafusion (+ h5py, numpy) imported
+    marks: dict[str, int] = {}
+    real_load = train_mod.load_cache
+
+    def load_and_mark(*args, **kwargs):
+        marks["before_load"] = C.vm_status_kib("VmHWM")
+        loaded = real_load(*args, **kwargs)
+        marks["after_load"] = C.vm_status_kib("VmHWM")
+        marks["feature_bytes"] = loaded.feature_bytes
+        return loaded
+
+    train_mod.load_cache = load_and_mark
+    start = time.perf_counter()
+    train_mod.train(cache, run_dir, FusionConfig(epochs=1, device="cpu"), progress=False, report=False)
+    print(json.dumps({"baseline_kib": baseline, "peak_kib": C.vm_status_kib("VmHWM"), "seconds": time.perf_counter() - start,
+                      **marks}))
+
+
+def measure_rss(cache: Path, tmp: Path) -> dict:
+    cmd = [sys.executable, __file__, "--rss-child", str(cache), str(tmp / "rss-run")]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=100_000)
+    ap.add_argument("--videos", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=8, help="steps per timing block")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tmp", default=None)
+    ap.add_argument("--rss-child", nargs=2, metavar=("CACHE", "RUN_DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        rss_child(*args.rss_child)
+        return
+    C.header("training: full step vs model-only step; peak RSS; frames/s")
+    device = resolve_device(args.device)
+    config = FusionConfig(device=str(device))
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp_name:
+        tmp = Path(tmp_name)
+        cache = tmp / "cache"
+        start = time.perf_counter()
+        info = C.write_random_cache(cache, args.frames, args.videos)
+        print(f"cache: {args.videos} videos, {args.frames} frames, dims {C.REAL_DIMS}, "
+              f"{info['feature_bytes'] / 1e6:.0f} MB float16 features; written in {time.perf_counter() - start:.1f} s")
+
+        # 1. step efficiency
+        loaded = load_cache(cache, config.features, progress=False)
+        train_ids = [e.id for e in loaded.index.by_partition("train")]
+        standardizer = Standardizer.fit(loaded, train_ids)
+        windows = windows_with_labels(loaded, make_windows(offsets=loaded.offsets, window=config.window, hop=config.hop,
+                                                           videos=loaded.positions(train_ids)))
+        trainer = Trainer(config, list(loaded.dims), device, total_steps=10_000)
+        print(f"model: {count_parameters(trainer.model):,} parameters; device {device}, {torch.get_num_threads()} "
+              f"threads; batch {config.batch_size} x window {config.window}; {len(windows)} training windows")
+        fixed_batch = build_batch(loaded, standardizer, windows[: config.batch_size], window=config.window)
+        model_steps(trainer, fixed_batch, 2)  # warm-up (allocator, oneDNN kernels)
+        full_steps(trainer, loaded, standardizer, windows, 2, seed=99)
+        full, model = [], []
+        for r in range(args.repeats):
+            full.append(full_steps(trainer, loaded, standardizer, windows, args.steps, seed=r))
+            model.append(model_steps(trainer, fixed_batch, args.steps))
+            print(f"  repeat {r + 1}: full step {full[-1] * 1e3:.0f} ms, model-only step {model[-1] * 1e3:.0f} ms "
+                  f"(ratio {model[-1] / full[-1]:.3f})", flush=True)
+        assembly = [C.timed(lambda: build_batch(loaded, standardizer, windows[: config.batch_size], window=config.window))
+                    for _ in range(10)]
+        f, m = C.median(full), C.median(model)
+        print(f"full step {f * 1e3:.0f} ms, model-only step {m * 1e3:.0f} ms (medians of {args.repeats} x "
+              f"{args.steps} steps); one build_batch alone {C.median(assembly) * 1e3:.1f} ms; "
+              f"load average {C.load_average()}")
+        C.result("train_step_efficiency", m / f, ">=", 0.9)
+
+        # 3. throughput and extrapolation (printed before the RSS child so it shows up early)
+        window_frames_per_s = config.batch_size * config.window / f
+        lengths = C.video_lengths(AFFWILD2_FRAMES, AFFWILD2_VIDEOS)
+        aw_windows = len(make_windows(lengths, window=config.window, hop=config.hop))
+        aw_steps = math.ceil(aw_windows / config.batch_size)
+        epoch_s = aw_steps * f
+        print(f"training throughput on {device}: {window_frames_per_s:.0f} window frames/s "
+              f"({config.batch_size * config.window} per step; with hop {config.hop} each frame is seen "
+              f"~{config.window / config.hop:.1f}x per epoch, so {window_frames_per_s * config.hop / config.window:.0f} "
+              f"corpus frames/s)")
+        print(f"Aff-Wild2 scale ({AFFWILD2_FRAMES / 1e6:.1f}M training frames in {AFFWILD2_VIDEOS} videos): "
+              f"{aw_windows} windows, {aw_steps} steps/epoch -> {epoch_s:.0f} s = {epoch_s / 60:.1f} min per epoch "
+              f"(training steps only; the validation pass comes on top)")
+        del loaded, trainer, fixed_batch
+
+        # 2. peak RSS of the real trainer in a fresh process
+        rss = measure_rss(cache, tmp)
+        mib = 1 / 1024
+        feature_bytes = rss["feature_bytes"]
+        peak_over = (rss["peak_kib"] - rss["baseline_kib"]) * 1024
+        load_slope = (rss["after_load"] - rss["before_load"]) * 1024 / feature_bytes
+        fixed = (rss["peak_kib"] - rss["after_load"]) * 1024
+        print(f"peak RSS of one epoch of vafusion.fusion.train.train ({rss['seconds']:.0f} s): "
+              f"{rss['peak_kib'] * mib:.0f} MiB; after importing python+torch+vafusion {rss['baseline_kib'] * mib:.0f} MiB; "
+              f"float16 features {feature_bytes / 2**20:.0f} MiB")
+        print(f"  load_cache added {(rss['after_load'] - rss['before_load']) * mib:.0f} MiB "
+              f"({load_slope:.3f} bytes per feature byte); training added {fixed / 2**20:.0f} MiB on top "
+              f"(model working set, independent of the cache size)")
+        print(f"  peak - baseline = {peak_over / feature_bytes:.2f} x feature bytes here; "
+              f"peak / feature bytes without subtracting = {rss['peak_kib'] * 1024 / feature_bytes:.2f}")
+        C.result("train_peak_rss_ratio", peak_over / feature_bytes, "<=", 1.3)
+        aw_bytes = AFFWILD2_FRAMES * sum(C.REAL_DIMS.values()) * 2
+        extrapolated = (load_slope * aw_bytes + fixed) / aw_bytes
+        print(f"  extrapolated to Aff-Wild2 scale ({aw_bytes / 2**30:.1f} GiB of features): "
+              f"({load_slope:.3f} x features + {fixed / 2**20:.0f} MiB) / features = {extrapolated:.3f}")
+        C.result("train_peak_rss_ratio_affwild2_extrapolated", extrapolated, "<=", 1.3)
+        print(f"load average at end {C.load_average()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -146,21 +146,28 @@ def main() -> None:
               f"{info['feature_bytes'] / 1e6:.1f} MB, files read {file_bytes / 1e6:.1f} MB; written in "
               f"{time.perf_counter() - start:.1f} s ({cache.parent})", flush=True)
 
+        def compare(label: str, repeats: int, before_each=lambda: None) -> tuple[float, float]:
+            """Medians of (raw read s, load_cache s), interleaved; ``before_each`` runs before every timed read."""
+            raw, load = [], []
+            for r in range(repeats):
+                before_each()
+                raw.append(C.timed(lambda: read_raw(files)))
+                before_each()
+                load.append(time_load(cache))
+                print(f"  {label} repeat {r + 1}: np.fromfile {file_bytes / raw[-1] / 1e9:.2f} GB/s, "
+                      f"load_cache {info['feature_bytes'] / load[-1] / 1e9:.2f} GB/s "
+                      f"(ratio {raw[-1] / load[-1]:.3f})", flush=True)
+            raw_m, load_m = C.median(raw), C.median(load)
+            print(f"{label} page cache: np.fromfile {raw_m:.3f} s ({file_bytes / raw_m / 1e9:.2f} GB/s), "
+                  f"load_cache {load_m:.3f} s ({info['feature_bytes'] / load_m / 1e9:.2f} GB/s); "
+                  f"medians of {repeats}; load average {C.load_average()}")
+            return raw_m, load_m
+
         # warm: the files were just written, and every repeat reads them again; one untimed round
         # first (its first big allocations and reads are slower, whichever goes first)
         read_raw(files)
         time_load(cache)
-        raw, load = [], []
-        for r in range(args.repeats):
-            raw.append(C.timed(lambda: read_raw(files)))
-            load.append(time_load(cache))
-            print(f"  warm repeat {r + 1}: np.fromfile {file_bytes / raw[-1] / 1e9:.2f} GB/s, "
-                  f"load_cache {info['feature_bytes'] / load[-1] / 1e9:.2f} GB/s "
-                  f"(ratio {raw[-1] / load[-1]:.3f})", flush=True)
-        raw_m, load_m = C.median(raw), C.median(load)
-        print(f"warm page cache: np.fromfile {raw_m:.3f} s ({file_bytes / raw_m / 1e9:.2f} GB/s), "
-              f"load_cache {load_m:.3f} s ({info['feature_bytes'] / load_m / 1e9:.2f} GB/s); "
-              f"medians of {args.repeats}; load average {C.load_average()}")
+        raw_m, load_m = compare("warm", args.repeats)
         C.result("cache_load_efficiency_warm", raw_m / load_m, ">=", 0.7)
 
         if not args.no_cold:
@@ -169,19 +176,7 @@ def main() -> None:
                 read_raw(files)
                 C.drop_page_cache()
                 time_load(cache)
-                raw, load = [], []
-                for r in range(max(3, args.repeats // 2)):
-                    C.drop_page_cache()
-                    raw.append(C.timed(lambda: read_raw(files)))
-                    C.drop_page_cache()
-                    load.append(time_load(cache))
-                    print(f"  cold repeat {r + 1}: np.fromfile {file_bytes / raw[-1] / 1e9:.2f} GB/s, "
-                          f"load_cache {info['feature_bytes'] / load[-1] / 1e9:.2f} GB/s "
-                          f"(ratio {raw[-1] / load[-1]:.3f})", flush=True)
-                raw_m, load_m = C.median(raw), C.median(load)
-                print(f"cold page cache (dropped before each read): np.fromfile {raw_m:.3f} s "
-                      f"({file_bytes / raw_m / 1e9:.2f} GB/s), load_cache {load_m:.3f} s "
-                      f"({info['feature_bytes'] / load_m / 1e9:.2f} GB/s); medians")
+                raw_m, load_m = compare("cold", max(3, args.repeats // 2), before_each=C.drop_page_cache)
                 C.result("cache_load_efficiency_cold", raw_m / load_m, ">=", 0.7)
             else:
                 print("cold page cache: not measured (cannot write /proc/sys/vm/drop_caches here)")

@@ -233,3 +233,19 @@ def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
         for vid in a:
             np.testing.assert_array_equal(a[vid][0], b[vid][0])
             np.testing.assert_array_equal(a[vid][1], b[vid][1])
+
+
+def test_vggish_runs_once_for_the_two_persons_of_one_video(tiny, tmp_path, monkeypatch):
+    import vafusion.extract.run as run_mod
+
+    corpus, cache, _ = tiny
+    queued = []
+    real_add = run_mod._PatchQueue.add
+    monkeypatch.setattr(run_mod._PatchQueue, "add", lambda self, vid, *a: (queued.append(vid), real_add(self, vid, *a)))
+    report = extract(corpus.root, tmp_path / "cache", ExtractOptions(features=("vggish",), **FAST))
+    assert report.ok and report.extracted["vggish"] == len(corpus.videos)
+    with_audio = [v.id for v in corpus.videos if v.has_audio]
+    pair = sorted(v for v in with_audio if v.endswith(("_left", "_right")))
+    assert len(pair) == 2 and sorted(queued) == sorted(set(with_audio) - {pair[1]})
+    np.testing.assert_array_equal(*(_read_all(tmp_path / "cache", "vggish")[v][0] for v in pair))
+    np.testing.assert_array_equal(_read_all(tmp_path / "cache", "vggish")[pair[1]][0], _read_all(cache, "vggish")[pair[1]][0])

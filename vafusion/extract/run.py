@@ -127,6 +127,18 @@ class _Assembler:
         self.remaining: dict[str, int] = {}
         self.failed: dict[str, str] = {}
         self.futures: list[tuple[str, Future]] = []
+        self.copies: dict[str, list[str]] = {}  # video id -> ids that get exactly its rows
+
+    def open_copy(self, video_id: str, of: str) -> bool:
+        """Let ``video_id`` receive the rows of ``of`` (still being assembled), computing nothing.
+
+        For the ``_left``/``_right`` ids of one video: same track, same frame grid, same rows.
+        False when ``of`` is no longer in progress (the caller then computes the rows).
+        """
+        if of not in self.rows:
+            return False
+        self.copies.setdefault(of, []).append(video_id)
+        return True
 
     def open(self, video_id: str, n_frames: int, mask: np.ndarray, n_rows: int) -> None:
         """Start a video with ``n_rows`` rows still to come; zero rows where ``mask`` is False."""
@@ -152,13 +164,16 @@ class _Assembler:
         self.rows.pop(video_id, None)
         self.mask.pop(video_id, None)
         self.remaining.pop(video_id, None)
+        for copy in self.copies.pop(video_id, []):
+            self.fail(copy, reason)
 
     def _finish(self, video_id: str) -> None:
         feats = self.rows.pop(video_id)
         mask = self.mask.pop(video_id)
         del self.remaining[video_id]
-        self.futures.append((video_id, self.pool.submit(self.writer.write, video_id, feats, mask)))
-        self.on_done(video_id)
+        for vid in [video_id] + self.copies.pop(video_id, []):
+            self.futures.append((vid, self.pool.submit(self.writer.write, vid, feats, mask)))
+            self.on_done(vid)
 
     def wait(self) -> list[Failure]:
         """Wait for pending writes; a failed write is a failure of that video, not of the run."""
@@ -344,6 +359,7 @@ def _audio_pass(
             bar.set_postfix(fps=f"{frames / max(bar.format_dict['elapsed'], 1e-9):.0f}", refresh=False)
 
     for track_no, lm, n_samples, error in loader:
+        first_on_grid: dict[tuple[float, int], str] = {}  # VGGish rows depend only on track + grid
         for v in by_track[tracks[track_no]]:
             e = v.entry
             mine = {f: a for f, a in assemblers.items() if e.id in pending[f]}
@@ -363,9 +379,12 @@ def _audio_pass(
                 mine["logmel"].open(e.id, e.n_frames, mask, e.n_frames)
                 mine["logmel"].put(e.id, np.arange(e.n_frames), vggish_mod.pooled_log_mel(lm, e.fps, e.n_frames).numpy())
             if "vggish" in mine:
-                mine["vggish"].open(e.id, e.n_frames, mask, e.n_frames)
-                queue.add(e.id, lm, e.fps, e.n_frames)
-                run_vggish(flush=False)
+                first = first_on_grid.setdefault((e.fps, e.n_frames), e.id)
+                if first == e.id or not mine["vggish"].open_copy(e.id, of=first):
+                    mine["vggish"].open(e.id, e.n_frames, mask, e.n_frames)
+                    queue.add(e.id, lm, e.fps, e.n_frames)
+        if "vggish" in assemblers:  # after the whole track is queued, so its copies are registered
+            run_vggish(flush=False)
     if "vggish" in assemblers:
         run_vggish(flush=True)
     bar.close()

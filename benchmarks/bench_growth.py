@@ -10,12 +10,19 @@ written with the real writer API) of 1x, 2x, 4x frames (default 20k, 40k, 80k: t
 videos, 3 train + 1 validation, repeated 1, 2, 4 times), each trained for one epoch by the real ``vafusion.fusion.train.train`` (load,
 standardise, train, validate, checkpoint; default FusionConfig, CPU).
 
-Sizes run interleaved (1x, 2x, 4x, 1x, ...), repeated; medians. The exponent k of
-time ~ size^k comes from least squares on log-log. Fixed start-up costs (model build,
-worker start, checkpoint writes) make the raw k look better than the per-frame work is,
-so each repeat also times the same job on a tiny corpus/cache and the script fits k again
-on (time - that fixed cost): the targets are on that stricter k, k <= 1.15 (linear within
-noise; 1.15 over a 4x range means at most ~23% more time per frame at 4x than at 1x).
+Sizes run interleaved (1x, 2x, 4x, 1x, ...), repeated; medians. Fixed start-up costs (model
+build, worker start, checkpoint writes) make k of time ~ size^k on the total time look better
+than the per-frame work is (a job that is half start-up gives k ~0.5 for any per-frame cost).
+So the target is on k of the fit time = a + b * size^k: ``a`` absorbs whatever does not
+grow with the corpus and k is the exponent of the part that does. With the default sizes
+1x, 2x, 4x the fit is exact and k = log2((t4x - t2x) / (t2x - t1x)): the time added by the
+second doubling against the first. Target k <= 1.15 (linear within noise; 1.15 over a 4x range
+means ~23% more time per added frame at 4x than at 1x). The fitted ``a`` is printed; it must
+look like a start-up cost (a fraction of the 1x time, not negative beyond noise).
+
+(An earlier version subtracted the time of a tiny job as the start-up cost. That over-estimated
+it, since a tiny job pays first-use costs a larger one amortises, and inflated k: 1.14 where
+the increments were linear.)
 
     python benchmarks/bench_growth.py [--videos 3] [--seconds 4] [--frames 20000]
         [--scales 1,2,4] [--repeats 3] [--skip-extract] [--skip-train]
@@ -40,16 +47,16 @@ from vafusion.synth import make_corpus
 K_MAX = 1.15
 
 
-def fit_and_report(what: str, sizes: list[int], times: dict[int, list[float]], fixed: list[float], unit: str) -> float:
+def fit_and_report(what: str, sizes: list[int], times: dict[int, list[float]], unit: str) -> float:
+    """Prints the per-size medians and both fits; returns k of time = a + b * size^k."""
     med = [C.median(times[s]) for s in sizes]
-    f = C.median(fixed)
+    k, a, b = C.growth_exponent(sizes, med)
     for s, t in zip(sizes, med):
-        print(f"  {what} {s:>7} {unit}: {t:6.2f} s (median of {len(times[s])}), {1e3 * t / s:.3f} ms/{unit[:-1]}, "
-              f"without start-up {1e3 * (t - f) / s:.3f} ms/{unit[:-1]}")
+        print(f"  {what} {s:>7} {unit}: {t:6.2f} s (median of {len(times[s])}), {1e3 * t / s:.3f} ms/{unit[:-1]} "
+              f"in total, {1e3 * (t - a) / s:.3f} ms/{unit[:-1]} above the fixed part")
     k_raw = C.loglog_exponent(sizes, med)
-    k = C.loglog_exponent(sizes, [max(1e-3, t - f) for t in med])
-    print(f"  {what}: fixed start-up ~{f:.2f} s (median, tiny job); exponent k of time ~ size^k: "
-          f"{k_raw:.3f} on total time, {k:.3f} with the start-up subtracted", flush=True)
+    print(f"  {what}: time = {a:.2f} s + b * size^k with k = {k:.3f} (fixed part a = {100 * a / med[0]:.0f}% of the "
+          f"{sizes[0]}-{unit} job); k on the total time alone {k_raw:.3f}", flush=True)
     return k
 
 
@@ -94,20 +101,16 @@ def extraction(args, tmp: Path, scales: list[int]) -> None:
         corpora[frames] = corpus
         sizes.append(frames)
         print(f"corpus {s}x: {args.videos * s} videos, {len(corpus.videos)} ids, {frames} frames", flush=True)
-    tiny = discover_corpus(make_corpus(tmp / "tiny", n_videos=2, seconds=0.5, seed=99).root)
     opts = ExtractOptions(features=("resnet18", "vggish", "logmel"), visual_weights="random", vggish_weights="random",
                           image_size=64, batch_size=64, device="cpu", progress=False)
     times: dict[int, list[float]] = {s: [] for s in sizes}
-    fixed = []
     n = 0
     for r in range(args.repeats):
-        fixed.append(C.timed(lambda: extract(tiny, tmp / f"tiny-cache{r}", opts)))
         for s in sizes:
             n += 1
             times[s].append(C.timed(lambda: extract(corpora[s], tmp / f"cache{n}", opts)))
-        print(f"  repeat {r + 1}: " + ", ".join(f"{s} frames {times[s][-1]:.2f} s" for s in sizes)
-              + f"; tiny {fixed[-1]:.2f} s", flush=True)
-    k = fit_and_report("extract", sizes, times, fixed, "frames")
+        print(f"  repeat {r + 1}: " + ", ".join(f"{s} frames {times[s][-1]:.2f} s" for s in sizes), flush=True)
+    k = fit_and_report("extract", sizes, times, "frames")
     C.result("growth_extract_exponent", k, "<=", K_MAX)
 
 
@@ -122,20 +125,15 @@ def training(args, tmp: Path, scales: list[int]) -> None:
         sizes.append(frames)
         print(f"cache {s}x: {args.train_videos * s} videos, {frames} frames, "
               f"{info['feature_bytes'] / 1e6:.0f} MB float16", flush=True)
-    C.write_random_cache(tmp / "tiny-tcache", 1200, 2, validation_every=2)
     config = FusionConfig(epochs=1, device="cpu")
     times: dict[int, list[float]] = {s: [] for s in sizes}
-    fixed = []
     n = 0
     for r in range(args.repeats):
-        n += 1
-        fixed.append(C.timed(lambda: train(tmp / "tiny-tcache", tmp / f"run{n}", config, progress=False, report=False)))
         for s in sizes:
             n += 1
             times[s].append(C.timed(lambda: train(caches[s], tmp / f"run{n}", config, progress=False, report=False)))
-        print(f"  repeat {r + 1}: " + ", ".join(f"{s} frames {times[s][-1]:.2f} s" for s in sizes)
-              + f"; tiny {fixed[-1]:.2f} s", flush=True)
-    k = fit_and_report("train 1 epoch", sizes, times, fixed, "frames")
+        print(f"  repeat {r + 1}: " + ", ".join(f"{s} frames {times[s][-1]:.2f} s" for s in sizes), flush=True)
+    k = fit_and_report("train 1 epoch", sizes, times, "frames")
     C.result("growth_train_exponent", k, "<=", K_MAX)
 
 

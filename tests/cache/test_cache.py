@@ -248,6 +248,23 @@ def test_linked_merge_with_shard_deleted_fails_verify(tmp_path):
     assert problems and all("unreadable" in str(p) for p in problems)
 
 
+def test_reader_names_missing_video_and_missing_link_target(tmp_path):
+    from vafusion.fusion.data import load_cache
+
+    for k in (1, 2):
+        _make_cache(tmp_path, shard=(k, 2), ids=set(schema.shard_ids(_index().ids, (k, 2))))
+    merge_shards(tmp_path)
+    with FeatureFile(tmp_path / "toy.h5") as ff:
+        with pytest.raises(VafusionError, match="no video 'nope'"):
+            ff.read("nope")
+        feats, mask = ff.read("v2")  # through the external link
+        np.testing.assert_array_equal(feats, _features(_index()["v2"])[0].astype(np.float16))
+    gone = schema.shard_ids(_index().ids, (2, 2))
+    (tmp_path / "toy.shard-2-of-2.h5").unlink()
+    with pytest.raises(VafusionError, match=rf"no video '{gone[0]}' \(or its link target is missing"):
+        load_cache(tmp_path, ["toy"], progress=False)
+
+
 def test_info_text_and_json(tmp_path):
     _make_cache(tmp_path)
     info = cache_info(tmp_path)

@@ -76,6 +76,22 @@ def test_quirks_of_the_corpus_land_in_the_cache(tiny):
     assert no_audio and any(no_audio[0] in w and "no audio stream" in w for w in report.warnings)
 
 
+def test_discovery_warnings_reach_the_caller_once_and_source_is_recorded(tmp_path):
+    import h5py
+
+    corpus = make_corpus(tmp_path / "corpus", n_videos=3, seconds=1.0, seed=5)
+    no_audio = next(v.id for v in corpus.videos if not v.has_audio)
+    (tmp_path / "corpus" / "cropped_aligned" / corpus.videos[0].id / "99999.jpg").write_bytes(b"x")
+    shown: list[str] = []
+    report = extract(corpus.root, tmp_path / "cache", ExtractOptions(features=("resnet18", "logmel"), **FAST),
+                     warn=shown.append)
+    assert shown == report.warnings
+    assert sum(no_audio in w and "no audio stream" in w for w in shown) == 1
+    assert any("99999" in w for w in shown)  # crops numbered beyond T, found while listing
+    with h5py.File(tmp_path / "cache" / "corpus.h5", "r") as f:
+        assert f.attrs["source"] == str(corpus.root)
+
+
 def test_rerun_is_a_no_op_and_other_corpus_refused(tiny, tmp_path):
     corpus, cache, _ = tiny
     report = extract(corpus.root, cache, ExtractOptions(features=("resnet18", "vggish", "logmel"), **FAST))

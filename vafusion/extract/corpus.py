@@ -130,6 +130,7 @@ class Corpus:
     videos: list[DiscoveredVideo]
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    root: Path | None = None  # the corpus folder, when one was given (recorded in corpus.h5)
 
     def index(self) -> CorpusIndex:
         return CorpusIndex(tuple(v.entry for v in self.videos))
@@ -588,4 +589,4 @@ def discover_corpus(
         )
         found.append(DiscoveredVideo(entry, video_path, crops, audio_path, info))
     found.sort(key=lambda v: v.entry.id)
-    return Corpus(videos=found, problems=problems, warnings=warnings)
+    return Corpus(videos=found, problems=problems, warnings=warnings, root=root_path)

@@ -150,6 +150,10 @@ def test_bad_input_is_one_line_and_writes_nothing(cache, tmp_path):
     train(cache, tmp_path / "ok", FusionConfig(**dict(FAST, epochs=1)), progress=False, report=False)
     out = run("predict", tmp_path / "ok", "--cache", cache, "--out", tmp_path / "pred", "--ids", tmp_path / "nofile")
     assert "nofile" in out and not (tmp_path / "pred").exists()
+    some_id = read_corpus_index(cache).ids[0]
+    (tmp_path / "twice.txt").write_text(f"{some_id}\n{some_id}\n")
+    out = run("predict", tmp_path / "ok", "--cache", cache, "--out", tmp_path / "pred", "--ids", tmp_path / "twice.txt")
+    assert "more than once" in out and some_id in out and not (tmp_path / "pred").exists()
     # a run from an incompatible version
     ckpt = torch.load(tmp_path / "ok" / "best.pt", weights_only=True)
     ckpt["format_version"] = 99

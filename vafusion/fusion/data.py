@@ -37,7 +37,7 @@ from vafusion.cache import schema
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
 from vafusion.cache.reader import FeatureFile, open_feature_file
 from vafusion.errors import VafusionError
-from vafusion.fusion.metrics import ccc
+from vafusion.fusion.metrics import score
 
 _SHOW = 3  # ids named in an error message before "... and N more"
 _CHECK_CHUNK = 1 << 16  # float16 values per step of the non-finite scan (fits in L2)
@@ -787,15 +787,12 @@ def partition_score(
         true = loaded.labels[loaded.rows(vid)]
         preds.append(pred)
         trues.append(true)
-        cv, ca = ccc(pred[:, 0], true[:, 0]), ccc(pred[:, 1], true[:, 1])
         frames = int(np.isfinite(true).any(axis=1).sum())
-        per_id.append({"id": vid, "ccc_v": cv, "ccc_a": ca, "p": (cv + ca) / 2.0, "frames": frames})
-    if preds:
-        pred_all, true_all = np.concatenate(preds), np.concatenate(trues)
-        cv, ca = ccc(pred_all[:, 0], true_all[:, 0]), ccc(pred_all[:, 1], true_all[:, 1])
-    else:
-        cv = ca = 0.0
-    return {"ccc_v": cv, "ccc_a": ca, "p": (cv + ca) / 2.0, "per_id": per_id}
+        per_id.append({"id": vid, **score(pred[:, 0], true[:, 0], pred[:, 1], true[:, 1]), "frames": frames})
+    if not preds:
+        return {"ccc_v": 0.0, "ccc_a": 0.0, "p": 0.0, "per_id": per_id}
+    pred_all, true_all = np.concatenate(preds), np.concatenate(trues)
+    return {**score(pred_all[:, 0], true_all[:, 0], pred_all[:, 1], true_all[:, 1]), "per_id": per_id}
 
 
 __all__ = [

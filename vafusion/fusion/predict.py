@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from vafusion.cache.corpus_index import read_corpus_index
+from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
 from vafusion.device import autocast, resolve_device
 from vafusion.errors import VafusionError
 from vafusion.fusion.checkpoint import TrainedRun, load_run
@@ -47,8 +47,8 @@ def video_streams(loaded: LoadedCache, standardizer: Standardizer, ids: Sequence
         pos = loaded.position(vid)
         t = int(loaded.lengths[pos])
         batch = build_batch(loaded, standardizer, np.array([[pos, 0, t]]), window=max(t, 1))
-        feats.append([s[0, :t].numpy().copy() for s in batch.streams])
-        present.append([p[0, :t].numpy().copy() for p in batch.present])
+        feats.append([s[0, :t].numpy() for s in batch.streams])  # a fresh batch per id: no copy needed
+        present.append([p[0, :t].numpy() for p in batch.present])
     return feats, present
 
 
@@ -67,7 +67,9 @@ def predict_loaded(
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for batch in iterate_batches(loaded, standardizer, windows, batch_size or config.batch_size, window=width):
+        on_gpu = device.type == "cuda"
+        for batch in iterate_batches(loaded, standardizer, windows, batch_size or config.batch_size, window=width,
+                                     prefetch=int(on_gpu), pin_memory=on_gpu):
             batch = batch.to(device, non_blocking=True)
             with autocast(device, config.amp):
                 out = model(batch.streams, batch.present, batch.valid)
@@ -135,12 +137,12 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path | None = None, parti
     return scores
 
 
-def select_ids(index_ids: dict[str, str], which: str) -> list[str]:
+def select_ids(index: CorpusIndex, which: str) -> list[str]:
     """``test`` (the test partition), ``all``, or a FILE of ids (one per line)."""
     if which == "all":
-        return sorted(index_ids)
+        return list(index.ids)
     if which == "test":
-        ids = sorted(v for v, p in index_ids.items() if p == "test")
+        ids = [e.id for e in index.by_partition("test")]
         if not ids:
             raise VafusionError("the cache has no test ids (extract with --test-list); use --ids all or --ids FILE")
         return ids
@@ -148,9 +150,12 @@ def select_ids(index_ids: dict[str, str], which: str) -> list[str]:
     if not path.is_file():
         raise VafusionError(f"--ids {which}: not 'test', 'all' or an existing file of video ids")
     ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    unknown = [v for v in ids if v not in index_ids]
+    unknown = [v for v in ids if v not in index]
     if unknown:
         raise VafusionError(f"{path}: {len(unknown)} id(s) not in the cache, e.g. {', '.join(unknown[:3])}")
+    twice = sorted({v for v in ids if ids.count(v) > 1})
+    if twice:
+        raise VafusionError(f"{path}: id(s) listed more than once: {', '.join(twice[:3])}; list each id once")
     return ids
 
 
@@ -188,7 +193,7 @@ def predict_to_dir(
         raise VafusionError(f"--smooth {smooth}: must be >= 1 (1 = no smoothing)")
     cache_dir = Path(cache_dir)
     index = read_corpus_index(cache_dir)
-    chosen = select_ids({e.id: e.partition for e in index}, ids)
+    chosen = select_ids(index, ids)
     runs = [load_run(r) for r in run_dirs]
     dev = resolve_device(device)
     total: dict[str, np.ndarray] = {}

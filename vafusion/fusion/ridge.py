@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from vafusion.errors import VafusionError
+from vafusion.fusion.config import FusionConfig
 
 __all__ = ["RidgeBaseline", "context_average", "design_matrix"]
 
@@ -115,15 +116,15 @@ class RidgeBaseline:
         max_frames: int | None = None,
         seed: int | None = None,
     ) -> None:
-        def pick(value: Any, field: str, default: Any) -> Any:
-            if value is not None:
-                return value
-            return getattr(config, field, default) if config is not None else default
+        cfg = config if config is not None else FusionConfig()  # its defaults are the ridge defaults
 
-        self.alpha = float(pick(alpha, "ridge_alpha", 10.0))
-        self.context = int(pick(context, "ridge_context", 1))
-        self.max_frames = int(pick(max_frames, "ridge_max_frames", 200_000))
-        self.seed = int(pick(seed, "seed", 0))
+        def pick(value: Any, field: str) -> Any:
+            return value if value is not None else getattr(cfg, field)
+
+        self.alpha = float(pick(alpha, "ridge_alpha"))
+        self.context = int(pick(context, "ridge_context"))
+        self.max_frames = int(pick(max_frames, "ridge_max_frames"))
+        self.seed = int(pick(seed, "seed"))
         if self.alpha < 0 or self.context < 1 or self.max_frames < 1:
             raise VafusionError(
                 f"ridge baseline: need alpha >= 0, context >= 1, max_frames >= 1, got alpha={self.alpha} "

@@ -168,12 +168,15 @@ def _train_fusion(
     bar = tqdm(range(start_epoch, config.epochs + 1), desc="train", unit="epoch", disable=None if progress else True,
                initial=start_epoch - 1, total=config.epochs, dynamic_ncols=True)
     epoch = start_epoch - 1
+    fingerprints = _fingerprints(loaded)
+    on_gpu = int(device.type == "cuda")
     for epoch in bar:
         model.train()
         rng = np.random.default_rng([config.seed, epoch])  # stateless per epoch: resume-exact
         losses = []
+        # On a GPU: batches assembled a step ahead in pinned memory, so the copy overlaps compute.
         for batch in iterate_batches(loaded, standardizer, windows, config.batch_size, shuffle=True, generator=rng,
-                                     window=config.window):
+                                     window=config.window, prefetch=on_gpu, pin_memory=bool(on_gpu)):
             batch = batch.to(device, non_blocking=True)
             with autocast(device, config.amp):
                 pred = model(batch.streams, batch.present, batch.valid)
@@ -194,12 +197,12 @@ def _train_fusion(
         _append_metrics(run_dir, row)
         if row["p"] > best["p"]:
             best, stale = {k: row[k] for k in ("epoch", "ccc_v", "ccc_a", "p", "loss")}, 0
-            checkpoint = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, model,
-                                                  _fingerprints(loaded), best, epoch)
+            checkpoint = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, model, fingerprints, best,
+                                                  epoch)
             ckpt_mod.save_atomic(checkpoint, run_dir / ckpt_mod.BEST)
         else:
             stale += 1
-        last = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, model, _fingerprints(loaded), best, epoch)
+        last = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, model, fingerprints, best, epoch)
         last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(),
                     best=json.dumps(best), stale=stale)
         ckpt_mod.save_atomic(last, run_dir / ckpt_mod.LAST)

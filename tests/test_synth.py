@@ -246,7 +246,7 @@ def test_valence_visible_in_face_colour(corpus: SynthCorpus) -> None:
             valence.append(v.valence[k])
             arousal.append(v.arousal[k])
     w = np.array(warmth)
-    assert _corr(w, np.array(valence)) > 0.5
+    assert _corr(w, np.array(valence)) > 0.9  # the module docstring says r ~ 0.95 (0.957 on 'tiny')
     assert abs(_corr(w, np.array(valence))) > abs(_corr(w, np.array(arousal))) + 0.3
 
 
@@ -270,7 +270,7 @@ def test_arousal_audible_valence_not(corpus: SynthCorpus) -> None:
         valence.append(v.valence)
         arousal.append(v.arousal)
     r = np.concatenate(rms)
-    assert _corr(r, np.concatenate(arousal)) > 0.5
+    assert _corr(r, np.concatenate(arousal)) > 0.85  # docstring: r ~ 0.9 (0.934 on 'tiny')
     assert abs(_corr(r, np.concatenate(valence))) < 0.3  # independent curves: chance level only
 
 
@@ -298,7 +298,7 @@ def test_alignment_corpus(tmp_path: Path) -> None:
     assert rate == 30 and len(frames) == n and pts[0] == 0
     assert [k for k, f in enumerate(frames, start=1) if f.mean() > 200] == markers
 
-    # Audio: silence except beeps centred within +-5 ms of (k - 1) / fps.
+    # Audio: silence except beeps centred within +-0.3 ms of (k - 1) / fps.
     wave, sr, start = decode_audio(c.video_path(v))
     assert start == 0.0 and wave.size >= n / fps * sr
     on = np.flatnonzero(np.abs(wave) > 1e-3)
@@ -308,7 +308,7 @@ def test_alignment_corpus(tmp_path: Path) -> None:
         idx = np.arange(group[0], group[-1] + 1)
         energy = wave[idx] ** 2
         centre_s = float((idx * energy).sum() / energy.sum()) / sr
-        assert abs(centre_s - (k - 1) / fps) < 0.005, (k, centre_s)
+        assert abs(centre_s - (k - 1) / fps) < 0.0003, (k, centre_s)  # docstring: within 0.3 ms (max 0.08 ms)
     quiet = np.ones(wave.size, dtype=bool)
     for k in beeps:
         c0 = int((k - 1) / fps * sr)

@@ -249,10 +249,12 @@ def log_mel(waveform: Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE, *, pr
     (~4e-7 of the frame's level per bin) becomes up to ~1e-3 after
     ``log(x + 0.01)``. With the check the max abs difference to the reference
     stays ~5e-6 for any content; its cost depends on the content (noisy
-    speech: ~1.5x the float32 path; tonal audio: the float64 path).
+    speech: ~2x the float32 path; tonal audio: the float64 path, ~3x; see
+    benchmarks/bench_logmel.py and BENCHMARKS.md, 2b).
 
-    ``precise=False`` skips the check: pure float32, ~2x faster on clean audio,
-    max abs difference ~1e-5 on noisy audio and up to ~1e-3 on pure tones
+    ``precise=False`` skips the check: pure float32, ~2x faster on noisy speech and
+    ~3x on clean or tonal audio, max abs difference ~2e-5 on noisy audio and up to
+    ~1e-3 on pure tones
     (for scale: the feature cache stores float16, whose step near -4.6 is 4e-3).
     """
     x = torch.as_tensor(waveform)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -161,6 +162,23 @@ def test_bad_input_is_a_vafusion_error(runs, tmp_path):
         write_report(tmp_path / "nowhere")
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "nowhere")])
     assert result.exit_code == 1 and result.output.startswith("error: ") and "Traceback" not in result.output
+
+
+def test_trainer_report_reuses_the_cache_in_ram(runs, tmp_path, monkeypatch):
+    import vafusion.fusion.predict as predict_mod
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("the report read the cache again")
+
+    monkeypatch.setattr(predict_mod, "load_cache", no_second_read)
+    train(runs["cache"], tmp_path / "run", FusionConfig(**dict(FAST, epochs=1)), progress=False)
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "validation" in html and (tmp_path / "run" / "figures").is_dir()
+    # the same report from disk (vafusion report) scores the same
+    monkeypatch.undo()
+    again = write_report(tmp_path / "run", runs["cache"]).read_text()
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")  # when the page was written
+    assert stamp.sub("", again) == stamp.sub("", html)
 
 
 def test_pick_ids_spreads_over_the_ranking():

@@ -111,15 +111,23 @@ def run_cache_dir(run: TrainedRun, cache_dir: str | Path | None = None) -> Path:
 
 
 def predict_partition(run: TrainedRun, cache_dir: str | Path | None = None, partition: str = "validation",
-                      device: str = "auto") -> PartitionPredictions:
-    """Predict the run's own ``validation`` (or ``train``) ids from ``cache_dir`` and score them."""
+                      device: str = "auto", loaded: LoadedCache | None = None) -> PartitionPredictions:
+    """Predict the run's own ``validation`` (or ``train``) ids from ``cache_dir`` and score them.
+
+    ``loaded``: a cache already in RAM that holds those ids (the trainer's, when it writes its
+    report), used instead of reading ``cache_dir`` again.
+    """
     if partition not in ("validation", "train"):
         raise VafusionError(f"--partition {partition!r}: use validation or train (the run's own split)")
-    cache_dir = run_cache_dir(run, cache_dir)
-    index = read_corpus_index(cache_dir)
+    if loaded is None:
+        cache_dir = run_cache_dir(run, cache_dir)
+        index = read_corpus_index(cache_dir)
+    else:
+        cache_dir, index = loaded.cache_dir, loaded.index
     train_ids, val_ids = split_ids(index, run.config)
     ids = val_ids if partition == "validation" else train_ids
-    loaded = load_cache(cache_dir, run.config.features, ids, index=index, progress=False)
+    if loaded is None:
+        loaded = load_cache(cache_dir, run.config.features, ids, index=index, progress=False)
     check_features_match(run, loaded)
     dev = resolve_device(device)
     if isinstance(run.model, FusionModel):

@@ -34,6 +34,7 @@ from vafusion import __version__
 from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.checkpoint import TrainedRun, load_run
+from vafusion.fusion.data import LoadedCache
 from vafusion.fusion.model import FusionModel, count_parameters
 from vafusion.fusion.predict import PartitionPredictions, predict_partition, run_cache_dir
 
@@ -439,7 +440,7 @@ def _clear_old_figures(figures: Path) -> None:
 
 def write_report(run_dir: str | Path, cache_dir: str | Path | None = None,
                  comparison: Sequence[dict[str, Any]] | None = None, n_ids: int = 3, *,
-                 device: str = "auto") -> Path:
+                 device: str = "auto", loaded: LoadedCache | None = None) -> Path:
     """Write ``run_dir/report.html`` and its figures in ``run_dir/figures/``; return the HTML's path.
 
     ``cache_dir``: where to read the validation ids' features and labels from (default: the
@@ -447,7 +448,8 @@ def write_report(run_dir: str | Path, cache_dir: str | Path | None = None,
     figures and says so). ``comparison``: rows ``{"name", "ccc_v", "ccc_a", "p"}`` (an optional
     ``"run"`` path highlights this run's row) for a table and bar chart; ``None`` leaves the
     section out. ``n_ids``: how many validation ids get time-series figures (see
-    :func:`pick_ids`).
+    :func:`pick_ids`). ``loaded``: the run's cache already in RAM (from the trainer), read
+    instead of ``cache_dir``.
     """
     run_dir = Path(run_dir)
     if n_ids < 0:
@@ -461,7 +463,9 @@ def write_report(run_dir: str | Path, cache_dir: str | Path | None = None,
     if cache_dir is not None and not Path(cache_dir).is_dir():
         raise VafusionError(f"--cache {cache_dir}: no such cache directory")
     result = None
-    if cache_dir is not None or cache_here:
+    if loaded is not None:
+        result = predict_partition(run, device=device, loaded=loaded)
+    elif cache_dir is not None or cache_here:
         result = predict_partition(run, run_cache_dir(run, cache_dir), "validation", device)
 
     figures = run_dir / FIGURES

@@ -94,7 +94,7 @@ def train(
     if report:
         from vafusion.fusion.report import write_report  # here: training itself needs no matplotlib
 
-        log(f"report: {write_report(run_dir, cache_dir, device=config.device)}")
+        log(f"report: {write_report(run_dir, cache_dir, device=config.device, loaded=loaded)}")
     return result
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +17,7 @@ import h5py
 import numpy as np
 
 from vafusion import __version__
+from vafusion.atomic import atomic_path
 from vafusion.cache import schema
 from vafusion.errors import VafusionError
 
@@ -95,9 +95,8 @@ def write_corpus_index(cache_dir: str | Path, index: CorpusIndex, source: str = 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / schema.CORPUS_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     str_dtype = h5py.string_dtype("utf-8")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = schema.CORPUS_FORMAT
         f.attrs["format_version"] = schema.FORMAT_VERSION
         f.attrs["fingerprint"] = index.fingerprint
@@ -113,7 +112,6 @@ def write_corpus_index(cache_dir: str | Path, index: CorpusIndex, source: str = 
         for e in index:
             if e.labels is not None:
                 labels.create_dataset(e.id, data=e.labels.astype(np.float32))
-    os.replace(tmp, path)
     return path
 
 

@@ -7,13 +7,13 @@ self-contained file. A missing shard is an error, never silent fill values.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
 
 import h5py
 
+from vafusion.atomic import atomic_path
 from vafusion.cache import schema
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cache.reader import FeatureFile
@@ -75,9 +75,8 @@ def _merge_feature(cache_dir: Path, feature: str, paths: list[Path], corpus_fp: 
     if len({fp for fp, _ in headers}) != 1:
         raise VafusionError(f"{cache_dir}: the {feature} shards were made by different extractors (fingerprints differ); re-extract")
     out_path = schema.feature_path(cache_dir, feature)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     attrs = headers[0][1]
-    with h5py.File(tmp, "w") as out:
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
         for key, value in attrs.items():
             out.attrs[key] = value
         out.attrs["complete"] = False
@@ -90,5 +89,4 @@ def _merge_feature(cache_dir: Path, feature: str, paths: list[Path], corpus_fp: 
             else:
                 videos[vid] = h5py.ExternalLink(path.name, f"{schema.VIDEOS_GROUP}/{vid}")
         out.attrs["complete"] = True
-    os.replace(tmp, out_path)
     return out_path

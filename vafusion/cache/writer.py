@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import h5py
 import numpy as np
 
 from vafusion import __version__
+from vafusion.atomic import atomic_path
 from vafusion.cache import schema
 from vafusion.errors import VafusionError
 
@@ -105,9 +105,8 @@ class FeatureWriter:
                 )
             return
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        tmp = manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps(expected))
-        os.replace(tmp, manifest)
+        with atomic_path(manifest) as tmp:
+            tmp.write_text(json.dumps(expected))
 
     def _check_existing_final(self) -> set[str]:
         if not self.final_path.exists():
@@ -151,10 +150,8 @@ class FeatureWriter:
         if not np.isfinite(features).all():
             raise ValueError(f"{video_id}: non-finite {self.feature} values")
         path = self._part_path(video_id)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             write_video_group(f, video_id, features, mask, None)
-        os.replace(tmp, path)
 
     def finalize(self) -> Path:
         """Gather parts (and an earlier final file) into the final file; atomic rename at the end."""
@@ -162,8 +159,7 @@ class FeatureWriter:
         if not parts and self.final_path.exists():
             shutil.rmtree(self.parts_dir, ignore_errors=True)
             return self.final_path
-        tmp = self.final_path.with_name(f".{self.final_path.name}.tmp-{os.getpid()}")
-        with h5py.File(tmp, "w") as out:
+        with atomic_path(self.final_path) as tmp, h5py.File(tmp, "w") as out:
             out.attrs["format"] = schema.FEATURE_FORMAT
             out.attrs["format_version"] = schema.FORMAT_VERSION
             out.attrs["feature"] = self.feature
@@ -194,7 +190,6 @@ class FeatureWriter:
                             out, vid, g[schema.FEATURES_DATASET][()], g[schema.MASK_DATASET][()], self.compression
                         )
             out.attrs["complete"] = True
-        os.replace(tmp, self.final_path)
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         parts_root = self.cache_dir / schema.PARTS_DIR
         if parts_root.is_dir() and not any(parts_root.iterdir()):

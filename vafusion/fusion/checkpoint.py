@@ -9,7 +9,6 @@ standardisation statistics, the feature dims and fingerprints it was trained on,
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from vafusion import __version__
+from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
 from vafusion.fusion.config import FusionConfig
 from vafusion.fusion.data import Standardizer
@@ -34,9 +34,8 @@ CHECKPOINT_VERSION = 1
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
     """torch.save through a temporary file and a rename: a kill never leaves half a checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -6,7 +6,6 @@ exactly as the challenge evaluation sees a submission: one row per frame, every 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from vafusion.atomic import atomic_path
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
 from vafusion.device import autocast, resolve_device
 from vafusion.errors import VafusionError
@@ -181,11 +181,9 @@ def moving_average(x: np.ndarray, n: int) -> np.ndarray:
 def write_prediction_file(path: Path, pred: np.ndarray) -> None:
     """Annotation format: header ``valence,arousal`` then one clipped row per frame; atomic."""
     pred = np.clip(pred, -1.0, 1.0)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(HEADER + "\n")
         np.savetxt(f, pred, fmt="%.6f", delimiter=",")
-    os.replace(tmp, path)
 
 
 def predict_to_dir(

@@ -22,7 +22,6 @@ import html
 import textwrap
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from vafusion import __version__
+from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.checkpoint import TrainedRun, load_run
@@ -114,9 +114,8 @@ def _note(text: str) -> str:
 def _figure(page: _Page, run_dir: Path, fig: Any, name: str, alt: str, caption: str) -> None:
     """Save ``fig`` as ``figures/name`` and reference it from the page by relative path."""
     path = run_dir / FIGURES / name
-    tmp = path.with_name(f".{name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=DPI, format="png")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
     rel = Path(FIGURES) / name
     page.figures.append(rel)
     page.add(f'<figure><img src="{_e(rel.as_posix())}" alt="{_e(alt)}">'
@@ -497,9 +496,8 @@ def write_report(run_dir: str | Path, cache_dir: str | Path | None = None,
         "",
     ])
     out = run_dir / REPORT
-    tmp = out.with_name(f".{REPORT}.tmp-{os.getpid()}")
-    tmp.write_text(document, encoding="utf-8")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(document, encoding="utf-8")
     return out
 
 

@@ -29,7 +29,7 @@ from vafusion.device import resolve_device
 from vafusion.errors import VafusionError
 from vafusion.extract import resnet as resnet_mod
 from vafusion.extract import vggish as vggish_mod
-from vafusion.extract.audio import SAMPLE_RATE, load_audio
+from vafusion.extract.audio import load_audio
 from vafusion.extract.corpus import Corpus, DiscoveredVideo, crop_paths, discover_corpus
 
 AUDIO_FEATURES = ("vggish", "logmel")
@@ -399,10 +399,7 @@ def _extractor_descriptions(opts: ExtractOptions) -> tuple[dict[str, tuple[torch
     """Build each requested backbone once: ``{feature: (model, provenance, dim)}`` and the PCA."""
     built: dict[str, tuple[torch.nn.Module | None, dict, int]] = {}
     pca = None
-    frontend = {
-        "sample_rate": SAMPLE_RATE, "window": "periodic-hann 25 ms (400)", "hop": "10 ms (160)", "n_fft": 512,
-        "mel_bands": 64, "mel_scale": "htk", "fmin": 125.0, "fmax": 7500.0, "dc_bin": "zeroed", "log": "log(x + 0.01)",
-    }
+    frontend = vggish_mod.frontend_params()
     timing = "frame k <-> instant (k - 1) / fps"
     for feature in opts.features:
         if feature in resnet_mod.RESNETS:
@@ -416,10 +413,10 @@ def _extractor_descriptions(opts: ExtractOptions) -> tuple[dict[str, tuple[torch
                 pca = vggish_mod.VGGishPCA.from_file(opts.vggish_pca)
             prov = dict(prov, frontend=frontend, patch="0.96 s (96 log-mel frames) centred on each frame's instant, "
                         "edge-padded", postprocess=getattr(pca, "provenance", None), timing=timing)
-            built[feature] = (model, prov, 128)
+            built[feature] = (model, prov, vggish_mod.EMBEDDING_SIZE)
         else:
             built[feature] = (None, {"model": "logmel", "frontend": frontend,
-                                     "pooling": "mean over [t - 0.5/fps, t + 0.5/fps)", "timing": timing}, 64)
+                                     "pooling": "mean over [t - 0.5/fps, t + 0.5/fps)", "timing": timing}, vggish_mod.NUM_BANDS)
     return built, pca
 
 

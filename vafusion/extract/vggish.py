@@ -29,12 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from vafusion.errors import VafusionError
+from vafusion.extract.audio import SAMPLE_RATE
 from vafusion.extract.weights import assign_state_dict, read_state_dict, sha256_file, torch_load_plain
 
 logger = logging.getLogger(__name__)
 
 # --- frontend constants (the VGGish release's vggish_params) -----------------
-SAMPLE_RATE = 16000
+# SAMPLE_RATE (16 kHz): audio.py's, the rate every decoded waveform has.
 WINDOW_SAMPLES = 400  # 25 ms
 HOP_SAMPLES = 160  # 10 ms
 FFT_LENGTH = 512  # next power of two >= the window
@@ -54,6 +55,22 @@ SILENCE_LOG_MEL = math.log(LOG_OFFSET)
 
 RANDOM_SEED = 0
 """Seed of ``load_vggish("random")``: random weights, but the same ones every run."""
+
+
+def frontend_params() -> dict[str, object]:
+    """What :func:`log_mel` computes, for the extractor provenance (and so the cache fingerprint)."""
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "window": f"periodic-hann {1000 * WINDOW_SAMPLES // SAMPLE_RATE} ms ({WINDOW_SAMPLES})",
+        "hop": f"{1000 * HOP_SAMPLES // SAMPLE_RATE} ms ({HOP_SAMPLES})",
+        "n_fft": FFT_LENGTH,
+        "mel_bands": NUM_BANDS,
+        "mel_scale": "htk",
+        "fmin": MEL_MIN_HZ,
+        "fmax": MEL_MAX_HZ,
+        "dc_bin": "zeroed",
+        "log": f"log(x + {LOG_OFFSET})",
+    }
 
 # Frames are processed in chunks with buffers allocated once per call: fresh
 # multi-megabyte temporaries per chunk cost page faults, and a whole-track batch

@@ -290,8 +290,7 @@ class _PatchQueue:
     def add(self, video_id: str, lm: torch.Tensor, fps: float, n_frames: int) -> None:
         if n_frames == 0:
             return
-        if lm.shape[0] == 0:  # shorter than one STFT window: one row of digital silence
-            lm = torch.full((1, vggish_mod.NUM_BANDS), vggish_mod.SILENCE_LOG_MEL)
+        lm = vggish_mod.track_log_mel(lm)  # a track shorter than one STFT window: silence
         self.items.append([video_id, lm, vggish_mod.vggish_patch_indices(fps, n_frames, lm.shape[0]), 0])
         self.size += n_frames
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -469,10 +468,18 @@ def vggish_patch_indices(fps: float, n_frames: int, n_log_mel: int) -> Tensor:
     return torch.from_numpy(idx)
 
 
-def _as_log_mel(log_mel_frames: Tensor | np.ndarray) -> Tensor:
+def track_log_mel(log_mel_frames: Tensor | np.ndarray) -> Tensor:
+    """A track's ``(frames, 64)`` log-mel, checked; a track too short for one STFT frame
+    becomes one row of digital silence (``SILENCE_LOG_MEL``).
+
+    Why one row rather than none: every consumer (patches, pooling) then works by the same
+    edge-padding index arithmetic, and a too-short track reads as silence, not an error.
+    """
     lm = torch.as_tensor(log_mel_frames)
     if lm.dim() != 2 or lm.shape[1] != NUM_BANDS:
         raise ValueError(f"expected a (frames, {NUM_BANDS}) log-mel, got shape {tuple(lm.shape)}")
+    if lm.shape[0] == 0:
+        return torch.full((1, NUM_BANDS), SILENCE_LOG_MEL, dtype=lm.dtype)
     return lm
 
 
@@ -480,33 +487,13 @@ def vggish_patches(log_mel_frames: Tensor, fps: float, n_frames: int) -> Tensor:
     """One 0.96 s VGGish input patch per video frame, ``(n_frames, 1, 96, 64)``.
 
     A single gather from the whole-track log-mel (see :func:`vggish_patch_indices`
-    for the index convention). Memory grows as 24 KiB per frame; for long videos
-    iterate :func:`iter_vggish_patches` instead. A track with no log-mel frame at
-    all gives patches of digital silence (``SILENCE_LOG_MEL``).
+    for the index convention). Memory grows as 24 KiB per frame; extraction gathers
+    batch by batch instead (``run._PatchQueue``, same indices). A track with no log-mel
+    frame at all gives patches of digital silence (:func:`track_log_mel`).
     """
-    lm = _as_log_mel(log_mel_frames)
-    if lm.shape[0] == 0:
-        return torch.full((n_frames, 1, PATCH_FRAMES, NUM_BANDS), SILENCE_LOG_MEL, dtype=lm.dtype)
+    lm = track_log_mel(log_mel_frames)
     idx = vggish_patch_indices(fps, n_frames, lm.shape[0])
     return lm[idx].unsqueeze(1)
-
-
-def iter_vggish_patches(
-    log_mel_frames: Tensor, fps: float, n_frames: int, batch_size: int = 256, start: int = 0
-) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(first_row, patches (b, 1, 96, 64))`` batches covering rows start..n_frames-1.
-
-    Same patches as :func:`vggish_patches`, without materialising all of them.
-    """
-    lm = _as_log_mel(log_mel_frames)
-    if lm.shape[0] == 0:
-        for s in range(start, n_frames, batch_size):
-            b = min(batch_size, n_frames - s)
-            yield s, torch.full((b, 1, PATCH_FRAMES, NUM_BANDS), SILENCE_LOG_MEL, dtype=lm.dtype)
-        return
-    idx = vggish_patch_indices(fps, n_frames, lm.shape[0])
-    for s in range(start, n_frames, batch_size):
-        yield s, lm[idx[s : s + batch_size]].unsqueeze(1)
 
 
 def pooled_log_mel(log_mel_frames: Tensor, fps: float, n_frames: int) -> Tensor:
@@ -519,10 +506,8 @@ def pooled_log_mel(log_mel_frames: Tensor, fps: float, n_frames: int) -> Tensor:
     frame. Spans reaching past either end of the track average edge-padded rows
     (the first / last log-mel frame repeated). Vectorised with a float64 cumsum.
     """
-    lm = _as_log_mel(log_mel_frames)
+    lm = track_log_mel(log_mel_frames)
     n_lm = lm.shape[0]
-    if n_lm == 0:
-        return torch.full((n_frames, NUM_BANDS), SILENCE_LOG_MEL, dtype=torch.float32)
     fps = float(fps)
     bounds = (np.arange(n_frames + 1, dtype=np.float64) - 0.5) / fps  # span k = [b[k-1], b[k])
     # First log-mel index whose centre is >= each boundary.

@@ -6,9 +6,10 @@ exactly as the challenge evaluation sees a submission: one row per frame, every 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,20 +37,51 @@ from vafusion.fusion.ridge import RidgeBaseline
 HEADER = "valence,arousal"
 
 
-def video_streams(loaded: LoadedCache, standardizer: Standardizer, ids: Sequence[str]) -> tuple[list, list]:
-    """Per id: the standardised streams and presence masks of the whole video (numpy).
+class _StreamsOnDemand:
+    """The standardised streams and presence masks of each id, built when asked for.
+
+    Why not a list: the ridge baseline walks the videos a few times (checks, labels, design
+    rows), and holding every video's float32 streams at once would be ~4 bytes x dims per
+    frame (~18 GB at Aff-Wild2 scale) where it only keeps ``max_frames`` rows. The last
+    video built is kept, so the ``zip(features, present)`` walks build each video once.
+    """
+
+    def __init__(self, loaded: LoadedCache, standardizer: Standardizer, ids: Sequence[str]) -> None:
+        self.loaded, self.standardizer, self.ids = loaded, standardizer, list(ids)
+        self._last: tuple[int, tuple[list[np.ndarray], list[np.ndarray]]] | None = None
+
+    def video(self, i: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        if self._last is None or self._last[0] != i:
+            pos = self.loaded.position(self.ids[i])
+            t = int(self.loaded.lengths[pos])
+            batch = build_batch(self.loaded, self.standardizer, np.array([[pos, 0, t]]), window=max(t, 1))
+            self._last = (i, ([s[0, :t].numpy() for s in batch.streams], [p[0, :t].numpy() for p in batch.present]))
+        return self._last[1]
+
+
+class _StreamsView(Sequence):
+    """One side (0: features, 1: presence) of a :class:`_StreamsOnDemand`, as a sequence of videos."""
+
+    def __init__(self, source: _StreamsOnDemand, side: int) -> None:
+        self.source, self.side = source, side
+
+    def __len__(self) -> int:
+        return len(self.source.ids)
+
+    def __getitem__(self, i: int) -> list[np.ndarray]:  # type: ignore[override]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.source.video(i)[self.side]
+
+
+def video_streams(loaded: LoadedCache, standardizer: Standardizer, ids: Sequence[str]) -> tuple[Sequence, Sequence]:
+    """Per id: the standardised streams and presence masks of the whole video (numpy), built on access.
 
     One window spanning the video, through the same :func:`build_batch` the trainer uses, so
     the ridge baseline sees exactly the features the fusion model sees.
     """
-    feats, present = [], []
-    for vid in ids:
-        pos = loaded.position(vid)
-        t = int(loaded.lengths[pos])
-        batch = build_batch(loaded, standardizer, np.array([[pos, 0, t]]), window=max(t, 1))
-        feats.append([s[0, :t].numpy() for s in batch.streams])  # a fresh batch per id: no copy needed
-        present.append([p[0, :t].numpy() for p in batch.present])
-    return feats, present
+    source = _StreamsOnDemand(loaded, standardizer, ids)
+    return _StreamsView(source, 0), _StreamsView(source, 1)
 
 
 def predict_loaded(

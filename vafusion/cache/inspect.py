@@ -39,7 +39,7 @@ def _unfinished(cache_dir: Path) -> list[str]:
 
 
 def _shard_files(cache_dir: Path) -> list[str]:
-    return sorted(p.name for p in cache_dir.glob("*.shard-*-of-*.h5"))
+    return sorted(p.name for p in cache_dir.glob("*.h5") if schema.SHARD_FILE.match(p.name))
 
 
 def cache_info(cache_dir: str | Path) -> dict[str, Any]:

@@ -7,7 +7,6 @@ self-contained file. A missing shard is an error, never silent fill values.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,14 +18,11 @@ from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cache.reader import FeatureFile
 from vafusion.errors import VafusionError
 
-_SHARD_RE = re.compile(r"^(?P<feature>.+)\.shard-(?P<k>\d+)-of-(?P<n>\d+)\.h5$")
-
-
 def find_shards(cache_dir: Path) -> dict[str, dict[int, dict[int, Path]]]:
     """``{feature: {N: {K: path}}}`` of the shard files in ``cache_dir``."""
     found: dict[str, dict[int, dict[int, Path]]] = defaultdict(lambda: defaultdict(dict))
-    for path in sorted(cache_dir.glob("*.shard-*-of-*.h5")):
-        m = _SHARD_RE.match(path.name)
+    for path in sorted(cache_dir.glob("*.h5")):
+        m = schema.SHARD_FILE.match(path.name)
         if m:
             found[m["feature"]][int(m["n"])][int(m["k"])] = path
     return found

@@ -12,16 +12,13 @@ import numpy as np
 from vafusion.cache import schema
 from vafusion.errors import VafusionError
 
-_SHARD_MARK = ".shard-"
-
-
 def list_features(cache_dir: str | Path) -> list[str]:
     """Names of the whole (non-shard) feature files of a cache, e.g. ``['logmel', 'resnet50']``."""
     cache_dir = Path(cache_dir)
     return sorted(
         p.name[: -len(".h5")]
         for p in cache_dir.glob("*.h5")
-        if p.name != schema.CORPUS_FILE and _SHARD_MARK not in p.name and not p.name.startswith(".")
+        if p.name != schema.CORPUS_FILE and not schema.SHARD_FILE.match(p.name) and not p.name.startswith(".")
     )
 
 

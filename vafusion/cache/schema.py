@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,12 @@ FEATURES_DATASET = "features"
 MASK_DATASET = "mask"
 FEATURE_DTYPE = "float16"
 
-# corpus.h5 layout: parallel 1-D datasets (one row per id) and labels/<id> (T, 2) float32.
-INDEX_DATASETS = ("ids", "fps", "n_frames", "partition", "group")
+# corpus.h5 layout (written and read in corpus_index.py): parallel 1-D datasets ids, fps,
+# n_frames, partition, group (one row per id) and labels/<id> (T, 2) float32.
 LABELS_GROUP = "labels"
+
+SHARD_FILE = re.compile(r"^(?P<feature>.+)\.shard-(?P<k>\d+)-of-(?P<n>\d+)\.h5$")
+"""The name :func:`feature_file_name` gives shard K of N > 1 (groups: feature, k, n)."""
 
 
 def canonical_json(obj: Any) -> str:

@@ -32,7 +32,7 @@ from vafusion.fusion.data import (
 )
 from vafusion.fusion.folds import split_ids
 from vafusion.fusion.model import FusionModel
-from vafusion.fusion.ridge import RidgeBaseline
+from vafusion.fusion.ridge import RidgeBaseline, context_average
 
 HEADER = "valence,arousal"
 
@@ -203,11 +203,7 @@ def moving_average(x: np.ndarray, n: int) -> np.ndarray:
     """Centred moving average over ``n`` frames along axis 0; the window shrinks at the ends."""
     if n <= 1 or len(x) == 0:
         return x
-    before, after = (n - 1) // 2, n // 2
-    csum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0, dtype=np.float64)])
-    t = np.arange(len(x))
-    lo, hi = np.maximum(t - before, 0), np.minimum(t + after + 1, len(x))
-    return ((csum[hi] - csum[lo]) / (hi - lo)[:, None]).astype(np.float32)
+    return context_average(x, np.ones(len(x), dtype=bool), n)[0]  # the ridge's window, every frame present
 
 
 def write_prediction_file(path: Path, pred: np.ndarray) -> None:

@@ -166,7 +166,7 @@ def _load_with_av(path: Path, origin_s: float | None) -> np.ndarray | None:
         chunks: list[np.ndarray] = []
         pending: list[list[np.ndarray]] = []  # frames not yet converted, one array per plane
         pending_samples = 0
-        key = None  # (format name, channels): a change forces a flush
+        key = None  # (format name, planar, channels): a change forces a flush
         rate = None
         start_s = 0.0
         try:
@@ -187,10 +187,10 @@ def _load_with_av(path: Path, origin_s: float | None) -> np.ndarray | None:
                     )
                 fmt = frame.format
                 channels = len(frame.layout.channels)
-                fkey = (fmt.name, channels)
+                fkey = (fmt.name, fmt.is_planar, channels)
                 if fkey != key:
                     if pending:
-                        chunks.append(_flush(pending, key[0].endswith("p"), key[1]))
+                        chunks.append(_flush(pending, *key[1:]))
                         pending, pending_samples = [], 0
                     key = fkey
                     dtype = _SAMPLE_DTYPES.get(fmt.name.rstrip("p"))
@@ -204,12 +204,12 @@ def _load_with_av(path: Path, origin_s: float | None) -> np.ndarray | None:
                     pending.append([np.frombuffer(frame.planes[0], dtype, count=n * channels)])
                 pending_samples += n
                 if pending_samples >= _BLOCK_SAMPLES:
-                    chunks.append(_flush(pending, fmt.is_planar, channels))
+                    chunks.append(_flush(pending, *key[1:]))
                     pending, pending_samples = [], 0
         except av.FFmpegError as exc:
             raise VafusionError(f"{path}: audio stream cannot be decoded ({exc}); re-encode or drop the file") from exc
         if pending:
-            chunks.append(_flush(pending, key[0].endswith("p"), key[1]))
+            chunks.append(_flush(pending, *key[1:]))
 
     if rate is None:  # an audio stream without a single decodable sample
         return np.zeros(0, dtype=np.float32)

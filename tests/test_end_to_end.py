@@ -5,23 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from vafusion.extract.run import ExtractOptions, extract
 from vafusion.fusion.config import FusionConfig
 from vafusion.fusion.train import train
-from vafusion.synth import make_corpus
 
 TRAIN = dict(window=100, hop=50, epochs=15, batch_size=8, d_model=64, heads=4, patience=15)
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    make_corpus(root / "corpus", n_videos=10, seconds=8.0, seed=1, n_test=1)
-    opts = ExtractOptions(features=("resnet18", "vggish", "logmel"), visual_weights="random", vggish_weights="random",
-                          image_size=48, batch_size=64, progress=False)
-    report = extract(root / "corpus", root / "cache", opts)
-    assert report.ok, (report.problems, report.failures)
-    return root / "cache"
+def cache(learnable_cache):
+    return learnable_cache
 
 
 def test_fusion_learns_and_beats_each_single_stream(cache, tmp_path):

@@ -25,12 +25,8 @@ FAST = dict(visual_weights="random", vggish_weights="random", image_size=32, bat
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    corpus = make_corpus(root / "corpus", n_videos=6, seconds=2.0, seed=3)
-    cache = root / "cache"
-    report = extract(root / "corpus", cache, ExtractOptions(features=("resnet18", "vggish", "logmel"), **FAST))
-    return corpus, cache, report
+def tiny(tiny_extracted):
+    return tiny_extracted
 
 
 def _read_all(cache: Path, feature: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -25,10 +25,8 @@ FAST = dict(features=("visual", "audio"), window=48, hop=32, epochs=4, batch_siz
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("toy") / "cache"
-    write_toy_cache(path)
-    return path
+def cache(toy_cache) -> Path:
+    return toy_cache
 
 
 def _metrics(run: Path) -> list[dict]:

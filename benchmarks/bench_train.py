@@ -2,7 +2,7 @@
 
 A cache of realistic dims (resnet50 2048 + vggish 128 + logmel 64, float16, random data,
 ~100k frames in 20 videos of Aff-Wild2's mean length ~5000 frames) is written with the real
-writer API; the default FusionConfig (window 300, hop 200, batch 16, d_model 128) trains on it.
+writer API; the default configuration (imf, window 300, hop 200, batch 16, d_model 128) trains on it.
 
 1. Step efficiency, interleaved and repeated: the trainer's full step (``iterate_batches``
    batch assembly + forward + 1 - CCC loss + backward + clip + AdamW + schedule, the code of
@@ -44,30 +44,31 @@ import numpy as np
 import torch
 
 from vafusion.device import autocast, resolve_device
-from vafusion.fusion.config import FusionConfig
+from vafusion.fusion.config import FusionConfig, make_config
 from vafusion.fusion.data import Standardizer, build_batch, iterate_batches, load_cache, make_windows, windows_with_labels
 from vafusion.fusion.metrics import ccc_loss
-from vafusion.fusion.model import build_model, count_parameters
+from vafusion.fusion.models import count_parameters
 
 AFFWILD2_FRAMES = 2_800_000
 AFFWILD2_VIDEOS = 564
 
 
 class Trainer:
-    """The inner loop of ``vafusion.fusion.train._train_fusion``, one step at a time."""
+    """The inner loop of ``vafusion.fusion.train._train_by_gradient``, one step at a time."""
 
     def __init__(self, config: FusionConfig, dims: list[int], device: torch.device, total_steps: int):
-        torch.manual_seed(config.seed)
+        tc = config.training
+        torch.manual_seed(tc.seed)
         self.config, self.device = config, device
-        self.model = build_model(config, dims).to(device).train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.model = config.build_model(dims).to(device).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 0.5 + 0.5 * math.cos(s / total_steps))
-        scaler_enabled = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
+        scaler_enabled = device.type == "cuda" and tc.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaler_enabled)
         self.losses: list[float] = []
 
     def step(self, batch) -> None:
-        config = self.config
+        config = self.config.training
         batch = batch.to(self.device, non_blocking=True)
         with autocast(self.device, config.amp):
             pred = self.model(batch.streams, batch.present, batch.valid)
@@ -86,8 +87,8 @@ class Trainer:
 def full_steps(trainer: Trainer, loaded, standardizer, windows, n: int, seed: int) -> float:
     """Seconds per step of n steps fed by iterate_batches (shuffled), as the trainer does."""
     rng = np.random.default_rng(seed)
-    it = iterate_batches(loaded, standardizer, windows, trainer.config.batch_size, shuffle=True, generator=rng,
-                         window=trainer.config.window)
+    it = iterate_batches(loaded, standardizer, windows, trainer.config.training.batch_size, shuffle=True,
+                         generator=rng, window=trainer.config.data.window)
     start = time.perf_counter()
     for _ in range(n):
         trainer.step(next(it))
@@ -122,7 +123,7 @@ def rss_child(cache: str, run_dir: str) -> None:
 
     train_mod.load_cache = load_and_mark
     start = time.perf_counter()
-    train_mod.train(cache, run_dir, FusionConfig(epochs=1, device="cpu"), progress=False, report=False)
+    train_mod.train(cache, run_dir, make_config(epochs=1, device="cpu"), progress=False, report=False)
     print(json.dumps({"baseline_kib": baseline, "peak_kib": C.vm_status_kib("VmHWM"), "seconds": time.perf_counter() - start,
                       **marks}))
 
@@ -150,7 +151,8 @@ def main() -> None:
         return
     C.header("training: full step vs model-only step; peak RSS; frames/s")
     device = resolve_device(args.device)
-    config = FusionConfig(device=str(device))
+    config = make_config(device=str(device))
+    data, tc = config.data, config.training
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp_name:
         tmp = Path(tmp_name)
         cache = tmp / "cache"
@@ -160,15 +162,15 @@ def main() -> None:
               f"{info['feature_bytes'] / 1e6:.0f} MB float16 features; written in {time.perf_counter() - start:.1f} s")
 
         # 1. step efficiency
-        loaded = load_cache(cache, config.features, progress=False)
+        loaded = load_cache(cache, data.features, progress=False)
         train_ids = [e.id for e in loaded.index.by_partition("train")]
         standardizer = Standardizer.fit(loaded, train_ids)
-        windows = windows_with_labels(loaded, make_windows(offsets=loaded.offsets, window=config.window, hop=config.hop,
+        windows = windows_with_labels(loaded, make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop,
                                                            videos=loaded.positions(train_ids)))
         trainer = Trainer(config, list(loaded.dims), device, total_steps=10_000)
         print(f"model: {count_parameters(trainer.model):,} parameters; device {device}, {torch.get_num_threads()} "
-              f"threads; batch {config.batch_size} x window {config.window}; {len(windows)} training windows")
-        fixed_batch = build_batch(loaded, standardizer, windows[: config.batch_size], window=config.window)
+              f"threads; batch {tc.batch_size} x window {data.window}; {len(windows)} training windows")
+        fixed_batch = build_batch(loaded, standardizer, windows[: tc.batch_size], window=data.window)
         model_steps(trainer, fixed_batch, 2)  # warm-up (allocator, oneDNN kernels)
         full_steps(trainer, loaded, standardizer, windows, 2, seed=99)
         full, model = [], []
@@ -177,7 +179,7 @@ def main() -> None:
             model.append(model_steps(trainer, fixed_batch, args.steps))
             print(f"  repeat {r + 1}: full step {full[-1] * 1e3:.0f} ms, model-only step {model[-1] * 1e3:.0f} ms "
                   f"(ratio {model[-1] / full[-1]:.3f})", flush=True)
-        assembly = [C.timed(lambda: build_batch(loaded, standardizer, windows[: config.batch_size], window=config.window))
+        assembly = [C.timed(lambda: build_batch(loaded, standardizer, windows[: tc.batch_size], window=data.window))
                     for _ in range(10)]
         f, m = C.median(full), C.median(model)
         print(f"full step {f * 1e3:.0f} ms, model-only step {m * 1e3:.0f} ms (medians of {args.repeats} x "
@@ -186,14 +188,14 @@ def main() -> None:
         C.result("train_step_efficiency", m / f, ">=", 0.9)
 
         # 3. throughput and extrapolation (printed before the RSS child so it shows up early)
-        window_frames_per_s = config.batch_size * config.window / f
+        window_frames_per_s = tc.batch_size * data.window / f
         lengths = C.video_lengths(AFFWILD2_FRAMES, AFFWILD2_VIDEOS)
-        aw_windows = len(make_windows(lengths, window=config.window, hop=config.hop))
-        aw_steps = math.ceil(aw_windows / config.batch_size)
+        aw_windows = len(make_windows(lengths, window=data.window, hop=data.hop))
+        aw_steps = math.ceil(aw_windows / tc.batch_size)
         epoch_s = aw_steps * f
         print(f"training throughput on {device}: {window_frames_per_s:.0f} window frames/s "
-              f"({config.batch_size * config.window} per step; with hop {config.hop} each frame is seen "
-              f"~{config.window / config.hop:.1f}x per epoch, so {window_frames_per_s * config.hop / config.window:.0f} "
+              f"({tc.batch_size * data.window} per step; with hop {data.hop} each frame is seen "
+              f"~{data.window / data.hop:.1f}x per epoch, so {window_frames_per_s * data.hop / data.window:.0f} "
               f"corpus frames/s)")
         print(f"Aff-Wild2 scale ({AFFWILD2_FRAMES / 1e6:.1f}M training frames in {AFFWILD2_VIDEOS} videos): "
               f"{aw_windows} windows, {aw_steps} steps/epoch -> {epoch_s:.0f} s = {epoch_s / 60:.1f} min per epoch "

@@ -1,19 +1,26 @@
-"""`vafusion demo` runs end to end (quality is checked at full size by hand and in test_end_to_end)."""
+"""`vafusion demo` runs end to end through `compare` (quality is checked at full size by hand and in
+test_end_to_end)."""
+
+import json
 
 from click.testing import CliRunner
 
 from vafusion.cli import cli
-from vafusion.demo import VARIANTS
+from vafusion.demo import FEATURE_SETS, MODELS
 
 
-def test_demo_tiny_prints_the_table_and_writes_the_report(tmp_path):
+def test_demo_tiny_prints_the_table_and_writes_the_reports(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--size", "tiny", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.output
-    lines = result.output.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("model") and "CCC_V" in line)
-    assert [line.split("  ")[0] for line in lines[header + 1 : header + 1 + len(VARIANTS)]] == [v.name for v in VARIANTS]
-    assert list(out.glob("runs/fusion/*/report.html"))
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["model", "features", "runs", "CCC_V", "CCC_A", "P"]
+    assert [tuple(line.split()[:3]) for line in lines[1:]] == [(m, ",".join(f), "1") for m in MODELS
+                                                                for f in FEATURE_SETS]
+    compared = json.loads((out / "runs" / "compare.json").read_text())
+    assert len(compared["runs"]) == len(MODELS) * len(FEATURE_SETS)
+    assert (out / "runs" / "compare.html").is_file() and (out / "runs" / "figures" / "compare.png").is_file()
+    assert (out / "runs" / "imf" / "+".join(FEATURE_SETS[0]) / "seed-0" / "report.html").is_file()
     again = CliRunner().invoke(cli, ["demo", "--size", "tiny", "--out", str(out)])
     assert again.exit_code == 1 and "not empty" in again.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vafusion.fusion.config import FusionConfig
+from vafusion.fusion.config import make_config
 from vafusion.fusion.train import train
 
 TRAIN = dict(window=100, hop=50, epochs=15, batch_size=8, d_model=64, heads=4, patience=15)
@@ -20,7 +20,7 @@ def test_fusion_learns_and_beats_each_single_stream(cache, tmp_path):
     scores = {}
     for name, features in (("fusion", ("resnet18", "vggish", "logmel")), ("visual", ("resnet18",)),
                            ("vggish", ("vggish",))):
-        result = train(cache, tmp_path / name, FusionConfig(features=features, **TRAIN), progress=False, report=False)
+        result = train(cache, tmp_path / name, make_config(features=features, **TRAIN), progress=False, report=False)
         scores[name] = result.best
     print({k: round(v["p"], 3) for k, v in scores.items()})
     assert scores["fusion"]["p"] >= 0.5  # held-out (validation) ids

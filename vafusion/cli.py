@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -179,47 +180,129 @@ def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tu
 
 # ---- stage 2 commands -------------------------------------------------------------------
 
+# Flags of the CLI before models declared their own options: still accepted (hidden), each
+# mapped onto the model option of that name, with a note pointing to --model-option.
+_DEPRECATED_MODEL_FLAGS = {"--d-model": ("d_model", int), "--heads": ("heads", int), "--dropout": ("dropout", float),
+                           "--ridge-alpha": ("alpha", float), "--ridge-context": ("context", int)}
+
+
+def _stacked(options: list) -> Callable:
+    """One decorator applying ``options`` (click options) in order."""
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _data_options(feature_sets: bool = False):
+    """--features, --window, --hop (DataConfig); ``feature_sets``: several sets, as `compare` takes them."""
+    from vafusion.fusion.config import DataConfig
+
+    d = DataConfig()
+    if feature_sets:
+        features = click.option("--features", "features", multiple=True, default=[",".join(d.features)],
+                                show_default=True,
+                                help="Feature sets to compare, ';'-separated (repeatable), each comma-separated; "
+                                     "the first feature of a set is its visual query stream.")
+    else:
+        features = click.option("--features", default=",".join(d.features), show_default=True,
+                                help="Comma-separated feature sets of the cache; the first is the visual query "
+                                     "stream, the others audio key/value streams (one alone = unimodal).")
+    return _stacked([
+        features,
+        click.option("--window", default=d.window, show_default=True, type=click.IntRange(1),
+                     help="Frames per training window."),
+        click.option("--hop", default=d.hop, show_default=True, type=click.IntRange(1),
+                     help="Frames between window starts."),
+    ])
+
+
+def _model_options(several: bool = False):
+    """--model (or --models), --model-option, --causal, and the deprecated per-model flags."""
+    from vafusion.fusion.models import BUILTINS, DEFAULT_MODEL
+
+    names = ", ".join(BUILTINS)
+    if several:
+        model = click.option("--models", "models", required=True,
+                             help=f"Comma-separated models to compare: built-ins ({names}), package.module:Class, "
+                                  f"or installed plug-in names (see `vafusion models`).")
+    else:
+        model = click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                             help=f"A built-in ({names}; 'fusion' = imf), package.module:Class, or an installed "
+                                  f"plug-in's name. `vafusion models` lists them with their options.")
+    scope = "each model that has it" if several else "the model"
+    hidden = [click.option(flag, hidden=True, default=None, type=kind) for flag, (_, kind) in
+              _DEPRECATED_MODEL_FLAGS.items()]
+    return _stacked([
+        model,
+        click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
+                     help=f"An option of {scope} (repeatable), e.g. d_model=64 or tcn_dilations=1,2,4; values are "
+                          f"typed as the model declares (int, float, true/false, text). See `vafusion models`."),
+        click.option("--causal", is_flag=True,
+                     help="Causal model (no future frames; for online use): the model's 'causal' option. An error "
+                          "for a model without one."),
+        *hidden,
+    ])
+
 
 def _training_options(f):
-    """Options shared by `train` and `cv`: every FusionConfig field a user tunes."""
-    from vafusion.fusion.config import FusionConfig
+    """--epochs ... --device (TrainingConfig)."""
+    from vafusion.fusion.config import TrainingConfig
 
-    d = FusionConfig()
-    options = [
-        click.option("--features", default=",".join(d.features), show_default=True,
-                     help="Comma-separated feature sets of the cache; the first is the visual query stream, "
-                          "the others audio key/value streams (one alone = unimodal)."),
-        click.option("--model", type=click.Choice(["fusion", "ridge"]), default=d.model, show_default=True,
-                     help="TCN + cross-modal attention, or the per-frame ridge baseline."),
-        click.option("--window", default=d.window, show_default=True, type=click.IntRange(1), help="Frames per training window."),
-        click.option("--hop", default=d.hop, show_default=True, type=click.IntRange(1), help="Frames between window starts."),
+    d = TrainingConfig()
+    return _stacked([
         click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(1)),
-        click.option("--batch-size", default=d.batch_size, show_default=True, type=click.IntRange(1), help="Windows per step."),
+        click.option("--batch-size", default=d.batch_size, show_default=True, type=click.IntRange(1),
+                     help="Windows per step."),
         click.option("--lr", default=d.lr, show_default=True, type=float, help="Peak AdamW learning rate."),
         click.option("--weight-decay", default=d.weight_decay, show_default=True, type=float),
-        click.option("--d-model", default=d.d_model, show_default=True, type=click.IntRange(4), help="Width of every stream."),
-        click.option("--dropout", default=d.dropout, show_default=True, type=click.FloatRange(0, 0.9)),
-        click.option("--heads", default=d.heads, show_default=True, type=click.IntRange(1), help="Attention heads."),
-        click.option("--causal", is_flag=True, help="Causal TCN and attention (no future frames; for online use)."),
-        click.option("--mse-weight", default=d.mse_weight, show_default=True, type=float, help="Weight of an extra MSE term in the loss."),
+        click.option("--mse-weight", default=d.mse_weight, show_default=True, type=float,
+                     help="Weight of an extra MSE term in the loss."),
         click.option("--patience", default=d.patience, show_default=True, type=click.IntRange(1),
                      help="Stop after this many epochs without a better validation P."),
-        click.option("--ridge-alpha", default=d.ridge_alpha, show_default=True, type=float),
-        click.option("--ridge-context", default=d.ridge_context, show_default=True, type=click.IntRange(1),
-                     help="Frames averaged (centred) before the ridge."),
         click.option("--seed", default=d.seed, show_default=True, type=int),
         click.option("--device", default=d.device, show_default=True, help="auto, cpu, cuda or cuda:K."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    ])(f)
 
 
-def _config(split: str, folds: int, fold: int, features: str, **kw) -> "FusionConfig":  # noqa: F821
-    from vafusion.fusion.config import FusionConfig
+def _model_option_values(model_options: tuple[str, ...], causal: bool, kw: dict) -> dict:
+    """--model-option pairs, --causal and the deprecated flags (popped from ``kw``) as one options dict."""
+    from vafusion.fusion.models import parse_model_options
 
+    options = parse_model_options(model_options)
+    for flag, (option, _) in _DEPRECATED_MODEL_FLAGS.items():
+        value = kw.pop(flag.lstrip("-").replace("-", "_"), None)
+        if value is None:
+            continue
+        if option in options:
+            raise VafusionError(f"{flag} and --model-option {option}: give it once")
+        click.echo(f"note: {flag} is deprecated; use --model-option {option}={value}", err=True)
+        options[option] = value
+    if causal:
+        options["causal"] = True
+    return options
+
+
+def _parts(kw: dict) -> tuple[dict, dict]:
+    """The DataConfig and TrainingConfig fields among the command's keyword arguments."""
+    from vafusion.fusion.config import DataConfig, TrainingConfig
+
+    def take(cls) -> dict:
+        return {f: kw[f] for f in cls.__dataclass_fields__ if f in kw}
+
+    return take(DataConfig), take(TrainingConfig)
+
+
+def _config(model: str, model_options: tuple[str, ...], causal: bool, features: str, **kw) -> "FusionConfig":  # noqa: F821
+    from vafusion.fusion.config import DataConfig, FusionConfig, ModelConfig, TrainingConfig
+
+    options = _model_option_values(model_options, causal, kw)
+    data, training = _parts(kw)
     names = tuple(x.strip() for x in features.split(",") if x.strip())
-    return FusionConfig(features=names, split=split, folds=folds, fold=fold, **kw)
+    return FusionConfig(DataConfig(features=names, **data), ModelConfig(model, options), TrainingConfig(**training))
 
 
 def _print_scores(title: str, scores: dict) -> None:
@@ -237,10 +320,12 @@ def _print_scores(title: str, scores: dict) -> None:
 @click.option("--fold", type=int, default=None, help="Which fold (1..N) validates; implies --split folds.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN with the same options.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write RUN/report.html at the end.")
+@_model_options()
+@_data_options()
 @_training_options
 def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: int | None, resume: bool,
           report: bool, **kw) -> None:
-    """Train a fusion model (or the ridge baseline) on the features of CACHE.
+    """Train a model (by default imf, the paper's) on the features of CACHE.
 
     Needs only the cache: no corpus, no GPU, no extraction backbones. The best epoch by
     validation P = (CCC_V + CCC_A) / 2 is kept in RUN/best.pt.
@@ -248,7 +333,7 @@ def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: i
     from vafusion.fusion.train import train as run_train
 
     split = split or ("folds" if fold is not None else "official")
-    config = _config(split, folds, fold or 1, **kw)
+    config = _config(split=split, folds=folds, fold=fold or 1, **kw)
     result = run_train(cache_dir, run_dir, config, resume=resume, report=report, log=lambda m: click.echo(m, err=True))
     _print_scores(f"best epoch {result.best['epoch']} ({run_dir})", result.best)
 
@@ -256,22 +341,90 @@ def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: i
 @cli.command()
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--runs", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the fold runs (RUNS/fold-1 ... fold-N) and cv.json.")
+              help="Directory for the fold runs (RUNS/fold-1 ... fold-N) and cv.json. Rerun the same command "
+                   "to continue: finished folds are kept, an interrupted one resumes.")
 @click.option("--folds", default=6, show_default=True, type=click.IntRange(2))
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html in each fold's run.")
+@_model_options()
+@_data_options()
 @_training_options
 def cv(cache_dir: Path, runs_dir: Path, folds: int, report: bool, **kw) -> None:
     """Cross-validate: train every fold (train and validation ids merged, split by video)
     and report each fold's CCC_V, CCC_A, P and their mean ± std."""
-    from vafusion.fusion.train import cross_validate
+    from vafusion.fusion.experiments import cross_validate
 
-    config = _config("folds", folds, 1, **kw)
+    config = _config(split="folds", folds=folds, fold=1, **kw)
     summary = cross_validate(cache_dir, runs_dir, config, report=report, log=lambda m: click.echo(m, err=True))
     click.echo(f"{'fold':>6} {'CCC_V':>8} {'CCC_A':>8} {'P':>8}")
     for row in summary["folds"]:
         click.echo(f"{row['fold']:>6} {row['ccc_v']:>8.4f} {row['ccc_a']:>8.4f} {row['p']:>8.4f}")
     click.echo(" ".join([f"{'mean':>6}"] + [f"{summary[m]['mean']:>8.4f}" for m in ("ccc_v", "ccc_a", "p")]))
     click.echo(" ".join([f"{'± std':>6}"] + [f"{summary[m]['std']:>8.4f}" for m in ("ccc_v", "ccc_a", "p")]))
+
+
+@cli.command()
+@click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--runs", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the runs (RUNS/<model>/<features>/seed-<s>[/fold-<k>]), compare.json and "
+                   "compare.html. Rerun the same command to continue: finished runs are kept, an interrupted "
+                   "one resumes from its last.pt.")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1),
+              help="Seeds per model and feature set: --seed, --seed + 1, ...")
+@click.option("--split", type=click.Choice(["official", "folds"]), default=None,
+              help="official: Train_Set trains, Validation_Set validates [default]. folds: every fold of --folds.")
+@click.option("--folds", type=click.IntRange(2), default=None,
+              help="Cross-validate every run over N folds (implies --split folds)  [default with --split folds: 6].")
+@click.option("--json", "as_json", is_flag=True, help="Print compare.json instead of the table.")
+@click.option("--report/--no-report", default=False, show_default=True, help="Also write each run's report.html.")
+@_model_options(several=True)
+@_data_options(feature_sets=True)
+@_training_options
+def compare(cache_dir: Path, runs_dir: Path, seeds: int, split: str | None, folds: int | None, as_json: bool,
+            report: bool, models: str, model_options: tuple[str, ...], causal: bool, features: tuple[str, ...],
+            **kw) -> None:
+    """Train every model x feature set x seed (x fold) on CACHE with the same data, and compare them:
+    CCC_V, CCC_A, P as mean ± std over seeds and folds, in RUNS/compare.json and RUNS/compare.html
+    (table and bar chart). Prints the table."""
+    from vafusion.fusion.compare import compare as run_compare, format_table
+    from vafusion.fusion.config import DataConfig, TrainingConfig
+
+    options = _model_option_values(model_options, causal=False, kw=kw)
+    data, training = _parts(kw)
+    split = split or ("folds" if folds is not None else "official")
+    sets = [tuple(f.strip() for f in s.split(",") if f.strip()) for group in features for s in group.split(";")
+            if s.strip()]
+    result = run_compare(cache_dir, runs_dir, [m.strip() for m in models.split(",") if m.strip()], sets,
+                         data=DataConfig(split=split, folds=folds or 6, **data), training=TrainingConfig(**training),
+                         seeds=seeds, model_options=options, causal=causal, report=report,
+                         log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(result, indent=2) if as_json else format_table(result["summary"]))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def models(as_json: bool) -> None:
+    """List every model (built-ins and installed plug-ins) with its options, defaults and a
+    line of description. Choose one with --model NAME and set options with --model-option KEY=VALUE."""
+    from vafusion.fusion.models import ALIASES, list_models
+
+    specs, problems = list_models()
+    aliases = {target: [a for a, t in ALIASES.items() if t == target] for target in set(ALIASES.values())}
+    if as_json:
+        click.echo(json.dumps([{"name": s.name, "ref": s.ref, "origin": s.origin, "description": s.description,
+                                "aliases": aliases.get(s.name, []), "closed_form": s.closed_form,
+                                "options": [{"name": o.name, "type": o.type_name, "default": o.default, "help": o.help}
+                                            for o in s.options.values()]} for s in specs], indent=2))
+    else:
+        for spec in specs:
+            also = f", also '{', '.join(aliases[spec.name])}'" if spec.name in aliases else ""
+            click.echo(f"{spec.name}  ({spec.origin}{also})\n  {spec.description}")
+            width = max([len(f"{o.name}={o.shown(o.default)}") for o in spec.options.values()] or [0])
+            for o in spec.options.values():
+                about = f"{o.help} ({o.type_name})" if o.help else f"({o.type_name})"
+                click.echo(f"    {f'{o.name}={o.shown(o.default)}':<{width}}  {about}")
+            click.echo("")
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
 
 
 @cli.command()
@@ -339,12 +492,13 @@ def report(run_dir: Path, cache_dir: Path | None, n_ids: int, device: str) -> No
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
 def demo(out: Path, size: str, device: str, seed: int) -> None:
-    """Generate a corpus, extract features (random backbone weights), train the fusion model,
-    its unimodal variants and the ridge baseline, and compare them on held-out ids."""
-    from vafusion.demo import format_table, run_demo
+    """Generate a corpus, extract features (random backbone weights), and compare the paper's
+    model (imf) with the ridge baseline on all features and on each stream alone, on held-out ids."""
+    from vafusion.demo import run_demo
+    from vafusion.fusion.compare import format_table
 
-    rows = run_demo(out, size=size, device=device, seed=seed, echo=lambda m: click.echo(m, err=True))
-    click.echo(format_table(rows))
+    result = run_demo(out, size=size, device=device, seed=seed, echo=lambda m: click.echo(m, err=True))
+    click.echo(format_table(result["summary"]))
 
 
 def reference_markdown() -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from vafusion.cache.corpus_index import CorpusIndex, VideoEntry
 from vafusion.errors import VafusionError
-from vafusion.fusion.config import FusionConfig
+from vafusion.fusion.config import DataConfig
 from vafusion.fusion.folds import fold_of_groups, split_ids
 
 
@@ -52,7 +52,7 @@ def _group(vid: str) -> str:
 
 
 def test_official_split_uses_partitions_and_labelled_ids_only() -> None:
-    train, val = split_ids(_index(), FusionConfig(split="official"))
+    train, val = split_ids(_index(), DataConfig(split="official"))
     assert train == ["a_left", "a_right", "b", "d", "e_left", "h"]
     assert val == ["c_left", "c_right", "f", "g_left", "g_right"]
 
@@ -62,7 +62,7 @@ def test_folds_partition_labelled_ids_and_keep_groups_together(folds: int) -> No
     index = _index()
     seen: list[str] = []
     for fold in range(1, folds + 1):
-        train, val = split_ids(index, FusionConfig(split="folds", folds=folds, fold=fold))
+        train, val = split_ids(index, DataConfig(split="folds", folds=folds, fold=fold))
         assert val, f"fold {fold} is empty"
         assert not set(train) & set(val)
         assert set(train) | set(val) == LABELLED
@@ -78,7 +78,7 @@ def test_folds_are_deterministic_and_balanced() -> None:
     random.Random(5).shuffle(shuffled)
     again = CorpusIndex(tuple(shuffled))
     for fold in (1, 2, 3):
-        config = FusionConfig(split="folds", folds=3, fold=fold)
+        config = DataConfig(split="folds", folds=3, fold=fold)
         assert split_ids(index, config) == split_ids(again, config)
     assignment = fold_of_groups(index, 3)
     assert fold_of_groups(index, 3) == assignment
@@ -112,12 +112,12 @@ def test_partition_without_labels_is_an_error() -> None:
     ]
     index = CorpusIndex(tuple(entries))
     with pytest.raises(VafusionError, match="labels all missing in partition 'validation'"):
-        split_ids(index, FusionConfig(split="official"))
+        split_ids(index, DataConfig(split="official"))
     # folds still work: only the labelled train groups count
-    train, val = split_ids(index, FusionConfig(split="folds", folds=2, fold=1))
+    train, val = split_ids(index, DataConfig(split="folds", folds=2, fold=1))
     assert sorted(train + val) == ["a", "b"]
     nothing = CorpusIndex((_entry("t", "test", "t", 10, labelled="none"), _entry("x", "train", "x", 10, labelled="nan")))
     with pytest.raises(VafusionError, match="labels all missing"):
-        split_ids(nothing, FusionConfig(split="folds", folds=2, fold=1))
+        split_ids(nothing, DataConfig(split="folds", folds=2, fold=1))
     with pytest.raises(VafusionError, match="labels all missing in partition 'train'"):
-        split_ids(nothing, FusionConfig(split="official"))
+        split_ids(nothing, DataConfig(split="official"))

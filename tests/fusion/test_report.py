@@ -5,74 +5,23 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
-from vafusion.fusion.config import FusionConfig
+from vafusion.fusion.config import make_config
 from vafusion.fusion.report import pick_ids, write_report
 from vafusion.fusion.train import train
 
 from ..toy_cache import write_toy_cache
+from .pages import PNG_SIGNATURE, check_page as _check_page
 
 FAST = dict(features=("visual", "audio"), window=48, hop=32, epochs=2, batch_size=4, d_model=16, heads=2,
             head_hidden=16, tcn_dilations=(1, 2))
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-VOID = {"meta", "img", "br", "hr", "link", "input", "source", "wbr"}
-
-
-class _Page(HTMLParser):
-    """Collects <img src> and checks that every non-void element is closed in order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.images: list[str] = []
-        self.stack: list[str] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.images.append(dict(attrs)["src"])
-        if tag not in VOID:
-            self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
-        self.stack.pop()
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def _check_page(path: Path) -> _Page:
-    """Parse the report, check it is self-contained, and check every figure it shows."""
-    assert path.name == "report.html" and path.is_file()
-    source = path.read_text(encoding="utf-8")
-    assert "http://" not in source and "https://" not in source  # nothing fetched from a network
-    assert "<script" not in source.lower()
-    page = _Page()
-    page.feed(source)
-    page.close()
-    assert page.stack == [], f"unclosed elements {page.stack}"
-    for src in page.images:
-        assert not Path(src).is_absolute()
-        image = path.parent / src
-        assert image.is_file(), src
-        assert image.read_bytes()[:8] == PNG_SIGNATURE, src
-        with Image.open(image) as im:
-            im.verify()
-        with Image.open(image) as im:
-            width, height = im.size
-        assert 300 <= width <= 2000 and 200 <= height <= 3000, (src, im.size)
-    return page
-
-
-def _shown(page: _Page) -> set[str]:
+def _shown(page) -> set[str]:
     return {Path(src).name for src in page.images}
 
 
@@ -80,9 +29,9 @@ def _shown(page: _Page) -> set[str]:
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("report")
     write_toy_cache(root / "cache")
-    train(root / "cache", root / "fusion", FusionConfig(**FAST), progress=False)  # train writes a report by default
+    train(root / "cache", root / "fusion", make_config(**FAST), progress=False)  # train writes a report by default
     assert (root / "fusion" / "report.html").is_file()
-    train(root / "cache", root / "ridge", FusionConfig(features=("visual", "audio"), model="ridge"), progress=False,
+    train(root / "cache", root / "ridge", make_config(features=("visual", "audio"), model="ridge"), progress=False,
           report=False)
     assert not (root / "ridge" / "report.html").exists()
     return {"cache": root / "cache", "fusion": root / "fusion", "ridge": root / "ridge"}
@@ -140,7 +89,7 @@ def test_cli_report_prints_the_path_and_drops_stale_figures(runs):
 def test_report_when_the_cache_moved(runs, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(runs["cache"], cache)
-    train(cache, tmp_path / "run", FusionConfig(features=("visual", "audio"), model="ridge"), progress=False,
+    train(cache, tmp_path / "run", make_config(features=("visual", "audio"), model="ridge"), progress=False,
           report=False)
     moved = tmp_path / "moved-cache"
     cache.rename(moved)
@@ -171,7 +120,7 @@ def test_trainer_report_reuses_the_cache_in_ram(runs, tmp_path, monkeypatch):
         raise AssertionError("the report read the cache again")
 
     monkeypatch.setattr(predict_mod, "load_cache", no_second_read)
-    train(runs["cache"], tmp_path / "run", FusionConfig(**dict(FAST, epochs=1)), progress=False)
+    train(runs["cache"], tmp_path / "run", make_config(**dict(FAST, epochs=1)), progress=False)
     html = (tmp_path / "run" / "report.html").read_text()
     assert "validation" in html and (tmp_path / "run" / "figures").is_dir()
     # the same report from disk (vafusion report) scores the same

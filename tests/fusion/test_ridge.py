@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from vafusion.errors import VafusionError
-from vafusion.fusion.config import FusionConfig
-from vafusion.fusion.ridge import RidgeBaseline, context_average, design_matrix
+from vafusion.fusion.models.ridge import RidgeBaseline, context_average, design_matrix
 
 
 def _videos(rng: np.random.Generator, lengths=(120, 80, 200), dims=(6, 4), p_absent=0.0):
@@ -27,7 +26,7 @@ def test_recovers_a_linear_mapping_and_ignores_nan_labels():
     labels = [np.concatenate(f, axis=1) @ w.T + np.array([0.1, -0.2]) for f in feats]
     labels[0][:30, 0] = np.nan  # a valence gap: arousal of those frames still counts
     labels[1][5:9] = np.nan
-    model = RidgeBaseline(alpha=1e-3).fit(feats, pres, labels)
+    model = RidgeBaseline([6, 4], alpha=1e-3).fit(feats, pres, labels)
     np.testing.assert_allclose(model.coef_[:, :10], w, atol=1e-4)
     np.testing.assert_allclose(model.intercept_, [0.1, -0.2], atol=1e-4)
     preds = model.predict(feats, pres)
@@ -85,8 +84,8 @@ def test_context_is_used_by_fit_and_predict():
     labels = np.stack([smooth, -smooth], axis=1)
     labels[:2] = labels[-2:] = np.nan  # the edges differ (truncated window vs zero padding)
     p = [np.ones(T, dtype=bool)]
-    plain = RidgeBaseline(alpha=1e-3, context=1).fit([[f]], [p], [labels])
-    ctx = RidgeBaseline(alpha=1e-3, context=5).fit([[f]], [p], [labels])
+    plain = RidgeBaseline([1], alpha=1e-3, context=1).fit([[f]], [p], [labels])
+    ctx = RidgeBaseline([1], alpha=1e-3, context=5).fit([[f]], [p], [labels])
     err = lambda m: np.nanmean((m.predict([[f]], [p])[0] - labels) ** 2)  # noqa: E731
     assert err(ctx) < 1e-8 < 1e-3 < err(plain)
 
@@ -95,13 +94,14 @@ def test_state_dict_round_trip_without_pickle(tmp_path):
     rng = np.random.default_rng(3)
     feats, pres = _videos(rng, p_absent=0.2)
     labels = [np.tanh(np.stack([f[0][:, 0], f[1][:, 1]], axis=1)) for f in feats]
-    model = RidgeBaseline(FusionConfig(ridge_alpha=3.0, ridge_context=3)).fit(feats, pres, labels)
+    model = RidgeBaseline([6, 4], alpha=3.0, context=3).fit(feats, pres, labels)
     assert (model.alpha, model.context) == (3.0, 3)
     state = model.state_dict()
     assert set(state) >= {"coef_", "intercept_", "alpha", "context"}
     np.savez(tmp_path / "ridge.npz", **state)
+    loaded = RidgeBaseline([6, 4])  # the options come back from the state
     with np.load(tmp_path / "ridge.npz", allow_pickle=False) as data:
-        loaded = RidgeBaseline.from_state_dict(dict(data))
+        loaded.load_state_dict(dict(data))
     assert (loaded.alpha, loaded.context) == (3.0, 3)
     for a, b in zip(model.predict(feats, pres), loaded.predict(feats, pres)):
         np.testing.assert_array_equal(a, b)
@@ -112,10 +112,11 @@ def test_state_dict_through_a_weights_only_torch_checkpoint(tmp_path):
     rng = np.random.default_rng(4)
     feats, pres = _videos(rng)
     labels = [np.tanh(f[0][:, :2]) for f in feats]
-    model = RidgeBaseline(alpha=1.0).fit(feats, pres, labels)
+    model = RidgeBaseline([6, 4], alpha=1.0).fit(feats, pres, labels)
     as_tensors = {k: torch.as_tensor(v) for k, v in model.state_dict().items()}
     torch.save({"ridge": as_tensors}, tmp_path / "ckpt.pt")
-    loaded = RidgeBaseline.from_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True)["ridge"])
+    loaded = RidgeBaseline([6, 4])
+    loaded.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True)["ridge"])
     for a, b in zip(model.predict(feats, pres), loaded.predict(feats, pres)):
         np.testing.assert_array_equal(a, b)
 
@@ -124,7 +125,7 @@ def test_predictions_are_clipped():
     rng = np.random.default_rng(5)
     feats, pres = _videos(rng, lengths=(200,))
     labels = [np.concatenate(feats[0], axis=1)[:, :2] * 3.0]  # far outside [-1, 1]
-    preds = RidgeBaseline(alpha=1e-3).fit(feats, pres, labels).predict(feats, pres)[0]
+    preds = RidgeBaseline([6, 4], alpha=1e-3).fit(feats, pres, labels).predict(feats, pres)[0]
     assert preds.min() == -1.0 and preds.max() == 1.0
     assert np.all(np.abs(preds) <= 1.0)
 
@@ -133,10 +134,10 @@ def test_max_frames_subsamples_reproducibly():
     rng = np.random.default_rng(6)
     feats, pres = _videos(rng, lengths=(400, 300))
     labels = [np.concatenate(f, axis=1)[:, [0, 7]] * 0.3 + rng.standard_normal((len(f[0]), 2)) * 0.1 for f in feats]
-    a = RidgeBaseline(alpha=1.0, max_frames=150, seed=7).fit(feats, pres, labels)
-    b = RidgeBaseline(alpha=1.0, max_frames=150, seed=7).fit(feats, pres, labels)
-    c = RidgeBaseline(alpha=1.0, max_frames=150, seed=8).fit(feats, pres, labels)
-    full = RidgeBaseline(alpha=1.0).fit(feats, pres, labels)
+    a = RidgeBaseline([6, 4], alpha=1.0, max_frames=150).fit(feats, pres, labels, seed=7)
+    b = RidgeBaseline([6, 4], alpha=1.0, max_frames=150).fit(feats, pres, labels, seed=7)
+    c = RidgeBaseline([6, 4], alpha=1.0, max_frames=150).fit(feats, pres, labels, seed=8)
+    full = RidgeBaseline([6, 4], alpha=1.0).fit(feats, pres, labels)
     assert a.n_fit_frames == 150 and full.n_fit_frames == 700
     np.testing.assert_array_equal(a.coef_, b.coef_)
     assert not np.array_equal(a.coef_, c.coef_)
@@ -148,10 +149,14 @@ def test_user_errors():
     feats, pres = _videos(rng)
     labels = [np.full((len(f[0]), 2), np.nan) for f in feats]
     with pytest.raises(VafusionError, match="no labelled frame"):
-        RidgeBaseline().fit(feats, pres, labels)
+        RidgeBaseline([6, 4]).fit(feats, pres, labels)
     with pytest.raises(VafusionError, match="before fit"):
-        RidgeBaseline().predict(feats, pres)
-    model = RidgeBaseline().fit(feats, pres, [np.zeros((len(f[0]), 2)) for f in feats])
+        RidgeBaseline([6, 4]).predict(feats, pres)
+    model = RidgeBaseline([6, 4]).fit(feats, pres, [np.zeros((len(f[0]), 2)) for f in feats])
     wrong = [[f[0][:, :5], f[1]] for f in feats]
     with pytest.raises(VafusionError, match="widths"):
         model.predict(wrong, pres)
+    with pytest.raises(VafusionError, match="do not fit"):
+        RidgeBaseline([6, 5]).load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="alpha >= 0"):
+        RidgeBaseline([6, 4], alpha=-1.0)

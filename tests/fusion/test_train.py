@@ -14,9 +14,10 @@ from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
-from vafusion.fusion.config import FusionConfig
+from vafusion.fusion.config import FusionConfig, make_config
+from vafusion.fusion.experiments import cross_validate
 from vafusion.fusion.predict import evaluate_run, moving_average, predict_to_dir
-from vafusion.fusion.train import cross_validate, train
+from vafusion.fusion.train import train
 
 from ..toy_cache import write_toy_cache
 
@@ -34,7 +35,7 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def test_training_learns_and_writes_a_run(cache, tmp_path):
-    result = train(cache, tmp_path / "run", FusionConfig(**dict(FAST, epochs=8, lr=3e-3)), progress=False, report=False)
+    result = train(cache, tmp_path / "run", make_config(**dict(FAST, epochs=8, lr=3e-3)), progress=False, report=False)
     assert result.best["p"] > 0.5  # the toy cache is easy: a broken loop cannot get here
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"config.json", "best.pt", "last.pt", "metrics.jsonl", "summary.json"} <= names
@@ -49,25 +50,25 @@ def test_training_learns_and_writes_a_run(cache, tmp_path):
 
 
 def test_checkpoint_is_plain_data(cache, tmp_path):
-    train(cache, tmp_path / "run", FusionConfig(**dict(FAST, epochs=1)), progress=False, report=False)
+    train(cache, tmp_path / "run", make_config(**dict(FAST, epochs=1)), progress=False, report=False)
     for name in ("best.pt", "last.pt"):
         ckpt = torch.load(tmp_path / "run" / name, weights_only=True)  # no pickle allowed
         assert ckpt["format"] == "vafusion-run"
-        assert FusionConfig.from_dict(json.loads(ckpt["config"])).features == ("visual", "audio")
+        assert FusionConfig.from_dict(json.loads(ckpt["config"])).data.features == ("visual", "audio")
         assert set(ckpt["standardizer"]) == {"visual.mean", "visual.std", "audio.mean", "audio.std"}
 
 
 def test_same_seed_same_metrics_and_other_seed_differs(cache, tmp_path):
-    cfg = FusionConfig(**dict(FAST, epochs=2))
+    cfg = make_config(**dict(FAST, epochs=2))
     train(cache, tmp_path / "a", cfg, progress=False, report=False)
     train(cache, tmp_path / "b", cfg, progress=False, report=False)
-    train(cache, tmp_path / "c", FusionConfig(**dict(FAST, epochs=2, seed=1)), progress=False, report=False)
+    train(cache, tmp_path / "c", make_config(**dict(FAST, epochs=2, seed=1)), progress=False, report=False)
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
     assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
 
 
 def test_resume_continues_exactly(cache, tmp_path, monkeypatch):
-    cfg = FusionConfig(**dict(FAST, epochs=4))
+    cfg = make_config(**dict(FAST, epochs=4))
     train(cache, tmp_path / "straight", cfg, progress=False, report=False)
     saves = {"n": 0}
     real_save = ckpt_mod.save_atomic
@@ -85,19 +86,19 @@ def test_resume_continues_exactly(cache, tmp_path, monkeypatch):
     with pytest.raises(VafusionError, match="already holds a run"):
         train(cache, tmp_path / "resumed", cfg, progress=False, report=False)
     with pytest.raises(VafusionError, match="other settings"):
-        train(cache, tmp_path / "resumed", FusionConfig(**dict(FAST, epochs=5)), resume=True, progress=False, report=False)
+        train(cache, tmp_path / "resumed", make_config(**dict(FAST, epochs=5)), resume=True, progress=False, report=False)
     train(cache, tmp_path / "resumed", cfg, resume=True, progress=False, report=False)
     assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "straight")
 
 
 def test_ridge_baseline_run(cache, tmp_path):
-    result = train(cache, tmp_path / "ridge", FusionConfig(features=("visual", "audio"), model="ridge"), progress=False, report=False)
+    result = train(cache, tmp_path / "ridge", make_config(features=("visual", "audio"), model="ridge"), progress=False, report=False)
     assert result.best["p"] > 0.5
     assert evaluate_run(tmp_path / "ridge")["p"] == pytest.approx(result.best["p"])
 
 
 def test_folds_and_cv_summary(cache, tmp_path):
-    summary = cross_validate(cache, tmp_path / "cv", FusionConfig(**dict(FAST, epochs=1, folds=3)), progress=False, report=False)
+    summary = cross_validate(cache, tmp_path / "cv", make_config(**dict(FAST, epochs=1, folds=3)), progress=False, report=False)
     assert [r["fold"] for r in summary["folds"]] == [1, 2, 3]
     ps = np.array([r["p"] for r in summary["folds"]])
     assert summary["p"]["mean"] == pytest.approx(ps.mean()) and summary["p"]["std"] == pytest.approx(ps.std())
@@ -106,7 +107,7 @@ def test_folds_and_cv_summary(cache, tmp_path):
 
 def test_predict_files_ensemble_and_smoothing(cache, tmp_path):
     for name, seed in (("r1", 0), ("r2", 1)):
-        train(cache, tmp_path / name, FusionConfig(**dict(FAST, epochs=1, seed=seed)), progress=False, report=False)
+        train(cache, tmp_path / name, make_config(**dict(FAST, epochs=1, seed=seed)), progress=False, report=False)
     index = read_corpus_index(cache)
     test_ids = [e.id for e in index if e.partition == "test"]
     outs = {}
@@ -145,7 +146,7 @@ def test_bad_input_is_one_line_and_writes_nothing(cache, tmp_path):
     assert "available: audio, visual" in run("train", cache, "--run", tmp_path / "r", "--features", "resnet50")
     assert "fold" in run("train", cache, "--run", tmp_path / "r2", "--features", "visual", "--fold", "9", "--folds", "3")
     assert "no such run directory" in run("evaluate", tmp_path / "nowhere")
-    train(cache, tmp_path / "ok", FusionConfig(**dict(FAST, epochs=1)), progress=False, report=False)
+    train(cache, tmp_path / "ok", make_config(**dict(FAST, epochs=1)), progress=False, report=False)
     out = run("predict", tmp_path / "ok", "--cache", cache, "--out", tmp_path / "pred", "--ids", tmp_path / "nofile")
     assert "nofile" in out and not (tmp_path / "pred").exists()
     some_id = read_corpus_index(cache).ids[0]

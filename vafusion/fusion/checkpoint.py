@@ -2,8 +2,15 @@
 
 A checkpoint is a plain dict of tensors, numbers and strings saved with ``torch.save`` and
 read with ``torch.load(weights_only=True)``, so a checkpoint shared by a colleague cannot run
-code on load. It carries the model (or ridge) weights, the configuration, the
-standardisation statistics, the feature dims and fingerprints it was trained on, and metrics.
+code on load. It carries the model's weights (a module's ``state_dict``, or the plain arrays
+of a model fitted in closed form), the configuration (which names the model, a built-in or
+``module:Class``, and all its options), the standardisation statistics, the feature dims and
+fingerprints it was trained on, and metrics.
+
+Loading rebuilds the model through the registry, so a plug-in model's module is imported
+then (the one piece of code a run names; install or trust it like any other package).
+Checkpoints of format_version 1 hold a config_version 1 configuration; it is converted
+(:mod:`vafusion.fusion.config`), the weights load unchanged.
 """
 
 from __future__ import annotations
@@ -21,8 +28,6 @@ from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
 from vafusion.fusion.config import FusionConfig
 from vafusion.fusion.data import Standardizer
-from vafusion.fusion.model import FusionModel, build_model
-from vafusion.fusion.ridge import RidgeBaseline
 
 BEST = "best.pt"
 LAST = "last.pt"
@@ -39,14 +44,15 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
 
 
 def _tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}
+    """Tensors as they are, arrays and numbers (a closed-form model's state) as tensors."""
+    return {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)) for k, v in state.items()}
 
 
 def make_checkpoint(
-    config: FusionConfig, dims: list[int], standardizer: Standardizer, model: FusionModel | RidgeBaseline,
+    config: FusionConfig, dims: list[int], standardizer: Standardizer, model: Any,
     fingerprints: dict[str, Any], metrics: dict[str, Any], epoch: int,
 ) -> dict[str, Any]:
-    weights = model.state_dict() if isinstance(model, FusionModel) else _tensors(model.state_dict())
+    weights = _tensors(model.state_dict())
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -69,10 +75,39 @@ class TrainedRun:
     config: FusionConfig
     dims: list[int]
     standardizer: Standardizer
-    model: FusionModel | RidgeBaseline
+    model: Any  # a torch.nn.Module, or a model fitted in closed form (vafusion.fusion.models)
     fingerprints: dict[str, Any]  # {"corpus": ..., "features": {name: fingerprint}, "cache": path}
     metrics: dict[str, Any]
     epoch: int
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Rows of ``metrics.jsonl`` in order; a damaged line (a kill mid-append) is skipped."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "epoch" in row:
+            rows.append(row)
+    return rows
+
+
+def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
+    """Keep the rows up to ``last_epoch``: drop those written after the checkpoint being resumed
+    (a kill between the two) and damaged ones."""
+    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
+    with atomic_path(Path(run_dir) / METRICS) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -100,16 +135,13 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     ckpt = read_checkpoint(run_dir / BEST)
     try:
         config = FusionConfig.from_dict(json.loads(ckpt["config"]))
+    except VafusionError as e:
+        raise VafusionError(f"{run_dir}: {e}") from None
+    try:
         dims = [int(d) for d in ckpt["dims"]]
         standardizer = Standardizer.from_state_dict(ckpt["standardizer"])
-        if config.model == "ridge":
-            model: FusionModel | RidgeBaseline = RidgeBaseline.from_state_dict(
-                {k: v.numpy() for k, v in ckpt["weights"].items()}
-            )
-        else:
-            model = build_model(config, dims)
-            model.load_state_dict(ckpt["weights"])
-            model.eval()
+        model = config.build_model(dims)
+        model.load_state_dict(ckpt["weights"])
         fingerprints = json.loads(ckpt["fingerprints"])
         metrics = json.loads(ckpt["metrics"])
     except VafusionError:

@@ -1,48 +1,63 @@
-"""Every choice of a stage-2 run in one dataclass, saved as ``config.json`` in the run directory.
+"""Every choice of a stage-2 run, saved as ``config.json`` in the run directory.
+
+Three parts, because they vary independently and belong to different owners:
+
+- :class:`DataConfig`: what the model sees (feature sets, windows, which ids train and
+  validate); the same for every model of a comparison;
+- :class:`ModelConfig`: which model and its options; the options are the model's own
+  declaration (its constructor, see :mod:`vafusion.fusion.models`), never fields here;
+- :class:`TrainingConfig`: how it is fitted (epochs, batch size, learning rate, seed, device).
 
 One place for defaults means the CLI, the library, checkpoints and reports cannot disagree
-about what a run did.
+about what a run did. A ``ModelConfig`` always holds *every* option of its model (defaults
+filled in, typed), so a run records what it used even if a later version changes a default.
+Configurations of version 1 (one flat dataclass, ``model: "fusion" | "ridge"``) are read
+and converted, so old run directories keep working.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
+from vafusion.fusion.models.registry import DEFAULT_MODEL, V1_MODEL_FIELDS, ModelSpec, model_from_v1, resolve_model
 
 CONFIG_FILE = "config.json"
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 
 
 @dataclass
-class FusionConfig:
-    # data
+class DataConfig:
     features: tuple[str, ...] = ("resnet50", "vggish", "logmel")  # first = visual query stream
     window: int = 300
     hop: int = 200
-    # folds: split="official" (Train_Set / Validation_Set) or "folds" (groups of both, K of N)
+    # split="official" (Train_Set / Validation_Set) or "folds" (groups of both, fold K of N validates)
     split: str = "official"
     folds: int = 6
     fold: int = 1
-    # model
-    model: str = "fusion"  # "fusion" | "ridge"
-    d_model: int = 128
-    tcn_kernel: int = 5
-    tcn_dilations: tuple[int, ...] = (1, 2, 4, 8)
-    causal: bool = False
-    dropout: float = 0.2
-    heads: int = 4
-    head_hidden: int = 64
-    attn_distance_bias: bool = True  # attention bias -slope_h*|t-s|: queries find their own instant
-    # ridge baseline
-    ridge_alpha: float = 10.0
-    ridge_context: int = 1  # frames averaged (centred) before the per-frame ridge
-    ridge_max_frames: int = 200_000  # labelled frames the ridge fits on at most (seeded subsample)
-    # training
+
+    def __post_init__(self) -> None:
+        self.features = tuple(self.features)
+        problems = []
+        if not self.features:
+            problems.append("features: name at least one feature set")
+        if self.window < 1 or self.hop < 1 or self.hop > self.window:
+            problems.append(f"window/hop: need 1 <= hop <= window, got window={self.window} hop={self.hop}")
+        if self.split not in ("official", "folds"):
+            problems.append(f"split: 'official' or 'folds', got {self.split!r}")
+        if self.split == "folds" and not (self.folds >= 2 and 1 <= self.fold <= self.folds):
+            problems.append(f"fold: need folds >= 2 and 1 <= fold <= folds, got fold {self.fold} of {self.folds}")
+        if problems:
+            raise VafusionError("invalid configuration: " + "; ".join(problems))
+
+
+@dataclass
+class TrainingConfig:
     epochs: int = 30
     batch_size: int = 16
     lr: float = 1e-3
@@ -53,47 +68,73 @@ class FusionConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # only used on CUDA
-    config_version: int = CONFIG_VERSION
+
+
+@dataclass
+class ModelConfig:
+    """A model reference (built-in name or ``module:Class``) and all its options, checked and typed."""
+
+    name: str = DEFAULT_MODEL
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.features = tuple(self.features)
-        self.tcn_dilations = tuple(int(d) for d in self.tcn_dilations)
-        problems = []
-        if not self.features:
-            problems.append("features: name at least one feature set")
-        if self.window < 1 or self.hop < 1 or self.hop > self.window:
-            problems.append(f"window/hop: need 1 <= hop <= window, got window={self.window} hop={self.hop}")
-        if self.split not in ("official", "folds"):
-            problems.append(f"split: 'official' or 'folds', got {self.split!r}")
-        if self.split == "folds" and not (self.folds >= 2 and 1 <= self.fold <= self.folds):
-            problems.append(f"fold: need folds >= 2 and 1 <= fold <= folds, got fold {self.fold} of {self.folds}")
-        if self.model not in ("fusion", "ridge"):
-            problems.append(f"model: 'fusion' or 'ridge', got {self.model!r}")
-        if self.d_model % self.heads:
-            problems.append(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
-        if problems:
-            raise VafusionError("invalid configuration: " + "; ".join(problems))
+        spec = resolve_model(self.name)
+        self.name = spec.ref
+        self.options = spec.with_defaults(self.options)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return resolve_model(self.name)
+
+
+@dataclass
+class FusionConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def build_model(self, dims: list[int]) -> Any:
+        """The model this configuration names, for feature widths ``dims``; weights from ``training.seed``."""
+        return self.model.spec.build(dims, self.model.options, self.training.seed)
+
+    def differences(self, other: "FusionConfig") -> list[str]:
+        """Settings (``part.key``) in which ``other`` describes another experiment than this one.
+
+        ``training.device`` is not one of them: a run may continue on another device.
+        """
+        mine, theirs = _flat(self.to_dict()), _flat(other.to_dict())
+        keys = sorted(set(mine) | set(theirs))
+        return [k for k in keys if k != "training.device" and mine.get(k) != theirs.get(k)]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"config_version": CONFIG_VERSION, "data": dataclasses.asdict(self.data),
+                "model": {"name": self.model.name, "options": dict(self.model.options)},
+                "training": dataclasses.asdict(self.training)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FusionConfig":
         version = data.get("config_version")
+        if version == 1:
+            return _from_v1(data)
         if version != CONFIG_VERSION:
             raise VafusionError(
-                f"run configuration version {version!r}, this vafusion reads {CONFIG_VERSION}; "
+                f"run configuration version {version!r}, this vafusion reads 1 and {CONFIG_VERSION}; "
                 f"retrain with this version"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - {"config_version", "data", "model", "training"})
         if unknown:
             raise VafusionError(f"run configuration has unknown keys {unknown}; made by another vafusion version?")
-        return cls(**data)
+        try:
+            return cls(DataConfig(**data.get("data", {})), ModelConfig(**data.get("model", {})),
+                       TrainingConfig(**data.get("training", {})))
+        except TypeError as e:
+            raise VafusionError(f"run configuration does not fit this version ({e}); made by another version?") \
+                from None
 
     def save(self, run_dir: str | Path) -> Path:
         path = Path(run_dir) / CONFIG_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod
@@ -108,9 +149,58 @@ class FusionConfig:
         return cls.from_dict(data)
 
 
-def replace(config: FusionConfig, **changes: Any) -> FusionConfig:
-    """A copy with ``changes`` applied and validated again."""
-    return dataclasses.replace(config, **changes)
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
-__all__ = ["FusionConfig", "CONFIG_FILE", "replace"]
+_DATA_FIELDS = frozenset(f.name for f in dataclasses.fields(DataConfig))
+_TRAINING_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainingConfig))
+
+
+def _from_v1(flat: dict[str, Any]) -> FusionConfig:
+    """A config_version 1 configuration (one flat dataclass) as three parts."""
+    known = _DATA_FIELDS | _TRAINING_FIELDS | V1_MODEL_FIELDS | {"config_version"}
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise VafusionError(f"run configuration (version 1) has unknown keys {unknown}; the run directory is damaged")
+    name, options = model_from_v1(flat)
+    return FusionConfig(DataConfig(**{k: v for k, v in flat.items() if k in _DATA_FIELDS}),
+                        ModelConfig(name, options),
+                        TrainingConfig(**{k: v for k, v in flat.items() if k in _TRAINING_FIELDS}))
+
+
+def make_config(model: str = DEFAULT_MODEL, options: dict[str, Any] | None = None, **settings: Any) -> FusionConfig:
+    """A :class:`FusionConfig` from flat keyword settings, each routed to its part.
+
+    Data and training fields by name; every other keyword is an option of ``model`` (as
+    are the entries of ``options``), checked against the model's declaration::
+
+        make_config(features=("resnet50", "vggish"), epochs=20, model="imf", d_model=64)
+    """
+    data = {k: v for k, v in settings.items() if k in _DATA_FIELDS}
+    training = {k: v for k, v in settings.items() if k in _TRAINING_FIELDS}
+    model_options = {k: v for k, v in settings.items() if k not in _DATA_FIELDS and k not in _TRAINING_FIELDS}
+    return FusionConfig(DataConfig(**data), ModelConfig(model, {**(options or {}), **model_options}),
+                        TrainingConfig(**training))
+
+
+def replace(config: FusionConfig, model: str | None = None, **changes: Any) -> FusionConfig:
+    """A copy with flat ``changes`` (routed as in :func:`make_config`) applied and validated again.
+
+    A new ``model`` starts from that model's defaults (options of the old one do not carry over).
+    """
+    data = {**dataclasses.asdict(config.data), **{k: v for k, v in changes.items() if k in _DATA_FIELDS}}
+    training = {**dataclasses.asdict(config.training), **{k: v for k, v in changes.items() if k in _TRAINING_FIELDS}}
+    options = {} if model is not None else dict(config.model.options)
+    options.update({k: v for k, v in changes.items() if k not in _DATA_FIELDS and k not in _TRAINING_FIELDS})
+    return FusionConfig(DataConfig(**data), ModelConfig(model or config.model.name, options),
+                        TrainingConfig(**training))
+
+
+__all__ = ["FusionConfig", "DataConfig", "ModelConfig", "TrainingConfig", "CONFIG_FILE", "make_config", "replace"]

@@ -65,7 +65,7 @@ def fold_of_groups(index: CorpusIndex, folds: int) -> dict[str, int]:
 
 
 def split_ids(index: CorpusIndex, config: Any) -> tuple[list[str], list[str]]:
-    """``(train_ids, validation_ids)`` (sorted) for ``config.split``, ``config.folds``, ``config.fold``.
+    """``(train_ids, validation_ids)`` (sorted) for a DataConfig's ``split``, ``folds`` and ``fold``.
 
     ``split="official"``: the cache's train and validation partitions. ``split="folds"``: both
     merged, grouped, fold ``config.fold`` of ``config.folds`` validates. Only ids with at least

@@ -31,8 +31,8 @@ from vafusion.fusion.data import (
     partition_score,
 )
 from vafusion.fusion.folds import split_ids
-from vafusion.fusion.model import FusionModel
-from vafusion.fusion.ridge import RidgeBaseline, context_average
+from vafusion.fusion.models import is_closed_form
+from vafusion.fusion.models.ridge import context_average
 
 HEADER = "valence,arousal"
 
@@ -40,7 +40,7 @@ HEADER = "valence,arousal"
 class _StreamsOnDemand:
     """The standardised streams and presence masks of each id, built when asked for.
 
-    Why not a list: the ridge baseline walks the videos a few times (checks, labels, design
+    Why not a list: a model fitted in closed form (the ridge baseline) walks the videos a few times (checks, labels, design
     rows), and holding every video's float32 streams at once would be ~4 bytes x dims per
     frame (~18 GB at Aff-Wild2 scale) where it only keeps ``max_frames`` rows. The last
     video built is kept, so the ``zip(features, present)`` walks build each video once.
@@ -78,32 +78,38 @@ def video_streams(loaded: LoadedCache, standardizer: Standardizer, ids: Sequence
     """Per id: the standardised streams and presence masks of the whole video (numpy), built on access.
 
     One window spanning the video, through the same :func:`build_batch` the trainer uses, so
-    the ridge baseline sees exactly the features the fusion model sees.
+    a model fitted in closed form sees exactly the features a windowed model sees.
     """
     source = _StreamsOnDemand(loaded, standardizer, ids)
     return _StreamsView(source, 0), _StreamsView(source, 1)
 
 
 def predict_loaded(
-    model: FusionModel | RidgeBaseline, config: FusionConfig, standardizer: Standardizer, loaded: LoadedCache,
+    model: Any, config: FusionConfig, standardizer: Standardizer, loaded: LoadedCache,
     ids: Sequence[str], device: torch.device | None = None, batch_size: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """``{id: (T, 2) float32}`` predictions in [-1, 1] for ``ids`` of ``loaded``."""
-    if isinstance(model, RidgeBaseline):
+    """``{id: (T, 2) float32}`` predictions in [-1, 1] for ``ids`` of ``loaded``.
+
+    A module predicts windows of ``config.data`` (overlap-averaged per frame); a model fitted
+    in closed form predicts each whole video.
+    """
+    if is_closed_form(model):
         feats, present = video_streams(loaded, standardizer, ids)
-        return {vid: p.astype(np.float32) for vid, p in zip(ids, model.predict(feats, present))}
+        return {vid: np.clip(np.asarray(p, dtype=np.float32), -1.0, 1.0)
+                for vid, p in zip(ids, model.predict(feats, present))}
+    data = config.data
     device = device or torch.device("cpu")
-    windows = make_windows(offsets=loaded.offsets, window=config.window, hop=config.hop, videos=loaded.positions(ids))
-    width = int(windows[:, 2].max()) if len(windows) else config.window
+    windows = make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop, videos=loaded.positions(ids))
+    width = int(windows[:, 2].max()) if len(windows) else data.window
     outputs = []
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         on_gpu = device.type == "cuda"
-        for batch in iterate_batches(loaded, standardizer, windows, batch_size or config.batch_size, window=width,
-                                     prefetch=int(on_gpu), pin_memory=on_gpu):
+        for batch in iterate_batches(loaded, standardizer, windows, batch_size or config.training.batch_size,
+                                     window=width, prefetch=int(on_gpu), pin_memory=on_gpu):
             batch = batch.to(device, non_blocking=True)
-            with autocast(device, config.amp):
+            with autocast(device, config.training.amp):
                 out = model(batch.streams, batch.present, batch.valid)
             outputs.append(out.float().cpu())
     model.train(was_training)
@@ -115,7 +121,7 @@ def predict_loaded(
 def check_features_match(run: TrainedRun, loaded: LoadedCache) -> None:
     """Refuse a cache whose features come from other extractors than the run was trained on."""
     trained = run.fingerprints.get("features", {})
-    wrong = [f for f in run.config.features if trained.get(f) != loaded.feature_fingerprints.get(f)]
+    wrong = [f for f in run.config.data.features if trained.get(f) != loaded.feature_fingerprints.get(f)]
     if wrong:
         raise VafusionError(
             f"{loaded.cache_dir}: feature set(s) {', '.join(wrong)} were made by another extractor than the ones "
@@ -156,13 +162,13 @@ def predict_partition(run: TrainedRun, cache_dir: str | Path | None = None, part
         index = read_corpus_index(cache_dir)
     else:
         cache_dir, index = loaded.cache_dir, loaded.index
-    train_ids, val_ids = split_ids(index, run.config)
+    train_ids, val_ids = split_ids(index, run.config.data)
     ids = val_ids if partition == "validation" else train_ids
     if loaded is None:
-        loaded = load_cache(cache_dir, run.config.features, ids, index=index, progress=False)
+        loaded = load_cache(cache_dir, run.config.data.features, ids, index=index, progress=False)
     check_features_match(run, loaded)
     dev = resolve_device(device)
-    if isinstance(run.model, FusionModel):
+    if not is_closed_form(run.model):
         run.model.to(dev)
     preds = predict_loaded(run.model, run.config, run.standardizer, loaded, ids, dev)
     return PartitionPredictions(loaded, ids, preds, partition_score(loaded, preds, ids), cache_dir)
@@ -233,12 +239,12 @@ def predict_to_dir(
     total: dict[str, np.ndarray] = {}
     loaded_by_features: dict[tuple[str, ...], LoadedCache] = {}
     for run in runs:
-        key = tuple(run.config.features)
+        key = tuple(run.config.data.features)
         if key not in loaded_by_features:
             loaded_by_features[key] = load_cache(cache_dir, key, chosen, index=index, progress=False)
         loaded = loaded_by_features[key]
         check_features_match(run, loaded)
-        if isinstance(run.model, FusionModel):
+        if not is_closed_form(run.model):
             run.model.to(dev)
         for vid, pred in predict_loaded(run.model, run.config, run.standardizer, loaded, chosen, dev).items():
             total[vid] = total.get(vid, 0) + pred

@@ -3,134 +3,37 @@
 The page answers the questions one asks of a run without opening a notebook: what was
 trained on what, how training went (learning curves), what the predictions look like next
 to the labels (over time, in the valence-arousal plane, per validation id), and, when the
-caller passes one, how the run compares with others. It opens from disk with no network:
-inline CSS, no scripts, figures referenced by relative path.
+caller passes one, how the run compares with others. It is a :class:`~vafusion.fusion.pages.Page`:
+it opens from disk with no network.
 
 Predictions come from the run's best checkpoint on its own validation ids, through the same
 code as ``vafusion evaluate`` (:func:`vafusion.fusion.predict.predict_partition`). When the
 cache the run was trained on is gone (moved, or the run was copied elsewhere) the report is
 still written, without the prediction figures, and says that ``--cache`` brings them back.
-
-Figures are drawn on ``matplotlib.figure.Figure`` objects with an explicit Agg canvas, never
-through pyplot: no global backend is switched, no window opens, and a caller's own pyplot
-state (e.g. in a notebook) is left alone.
 """
 
 from __future__ import annotations
 
-import html
-import textwrap
 import json
-import math
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from vafusion import __version__
-from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.checkpoint import TrainedRun, load_run
 from vafusion.fusion.data import LoadedCache
-from vafusion.fusion.model import FusionModel, count_parameters
+from vafusion.fusion.models import count_parameters, is_closed_form
+from vafusion.fusion.pages import COLOURS, FIGURES, Page, clear_figures, esc, new_figure, note, num, score_chart, table
 from vafusion.fusion.predict import PartitionPredictions, predict_partition, run_cache_dir
 
 REPORT = "report.html"
-FIGURES = "figures"
 MAX_SCATTER_POINTS = 5000
-DPI = 100
 # Names of the figures this module writes; older copies are removed before a report is
 # written, so a report never sits next to figures of an earlier one that it does not show.
 _OWN_FIGURES = ("curves.png", "va_scatter.png", "per_id_ccc.png", "comparison.png")
 _SERIES_PREFIX = "series-"
-
-_COLOURS = {"ccc_v": "tab:blue", "ccc_a": "tab:orange", "p": "tab:green", "label": "black", "loss": "tab:red"}
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 980px; padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
-.sub { color: #666; margin-top: 0; word-break: break-all; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.this td { background: #fff7d6; }
-.note { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.6em 1em; margin: 0.8em 0; }
-figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.9em; }
-code { background: #f4f4f4; padding: 0 0.25em; }
-footer { color: #888; font-size: 0.85em; margin-top: 3em; }
-"""
-
-
-@dataclass
-class _Page:
-    """HTML fragments in order, plus the figure files they reference (relative to the run)."""
-
-    parts: list[str] = field(default_factory=list)
-    figures: list[Path] = field(default_factory=list)
-
-    def add(self, fragment: str) -> None:
-        self.parts.append(fragment)
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return _e(value)
-    return "NaN" if math.isnan(x) else f"{x:.{digits}f}"
-
-
-def _table(rows: Iterable[Sequence[Any]], header: Sequence[str] | None = None, numeric: Sequence[int] = (),
-           highlight: int | None = None, row_headers: bool = False) -> str:
-    """Rows of already-formatted cells (escaped here); ``numeric`` columns are right-aligned;
-    ``row_headers``: the first cell of each row is a ``<th>`` (key-value tables)."""
-    out = ["<table>"]
-    if header:
-        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>")
-    for i, row in enumerate(rows):
-        cls = ' class="this"' if i == highlight else ""
-        cells = "".join(f"<th>{_e(c)}</th>" if row_headers and j == 0 else f'<td class="num">{_e(c)}</td>'
-                        if j in numeric else f"<td>{_e(c)}</td>" for j, c in enumerate(row))
-        out.append(f"<tr{cls}>{cells}</tr>")
-    out.append("</table>")
-    return "\n".join(out)
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{text}</p>'  # callers escape what they interpolate
-
-
-def _figure(page: _Page, run_dir: Path, fig: Any, name: str, alt: str, caption: str) -> None:
-    """Save ``fig`` as ``figures/name`` and reference it from the page by relative path."""
-    path = run_dir / FIGURES / name
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png")
-    rel = Path(FIGURES) / name
-    page.figures.append(rel)
-    page.add(f'<figure><img src="{_e(rel.as_posix())}" alt="{_e(alt)}">'
-             f"<figcaption>{_e(caption)}</figcaption></figure>")
-
-
-def _new_figure(width: float, height: float) -> Any:
-    """A Figure on an explicit Agg canvas (no pyplot: no global backend, no GUI)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="tight")
-    FigureCanvasAgg(fig)
-    return fig
-
 
 # ---- reading the run ------------------------------------------------------------------------
 
@@ -143,90 +46,76 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Rows of ``metrics.jsonl`` in order; a damaged line (a kill mid-append) is skipped."""
-    path = run_dir / ckpt_mod.METRICS
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "epoch" in row:
-            rows.append(row)
-    return rows
-
-
 def _parameters(run: TrainedRun, summary: dict[str, Any] | None) -> int:
     if summary and isinstance(summary.get("parameters"), int):
         return int(summary["parameters"])
-    if isinstance(run.model, FusionModel):
-        return count_parameters(run.model)
-    return int(sum(np.size(v) for v in run.model.state_dict().values()))
+    return count_parameters(run.model)
 
 
 # ---- sections -------------------------------------------------------------------------------
 
 
-def _header(page: _Page, run: TrainedRun, summary: dict[str, Any] | None, rows: list[dict[str, Any]],
+def _header(page: Page, run: TrainedRun, summary: dict[str, Any] | None, rows: list[dict[str, Any]],
             trained_cache: str, cache_here: bool, used_cache: Path | None) -> None:
-    cfg = run.config
+    cfg, data = run.config, run.config.data
     best = run.metrics
-    model = "fusion (per-modality TCN + cross-modal attention)" if cfg.model == "fusion" else "ridge baseline (per frame)"
-    features = ", ".join(f"{f} ({d})" for f, d in zip(cfg.features, run.dims))
-    split = ("official (Train_Set trains, Validation_Set validates)" if cfg.split == "official"
-             else f"folds: fold {cfg.fold} of {cfg.folds} validates")
+    spec = cfg.model.spec
+    features = ", ".join(f"{f} ({d})" for f, d in zip(data.features, run.dims))
+    split = ("official (Train_Set trains, Validation_Set validates)" if data.split == "official"
+             else f"folds: fold {data.fold} of {data.folds} validates")
     epochs_run = summary.get("epochs_run") if summary else None
     if epochs_run is None:
         epochs_run = len([r for r in rows if r.get("loss") is not None])
     fps = run.fingerprints.get("features", {})
     info = [
         ("run directory", str(run.run_dir.resolve())),
-        ("model", model),
+        ("model", f"{spec.name} — {spec.description}"),
         ("features (dim)", features + "  — the first is the visual query stream"),
         ("split", split),
-        ("best epoch", "— (closed-form fit)" if cfg.model == "ridge" else f"{run.epoch} of {epochs_run} run"),
+        ("best epoch", "— (closed-form fit)" if is_closed_form(run.model) else f"{run.epoch} of {epochs_run} run"),
         ("parameters", f"{_parameters(run, summary):,}"),
         ("trained on cache", trained_cache + ("" if cache_here else "  (not here now)")),
         ("predictions below from", str(used_cache) if used_cache else "— (no cache reachable)"),
         ("corpus fingerprint", str(run.fingerprints.get("corpus", "—"))[:16]),
-        ("feature fingerprints", ", ".join(f"{f}: {str(fps.get(f, '—'))[:16]}" for f in cfg.features)),
+        ("feature fingerprints", ", ".join(f"{f}: {str(fps.get(f, '—'))[:16]}" for f in data.features)),
     ]
     page.add("<h2>Run</h2>")
-    page.add(_table(info, row_headers=True))
+    page.add(table(info, row_headers=True))
     page.add("<p>Validation scores of the best checkpoint (CCC over all validation frames, the challenge's "
              "way; P = (CCC_V + CCC_A) / 2):</p>")
-    page.add(_table([[_num(best.get("ccc_v")), _num(best.get("ccc_a")), _num(best.get("p"))]],
+    page.add(table([[num(best.get("ccc_v")), num(best.get("ccc_a")), num(best.get("p"))]],
                     header=["CCC_V", "CCC_A", "P"], numeric=(0, 1, 2)))
     config_rows = []
-    for key, value in cfg.to_dict().items():
-        shown = ", ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
-        config_rows.append((key, shown))
+    for part in ("data", "model", "training"):
+        values = cfg.to_dict()[part]
+        if part == "model":
+            values = {"name": values["name"], **{f"options.{k}": v for k, v in values["options"].items()}}
+        for key, value in values.items():
+            shown = ", ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+            config_rows.append((f"{part}.{key}", shown))
     page.add("<h2>Configuration</h2>")
-    page.add(_table(config_rows, header=["option", "value"], row_headers=True))
+    page.add(table(config_rows, header=["option", "value"], row_headers=True))
 
 
-def _learning_curves(page: _Page, run_dir: Path, rows: list[dict[str, Any]], best_epoch: int, model: str) -> None:
+def _learning_curves(page: Page, rows: list[dict[str, Any]], best_epoch: int, closed_form: bool) -> None:
     page.add("<h2>Learning curves</h2>")
     trained = [r for r in rows if r.get("loss") is not None]
     if not trained:
-        if model == "ridge":
-            page.add(_note("The ridge baseline is fitted in closed form: no epochs, so no learning curves. "
-                           "Its validation scores are in the table above."))
+        if closed_form:
+            page.add(note("This model is fitted in closed form: no epochs, so no learning curves. "
+                          "Its validation scores are in the table above."))
         else:
-            page.add(_note(f"No epoch rows in <code>{_e(ckpt_mod.METRICS)}</code>: nothing to plot."))
+            page.add(note(f"No epoch rows in <code>{esc(ckpt_mod.METRICS)}</code>: nothing to plot."))
         return
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in trained]
-    fig = _new_figure(8, 3)
+    fig = new_figure(8, 3)
     ax_loss, ax_val = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [r["loss"] for r in trained], "o-", ms=3, color=_COLOURS["loss"], label="training loss")
+    ax_loss.plot(epochs, [r["loss"] for r in trained], "o-", ms=3, color=COLOURS["loss"], label="training loss")
     ax_loss.set(title="training loss (1 − CCC)", xlabel="epoch", ylabel="loss")
     for key, name in (("ccc_v", "CCC_V"), ("ccc_a", "CCC_A"), ("p", "P")):
-        ax_val.plot(epochs, [r.get(key, np.nan) for r in trained], "o-", ms=3, color=_COLOURS[key], label=name,
+        ax_val.plot(epochs, [r.get(key, np.nan) for r in trained], "o-", ms=3, color=COLOURS[key], label=name,
                     lw=2 if key == "p" else 1.2)
     ax_val.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best (epoch {best_epoch})")
     ax_val.set(title="validation", xlabel="epoch", ylabel="CCC")
@@ -234,7 +123,7 @@ def _learning_curves(page: _Page, run_dir: Path, rows: list[dict[str, Any]], bes
     for ax in (ax_loss, ax_val):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    _figure(page, run_dir, fig, "curves.png", "learning curves",
+    page.figure(fig, "curves.png", "learning curves",
             f"Training loss and validation CCC_V, CCC_A, P over {len(trained)} epoch(s); the dashed line marks the "
             f"best epoch (the checkpoint used below).")
 
@@ -269,7 +158,7 @@ def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
 
 
-def _series(page: _Page, run_dir: Path, result: PartitionPredictions, n_ids: int, visual: str) -> None:
+def _series(page: Page, result: PartitionPredictions, n_ids: int, visual: str) -> None:
     picked = pick_ids(result.scores["per_id"], n_ids)
     if not picked:
         return
@@ -277,7 +166,7 @@ def _series(page: _Page, run_dir: Path, result: PartitionPredictions, n_ids: int
     page.add("<h3>Predicted and true valence and arousal over time</h3>")
     page.add(f"<p>{len(picked)} validation id(s) spread over the ranking by per-id P (best, median, worst for 3). "
              f"Gaps in the label line are frames without a label; grey bands are frames without the "
-             f"<code>{_e(visual)}</code> stream (no face).</p>")
+             f"<code>{esc(visual)}</code> stream (no face).</p>")
     loaded = result.loaded
     for k, (vid, why) in enumerate(picked, start=1):
         entry = loaded.index[vid]
@@ -286,14 +175,14 @@ def _series(page: _Page, run_dir: Path, result: PartitionPredictions, n_ids: int
         pred = result.predictions[vid]
         t = np.arange(len(pred)) / float(entry.fps)  # frame k (1-based) is the instant (k - 1) / fps
         absent = ~loaded.masks[0][rows]
-        fig = _new_figure(8, 4.2)
+        fig = new_figure(8, 4.2)
         axes = fig.subplots(2, 1, sharex=True)
         score = per_id[vid]
         for d, (ax, name, key) in enumerate(zip(axes, ("valence", "arousal"), ("ccc_v", "ccc_a"))):
             for start, stop in _spans(absent):
                 ax.axvspan(t[start], t[stop - 1] + 1.0 / entry.fps, color="0.88", lw=0, zorder=0)
-            ax.plot(t, true[:, d], color=_COLOURS["label"], lw=2.0, label="label")
-            ax.plot(t, pred[:, d], color=_COLOURS[key], lw=1.0, label="prediction")
+            ax.plot(t, true[:, d], color=COLOURS["label"], lw=2.0, label="label")
+            ax.plot(t, pred[:, d], color=COLOURS[key], lw=1.0, label="prediction")
             ax.set_ylim(-1.05, 1.05)
             ax.set_ylabel(name)
             ax.set_title(f"{name}: CCC {score[key]:.3f}", fontsize=9, loc="left")
@@ -308,11 +197,11 @@ def _series(page: _Page, run_dir: Path, result: PartitionPredictions, n_ids: int
                        frameon=False, borderaxespad=0.1)
         axes[1].set_xlabel("time (s)")
         fig.suptitle(f"{vid} ({why}): P {score['p']:.3f}, {len(pred)} frames at {entry.fps:g} fps", fontsize=10)
-        _figure(page, run_dir, fig, f"{_SERIES_PREFIX}{k}.png", f"valence and arousal over time, {vid}",
+        page.figure(fig, f"{_SERIES_PREFIX}{k}.png", f"valence and arousal over time, {vid}",
                 f"{vid} — {why}; CCC_V {score['ccc_v']:.4f}, CCC_A {score['ccc_a']:.4f}, P {score['p']:.4f}.")
 
 
-def _scatter(page: _Page, run_dir: Path, result: PartitionPredictions) -> None:
+def _scatter(page: Page, result: PartitionPredictions) -> None:
     loaded = result.loaded
     trues = np.concatenate([loaded.labels[loaded.rows(v)] for v in result.ids])
     preds = np.concatenate([result.predictions[v] for v in result.ids])
@@ -324,7 +213,7 @@ def _scatter(page: _Page, run_dir: Path, result: PartitionPredictions) -> None:
     if total > MAX_SCATTER_POINTS:
         chosen = np.sort(np.random.default_rng(0).choice(total, MAX_SCATTER_POINTS, replace=False))
         trues, preds = trues[chosen], preds[chosen]
-    fig = _new_figure(5.5, 5.5)
+    fig = new_figure(5.5, 5.5)
     ax = fig.subplots()
     alpha = 0.6 if len(trues) < 1000 else 0.3 if len(trues) < 3000 else 0.2  # dense clouds need more see-through
     ax.scatter(trues[:, 0], trues[:, 1], s=5, alpha=alpha, color="0.25", lw=0, label="labels")
@@ -338,22 +227,22 @@ def _scatter(page: _Page, run_dir: Path, result: PartitionPredictions) -> None:
         handle.set_alpha(0.8)
     ax.grid(alpha=0.3)
     page.add("<h3>Valence-arousal plane</h3>")
-    _figure(page, run_dir, fig, "va_scatter.png", "valence-arousal scatter of predictions and labels",
+    page.figure(fig, "va_scatter.png", "valence-arousal scatter of predictions and labels",
             f"Labelled validation frames (both dimensions labelled; a seeded subsample of at most "
             f"{MAX_SCATTER_POINTS:,}): labels and predictions as (valence, arousal) points. Predictions that "
             f"cluster near the centre while labels spread out are the typical sign of an under-confident model.")
 
 
-def _per_id(page: _Page, run_dir: Path, result: PartitionPredictions) -> None:
+def _per_id(page: Page, result: PartitionPredictions) -> None:
     rows = sorted(result.scores["per_id"], key=lambda r: (-r["p"], r["id"]))
     if not rows:
         return
     n = len(rows)
-    fig = _new_figure(8, max(3.0, 0.22 * n + 1.2))
+    fig = new_figure(8, max(3.0, 0.22 * n + 1.2))
     ax = fig.subplots()
     y = np.arange(n)
-    ax.barh(y - 0.2, [r["ccc_v"] for r in rows], height=0.4, color=_COLOURS["ccc_v"], label="CCC_V")
-    ax.barh(y + 0.2, [r["ccc_a"] for r in rows], height=0.4, color=_COLOURS["ccc_a"], label="CCC_A")
+    ax.barh(y - 0.2, [r["ccc_v"] for r in rows], height=0.4, color=COLOURS["ccc_v"], label="CCC_V")
+    ax.barh(y + 0.2, [r["ccc_a"] for r in rows], height=0.4, color=COLOURS["ccc_a"], label="CCC_A")
     ax.set_yticks(y, [r["id"] for r in rows], fontsize=8 if n <= 40 else 6)
     ax.invert_yaxis()  # best id on top
     ax.axvline(0, color="grey", lw=0.8)
@@ -362,30 +251,30 @@ def _per_id(page: _Page, run_dir: Path, result: PartitionPredictions) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="x", alpha=0.3)
     page.add("<h3>Per-id CCC</h3>")
-    _figure(page, run_dir, fig, "per_id_ccc.png", "per-id CCC bars",
+    page.figure(fig, "per_id_ccc.png", "per-id CCC bars",
             "CCC_V and CCC_A of each validation id on its own frames. The partition score above is not their mean: "
             "the challenge computes CCC over all frames at once.")
-    table = [(r["id"], r["frames"], _num(r["ccc_v"]), _num(r["ccc_a"]), _num(r["p"])) for r in rows]
+    cells = [(r["id"], r["frames"], num(r["ccc_v"]), num(r["ccc_a"]), num(r["p"])) for r in rows]
     page.add("<details><summary>per-id table</summary>"
-             + _table(table, header=["id", "frames", "CCC_V", "CCC_A", "P"], numeric=(1, 2, 3, 4)) + "</details>")
+             + table(cells, header=["id", "frames", "CCC_V", "CCC_A", "P"], numeric=(1, 2, 3, 4)) + "</details>")
 
 
-def _predictions(page: _Page, run_dir: Path, run: TrainedRun, result: PartitionPredictions | None,
+def _predictions(page: Page, run: TrainedRun, result: PartitionPredictions | None,
                  trained_cache: str, n_ids: int) -> None:
     page.add("<h2>Validation predictions</h2>")
     if result is None:
-        page.add(_note(
-            f"The cache this run was trained on (<code>{_e(trained_cache or '?')}</code>) is not here, so the "
+        page.add(note(
+            f"The cache this run was trained on (<code>{esc(trained_cache or '?')}</code>) is not here, so the "
             f"prediction figures (time series, valence-arousal plane, per-id CCC) are left out. They need "
-            f"<code>--cache</code>: <code>vafusion report {_e(run.run_dir)} --cache CACHE</code>."))
+            f"<code>--cache</code>: <code>vafusion report {esc(run.run_dir)} --cache CACHE</code>."))
         return
     s = result.scores
     page.add(f"<p>The best checkpoint predicts the run's {len(result.ids)} validation id(s) from "
-             f"<code>{_e(result.cache_dir)}</code> (window predictions overlap-averaged per frame): "
-             f"CCC_V {_num(s['ccc_v'])}, CCC_A {_num(s['ccc_a'])}, P {_num(s['p'])}.</p>")
-    _series(page, run_dir, result, n_ids, run.config.features[0])
-    _scatter(page, run_dir, result)
-    _per_id(page, run_dir, result)
+             f"<code>{esc(result.cache_dir)}</code> (window predictions overlap-averaged per frame): "
+             f"CCC_V {num(s['ccc_v'])}, CCC_A {num(s['ccc_a'])}, P {num(s['p'])}.</p>")
+    _series(page, result, n_ids, run.config.data.features[0])
+    _scatter(page, result)
+    _per_id(page, result)
 
 
 def _check_comparison(comparison: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -399,42 +288,19 @@ def _check_comparison(comparison: Sequence[dict[str, Any]]) -> list[dict[str, An
     return rows
 
 
-def _comparison(page: _Page, run_dir: Path, comparison: list[dict[str, Any]], this_run: Path) -> None:
+def _comparison(page: Page, comparison: list[dict[str, Any]], this_run: Path) -> None:
     page.add("<h2>Comparison</h2>")
     if not comparison:
         page.add("<p>No runs to compare.</p>")
         return
     this = next((i for i, r in enumerate(comparison) if r.get("run") and Path(r["run"]).resolve() == this_run.resolve()),
                 None)
-    table = [(r["name"], _num(r["ccc_v"]), _num(r["ccc_a"]), _num(r["p"])) for r in comparison]
-    page.add(_table(table, header=["run", "CCC_V", "CCC_A", "P"], numeric=(1, 2, 3), highlight=this))
-    n = len(comparison)
-    fig = _new_figure(max(8.0, 0.9 * n + 2), 3.2)
-    ax = fig.subplots()
-    x = np.arange(n)
-    for j, (key, name) in enumerate((("ccc_v", "CCC_V"), ("ccc_a", "CCC_A"), ("p", "P"))):
-        bars = ax.bar(x + (j - 1) * 0.27, [float(r[key]) for r in comparison], width=0.27, color=_COLOURS[key],
-                      label=name)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
-    # Long run names wrap onto several lines instead of running into their neighbours.
-    names = [textwrap.fill(str(r["name"]), width=max(12, int(110 / n))) for r in comparison]
-    ax.set_xticks(x, names, rotation=20 if n > 8 else 0, ha="right" if n > 8 else "center", fontsize=8)
-    values = [float(r[k]) for r in comparison for k in ("ccc_v", "ccc_a", "p")]
-    ax.set_ylim(min(0.0, min(values) - 0.05), max(1.0, max(values) + 0.08))
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set(ylabel="CCC", title="validation scores by run")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.grid(axis="y", alpha=0.3)
-    _figure(page, run_dir, fig, "comparison.png", "comparison of runs", "CCC_V, CCC_A and P of each run.")
+    rows = [(r["name"], num(r["ccc_v"]), num(r["ccc_a"]), num(r["p"])) for r in comparison]
+    page.add(table(rows, header=["run", "CCC_V", "CCC_A", "P"], numeric=(1, 2, 3), highlight=this))
+    score_chart(page, comparison, "comparison.png", "validation scores by run", "CCC_V, CCC_A and P of each run.")
 
 
 # ---- the page -------------------------------------------------------------------------------
-
-
-def _clear_old_figures(figures: Path) -> None:
-    for path in figures.glob("*.png"):
-        if path.name in _OWN_FIGURES or path.name.startswith(_SERIES_PREFIX):
-            path.unlink(missing_ok=True)
 
 
 def write_report(run_dir: str | Path, cache_dir: str | Path | None = None,
@@ -456,7 +322,7 @@ def write_report(run_dir: str | Path, cache_dir: str | Path | None = None,
     rows_cmp = _check_comparison(comparison) if comparison is not None else None
     run = load_run(run_dir)
     summary = _read_json(run_dir / ckpt_mod.SUMMARY)
-    rows = read_metrics(run_dir)
+    rows = ckpt_mod.read_metrics(run_dir)
     trained_cache = str(run.fingerprints.get("cache") or "")
     cache_here = bool(trained_cache) and Path(trained_cache).is_dir()
     if cache_dir is not None and not Path(cache_dir).is_dir():
@@ -467,38 +333,17 @@ def write_report(run_dir: str | Path, cache_dir: str | Path | None = None,
     elif cache_dir is not None or cache_here:
         result = predict_partition(run, run_cache_dir(run, cache_dir), "validation", device)
 
-    figures = run_dir / FIGURES
-    figures.mkdir(exist_ok=True)
-    _clear_old_figures(figures)
-    page = _Page()
+    (run_dir / FIGURES).mkdir(exist_ok=True)
+    clear_figures(run_dir, _OWN_FIGURES, [_SERIES_PREFIX])
+    page = Page(run_dir)
     _header(page, run, summary, rows, trained_cache or "—", cache_here, result.cache_dir if result else None)
-    _learning_curves(page, run_dir, rows, run.epoch, run.config.model)
-    _predictions(page, run_dir, run, result, trained_cache, n_ids)
+    _learning_curves(page, rows, run.epoch, is_closed_form(run.model))
+    _predictions(page, run, result, trained_cache, n_ids)
     if rows_cmp is not None:
-        _comparison(page, run_dir, rows_cmp, run_dir)
-
-    title = f"vafusion report — {run_dir.resolve().name}"
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    document = "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f'<p class="sub">{_e(run_dir.resolve())} · {_e(run.config.model)} · {_e(", ".join(run.config.features))} · '
-        f"P {_num(run.metrics.get('p'))}</p>",
-        *page.parts,
-        f"<footer>Written by vafusion {_e(__version__)} on {_e(created)}. Figures: <code>{FIGURES}/</code> next to "
-        f"this file.</footer>",
-        "</body></html>",
-        "",
-    ])
-    out = run_dir / REPORT
-    with atomic_path(out) as tmp:
-        tmp.write_text(document, encoding="utf-8")
-    return out
+        _comparison(page, rows_cmp, run_dir)
+    subtitle = (f"{run_dir.resolve()} · {run.config.model.name} · {', '.join(run.config.data.features)} · "
+                f"P {num(run.metrics.get('p'))}")
+    return page.write(run_dir / REPORT, f"vafusion report — {run_dir.resolve().name}", subtitle)
 
 
-__all__ = ["write_report", "pick_ids", "read_metrics", "REPORT", "FIGURES"]
+__all__ = ["write_report", "pick_ids", "REPORT"]

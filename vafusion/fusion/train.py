@@ -1,9 +1,12 @@
-"""Training a fusion model (or the ridge baseline) from a cache into a run directory.
+"""Training a model from a cache into a run directory.
 
-The cache is loaded into RAM once; each epoch shuffles windows, trains on 1 - CCC, then
-scores the validation ids the challenge way (overlap-averaged per frame, CCC over the whole
-partition). The best epoch by P = (CCC_V + CCC_A) / 2 is kept in ``best.pt``; ``last.pt``
-holds everything needed to resume exactly (optimiser, schedule, RNG state).
+The cache is loaded into RAM once. A model trained by gradient steps (a ``torch.nn.Module``)
+shuffles windows each epoch, trains on 1 - CCC, then scores the validation ids the challenge
+way (overlap-averaged per frame, CCC over the whole partition); the best epoch by
+P = (CCC_V + CCC_A) / 2 is kept in ``best.pt``, and ``last.pt`` holds everything needed to
+resume exactly (optimiser, schedule, RNG state). A model fitted in closed form (the ridge)
+is fitted once on the training videos and scored the same way. Which of the two a model is
+comes from its class (:mod:`vafusion.fusion.models`), never from its name.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vafusion.atomic import atomic_path
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.device import autocast, resolve_device
 from vafusion.errors import VafusionError
@@ -34,9 +38,8 @@ from vafusion.fusion.data import (
 )
 from vafusion.fusion.folds import split_ids
 from vafusion.fusion.metrics import ccc_loss
-from vafusion.fusion.model import build_model, count_parameters
+from vafusion.fusion.models import count_parameters
 from vafusion.fusion.predict import predict_loaded, video_streams
-from vafusion.fusion.ridge import RidgeBaseline
 
 
 @dataclass
@@ -59,9 +62,8 @@ def _prepare_run_dir(run_dir: Path, config: FusionConfig, resume: bool) -> None:
     if resume:
         if not (run_dir / ckpt_mod.LAST).is_file():
             raise VafusionError(f"{run_dir}: nothing to resume (no {ckpt_mod.LAST}); drop --resume to start")
-        saved = FusionConfig.load(run_dir)
-        if saved.to_dict() != config.to_dict():
-            changed = sorted(k for k, v in config.to_dict().items() if saved.to_dict().get(k) != v)
+        changed = FusionConfig.load(run_dir).differences(config)
+        if changed:
             raise VafusionError(
                 f"{run_dir}: --resume with other settings ({', '.join(changed)}); resume with the same options"
             )
@@ -71,57 +73,53 @@ def _prepare_run_dir(run_dir: Path, config: FusionConfig, resume: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir)
     (run_dir / ckpt_mod.METRICS).unlink(missing_ok=True)
+    (run_dir / ckpt_mod.SUMMARY).unlink(missing_ok=True)
 
 
 def train(
     cache_dir: str | Path, run_dir: str | Path, config: FusionConfig, *, resume: bool = False,
     progress: bool = True, log: Callable[[str], None] | None = None, report: bool = True,
 ) -> TrainResult:
-    """Train ``config`` on ``cache_dir``, writing checkpoints, metrics and (``report``) report.html into ``run_dir``."""
+    """Train ``config`` on ``cache_dir``, writing checkpoints, metrics and (``report``) report.html into ``run_dir``.
+
+    ``summary.json`` is written last (after the report), so its presence means the run is finished.
+    """
     log = log or (lambda msg: None)
     cache_dir, run_dir = Path(cache_dir), Path(run_dir)
     index = read_corpus_index(cache_dir)
-    train_ids, val_ids = split_ids(index, config)
+    train_ids, val_ids = split_ids(index, config.data)
     _prepare_run_dir(run_dir, config, resume)
-    loaded = load_cache(cache_dir, config.features, train_ids + val_ids, index=index, progress=progress)
+    loaded = load_cache(cache_dir, config.data.features, train_ids + val_ids, index=index, progress=progress)
     standardizer = Standardizer.fit(loaded, train_ids)
     log(f"{len(train_ids)} train ids ({int(loaded.lengths[loaded.positions(train_ids)].sum())} frames), "
         f"{len(val_ids)} validation ids; features {', '.join(f'{f} ({d})' for f, d in zip(loaded.features, loaded.dims))}")
-    if config.model == "ridge":
-        result = _train_ridge(loaded, standardizer, config, run_dir, train_ids, val_ids)
-    else:
-        result = _train_fusion(loaded, standardizer, config, run_dir, train_ids, val_ids, resume, progress, log)
+    fit = _fit_closed_form if config.model.spec.closed_form else _train_by_gradient
+    result = fit(loaded, standardizer, config, run_dir, train_ids, val_ids, resume, progress, log)
     if report:
         from vafusion.fusion.report import write_report  # here: training itself needs no matplotlib
 
-        log(f"report: {write_report(run_dir, cache_dir, device=config.device, loaded=loaded)}")
+        log(f"report: {write_report(run_dir, cache_dir, device=config.training.device, loaded=loaded)}")
+    summary = {"best": result.best, "model": config.model.name, "features": list(config.data.features),
+               "parameters": result.parameters, "epochs_run": result.epochs_run, "split": config.data.split,
+               "fold": config.data.fold if config.data.split == "folds" else None}
+    with atomic_path(run_dir / ckpt_mod.SUMMARY) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return result
 
 
-def _append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
-    with open(run_dir / ckpt_mod.METRICS, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def _summary(run_dir: Path, best: dict[str, Any], config: FusionConfig, parameters: int, epochs_run: int) -> None:
-    summary = {"best": best, "model": config.model, "features": list(config.features), "parameters": parameters,
-               "epochs_run": epochs_run, "split": config.split, "fold": config.fold if config.split == "folds" else None}
-    (run_dir / ckpt_mod.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def _train_ridge(loaded: LoadedCache, standardizer: Standardizer, config: FusionConfig, run_dir: Path,
-                 train_ids: list[str], val_ids: list[str]) -> TrainResult:
-    ridge = RidgeBaseline(config)
+def _fit_closed_form(loaded: LoadedCache, standardizer: Standardizer, config: FusionConfig, run_dir: Path,
+                     train_ids: list[str], val_ids: list[str], resume: bool, progress: bool,
+                     log: Callable[[str], None]) -> TrainResult:
+    """One ``fit`` on the training videos (nothing to resume: a rerun fits again)."""
+    model = config.build_model(list(loaded.dims))
     feats, present = video_streams(loaded, standardizer, train_ids)
-    ridge.fit(feats, present, [loaded.labels[loaded.rows(v)] for v in train_ids])
-    scores = partition_score(loaded, predict_loaded(ridge, config, standardizer, loaded, val_ids), val_ids)
+    model.fit(feats, present, [loaded.labels[loaded.rows(v)] for v in train_ids], seed=config.training.seed)
+    scores = partition_score(loaded, predict_loaded(model, config, standardizer, loaded, val_ids), val_ids)
     best = {"epoch": 0, "ccc_v": scores["ccc_v"], "ccc_a": scores["ccc_a"], "p": scores["p"]}
-    _append_metrics(run_dir, dict(best, loss=None))
-    checkpoint = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, ridge, _fingerprints(loaded), best, 0)
+    ckpt_mod.append_metrics(run_dir, dict(best, loss=None))
+    checkpoint = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, model, _fingerprints(loaded), best, 0)
     ckpt_mod.save_atomic(checkpoint, run_dir / ckpt_mod.BEST)
-    parameters = int(sum(np.size(v) for v in ridge.state_dict().values()))
-    _summary(run_dir, best, config, parameters, 0)
-    return TrainResult(run_dir, best, 0, parameters)
+    return TrainResult(run_dir, best, 0, count_parameters(model))
 
 
 def _lr_lambda(total_steps: int, warmup: int) -> Callable[[int], float]:
@@ -136,23 +134,24 @@ def _lr_lambda(total_steps: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
-def _train_fusion(
+def _train_by_gradient(
     loaded: LoadedCache, standardizer: Standardizer, config: FusionConfig, run_dir: Path, train_ids: list[str],
     val_ids: list[str], resume: bool, progress: bool, log: Callable[[str], None],
 ) -> TrainResult:
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    model = build_model(config, list(loaded.dims)).to(device)
+    data, tc = config.data, config.training
+    device = resolve_device(tc.device)
+    torch.manual_seed(tc.seed)
+    model = config.build_model(list(loaded.dims)).to(device)
     parameters = count_parameters(model)
-    windows = windows_with_labels(loaded, make_windows(offsets=loaded.offsets, window=config.window, hop=config.hop,
+    windows = windows_with_labels(loaded, make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop,
                                                         videos=loaded.positions(train_ids)))
     if len(windows) == 0:
         raise VafusionError("no training window holds a label; check the annotations of the training ids")
-    steps_per_epoch = math.ceil(len(windows) / config.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total = steps_per_epoch * config.epochs
+    steps_per_epoch = math.ceil(len(windows) / tc.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    total = steps_per_epoch * tc.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, min(total // 10, 200))))
-    scaler_enabled = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
+    scaler_enabled = device.type == "cuda" and tc.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=scaler_enabled)
     start_epoch, best, stale = 1, {"p": -math.inf}, 0
     if resume:
@@ -162,30 +161,31 @@ def _train_fusion(
         scheduler.load_state_dict(last["scheduler"])
         torch.set_rng_state(last["torch_rng"])
         start_epoch, best, stale = int(last["epoch"]) + 1, json.loads(last["best"]), int(last["stale"])
-        _truncate_metrics(run_dir, start_epoch - 1)
+        ckpt_mod.truncate_metrics(run_dir, start_epoch - 1)
         log(f"resuming after epoch {start_epoch - 1} (best P {best['p']:.4f})")
-    log(f"model: {parameters:,} parameters, {len(windows)} training windows of {config.window} frames, device {device}")
-    bar = tqdm(range(start_epoch, config.epochs + 1), desc="train", unit="epoch", disable=None if progress else True,
-               initial=start_epoch - 1, total=config.epochs, dynamic_ncols=True)
+    log(f"model {config.model.name}: {parameters:,} parameters, {len(windows)} training windows of {data.window} "
+        f"frames, device {device}")
+    bar = tqdm(range(start_epoch, tc.epochs + 1), desc="train", unit="epoch", disable=None if progress else True,
+               initial=start_epoch - 1, total=tc.epochs, dynamic_ncols=True)
     epoch = start_epoch - 1
     fingerprints = _fingerprints(loaded)
     on_gpu = int(device.type == "cuda")
     for epoch in bar:
         model.train()
-        rng = np.random.default_rng([config.seed, epoch])  # stateless per epoch: resume-exact
+        rng = np.random.default_rng([tc.seed, epoch])  # stateless per epoch: resume-exact
         losses = []
         # On a GPU: batches assembled a step ahead in pinned memory, so the copy overlaps compute.
-        for batch in iterate_batches(loaded, standardizer, windows, config.batch_size, shuffle=True, generator=rng,
-                                     window=config.window, prefetch=on_gpu, pin_memory=bool(on_gpu)):
+        for batch in iterate_batches(loaded, standardizer, windows, tc.batch_size, shuffle=True, generator=rng,
+                                     window=data.window, prefetch=on_gpu, pin_memory=bool(on_gpu)):
             batch = batch.to(device, non_blocking=True)
-            with autocast(device, config.amp):
+            with autocast(device, tc.amp):
                 pred = model(batch.streams, batch.present, batch.valid)
-            loss = ccc_loss(pred.float(), batch.labels, batch.valid, mse_weight=config.mse_weight)
+            loss = ccc_loss(pred.float(), batch.labels, batch.valid, mse_weight=tc.mse_weight)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if config.grad_clip > 0:
+            if tc.grad_clip > 0:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -194,7 +194,7 @@ def _train_fusion(
         scores = partition_score(loaded, preds, val_ids)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "ccc_v": scores["ccc_v"], "ccc_a": scores["ccc_a"],
                "p": scores["p"], "lr": scheduler.get_last_lr()[0]}
-        _append_metrics(run_dir, row)
+        ckpt_mod.append_metrics(run_dir, row)
         if row["p"] > best["p"]:
             best, stale = {k: row[k] for k in ("epoch", "ccc_v", "ccc_a", "p", "loss")}, 0
             checkpoint = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, model, fingerprints, best,
@@ -208,42 +208,11 @@ def _train_fusion(
         ckpt_mod.save_atomic(last, run_dir / ckpt_mod.LAST)
         bar.set_postfix(loss=f"{row['loss']:.3f}", ccc_v=f"{row['ccc_v']:.3f}", ccc_a=f"{row['ccc_a']:.3f}",
                         best_p=f"{best['p']:.3f}")
-        if stale >= config.patience:
-            log(f"early stop after epoch {epoch}: no better validation P for {config.patience} epochs")
+        if stale >= tc.patience:
+            log(f"early stop after epoch {epoch}: no better validation P for {tc.patience} epochs")
             break
     bar.close()
-    _summary(run_dir, best, config, parameters, epoch)
     return TrainResult(run_dir, best, epoch, parameters)
 
 
-def _truncate_metrics(run_dir: Path, last_epoch: int) -> None:
-    """Drop metric rows written after the checkpoint being resumed (a kill between the two)."""
-    path = run_dir / ckpt_mod.METRICS
-    if path.is_file():
-        rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] <= last_epoch]
-        path.write_text("".join(r + "\n" for r in rows))
-
-
-def cross_validate(cache_dir: str | Path, runs_dir: str | Path, config: FusionConfig, *, progress: bool = True,
-                   log: Callable[[str], None] | None = None, report: bool = True) -> dict[str, Any]:
-    """Train every fold into ``runs_dir/fold-K``; report each fold's scores and mean ± std."""
-    from vafusion.fusion.config import replace
-
-    log = log or (lambda msg: None)
-    runs_dir = Path(runs_dir)
-    rows = []
-    for k in range(1, config.folds + 1):
-        log(f"fold {k} of {config.folds}")
-        result = train(cache_dir, runs_dir / f"fold-{k}", replace(config, split="folds", fold=k),
-                       progress=progress, log=log, report=report)
-        rows.append({"fold": k, **{m: result.best[m] for m in ("ccc_v", "ccc_a", "p")}})
-    summary: dict[str, Any] = {"folds": rows}
-    for m in ("ccc_v", "ccc_a", "p"):
-        values = np.array([r[m] for r in rows])
-        summary[m] = {"mean": float(values.mean()), "std": float(values.std())}
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    (runs_dir / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-__all__ = ["train", "cross_validate", "TrainResult"]
+__all__ = ["train", "TrainResult"]

@@ -1,28 +1,24 @@
-"""The fusion network: shapes, masking of missing data, causality, determinism, and that it learns."""
+"""The building blocks and the imf model's own properties: TCN, attention, weight norm, seeding, learning.
+
+The contract every built-in keeps (absent frames, causality, padding, checkpoints, learning
+the toy task) is tested once for all of them in test_models.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from vafusion.fusion.config import FusionConfig
-from vafusion.fusion.model import TCN, CrossModalAttention, FusionModel, build_model, count_parameters
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; OpenMP spinning on a busy machine can cost 40x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+from vafusion.fusion.models import count_parameters, resolve_model
+from vafusion.fusion.models.imf import IMF
+from vafusion.fusion.models.layers import TCN, CrossModalAttention
 
 TINY = dict(d_model=16, heads=4, tcn_kernel=3, tcn_dilations=(1, 2), head_hidden=16, dropout=0.1)
+IMF_SPEC = resolve_model("imf")
 
 
-def _config(n_streams: int, **changes) -> FusionConfig:
-    names = ("resnet50", "vggish", "logmel")[:n_streams]
-    return FusionConfig(features=names, **{**TINY, **changes})
+def build_model(dims, seed: int = 0, **changes) -> IMF:
+    return IMF_SPEC.build(dims, {**TINY, **changes}, seed)
 
 
 def _batch(dims, B=3, W=40, seed=0, p_absent=0.2):
@@ -35,8 +31,8 @@ def _batch(dims, B=3, W=40, seed=0, p_absent=0.2):
     return streams, present, valid
 
 
-def _model(dims, **changes) -> FusionModel:
-    return build_model(_config(len(dims), **changes), dims).eval()
+def _model(dims, **changes) -> IMF:
+    return build_model(dims, **changes).eval()
 
 
 @pytest.mark.parametrize("dims", [[12], [12, 8], [12, 8, 5]])
@@ -54,7 +50,7 @@ def test_shapes_and_range(dims):
 
 
 def test_single_audio_stream_runs_unimodal():
-    model = build_model(FusionConfig(features=("vggish",), **TINY), [8]).eval()
+    model = build_model([8]).eval()
     streams, present, valid = _batch([8])
     assert model(streams, present, valid).shape == (3, 40, 2)
 
@@ -64,24 +60,6 @@ def test_weight_norm_uses_parametrizations():
     assert any("parametrizations" in k for k in keys)
     assert any(k.endswith("parametrizations.weight.original0") for k in keys)  # g
     assert any(k.endswith("parametrizations.weight.original1") for k in keys)  # v
-
-
-@pytest.mark.parametrize("causal", [True, False])
-def test_causal_model_never_looks_ahead(causal):
-    dims = [12, 8, 5]
-    model = _model(dims, causal=causal)
-    streams, present, valid = _batch(dims, W=60)
-    cut = 35
-    streams2 = [x.clone() for x in streams]
-    present2 = [p.clone() for p in present]
-    for x, p in zip(streams2, present2):
-        x[:, cut:] = torch.randn_like(x[:, cut:]) * 3
-        p[:, cut:] = ~p[:, cut:]
-    a = model(streams, present, valid)
-    b = model(streams2, present2, valid)
-    same_past = torch.allclose(a[:, :cut], b[:, :cut], atol=1e-6)
-    assert same_past == causal
-    assert not torch.allclose(a[:, cut:], b[:, cut:], atol=1e-3)
 
 
 def test_tcn_causal_receptive_field():
@@ -111,21 +89,6 @@ def test_missing_modality_sample_is_finite_and_flagged():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_values_at_absent_frames_never_matter():
-    dims = [12, 8, 5]
-    model = _model(dims)
-    streams, present, valid = _batch(dims, p_absent=0.3)
-    present[1][1] = False  # one sample without audio at all
-    ref = model(streams, present, valid)
-    garbage = [x.clone() for x in streams]
-    for x, p in zip(garbage, present):
-        x[~p] = torch.randn_like(x[~p]) * 100
-    x = garbage[0]
-    x[0, ~present[0][0]] = float("nan")  # even NaN where the face is missing
-    out = model(garbage, present, valid)
-    assert torch.equal(out, ref)
-
-
 def test_attention_key_padding_and_empty_key_window():
     torch.manual_seed(0)
     for causal in (False, True):
@@ -150,30 +113,12 @@ def test_attention_key_padding_and_empty_key_window():
         assert not torch.allclose(attn(q, k3, present)[0][0], out[0])
 
 
-def test_padding_of_short_videos_does_not_change_valid_frames():
-    dims = [12, 8]
-    model = _model(dims)
-    streams, present, valid = _batch(dims, B=2, W=30)
-    longer = [torch.cat([x, torch.randn(2, 10, x.shape[2])], dim=1) for x in streams]
-    # padded frames: outside the video, so also not present
-    longer_present = [torch.cat([p, torch.zeros(2, 10, dtype=torch.bool)], dim=1) for p in present]
-    longer_valid = torch.cat([valid, torch.zeros(2, 10, dtype=torch.bool)], dim=1)
-    a = model(streams, present, valid)
-    b = model(longer, longer_present, longer_valid)
-    assert torch.isfinite(b).all()
-    torch.testing.assert_close(b[:, :30], a, atol=1e-5, rtol=1e-5)
-    # a batch slot that is padding through and through still gives finite numbers
-    nothing = [torch.zeros_like(p) for p in present]
-    assert torch.isfinite(model(streams, nothing, torch.zeros_like(valid))).all()
-
-
 def test_deterministic_with_fixed_seed():
     dims = [12, 8, 5]
-    cfg = _config(3, seed=3)
-    m1, m2 = build_model(cfg, dims), build_model(cfg, dims)
+    m1, m2 = build_model(dims, seed=3), build_model(dims, seed=3)
     for (k1, v1), (k2, v2) in zip(m1.state_dict().items(), m2.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2)
-    other = build_model(_config(3, seed=4), dims)
+    other = build_model(dims, seed=4)
     assert not torch.equal(other.head[0].weight, m1.head[0].weight)
     streams, present, valid = _batch(dims)
     torch.manual_seed(11)
@@ -184,14 +129,14 @@ def test_deterministic_with_fixed_seed():
     assert torch.equal(a, b)
     # building a model does not consume the global random stream
     torch.manual_seed(5)
-    build_model(cfg, dims)
+    build_model(dims, seed=3)
     after_build = torch.rand(1)
     torch.manual_seed(5)
     assert torch.equal(torch.rand(1), after_build)
 
 
 def test_parameter_count_is_light_at_defaults():
-    n = count_parameters(build_model(FusionConfig(), [512, 128, 64]))
+    n = count_parameters(IMF_SPEC.build([512, 128, 64], {}))
     assert 100_000 < n < 3_000_000
 
 
@@ -218,10 +163,9 @@ def _task(B, W, seed):
 
 def _fit(streams_used: int, steps: int = 250) -> tuple[float, float]:
     torch.manual_seed(0)
-    cfg = FusionConfig(features=("resnet50", "vggish")[:streams_used], **{**TINY, "dropout": 0.0, "d_model": 32})
     streams, present, valid, labels = _task(8, 48, seed=1)
     dims = [x.shape[-1] for x in streams][:streams_used]
-    model = build_model(cfg, dims)
+    model = build_model(dims, dropout=0.0, d_model=32)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(steps):
         loss = (model(streams[:streams_used], present[:streams_used], valid) - labels).square().mean()

@@ -26,6 +26,11 @@ more copy of that size during the fit.
 
 Predictions are ``X @ coef_.T + intercept_`` clipped to [-1, 1]; the fitted state is plain
 arrays and numbers (:meth:`RidgeBaseline.state_dict`), never a pickled estimator.
+
+It is the built-in ``ridge`` of the model registry and the example of a model *fitted in
+closed form*: not a ``torch.nn.Module`` but an object with ``fit`` / ``predict`` over whole
+videos and a plain ``state_dict`` / ``load_state_dict``, which the trainer fits once instead
+of taking gradient steps (see :mod:`vafusion.fusion.models`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ from typing import Any
 import numpy as np
 
 from vafusion.errors import VafusionError
-from vafusion.fusion.config import FusionConfig
 
 __all__ = ["RidgeBaseline", "context_average", "design_matrix"]
 
@@ -100,39 +104,27 @@ def _scalar(value: Any) -> float:
 
 
 class RidgeBaseline:
-    """scikit-learn ``Ridge`` on the design matrix described in the module docstring.
+    """The reference baseline: a per-frame ridge regression, fitted in closed form."""
 
-    ``RidgeBaseline(config)`` takes ``ridge_alpha``, ``ridge_context``, ``ridge_max_frames``
-    and ``seed`` from a :class:`~vafusion.fusion.config.FusionConfig`; keyword arguments
-    override them (and suffice without a config).
-    """
+    option_help = {
+        "alpha": "L2 penalty of the ridge regression",
+        "context": "frames averaged (centred, presence-aware) before the per-frame ridge; 1 = none",
+        "max_frames": "labelled frames the ridge is fitted on at most (a seeded uniform subsample)",
+    }
 
-    def __init__(
-        self,
-        config: Any | None = None,
-        *,
-        alpha: float | None = None,
-        context: int | None = None,
-        max_frames: int | None = None,
-        seed: int | None = None,
-    ) -> None:
-        cfg = config if config is not None else FusionConfig()  # its defaults are the ridge defaults
-
-        def pick(value: Any, field: str) -> Any:
-            return value if value is not None else getattr(cfg, field)
-
-        self.alpha = float(pick(alpha, "ridge_alpha"))
-        self.context = int(pick(context, "ridge_context"))
-        self.max_frames = int(pick(max_frames, "ridge_max_frames"))
-        self.seed = int(pick(seed, "seed"))
+    def __init__(self, dims: Sequence[int], *, alpha: float = 10.0, context: int = 1,
+                 max_frames: int = 200_000) -> None:
+        self.dims = [int(d) for d in dims]
+        self.alpha, self.context, self.max_frames = float(alpha), int(context), int(max_frames)
+        if not self.dims or any(d < 1 for d in self.dims):
+            raise ValueError(f"dims must be a non-empty list of positive widths, got {self.dims}")
         if self.alpha < 0 or self.context < 1 or self.max_frames < 1:
-            raise VafusionError(
-                f"ridge baseline: need alpha >= 0, context >= 1, max_frames >= 1, got alpha={self.alpha} "
-                f"context={self.context} max_frames={self.max_frames}; fix the run configuration"
+            raise ValueError(
+                f"need alpha >= 0, context >= 1, max_frames >= 1, got alpha={self.alpha} "
+                f"context={self.context} max_frames={self.max_frames}"
             )
         self.coef_: np.ndarray | None = None  # (2, width)
         self.intercept_: np.ndarray | None = None  # (2,)
-        self.dims: list[int] | None = None
         self.n_fit_frames = 0
 
     # ------------------------------------------------------------------ helpers
@@ -143,8 +135,6 @@ class RidgeBaseline:
             raise ValueError(f"{len(features_per_video)} videos of features but {len(present_per_video)} of masks")
         for v, (feats, pres) in enumerate(zip(features_per_video, present_per_video)):
             dims = [int(np.shape(f)[1]) for f in feats]
-            if self.dims is None:
-                self.dims = dims
             if dims != self.dims or len(pres) != len(feats):
                 raise VafusionError(
                     f"ridge baseline: video {v} has streams of widths {dims} ({len(pres)} masks), "
@@ -163,13 +153,14 @@ class RidgeBaseline:
         features_per_video: Sequence[Sequence[np.ndarray]],
         present_per_video: Sequence[Sequence[np.ndarray]],
         labels_per_video: Sequence[np.ndarray],
+        *,
+        seed: int = 0,
     ) -> "RidgeBaseline":
-        """Fit on the labelled frames (subsampled to ``max_frames``); returns ``self``."""
+        """Fit on the labelled frames (subsampled to ``max_frames`` by a ``seed``-ed RNG); returns ``self``."""
         from sklearn.linear_model import Ridge  # import here: predicting needs no scikit-learn
 
         if not features_per_video:
             raise VafusionError("ridge baseline: no training video; check the partition / fold selection")
-        self.dims = None
         self._check(features_per_video, present_per_video)
         if len(labels_per_video) != len(features_per_video):
             raise ValueError(f"{len(features_per_video)} videos of features but {len(labels_per_video)} of labels")
@@ -187,7 +178,7 @@ class RidgeBaseline:
         if total == 0:
             raise VafusionError("ridge baseline: no labelled frame in the training partition; check the annotations")
         if total > self.max_frames:  # uniform subsample of the pooled labelled frames
-            pick = np.sort(np.random.default_rng(self.seed).choice(total, size=self.max_frames, replace=False))
+            pick = np.sort(np.random.default_rng(seed).choice(total, size=self.max_frames, replace=False))
             bounds = np.concatenate([[0], np.cumsum(counts)])
             cuts = np.searchsorted(pick, bounds)  # pick[cuts[v]:cuts[v+1]] fall in video v
             labelled = [r[pick[c0:c1] - a] for r, a, c0, c1 in zip(labelled, bounds[:-1], cuts[:-1], cuts[1:])]
@@ -246,7 +237,7 @@ class RidgeBaseline:
     # ------------------------------------------------------------------ state without pickle
     def state_dict(self) -> dict[str, np.ndarray | float]:
         """Plain arrays and numbers: storable with ``np.savez`` or (as tensors) in a torch checkpoint."""
-        if self.coef_ is None or self.intercept_ is None or self.dims is None:
+        if self.coef_ is None or self.intercept_ is None:
             raise VafusionError("ridge baseline: nothing to save before fit")
         return {
             "coef_": self.coef_.copy(),
@@ -256,22 +247,21 @@ class RidgeBaseline:
             "dims": np.asarray(self.dims, dtype=np.int64),
         }
 
-    @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> "RidgeBaseline":
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Inverse of :meth:`state_dict`; values may be numpy arrays, torch tensors or numbers."""
         missing = {"coef_", "intercept_", "alpha", "context", "dims"} - set(state)
         if missing:
             raise VafusionError(
                 f"ridge baseline state lacks {sorted(missing)}; the run directory is damaged or from another version"
             )
-        model = cls(alpha=_scalar(state["alpha"]), context=int(round(_scalar(state["context"]))))
-        model.coef_ = np.asarray(state["coef_"], dtype=np.float32).copy()
-        model.intercept_ = np.asarray(state["intercept_"], dtype=np.float32).reshape(2).copy()
-        model.dims = [int(d) for d in np.asarray(state["dims"]).reshape(-1)]
-        width = sum(model.dims) + len(model.dims)
-        if model.coef_.shape != (2, width):
+        dims = [int(d) for d in np.asarray(state["dims"]).reshape(-1)]
+        coef = np.asarray(state["coef_"], dtype=np.float32)
+        width = sum(dims) + len(dims)
+        if dims != self.dims or coef.shape != (2, width):
             raise VafusionError(
-                f"ridge baseline state: coef_ of shape {model.coef_.shape}, expected (2, {width}); "
-                f"the run directory is damaged"
+                f"ridge baseline state: dims {dims} and coef_ {coef.shape} do not fit a ridge for dims {self.dims} "
+                f"(coef_ (2, {sum(self.dims) + len(self.dims)})); the run directory is damaged"
             )
-        return model
+        self.alpha, self.context = _scalar(state["alpha"]), int(round(_scalar(state["context"])))
+        self.coef_ = coef.copy()
+        self.intercept_ = np.asarray(state["intercept_"], dtype=np.float32).reshape(2).copy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.models import BUILTINS, resolve_model
 
 
@@ -15,6 +16,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def kill_after_last_save(monkeypatch):
+    """``kill_after_last_save(n)``: the n-th write of a last.pt raises KeyboardInterrupt right after it is
+    on disk, as a kill between two epochs would stop a run (later writes behave normally again)."""
+
+    def arm(n: int) -> None:
+        real, count = ckpt_mod.save_atomic, {"n": 0}
+
+        def dying_save(obj, path):
+            real(obj, path)
+            if path.name == ckpt_mod.LAST:
+                count["n"] += 1
+                if count["n"] == n:
+                    monkeypatch.setattr(ckpt_mod, "save_atomic", real)
+                    raise KeyboardInterrupt
+
+        monkeypatch.setattr(ckpt_mod, "save_atomic", dying_save)
+
+    return arm
 
 
 _TINY = dict(d_model=16, heads=2, tcn_kernel=3, tcn_dilations=(1, 2), head_hidden=16, layers=1, ff_hidden=32)

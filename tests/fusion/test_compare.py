@@ -45,22 +45,13 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / ckpt_mod.METRICS).read_text().splitlines()]
 
 
-def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(toy_cache, tmp_path, monkeypatch, trainings):
+def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(toy_cache, tmp_path, trainings,
+                                                                        kill_after_last_save):
     runs = tmp_path / "cmp"
     kwargs = dict(data=DATA, training=TRAINING, seeds=2, model_options=OPTIONS, progress=False)
-    real_save, saves = ckpt_mod.save_atomic, {"n": 0}
-
-    def dying_save(obj, path):  # killed right after the second imf run's first epoch
-        real_save(obj, path)
-        if path.name == ckpt_mod.LAST:
-            saves["n"] += 1
-            if saves["n"] == 3:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(ckpt_mod, "save_atomic", dying_save)
+    kill_after_last_save(3)  # killed right after the second imf run's first epoch
     with pytest.raises(KeyboardInterrupt):
         compare(toy_cache, runs, ["imf", "ridge"], SETS, **kwargs)
-    monkeypatch.setattr(ckpt_mod, "save_atomic", real_save)
     first, second = "imf/visual+audio/seed-0", "imf/visual+audio/seed-1"
     assert trainings == [(first, False), (second, False)]
     trainings.clear()

@@ -1,4 +1,5 @@
-"""The building blocks and the imf model's own properties: TCN, attention, weight norm, seeding, learning.
+"""The building blocks and properties of single built-ins: TCN, attention, weight norm, seeding, imf learning
+the synthetic mapping with and without audio, late fusion's weights.
 
 The contract every built-in keeps (absent frames, causality, padding, checkpoints, learning
 the toy task) is tested once for all of them in test_models.py.
@@ -186,3 +187,15 @@ def test_fusion_learns_a_simple_mapping_and_beats_visual_only():
     assert visual_only[1] < 0.3, visual_only  # arousal needs the audio
     assert fused[1] > visual_only[1] + 0.5
     assert sum(fused) > sum(visual_only)
+
+
+def test_late_fusion_gives_an_absent_stream_no_weight():
+    late = resolve_model("late").build([12, 8], {"d_model": 8, "tcn_kernel": 3, "tcn_dilations": (1,)}, 0).eval()
+    streams, present, valid = _batch([12, 8], B=2, W=30)
+    present[0][:] = True
+    present[1][:] = True
+    present[1][:, 10:20] = False  # no audio in the middle
+    other_audio = [streams[0], torch.randn_like(streams[1]) * 5]  # every audio value different
+    a, b = late(streams, present, valid), late(other_audio, present, valid)
+    assert torch.equal(a[:, 10:20], b[:, 10:20])  # where the audio is absent the visual stream alone decides
+    assert not torch.allclose(a[:, :10], b[:, :10], atol=1e-3)  # elsewhere the audio counts

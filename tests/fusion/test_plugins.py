@@ -47,25 +47,15 @@ def test_readme_shows_the_example_that_runs():
     assert source[source.index("class MyFusion"):].strip() in readme
 
 
-def test_example_model_trains_evaluates_predicts_reports_and_resumes(toy_cache, tmp_path, monkeypatch):
+def test_example_model_trains_evaluates_predicts_reports_and_resumes(toy_cache, tmp_path, kill_after_last_save):
     ref = "examples.my_model:MyFusion"
     model = ["--model", ref, "--model-option", "hidden=16"]
     _cli("train", toy_cache, "--run", tmp_path / "straight", *model, *SETTINGS, "--epochs", "6", "--no-report")
-    real_save, saves = ckpt_mod.save_atomic, {"n": 0}
-
-    def dying_save(obj, path):
-        real_save(obj, path)
-        if path.name == ckpt_mod.LAST:
-            saves["n"] += 1
-            if saves["n"] == 2:
-                raise KeyboardInterrupt  # as if killed after epoch 2
-
-    monkeypatch.setattr(ckpt_mod, "save_atomic", dying_save)
+    kill_after_last_save(2)  # as if killed after epoch 2
     with pytest.raises(KeyboardInterrupt):
         train(toy_cache, tmp_path / "run", make_config(model=ref, features=("visual", "audio"), window=48, hop=32,
                                                        epochs=6, batch_size=4, lr=3e-3, patience=10, device="cpu",
                                                        hidden=16), progress=False, report=False)
-    monkeypatch.setattr(ckpt_mod, "save_atomic", real_save)
     _cli("train", toy_cache, "--run", tmp_path / "run", *model, *SETTINGS, "--epochs", "6", "--resume")
     metrics = [(tmp_path / r / ckpt_mod.METRICS).read_text() for r in ("straight", "run")]
     assert metrics[0] == metrics[1]  # resumed exactly

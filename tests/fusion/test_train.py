@@ -67,22 +67,12 @@ def test_same_seed_same_metrics_and_other_seed_differs(cache, tmp_path):
     assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
 
 
-def test_resume_continues_exactly(cache, tmp_path, monkeypatch):
+def test_resume_continues_exactly(cache, tmp_path, kill_after_last_save):
     cfg = make_config(**dict(FAST, epochs=4))
     train(cache, tmp_path / "straight", cfg, progress=False, report=False)
-    saves = {"n": 0}
-    real_save = ckpt_mod.save_atomic
-
-    def dying_save(obj, path):
-        real_save(obj, path)
-        if path.name == ckpt_mod.LAST:
-            saves["n"] += 1
-            if saves["n"] == 2:
-                raise KeyboardInterrupt  # as if killed after epoch 2
-    monkeypatch.setattr(ckpt_mod, "save_atomic", dying_save)
+    kill_after_last_save(2)  # as if killed after epoch 2
     with pytest.raises(KeyboardInterrupt):
         train(cache, tmp_path / "resumed", cfg, progress=False, report=False)
-    monkeypatch.setattr(ckpt_mod, "save_atomic", real_save)
     with pytest.raises(VafusionError, match="already holds a run"):
         train(cache, tmp_path / "resumed", cfg, progress=False, report=False)
     with pytest.raises(VafusionError, match="other settings"):

@@ -1,6 +1,6 @@
 """Fusion models: the registry (:mod:`.registry`, the one place that knows model names), shared
-building blocks (:mod:`.layers`) and one module per built-in (imf, interactive, transformer,
-concat, late, ridge).
+building blocks (:mod:`.layers`) and one module per built-in family (imf and interactive,
+transformer, concat, late, ridge).
 
 The public contract, for built-ins and plug-ins alike::
 

@@ -1,4 +1,4 @@
-"""``imf``: the paper's model (Interactive Multimodal Fusion, arXiv 2503.10523).
+"""``imf``: the paper's model (Interactive Multimodal Fusion, arXiv 2503.10523), and ``interactive``.
 
 Data flow for streams ``x_0`` (visual, the query stream) and ``x_1 .. x_n`` (audio)::
 
@@ -11,30 +11,34 @@ receives a per-frame ``has_key`` flag for every audio stream, so it knows when a
 query found no audio at all (a video without sound, or causally a frame before the first
 audio). With one stream the model is a TCN plus head.
 
-Its state_dict keys (``project``, ``missing``, ``tcns``, ``cross``, ``head``) are those of
-the ``FusionModel`` of config_version 1, so run directories of that version load unchanged.
+``interactive`` adds the other direction: each audio stream also queries the visual one,
+``u_i = LayerNorm(h_i + Attention(query=h_i, key=value=h_0))``, and ``u_1 .. u_n`` with
+their flags join the head's input. Where the face is absent the audio queries find no
+visual key (masked), so ``u_i`` falls back to the audio stream itself and its flag says so.
+
+The state_dict keys of ``imf`` (``project``, ``missing``, ``tcns``, ``cross``, ``head``) are
+those of the ``FusionModel`` of config_version 1, so run directories of that version load
+unchanged.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from vafusion.fusion.models.layers import (
     TCN,
     CrossModalAttention,
-    check_common,
-    check_dims,
-    cross_attend,
-    check_streams,
+    VisualQueriesAudio,
+    checked_dims,
     embed_stream,
     encode_tcn,
     option_help,
     regression_head,
+    stream_inputs,
 )
 
 
-class IMF(nn.Module):
+class IMF(VisualQueriesAudio):
     """The paper's model: a TCN per stream, the visual stream queries each audio stream."""
 
     option_help = option_help("d_model", "tcn_kernel", "tcn_dilations", "causal", "dropout", "heads", "head_hidden",
@@ -46,27 +50,24 @@ class IMF(nn.Module):
         attn_distance_bias: bool = True,
     ) -> None:
         super().__init__()
-        self.dims = check_dims(dims)
-        check_common(d_model, dropout, head_hidden)
-        self.causal = bool(causal)
-        D = d_model
-        self.project = nn.ModuleList(nn.Linear(d, D) for d in self.dims)
-        self.missing = nn.Parameter(torch.randn(len(self.dims), D) * 0.02)  # one learned vector per stream
+        self.dims = checked_dims(dims, d_model, dropout, head_hidden)
+        D, n_audio = d_model, len(self.dims) - 1
+        directions = 2 if self.bidirectional else 1
+        self.project, self.missing = stream_inputs(self.dims, D)
         self.tcns = nn.ModuleList(TCN(D, D, tcn_kernel, tcn_dilations, dropout, causal) for _ in self.dims)
         self.cross = nn.ModuleList(
-            CrossModalAttention(D, heads, dropout, causal, attn_distance_bias) for _ in self.dims[1:]
-        )
-        self.head = regression_head(D * len(self.dims) + len(self.dims) - 1, head_hidden, dropout)
+            CrossModalAttention(D, heads, dropout, causal, attn_distance_bias) for _ in range(n_audio))
+        self.head = regression_head(D * (1 + directions * n_audio) + directions * n_audio, head_hidden, dropout)
+        if self.bidirectional:
+            self.to_visual = nn.ModuleList(
+                CrossModalAttention(D, heads, dropout, causal, attn_distance_bias) for _ in range(n_audio))
 
     def encode(self, i: int, x: Tensor, present: Tensor, valid: Tensor) -> Tensor:
         """Stream ``i``: (B, W, d_i) -> (B, W, D) after projection, missing-frame substitution, TCN."""
         return encode_tcn(self.tcns[i], embed_stream(self.project[i], self.missing[i], x, present, valid), valid)
 
-    def forward(self, streams: list[Tensor], present: list[Tensor], valid: Tensor) -> Tensor:
-        """``streams[i]`` (B, W, d_i) float, ``present[i]`` (B, W) bool, ``valid`` (B, W) bool -> (B, W, 2)."""
-        check_streams(self.dims, streams, present)
-        valid = valid.bool()
-        hs = [self.encode(i, x, p.bool(), valid) for i, (x, p) in enumerate(zip(streams, present))]
-        n_audio = len(self.cross)
-        attended, flags = cross_attend(self.cross, [hs[0]] * n_audio, hs[1:], present[1:], valid)
-        return torch.tanh(self.head(torch.cat([hs[0], *attended, *flags], dim=-1)))
+
+class Interactive(IMF):
+    """Bidirectional attention: visual queries each audio stream and each audio stream queries the visual one."""
+
+    bidirectional = True

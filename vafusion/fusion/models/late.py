@@ -15,13 +15,13 @@ from torch import Tensor, nn
 
 from vafusion.fusion.models.layers import (
     TCN,
-    check_common,
-    check_dims,
+    checked_dims,
     check_streams,
     embed_stream,
     encode_tcn,
     option_help,
     regression_head,
+    stream_inputs,
 )
 
 
@@ -35,11 +35,9 @@ class LateFusion(nn.Module):
         causal: bool = False, dropout: float = 0.2, head_hidden: int = 64,
     ) -> None:
         super().__init__()
-        self.dims = check_dims(dims)
-        check_common(d_model, dropout, head_hidden)
+        self.dims = checked_dims(dims, d_model, dropout, head_hidden)
         D = d_model
-        self.project = nn.ModuleList(nn.Linear(d, D) for d in self.dims)
-        self.missing = nn.Parameter(torch.randn(len(self.dims), D) * 0.02)
+        self.project, self.missing = stream_inputs(self.dims, D)
         self.tcns = nn.ModuleList(TCN(D, D, tcn_kernel, tcn_dilations, dropout, causal) for _ in self.dims)
         self.heads = nn.ModuleList(regression_head(D, head_hidden, dropout) for _ in self.dims)
         self.gates = nn.ModuleList(nn.Linear(D, 2) for _ in self.dims)

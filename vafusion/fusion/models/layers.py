@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 __all__ = [
-    "Dropout", "TemporalBlock", "TCN", "CrossModalAttention", "attention_mask", "distance_slopes", "embed_stream",
-    "encode_tcn", "cross_attend", "regression_head", "check_streams", "check_dims", "check_common", "OPTION_HELP",
+    "Dropout", "TemporalBlock", "VisualQueriesAudio", "TCN", "CrossModalAttention", "attention_mask", "distance_slopes", "embed_stream",
+    "encode_tcn", "cross_attend", "regression_head", "check_streams", "checked_dims", "stream_inputs", "OPTION_HELP",
     "option_help",
 ]
 
@@ -244,6 +244,35 @@ def cross_attend(attentions: Sequence[nn.Module], queries: Sequence[Tensor], key
     return attended, flags
 
 
+class VisualQueriesAudio(nn.Module):
+    """The fusion of imf, interactive and transformer: the encoded visual stream queries each audio stream.
+
+    ``[h_0, a_1 .. a_n, has_key flags] -> head -> tanh`` with ``a_i`` from ``self.cross[i - 1]``
+    (and, when ``bidirectional``, ``u_i`` from ``self.to_visual[i - 1]``: audio stream i queries
+    the visual one). A subclass builds ``dims``, ``cross``, ``head`` (and ``to_visual``) and
+    says how a stream is encoded (:meth:`encode`).
+    """
+
+    bidirectional = False
+    dims: list[int]
+
+    def encode(self, i: int, x: Tensor, present: Tensor, valid: Tensor) -> Tensor:
+        """Stream ``i``: (B, W, d_i) -> (B, W, D)."""
+        raise NotImplementedError
+
+    def forward(self, streams: list[Tensor], present: list[Tensor], valid: Tensor) -> Tensor:
+        """``streams[i]`` (B, W, d_i) float, ``present[i]`` (B, W) bool, ``valid`` (B, W) bool -> (B, W, 2)."""
+        check_streams(self.dims, streams, present)
+        valid = valid.bool()
+        hs = [self.encode(i, x, p.bool(), valid) for i, (x, p) in enumerate(zip(streams, present))]
+        n_audio = len(hs) - 1
+        attended, flags = cross_attend(self.cross, [hs[0]] * n_audio, hs[1:], present[1:], valid)
+        if self.bidirectional:
+            back, back_flags = cross_attend(self.to_visual, hs[1:], [hs[0]] * n_audio, [present[0]] * n_audio, valid)
+            attended, flags = attended + back, flags + back_flags
+        return torch.tanh(self.head(torch.cat([hs[0], *attended, *flags], dim=-1)))
+
+
 def embed_stream(project: nn.Module, missing: Tensor, x: Tensor, present: Tensor, valid: Tensor) -> Tensor:
     """``(B, W, d) -> (B, W, D)``: projection, ``missing`` where absent, zero outside the video."""
     present = present & valid
@@ -268,16 +297,22 @@ def check_streams(dims: Sequence[int], streams: Sequence[Tensor], present: Seque
             raise ValueError(f"stream {i}: width {x.shape[-1]}, model built for {d}")
 
 
-def check_common(d_model: int, dropout: float, head_hidden: int) -> None:
-    """ValueError for option values no built-in can work with."""
-    if d_model < 1 or head_hidden < 1 or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"need d_model >= 1, head_hidden >= 1 and 0 <= dropout < 1, got "
-                         f"d_model={d_model} head_hidden={head_hidden} dropout={dropout}")
-
-
-def check_dims(dims: Sequence[int]) -> list[int]:
-    """``dims`` as a list of positive ints, or ValueError."""
+def checked_dims(dims: Sequence[int], d_model: int, dropout: float, head_hidden: int) -> list[int]:
+    """``dims`` as a list of positive ints; ValueError for option values no built-in can work with."""
     dims = [int(d) for d in dims]
     if not dims or any(d < 1 for d in dims):
         raise ValueError(f"dims must be a non-empty list of positive widths, got {dims}")
+    if d_model < 1 or head_hidden < 1 or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"need d_model >= 1, head_hidden >= 1 and 0 <= dropout < 1, got "
+                         f"d_model={d_model} head_hidden={head_hidden} dropout={dropout}")
     return dims
+
+
+def stream_inputs(dims: Sequence[int], d_model: int) -> tuple[nn.ModuleList, nn.Parameter]:
+    """Per stream a projection to ``d_model`` and a learned "missing" vector, for :func:`embed_stream`.
+
+    Created in this order (projections, then the (n, d_model) vectors), so that a model's
+    initial weights for a seed stay what they were.
+    """
+    project = nn.ModuleList(nn.Linear(d, d_model) for d in dims)
+    return project, nn.Parameter(torch.randn(len(dims), d_model) * 0.02)

@@ -49,7 +49,7 @@ ENTRY_POINT_GROUP = "vafusion.models"
 DEFAULT_MODEL = "imf"
 BUILTINS: dict[str, str] = {
     "imf": "vafusion.fusion.models.imf:IMF",
-    "interactive": "vafusion.fusion.models.interactive:Interactive",
+    "interactive": "vafusion.fusion.models.imf:Interactive",
     "transformer": "vafusion.fusion.models.transformer:TemporalTransformer",
     "concat": "vafusion.fusion.models.concat:EarlyConcat",
     "late": "vafusion.fusion.models.late:LateFusion",

@@ -11,21 +11,19 @@ encoding exactly as in ``imf``.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from vafusion.fusion.models.layers import (
     CrossModalAttention,
     Dropout,
+    VisualQueriesAudio,
     attention_mask,
-    check_common,
-    check_dims,
-    check_streams,
-    cross_attend,
+    checked_dims,
     distance_slopes,
     embed_stream,
     option_help,
     regression_head,
+    stream_inputs,
 )
 
 
@@ -57,7 +55,7 @@ class TransformerLayer(nn.Module):
         return x * valid[..., None].to(x.dtype)
 
 
-class TemporalTransformer(nn.Module):
+class TemporalTransformer(VisualQueriesAudio):
     """A transformer encoder per stream (masked, distance-biased) instead of the TCN; fusion as imf."""
 
     option_help = option_help("d_model", "layers", "heads", "ff_hidden", "causal", "dropout", "head_hidden",
@@ -68,13 +66,11 @@ class TemporalTransformer(nn.Module):
         causal: bool = False, dropout: float = 0.2, head_hidden: int = 64, attn_distance_bias: bool = True,
     ) -> None:
         super().__init__()
-        self.dims = check_dims(dims)
-        check_common(d_model, dropout, head_hidden)
+        self.dims = checked_dims(dims, d_model, dropout, head_hidden)
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         D = d_model
-        self.project = nn.ModuleList(nn.Linear(d, D) for d in self.dims)
-        self.missing = nn.Parameter(torch.randn(len(self.dims), D) * 0.02)
+        self.project, self.missing = stream_inputs(self.dims, D)
         self.encoders = nn.ModuleList(
             nn.ModuleList(TransformerLayer(D, heads, ff_hidden, dropout, causal, attn_distance_bias)
                           for _ in range(layers))
@@ -91,11 +87,3 @@ class TemporalTransformer(nn.Module):
         for layer in self.encoders[i]:
             h = layer(h, usable, valid)
         return self.norms[i](h) * valid[..., None].to(h.dtype)
-
-    def forward(self, streams: list[Tensor], present: list[Tensor], valid: Tensor) -> Tensor:
-        check_streams(self.dims, streams, present)
-        valid = valid.bool()
-        hs = [self.encode(i, x, p.bool(), valid) for i, (x, p) in enumerate(zip(streams, present))]
-        n_audio = len(hs) - 1
-        attended, flags = cross_attend(self.cross, [hs[0]] * n_audio, hs[1:], present[1:], valid)
-        return torch.tanh(self.head(torch.cat([hs[0], *attended, *flags], dim=-1)))

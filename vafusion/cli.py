@@ -254,16 +254,19 @@ def _training_options(f):
 
     d = TrainingConfig()
     return _stacked([
-        click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(1)),
+        click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(1),
+                     help="Training epochs at most (--patience may stop earlier; closed-form models ignore it)."),
         click.option("--batch-size", default=d.batch_size, show_default=True, type=click.IntRange(1),
                      help="Windows per step."),
         click.option("--lr", default=d.lr, show_default=True, type=float, help="Peak AdamW learning rate."),
-        click.option("--weight-decay", default=d.weight_decay, show_default=True, type=float),
+        click.option("--weight-decay", default=d.weight_decay, show_default=True, type=float,
+                     help="AdamW weight decay."),
         click.option("--mse-weight", default=d.mse_weight, show_default=True, type=float,
                      help="Weight of an extra MSE term in the loss."),
         click.option("--patience", default=d.patience, show_default=True, type=click.IntRange(1),
                      help="Stop after this many epochs without a better validation P."),
-        click.option("--seed", default=d.seed, show_default=True, type=int),
+        click.option("--seed", default=d.seed, show_default=True, type=int,
+                     help="Seed of the initial weights, the shuffling and dropout (a ridge: its subsample)."),
         click.option("--device", default=d.device, show_default=True, help="auto, cpu, cuda or cuda:K."),
     ])(f)
 

@@ -53,7 +53,8 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
 def cache_info_cmd(cache_dir: Path, as_json: bool) -> None:
     """Describe CACHE: corpus summary, and per feature file its dim, dtype, ids, frames,
-    extractor, fingerprint and size on disk."""
+    extractor, fingerprint, checksums, linked shards and size on disk; unfinished extractions
+    and temporary files left by writers."""
     from vafusion.cache.inspect import cache_info, format_info
 
     info = cache_info(cache_dir)
@@ -63,18 +64,23 @@ def cache_info_cmd(cache_dir: Path, as_json: bool) -> None:
 @cache.command("verify")
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(path_type=Path))
 def cache_verify_cmd(cache_dir: Path) -> None:
-    """Check every id of every feature file against corpus.h5: shape (T, dim), float16,
-    finite values, mask length, completion marker, matching corpus fingerprint.
-    Exits 0 only if the cache is whole; each problem is printed with its file."""
+    """Check every id of every feature file against corpus.h5 and read all its data: shape
+    (T, dim), float16 features, 1-byte bool mask of T rows, stored checksums, finite values,
+    completion marker, matching corpus fingerprint, merged shards that are the ones merged.
+    Run it after copying a cache to another machine. Exits 0 only if the cache is whole;
+    each problem is printed with its file (and id and dataset); notes (e.g. no checksums in
+    files of an older vafusion, temporary files) do not fail it."""
     from vafusion.cache.inspect import verify_cache
 
-    problems = verify_cache(cache_dir)
-    for p in problems:
+    report = verify_cache(cache_dir)
+    for p in report:
         click.echo(f"problem: {p}", err=True)
-    if problems:
-        click.echo(f"{cache_dir}: {len(problems)} problem(s)", err=True)
+    for n in report.notes:
+        click.echo(f"note: {n}", err=True)
+    if report:
+        click.echo(f"{cache_dir}: {len(report)} problem(s)", err=True)
         sys.exit(1)
-    click.echo(f"{cache_dir}: ok")
+    click.echo(f"{cache_dir}: ok" + (f" ({len(report.notes)} note(s))" if report.notes else ""))
 
 
 @cache.command("merge")
@@ -84,11 +90,13 @@ def cache_verify_cmd(cache_dir: Path) -> None:
 @click.option("--feature", "features", multiple=True, help="Merge only this feature (repeatable).")
 def cache_merge_cmd(cache_dir: Path, copy: bool, features: tuple[str, ...]) -> None:
     """Combine the shard files written by `extract --shard K/N` (all N copied into CACHE)
-    into whole <feature>.h5 files. A missing shard is an error."""
+    into whole <feature>.h5 files. A missing shard is an error. A linked file records which
+    shard files it links to and reads only those, from CACHE; a merge already done is not
+    rewritten."""
     from vafusion.cache.merge import merge_shards
 
-    for path in merge_shards(cache_dir, copy=copy, features=list(features) or None):
-        click.echo(f"wrote {path}")
+    for merged in merge_shards(cache_dir, copy=copy, features=list(features) or None):
+        click.echo(f"{'wrote' if merged.written else 'up to date'} {merged.path}")
 
 
 # ---- stage 1 commands -------------------------------------------------------------------

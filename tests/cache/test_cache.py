@@ -74,7 +74,12 @@ def test_corpus_index_tamper_detected(tmp_path):
     write_corpus_index(tmp_path, _index())
     with h5py.File(tmp_path / schema.CORPUS_FILE, "a") as f:
         f["labels/v2"][0, 0] = 0.5
-    with pytest.raises(VafusionError, match="fingerprint"):
+    with pytest.raises(VafusionError, match=r"labels of 1 id\(s\) do not match their checksums \('v2'\)"):
+        read_corpus_index(tmp_path)
+    with h5py.File(tmp_path / schema.CORPUS_FILE, "a") as f:
+        f["fps"][0] = 50.0  # a column without its own checksum: still caught by the fingerprint
+        f["labels/v2"][0, 0] = _index()["v2"].labels[0, 0]
+    with pytest.raises(VafusionError, match="does not match its fingerprint"):
         read_corpus_index(tmp_path)
 
 
@@ -167,9 +172,9 @@ def test_verify_passes_whole_cache(tmp_path):
 def test_verify_catches_missing_id(tmp_path):
     _make_cache(tmp_path, ids={"v1_left", "v1_right", "v3"})
     problems = verify_cache(tmp_path)
-    assert len(problems) == 1 and "missing: v2" in str(problems[0])
+    assert len(problems) == 1 and "lacks 1 id(s): 'v2'" in str(problems[0])
     result = CliRunner().invoke(cli, ["cache", "verify", str(tmp_path)])
-    assert result.exit_code == 1 and "missing: v2" in result.output
+    assert result.exit_code == 1 and "lacks 1 id(s): 'v2'" in result.output
 
 
 def test_verify_catches_truncated_file(tmp_path):
@@ -186,13 +191,15 @@ def test_verify_catches_truncated_file(tmp_path):
 def test_verify_catches_wrong_shape_nan_and_unfinished(tmp_path):
     _make_cache(tmp_path)
     with h5py.File(tmp_path / "toy.h5", "a") as f:
-        del f["videos/v2/features"]
-        f["videos/v2/features"] = np.zeros((6, DIM), np.float16)
+        for name, data in (("features", np.zeros((6, DIM), np.float16)), ("mask", np.ones(6, bool))):
+            del f[f"videos/v2/{name}"]
+            f[f"videos/v2/{name}"] = data
         f["videos/v3/features"][1, 2] = np.nan
     (tmp_path / schema.PARTS_DIR / "logmel").mkdir(parents=True)
     text = "\n".join(map(str, verify_cache(tmp_path)))
-    assert "v2: features shape (6, 4), expected (7, 4)" in text
-    assert "v3: 1 frame(s) with non-finite values" in text
+    assert "frame counts differ from corpus.h5 for 1 id(s): v2 (6 != 7)" in text
+    assert "video 'v3': features checksum mismatch" in text  # NaN written behind the writer's back
+    assert "video 'v3': 1 frame(s) with non-finite values" in text
     assert "unfinished extraction" in text
 
 
@@ -217,17 +224,18 @@ def test_merge_links_and_copies(tmp_path):
     clean = tmp_path / "clean"
     _make_cache(clean)
     (linked,) = merge_shards(tmp_path)
-    assert verify_cache(tmp_path) == []
-    size_linked = linked.stat().st_size
+    assert linked.written and verify_cache(tmp_path) == []
+    size_linked = linked.path.stat().st_size
     moved = tmp_path.parent / "moved"
     shutil.copytree(tmp_path, moved)  # links are relative: the cache directory moves as a whole
     (copied,) = merge_shards(moved, copy=True)
+    assert [m.written for m in merge_shards(moved, copy=True) + merge_shards(tmp_path)] == [False, False]
     for cache in (tmp_path, moved):
         with open_feature_file(cache, "toy") as a, open_feature_file(clean, "toy") as b:
             assert a.ids == b.ids
             for vid in a.ids:
                 np.testing.assert_array_equal(a.read(vid)[0], b.read(vid)[0])
-    assert copied.stat().st_size > size_linked
+    assert copied.path.stat().st_size > size_linked
 
 
 def test_merge_missing_shard_is_an_error(tmp_path):
@@ -244,8 +252,9 @@ def test_linked_merge_with_shard_deleted_fails_verify(tmp_path):
         _make_cache(tmp_path, shard=(k, 2), ids=set(schema.shard_ids(_index().ids, (k, 2))))
     merge_shards(tmp_path)
     (tmp_path / "toy.shard-2-of-2.h5").unlink()
-    problems = verify_cache(tmp_path)
-    assert problems and all("unreadable" in str(p) for p in problems)
+    (problem,) = verify_cache(tmp_path)
+    assert str(problem).endswith("toy.shard-2-of-2.h5: missing shard of toy.h5 (its links point to it); "
+                                 "copy that shard file back beside toy.h5")
 
 
 def test_reader_names_missing_video_and_missing_link_target(tmp_path):
@@ -259,9 +268,8 @@ def test_reader_names_missing_video_and_missing_link_target(tmp_path):
             ff.read("nope")
         feats, mask = ff.read("v2")  # through the external link
         np.testing.assert_array_equal(feats, _features(_index()["v2"])[0].astype(np.float16))
-    gone = schema.shard_ids(_index().ids, (2, 2))
     (tmp_path / "toy.shard-2-of-2.h5").unlink()
-    with pytest.raises(VafusionError, match=rf"no video '{gone[0]}' \(or its link target is missing"):
+    with pytest.raises(VafusionError, match=r"toy.shard-2-of-2.h5: missing shard of toy.h5"):
         load_cache(tmp_path, ["toy"], progress=False)
 
 

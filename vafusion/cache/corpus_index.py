@@ -18,7 +18,8 @@ import numpy as np
 
 from vafusion import __version__
 from vafusion.atomic import atomic_path
-from vafusion.cache import schema
+from vafusion.cache import checksum, schema
+from vafusion.cache.fs import make_dir, require_writable, write_error
 from vafusion.errors import VafusionError
 
 
@@ -91,10 +92,21 @@ class CorpusIndex:
 
 
 def write_corpus_index(cache_dir: str | Path, index: CorpusIndex, source: str = "") -> Path:
-    """Write corpus.h5 atomically (temporary file, then rename): a kill never leaves half of it."""
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    """Write corpus.h5 atomically (temporary file, then rename): a kill never leaves half of it.
+
+    Each labels dataset carries its checksum, so a damaged file names the id whose labels changed.
+    """
+    cache_dir = make_dir(Path(cache_dir))
     path = cache_dir / schema.CORPUS_FILE
+    require_writable(cache_dir, schema.CORPUS_FILE)
+    try:
+        _write(path, index, source)
+    except OSError as e:
+        raise write_error(path, e) from None
+    return path
+
+
+def _write(path: Path, index: CorpusIndex, source: str) -> None:
     str_dtype = h5py.string_dtype("utf-8")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = schema.CORPUS_FORMAT
@@ -111,8 +123,9 @@ def write_corpus_index(cache_dir: str | Path, index: CorpusIndex, source: str = 
         labels = f.create_group(schema.LABELS_GROUP)
         for e in index:
             if e.labels is not None:
-                labels.create_dataset(e.id, data=e.labels.astype(np.float32))
-    return path
+                data = e.labels.astype(np.float32)
+                labels.create_dataset(e.id, data=data).attrs[schema.CHECKSUM_ATTR] = checksum.checksum(
+                    e.id, schema.LABELS_GROUP, data)
 
 
 def read_corpus_index(cache_dir: str | Path) -> CorpusIndex:
@@ -147,11 +160,22 @@ def read_corpus_index(cache_dir: str | Path) -> CorpusIndex:
             stored = f.attrs.get("fingerprint", "")
     except VafusionError:
         raise
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
         raise VafusionError(
-            f"{path}: unreadable or incomplete corpus index ({e}); re-run `vafusion extract` to rewrite it"
+            f"{path}: unreadable or incomplete corpus index ({str(e).splitlines()[0] if str(e) else e!r}); "
+            f"copy it again, or re-run `vafusion extract` to rewrite it"
         ) from None
     index = CorpusIndex(tuple(entries))
     if index.fingerprint != stored:
-        raise VafusionError(f"{path}: content does not match its fingerprint; the file was altered or damaged")
+        damaged = _damaged_labels(path)
+        what = (f"the labels of {len(damaged)} id(s) do not match their checksums ({', '.join(map(repr, damaged[:3]))}"
+                f"{' ...' if len(damaged) > 3 else ''})" if damaged else "content does not match its fingerprint")
+        raise VafusionError(f"{path}: {what}; the file was altered or damaged: copy it again or re-extract")
     return index
+
+
+def _damaged_labels(path: Path) -> list[str]:
+    """Ids whose labels dataset no longer matches its checksum (only looked for once the fingerprint failed)."""
+    with h5py.File(path, "r") as f:
+        group = f[schema.LABELS_GROUP]
+        return [vid for vid in sorted(group) if checksum.mismatch(vid, schema.LABELS_GROUP, group[vid].id, group[vid][()])]

@@ -6,31 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from vafusion.cache import schema
+from vafusion.cache.check import corpus_agreement, few
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
+from vafusion.cache.fs import temporary_files
 from vafusion.cache.reader import FeatureFile, list_features
 from vafusion.errors import VafusionError
 
 
-def _file_bytes(path: Path) -> int:
-    """Bytes on disk of a feature file plus the shard files its external links point to."""
-    total = path.stat().st_size
-    targets: set[str] = set()
-    with h5py.File(path, "r") as f:
-        videos = f.get(schema.VIDEOS_GROUP)
-        if videos is not None:
-            for vid in videos:
-                link = videos.get(vid, getlink=True)
-                if isinstance(link, h5py.ExternalLink):
-                    targets.add(link.filename)
-    for name in targets:
-        target = path.parent / name
-        if target.is_file():
-            total += target.stat().st_size
-    return total
+def _file_bytes(ff: FeatureFile) -> int:
+    """Bytes on disk of a feature file plus the shard files a merged one links to."""
+    return ff.path.stat().st_size + sum(p.stat().st_size for p in ff.sources)
 
 
 def _unfinished(cache_dir: Path) -> list[str]:
@@ -40,6 +28,34 @@ def _unfinished(cache_dir: Path) -> list[str]:
 
 def _shard_files(cache_dir: Path) -> list[str]:
     return sorted(p.name for p in cache_dir.glob("*.h5") if schema.SHARD_FILE.match(p.name))
+
+
+def _feature_info(path: Path, index: CorpusIndex) -> dict[str, Any]:
+    """One feature file's entry of ``cache info``; a file that cannot be read gets an ``error``."""
+    try:
+        with FeatureFile(path) as ff:
+            ids = ff.ids
+            frames = sum(ff.n_frames(v) for v in ids)
+            with_checksums = sum(ff.has_checksums(v) for v in ids)
+            return {
+                "feature": ff.feature,
+                "file": path.name,
+                "dim": ff.dim,
+                "dtype": schema.FEATURE_DTYPE,
+                "ids": len(ids),
+                "frames": int(frames),
+                "extractor": ff.extractor,
+                "fingerprint": ff.fingerprint,
+                "corpus_matches": ff.corpus_fingerprint == index.fingerprint,
+                "compression": ff.compression,
+                "checksums": "all" if with_checksums == len(ids) else "none" if not with_checksums else "some",
+                "shards": [p.name for p in ff.sources],
+                "created": ff.created,
+                "vafusion_version": ff.vafusion_version,
+                "bytes": _file_bytes(ff),
+            }
+    except VafusionError as e:
+        return {"feature": path.name[: -len(".h5")], "file": path.name, "error": str(e)}
 
 
 def cache_info(cache_dir: str | Path) -> dict[str, Any]:
@@ -64,29 +80,10 @@ def cache_info(cache_dir: str | Path) -> dict[str, Any]:
         "features": [],
         "shards": _shard_files(cache_dir),
         "unfinished": _unfinished(cache_dir),
+        "temporary": [str(t) for t in temporary_files(cache_dir)],
     }
     for name in list_features(cache_dir):
-        path = schema.feature_path(cache_dir, name)
-        with FeatureFile(path) as ff:
-            ids = ff.ids
-            frames = sum(ff.n_frames(v) for v in ids)
-            info["features"].append(
-                {
-                    "feature": ff.feature,
-                    "file": path.name,
-                    "dim": ff.dim,
-                    "dtype": schema.FEATURE_DTYPE,
-                    "ids": len(ids),
-                    "frames": int(frames),
-                    "extractor": ff.extractor,
-                    "fingerprint": ff.fingerprint,
-                    "corpus_matches": ff.corpus_fingerprint == index.fingerprint,
-                    "compression": ff.compression,
-                    "created": ff.created,
-                    "vafusion_version": ff.vafusion_version,
-                    "bytes": _file_bytes(path),
-                }
-            )
+        info["features"].append(_feature_info(schema.feature_path(cache_dir, name), index))
     return info
 
 
@@ -111,6 +108,9 @@ def format_info(info: dict[str, Any]) -> str:
     if not info["features"]:
         lines.append("  no feature files yet")
     for f in info["features"]:
+        if "error" in f:
+            lines.append(f"  {f['file']}: UNREADABLE: {f['error']}")
+            continue
         ex = f["extractor"]
         weights = f"weights {ex['weights']}" if "weights" in ex else "no learned weights"
         lines.append(
@@ -118,12 +118,17 @@ def format_info(info: dict[str, Any]) -> str:
             f"{_human_bytes(f['bytes'])}, compression {f['compression']}"
         )
         lines.append(f"      extractor {ex.get('model', f['feature'])} ({weights}), fingerprint {f['fingerprint'][:16]}")
+        checksums = {"all": "every dataset", "none": "none (written by an older vafusion)", "some": "some datasets"}
+        lines.append(f"      checksums: {checksums[f['checksums']]}"
+                     + (f"; links to shards {', '.join(f['shards'])}" if f["shards"] else ""))
         if not f["corpus_matches"]:
             lines.append("      WARNING: made for another corpus index (run `vafusion cache verify`)")
     if info["shards"]:
         lines.append(f"  shard files: {', '.join(info['shards'])} (merge with `vafusion cache merge`)")
     if info["unfinished"]:
         lines.append(f"  unfinished extraction: {', '.join(info['unfinished'])} (rerun `vafusion extract` to resume)")
+    for tmp in info["temporary"]:
+        lines.append(f"  temporary file: {tmp}")
     return "\n".join(lines)
 
 
@@ -132,66 +137,98 @@ class Problem:
     path: str
     message: str
 
+    @classmethod
+    def from_error(cls, error: VafusionError) -> "Problem":
+        """A VafusionError's ``<path>: <message>`` (the path may be a shard's, not the checked file's)."""
+        path, _, message = str(error).partition(": ")
+        return cls(path, message)
+
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
 
 
-def _verify_feature_file(path: Path, index: CorpusIndex) -> list[Problem]:
-    problems: list[Problem] = []
+class VerifyReport(list):
+    """The problems found (a list: empty means the cache is whole), plus ``notes``.
 
-    def bad(msg: str) -> None:
-        problems.append(Problem(str(path), msg))
+    A note is worth knowing but does not make the cache wrong: data without checksums
+    (written by an older vafusion), a merge that recorded no shard identities, temporary
+    files of a write in progress or of a killed writer.
+    """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: list[Problem] = []
+
+
+def _verify_content(ff: FeatureFile, vid: str) -> list[str]:
+    """Read one video and check what only the data can show: checksums, mask values, finite features."""
+    feats, mask = ff.read(vid)
+    found = ff.checksum_problems(vid, feats, mask)
+    if mask.size and mask.view(np.uint8).max() > 1:
+        found.append("mask holds values other than 0 and 1")
+    if not np.isfinite(feats).all():
+        found.append(f"{int((~np.isfinite(feats)).any(axis=1).sum())} frame(s) with non-finite values")
+    return found
+
+
+def _verify_feature_file(path: Path, index: CorpusIndex, report: VerifyReport) -> None:
     try:
         ff = FeatureFile(path)
     except VafusionError as e:
-        return [Problem(str(path), str(e).split(": ", 1)[-1])]
+        report.append(Problem.from_error(e))
+        return
+
+    def bad(msg: str) -> None:
+        report.append(Problem(str(path), msg))
+
     with ff:
-        if ff.corpus_fingerprint != index.fingerprint:
-            bad("made for another corpus index (corpus_fingerprint differs from corpus.h5); re-extract it")
         if ff.fingerprint != schema.fingerprint(ff.extractor):
             bad("extractor description does not match its fingerprint; the header was altered")
-        ids = set(ff.ids)
-        missing = [v for v in index.ids if v not in ids]
-        extra = sorted(ids - set(index.ids))
-        if missing:
-            bad(f"{len(missing)} id(s) of corpus.h5 missing: {', '.join(missing[:5])}"
-                f"{' ...' if len(missing) > 5 else ''} (rerun `vafusion extract` to fill them)")
+        agreement = corpus_agreement(ff, index, index.ids)
+        report.extend(Problem.from_error(VafusionError(m)) for m in agreement.malformed)
+        for msg in agreement.corpus:
+            bad(msg + ("; rerun `vafusion extract` to fill them" if msg.startswith("lacks") else "; re-extract it"))
+        extra = sorted(set(ff.ids) - set(index.ids))
         if extra:
-            bad(f"{len(extra)} id(s) not in corpus.h5: {', '.join(extra[:5])}")
-        for vid in sorted(ids & set(index.ids)):
+            bad(f"{len(extra)} id(s) not in {schema.CORPUS_FILE}: {few(extra)}")
+        without = 0
+        for vid in sorted(set(ff.ids) & set(index.ids) - agreement.malformed_ids):
             try:
-                feats, mask = ff.read(vid)
-            except (VafusionError, OSError, KeyError) as e:
-                bad(f"{vid}: unreadable ({str(e).split(': ', 1)[-1]})")
-                continue
-            t = index[vid].n_frames
-            if feats.shape != (t, ff.dim):
-                bad(f"{vid}: features shape {feats.shape}, expected ({t}, {ff.dim})")
-            if feats.dtype != np.float16:
-                bad(f"{vid}: dtype {feats.dtype}, expected float16")
-            if mask.shape != (t,) or mask.dtype != bool:
-                bad(f"{vid}: mask shape {mask.shape} dtype {mask.dtype}, expected ({t},) bool")
-            if not np.isfinite(feats).all():
-                bad(f"{vid}: {int((~np.isfinite(feats)).any(axis=1).sum())} frame(s) with non-finite values")
-    return problems
+                for msg in _verify_content(ff, vid):
+                    report.append(Problem(str(ff.holder(vid)), f"video {vid!r}: {msg}"))
+                without += not ff.has_checksums(vid)
+            except VafusionError as e:
+                report.append(Problem.from_error(e))
+        if without:
+            report.notes.append(Problem(str(path), f"no checksums for {without} video(s) (written by an older "
+                                                   f"vafusion): their content cannot be proven intact"))
+        if ff.sources and ff.shard_records is None:
+            report.notes.append(Problem(str(path), "merged by an older vafusion: shard identities not recorded; "
+                                                   "rerun `vafusion cache merge` to record them"))
 
 
-def verify_cache(cache_dir: str | Path) -> list[Problem]:
-    """Every problem found, each naming its file; an empty list means the cache is whole."""
+def verify_cache(cache_dir: str | Path) -> VerifyReport:
+    """Every problem found, each naming its file (empty: the cache is whole); ``.notes`` besides.
+
+    Runs the same dataset and corpus checks as ``load_cache`` (:mod:`vafusion.cache.check`),
+    then reads every video: stored checksums, mask values, finite features.
+    """
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
         raise VafusionError(f"{cache_dir}: no such cache directory")
+    report = VerifyReport()
+    for tmp in temporary_files(cache_dir):
+        report.notes.append(Problem(str(tmp.path), f"temporary file ({tmp.state})"))
     try:
         index = read_corpus_index(cache_dir)
     except VafusionError as e:
-        return [Problem(str(cache_dir / schema.CORPUS_FILE), str(e).split(": ", 1)[-1])]
-    problems: list[Problem] = []
+        report.append(Problem.from_error(e))
+        return report
     features = list_features(cache_dir)
     if not features:
-        problems.append(Problem(str(cache_dir), "no feature files (run `vafusion extract`, or `vafusion cache merge` for shards)"))
+        report.append(Problem(str(cache_dir), "no feature files (run `vafusion extract`, or `vafusion cache merge` for shards)"))
     for name in features:
-        problems += _verify_feature_file(schema.feature_path(cache_dir, name), index)
+        _verify_feature_file(schema.feature_path(cache_dir, name), index, report)
     for stem in _unfinished(cache_dir):
-        problems.append(Problem(str(cache_dir / schema.PARTS_DIR / stem), "unfinished extraction; rerun `vafusion extract` to resume"))
-    return problems
+        report.append(Problem(str(cache_dir / schema.PARTS_DIR / stem), "unfinished extraction; rerun `vafusion extract` to resume"))
+    return report

@@ -1,16 +1,42 @@
-"""Reading feature files: validated on open, so a foreign or truncated file is one clear error."""
+"""Reading feature files: validated on open, so a foreign, truncated or malformed file is one clear error.
+
+Why the low-level calls and the checks before them: ``load_cache`` reads every video of every
+feature file straight into one big block (``read_into``), which is memory-unsafe unless each
+dataset's dtype, shape and storage are exactly what the buffer expects; so every video's
+datasets go through :func:`vafusion.cache.check.check_video` when first opened, and every read
+error becomes a :class:`VafusionError` naming the file, the id and the dataset.
+
+A merged (linked) file's external links are never followed by HDF5 (which would also search
+the current directory and ``HDF5_EXT_PREFIX``): the reader opens each shard the merge
+recorded, from the merged file's folder only, and checks it is that very file
+(:mod:`vafusion.cache.shards`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 import h5py
 import numpy as np
 
-from vafusion.cache import schema
+from vafusion.cache import checksum, schema, shards
+from vafusion.cache.check import check_video, malformed, rows_problem
 from vafusion.errors import VafusionError
+
+
+
+class _Video(NamedTuple):
+    """One video's checked, open datasets, the file holding them, and their shapes."""
+
+    features: h5py.h5d.DatasetID
+    mask: h5py.h5d.DatasetID
+    holder: Path
+    f_shape: tuple[int, ...]
+    m_shape: tuple[int, ...]
+
 
 def list_features(cache_dir: str | Path) -> list[str]:
     """Names of the whole (non-shard) feature files of a cache, e.g. ``['logmel', 'resnet50']``."""
@@ -22,11 +48,24 @@ def list_features(cache_dir: str | Path) -> list[str]:
     )
 
 
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else error.__class__.__name__
+
+
+def _link_type(group: h5py.h5g.GroupID, name: bytes) -> int:
+    """The link type of ``name`` in ``group`` (h5l.TYPE_*); KeyError if there is none."""
+    try:
+        return group.links.get_info(name).type
+    except (KeyError, RuntimeError):
+        raise KeyError(name.decode()) from None
+
+
 class FeatureFile:
     """One open feature file (read-only). Use as a context manager."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, merged_into: Path | None = None) -> None:
         self.path = Path(path)
+        self._merged_into = merged_into  # set when this file is a shard opened by a merged file
         if not self.path.is_file():
             raise VafusionError(f"{self.path}: no such feature file")
         try:
@@ -36,11 +75,19 @@ class FeatureFile:
                 f"{self.path}: not a readable HDF5 file ({e.__class__.__name__}); it may be truncated "
                 f"or still being copied: copy it again or re-extract with --overwrite"
             ) from None
+        self._sources: dict[str, FeatureFile] = {}
+        self._handles: dict[str, _Video] = {}
+        self._ids: list[str] | None = None
         try:
             self._read_header()
-        except Exception:
-            self._file.close()
+            self._open_recorded_shards()
+        except VafusionError:
+            self.close()
             raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+            self.close()
+            raise VafusionError(f"{self.path}: header unreadable ({_first_line(e)}); the file is damaged: copy it "
+                                f"again or re-extract with --overwrite") from None
 
     def _read_header(self) -> None:
         attrs = self._file.attrs
@@ -64,75 +111,207 @@ class FeatureFile:
             self.created: str = str(attrs.get("created", ""))
             self.vafusion_version: str = str(attrs.get("vafusion_version", ""))
             self.compression: str = str(attrs.get("compression", "none"))
-        except (KeyError, ValueError) as e:
+            self.shard_records = shards.read_records(attrs)
+        except (KeyError, ValueError, TypeError) as e:
             raise VafusionError(f"{self.path}: header attribute missing or malformed ({e})") from None
-        self._handles: dict[str, tuple[h5py.h5d.DatasetID, h5py.h5d.DatasetID]] = {}
-        self._videos = self._file.get(schema.VIDEOS_GROUP)
-        if self._videos is None:
-            raise VafusionError(f"{self.path}: no '{schema.VIDEOS_GROUP}' group; the file is damaged: re-extract")
+        try:
+            kind = _link_type(self._file.id, schema.VIDEOS_GROUP.encode())
+        except KeyError:
+            raise VafusionError(f"{self.path}: no '{schema.VIDEOS_GROUP}' group; the file is damaged: re-extract") from None
+        if kind != h5py.h5l.TYPE_HARD:
+            raise VafusionError(f"{self.path}: '{schema.VIDEOS_GROUP}' is a link, not a group; not a vafusion file")
+        self._videos = self._file[schema.VIDEOS_GROUP]
 
+    def _open_recorded_shards(self) -> None:
+        if self.shard_records is None:
+            return
+        if self._merged_into is not None:
+            raise VafusionError(f"{self.path}: a merged file cannot be a shard of {self._merged_into.name}")
+        for record in self.shard_records:
+            self._sources[record.file] = shards.open_recorded(self, record)
+
+    # -- header -------------------------------------------------------------------------
     @property
     def attrs(self) -> dict:
         """All root attributes, as written (for copying a header, e.g. when merging shards)."""
         return dict(self._file.attrs)
 
     @property
+    def file_id(self) -> str:
+        """This file's identity as a merge records it (see :func:`vafusion.cache.shards.identity`)."""
+        return shards.identity(self._file.attrs, self.ids)
+
+    @property
+    def sources(self) -> list[Path]:
+        """Shard files a merged file reads (the files its links resolve to); empty for a whole file."""
+        return [s.path for s in self._sources.values()]
+
+    @property
     def ids(self) -> list[str]:
-        return sorted(self._videos.keys())
+        """The video ids, sorted (read once)."""
+        if self._ids is None:
+            try:
+                names = list(self._videos.keys())
+            except (OSError, RuntimeError) as e:
+                raise VafusionError(f"{self.path}: the list of videos is unreadable ({_first_line(e)}); "
+                                    f"copy the file again") from None
+            garbled = [n for n in names if not isinstance(n, str)]
+            if garbled:
+                raise VafusionError(f"{self.path}: {len(garbled)} video name(s) are not valid text ({garbled[0]!r}); "
+                                    f"the file is damaged: copy it again")
+            self._ids = sorted(names)
+        return list(self._ids)
 
     def __contains__(self, video_id: str) -> bool:
-        return video_id in self._videos
+        return self._videos.id.links.exists(video_id.encode())  # the link itself: never followed
 
-    def _datasets(self, video_id: str) -> tuple[h5py.h5d.DatasetID, h5py.h5d.DatasetID]:
-        """Low-level dataset ids of one video, opened once per file.
+    # -- datasets -----------------------------------------------------------------------
+    def _locate(self, video_id: str) -> tuple[h5py.h5g.GroupID, "FeatureFile"]:
+        """``(videos group, file)`` that hold the video: this file, or the recorded shard its link names."""
+        name = video_id.encode()
+        try:
+            kind = _link_type(self._videos.id, name)
+        except KeyError:
+            raise VafusionError(f"{self.path}: no video {video_id!r}") from None
+        if kind == h5py.h5l.TYPE_HARD:
+            return self._videos.id, self
+        if kind != h5py.h5l.TYPE_EXTERNAL or self._merged_into is not None:
+            raise VafusionError(f"{self.path}: video {video_id!r} is a link where a group was expected; not a vafusion file")
+        filename, target = (x.decode() for x in self._videos.id.links.get_val(name))
+        if target.strip("/") != f"{schema.VIDEOS_GROUP}/{video_id}":
+            raise VafusionError(f"{self.path}: video {video_id!r} links to {target!r} in {filename}; the file is damaged")
+        source = self._sources.get(filename)
+        if source is None:
+            source = shards.open_unrecorded(self, filename)
+            self._sources[filename] = source
+        return source._locate(video_id)
 
-        One ``H5Dopen`` by path (HDF5 follows the external links of merged caches) costs
-        ~20 us where h5py's group/dataset wrappers cost ~170 us per video; ``load_cache``
-        does this for every video of every feature file.
+    def _datasets(self, video_id: str) -> _Video:
+        """One video's low-level dataset ids, checked (dtype, shape, storage), opened once per file.
+
+        Low-level ``H5Dopen`` costs a fraction of h5py's group/dataset wrappers, which matters
+        because ``load_cache`` does this for every video of every feature file. Only hard links
+        are followed to other files by the reader itself (:meth:`_locate`), never by HDF5.
         """
         cached = self._handles.get(video_id)
         if cached is not None:
             return cached
-        base = f"{schema.VIDEOS_GROUP}/{video_id}/"
-        try:
-            handles = (
-                h5py.h5d.open(self._file.id, (base + schema.FEATURES_DATASET).encode()),
-                h5py.h5d.open(self._file.id, (base + schema.MASK_DATASET).encode()),
-            )
-        except KeyError:
-            raise VafusionError(
-                f"{self.path}: no video {video_id!r} (or its link target is missing: for a merged cache, "
-                f"are all shard files beside it?)"
-            ) from None
+        videos, holder = self._locate(video_id)
+        opened = []
+        for name in (schema.FEATURES_DATASET, schema.MASK_DATASET):
+            try:
+                dataset = h5py.h5d.open(videos, f"{video_id}/{name}".encode())
+            except KeyError:
+                raise VafusionError(f"{holder.path}: video {video_id!r} has no {name} dataset; re-extract it") from None
+            except (OSError, RuntimeError) as e:
+                raise VafusionError(f"{holder.path}: video {video_id!r}: {name} unreadable ({_first_line(e)}); the "
+                                    f"file is damaged: copy it again or re-extract it") from None
+            if dataset.fileno != videos.fileno:  # cheaper than asking first; the video group is a hard link
+                raise VafusionError(f"{holder.path}: video {video_id!r}: {name} links to another file; "
+                                    f"a cache never does: re-extract it")
+            opened.append(dataset)
+        shapes = check_video(holder.path, video_id, opened[0], opened[1], self.dim)
+        handles = _Video(opened[0], opened[1], holder.path, *shapes)
         self._handles[video_id] = handles
         return handles
 
     def n_frames(self, video_id: str) -> int:
-        return int(self._datasets(video_id)[0].shape[0])
+        return self._datasets(video_id).f_shape[0]
+
+    def rows(self, video_id: str) -> tuple[int, int]:
+        """Row counts ``(features, mask)``; equal in a well-formed file (see ``check.rows_problem``)."""
+        v = self._datasets(video_id)
+        return v.f_shape[0], v.m_shape[0]
+
+    def holder(self, video_id: str) -> Path:
+        """The file that stores the video's data (a shard file for a merged cache)."""
+        return self._datasets(video_id).holder
+
+    def _unreadable(self, video_id: str, name: str, error: Exception) -> VafusionError:
+        return VafusionError(
+            f"{self.holder(video_id)}: video {video_id!r}: {name} unreadable ({_first_line(error)}); the file is damaged "
+            f"(a corrupted chunk or a truncated copy): copy it again or re-extract {self.feature}"
+        )
 
     def read(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
         """``(features float16 (T, dim), mask bool (T,))`` of one video."""
-        feats, mask = (h5py.Dataset(i) for i in self._datasets(video_id))
-        return feats[()], mask[()]
+        feats, mask, holder, _, _ = self._datasets(video_id)
+        problem = rows_problem(*self.rows(video_id))
+        if problem:
+            raise malformed(holder, video_id, problem)
+        out = []
+        for name, dataset in ((schema.FEATURES_DATASET, feats), (schema.MASK_DATASET, mask)):
+            try:
+                out.append(h5py.Dataset(dataset)[()])
+            except (OSError, RuntimeError) as e:
+                raise self._unreadable(video_id, name, e) from None
+        return out[0], out[1]
 
-    def read_into(self, video_id: str, features_out: np.ndarray, mask_out: np.ndarray) -> None:
-        """Read straight into preallocated arrays (e.g. views of one big float16 block)."""
-        feats, mask = self._datasets(video_id)
-        if features_out.shape != feats.shape or mask_out.shape != mask.shape:
-            raise ValueError(f"{video_id}: out arrays {features_out.shape} do not fit {feats.shape}")
-        if feats.shape[0] == 0:
+    def read_into(self, video_id: str, features_out: np.ndarray, mask_out: np.ndarray, verify: bool = False) -> None:
+        """Read straight into preallocated arrays (e.g. views of one big float16 block).
+
+        ``verify``: also recompute the checksums stored at write time (costs a CRC pass).
+        """
+        feats, mask, _, f_shape, m_shape = self._datasets(video_id)
+        if features_out.shape != f_shape or mask_out.shape != m_shape:
+            raise ValueError(f"{video_id}: out arrays features {features_out.shape} / mask {mask_out.shape} do not "
+                             f"fit the file's features {f_shape} / mask {m_shape}")
+        if features_out.dtype != np.float16 or mask_out.dtype != bool:
+            raise ValueError(f"{video_id}: out arrays must be float16 / bool")
+        if f_shape[0] == 0:
             return
-        if not (features_out.flags.c_contiguous and mask_out.flags.c_contiguous):
-            h5py.Dataset(feats).read_direct(features_out)
-            h5py.Dataset(mask).read_direct(mask_out)
-            return
-        # Low-level reads straight into the caller's memory; the bool mask is read as its raw
-        # bytes, skipping HDF5's enum conversion (measured 25 us -> 6 us per video).
-        feats.read(h5py.h5s.ALL, h5py.h5s.ALL, features_out)
-        mask.read(h5py.h5s.ALL, h5py.h5s.ALL, mask_out.view(np.uint8), mtype=mask.get_type())
+        name = schema.FEATURES_DATASET
+        try:
+            if not (features_out.flags.c_contiguous and mask_out.flags.c_contiguous):
+                h5py.Dataset(feats).read_direct(features_out)
+                name = schema.MASK_DATASET
+                h5py.Dataset(mask).read_direct(mask_out)
+            else:
+                # Low-level reads straight into the caller's memory, safe because check_video proved
+                # the file's types and shapes match: the bool mask is read as its raw bytes (1-byte
+                # enum), skipping HDF5's enum conversion (measured 25 us -> 6 us per video).
+                feats.read(h5py.h5s.ALL, h5py.h5s.ALL, features_out)
+                name = schema.MASK_DATASET
+                mask.read(h5py.h5s.ALL, h5py.h5s.ALL, mask_out.view(np.uint8), mtype=mask.get_type())
+        except (OSError, RuntimeError) as e:
+            raise self._unreadable(video_id, name, e) from None
+        if mask_out.view(np.uint8).max() > 1:
+            raise VafusionError(f"{self.holder(video_id)}: video {video_id!r}: mask holds values other than 0 and 1; "
+                                f"the file is damaged: re-extract {self.feature}")
+        if verify:
+            self.verify_checksums(video_id, features_out, mask_out)
+
+    def checksum_problems(self, video_id: str, features: np.ndarray, mask: np.ndarray) -> list[str]:
+        """Mismatches between data read for ``video_id`` and its stored checksums (``[]``: fine).
+
+        Datasets written before checksums existed have nothing to compare; see
+        :meth:`has_checksums`.
+        """
+        feats_id, mask_id = self._datasets(video_id)[:2]
+        found = [checksum.mismatch(video_id, schema.FEATURES_DATASET, feats_id, features),
+                 checksum.mismatch(video_id, schema.MASK_DATASET, mask_id, mask)]
+        return [f for f in found if f]
+
+    def has_checksums(self, video_id: str) -> bool:
+        """Whether both datasets carry a checksum (an unreadable one counts: it is a problem, not an old file)."""
+        feats_id, mask_id = self._datasets(video_id)[:2]
+        try:
+            return checksum.stored(feats_id) is not None and checksum.stored(mask_id) is not None
+        except (OSError, RuntimeError):
+            return True
+
+    def verify_checksums(self, video_id: str, features: np.ndarray, mask: np.ndarray) -> None:
+        problems = self.checksum_problems(video_id, features, mask)
+        if problems:
+            raise VafusionError(f"{self.holder(video_id)}: video {video_id!r}: {problems[0]}; copy the file again "
+                                f"or re-extract {self.feature}")
 
     def close(self) -> None:
+        # The file first: h5py closes its open ids in one sweep, far cheaper than freeing them one by one.
         self._file.close()
+        for source in self._sources.values():
+            source.close()
+        self._handles = {}
 
     def __enter__(self) -> "FeatureFile":
         return self

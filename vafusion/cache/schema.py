@@ -17,6 +17,10 @@ CORPUS_FORMAT = "vafusion-corpus"
 FORMAT_VERSION = 1
 CORPUS_FILE = "corpus.h5"
 PARTS_DIR = ".parts"
+TEMPORARY_FILE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)")
+"""Names ``vafusion.atomic.atomic_path`` gives files being written (groups: name, pid)."""
+LOCK_SUFFIX = ".lock"
+"""``CACHE/.<file>.lock``: held (flock) by the one process writing ``CACHE/<file>``."""
 PARTITIONS = ("train", "validation", "test", "unlabelled")
 
 # Feature-file layout: videos/<id>/features (T, dim) float16 and videos/<id>/mask (T,) bool.
@@ -24,6 +28,14 @@ VIDEOS_GROUP = "videos"
 FEATURES_DATASET = "features"
 MASK_DATASET = "mask"
 FEATURE_DTYPE = "float16"
+
+# Integrity attributes (written since checksums were added; files without them still read):
+CHECKSUM_ATTR = "checksum"
+"""Per dataset (features, mask, corpus labels): ``crc32:<8 hex>`` of id, name, dtype, shape and data."""
+FILE_ID_ATTR = "file_id"
+"""Root of a feature file: a random id given when the file is written, so a merge can tell it apart."""
+SHARDS_ATTR = "shards"
+"""Root of a merged (linked) feature file: JSON list of the shard files it links to, with their ids."""
 
 # corpus.h5 layout (written and read in corpus_index.py): parallel 1-D datasets ids, fps,
 # n_frames, partition, group (one row per id) and labels/<id> (T, 2) float32.

@@ -34,6 +34,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vafusion.cache import schema
+from vafusion.cache.check import require_agreement
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
 from vafusion.cache.reader import FeatureFile, open_feature_file
 from vafusion.errors import VafusionError
@@ -140,42 +141,6 @@ def _find_nonfinite(block: np.ndarray, scratch: np.ndarray | None = None) -> boo
     return False
 
 
-def _check_agreement(cache_dir: Path, index: CorpusIndex, files: list[FeatureFile], ids: list[str]) -> None:
-    """One error for every way the feature files disagree with corpus.h5 (fingerprint, ids, T)."""
-    corpus_path = cache_dir / schema.CORPUS_FILE
-    problems, bad = [], []
-    for ff in files:
-        issues = []
-        if ff.corpus_fingerprint != index.fingerprint:
-            issues.append(
-                f"made for another corpus index (corpus fingerprint {ff.corpus_fingerprint[:12]} != "
-                f"{index.fingerprint[:12]} of {corpus_path.name})"
-            )
-        present = set(ff.ids)
-        missing = [vid for vid in ids if vid not in present]
-        if missing:
-            issues.append(f"lacks {len(missing)} id(s): {_few(missing)}")
-        wrong = []
-        for vid in ids:
-            if vid in present:
-                t = ff.n_frames(vid)
-                if t != index[vid].n_frames:
-                    wrong.append(f"{vid} ({t} != {index[vid].n_frames})")
-        if wrong:
-            issues.append(
-                f"frame counts differ from {corpus_path.name} for {len(wrong)} id(s): {', '.join(wrong[:_SHOW])}"
-            )
-        if issues:
-            problems.append(f"{ff.path}: " + ", ".join(issues))
-            bad.append(ff.feature)
-    if problems:
-        raise VafusionError(
-            "; ".join(problems) + f"; features and labels would be misaligned: re-extract them for "
-            f"this corpus index (vafusion extract --cache {cache_dir} --features {','.join(bad)} "
-            f"--overwrite ...), or use them with the cache they were made for"
-        )
-
-
 def load_cache(
     cache_dir: str | Path,
     features: Sequence[str],
@@ -183,15 +148,19 @@ def load_cache(
     *,
     index: CorpusIndex | None = None,
     progress: bool = True,
+    verify_checksums: bool = False,
 ) -> LoadedCache:
     """Read corpus.h5 and the named feature files of ``cache_dir`` into RAM, checked.
 
     ``ids`` (default: every id of the index) fixes the order of ``LoadedCache.ids``. Pass an
-    already read ``index`` to skip reading corpus.h5 again. Every disagreement between the
-    feature files and the index (corpus fingerprint, missing ids, frame counts) is reported
-    in one VafusionError before anything big is read; inf/NaN features are an error naming
-    the feature and the id. Each video is read with ``read_direct`` straight into its rows of
-    the feature's float16 block, in file (sorted id) order, so the read is sequential.
+    already read ``index`` to skip reading corpus.h5 again. Before anything big is read, the
+    cache's one checker (:func:`vafusion.cache.check.require_agreement`, also behind
+    ``cache verify``) proves every dataset well-formed and every feature file in agreement with
+    the index (corpus fingerprint, ids, frame counts); inf/NaN features are an error naming
+    the feature and the id. Each video is read straight into its rows of the feature's float16
+    block, in file (sorted id) order, so the read is sequential. ``verify_checksums`` also
+    recomputes the checksums stored at write time (a CRC pass over the data; ``cache verify``
+    does this for a whole cache once, e.g. after copying it).
     """
     cache_dir = Path(cache_dir)
     if isinstance(features, str):
@@ -221,7 +190,7 @@ def load_cache(
     try:
         for name in features:
             files.append(open_feature_file(cache_dir, name))
-        _check_agreement(cache_dir, index, files, ids)
+        require_agreement(cache_dir, index, files, ids)
 
         labels = np.full((total, 2), np.nan, dtype=np.float32)
         for i, vid in enumerate(ids):
@@ -261,12 +230,7 @@ def load_cache(
                 for i in read_order:
                     a, b = int(offsets[i]), int(offsets[i + 1])
                     vid = ids[i]
-                    try:
-                        ff.read_into(vid, block[a:b], mask[a:b])
-                    except ValueError as e:
-                        raise VafusionError(
-                            f"{ff.path}: video {vid!r} has the wrong shape ({e}); re-extract {ff.feature}"
-                        ) from None
+                    ff.read_into(vid, block[a:b], mask[a:b], verify=verify_checksums)
                     scans.append((ff, vid, scanner.submit(_find_nonfinite, block[a:b], scratch)))
                     check_scans(wait=False)
                     bar.update((b - a) * ff.dim * 2)

@@ -15,19 +15,26 @@ bytes lower the ratio: --videos shows how much. Measured with a warm
 page cache (the files were just written), and again cold when the page cache can be dropped
 (``echo 3 > /proc/sys/vm/drop_caches``: needs root; the script says whether it worked).
 
+Comparison row (no target): ``load_cache(..., verify_checksums=True)`` against the default,
+i.e. what recomputing every dataset's stored CRC32 on load costs (why it is off by default).
+``--hashes`` first prints the throughput of the checksum candidates on this CPU (why CRC32).
+
 Comparison row (no target): the trainer's window throughput (shuffled 300-frame windows,
 hop 200, batches of 16, standardised float32) from the loaded cache (``iterate_batches``)
 against the common practice of the field: one .npy per video per feature, opened with
 ``np.load(mmap_mode="r")`` and windowed in Python by a torch Dataset + DataLoader.
 
-    python benchmarks/bench_cache.py [--frames 100000] [--videos 20] [--repeats 5] [--no-cold]
+    python benchmarks/bench_cache.py [--frames 100000] [--videos 20] [--repeats 5] [--no-cold] [--hashes]
+                                     [--no-windows]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import _common as C  # noqa: I001  (puts the repository root on sys.path)
@@ -49,12 +56,44 @@ def read_raw(paths: list[Path]) -> int:
     return total
 
 
-def time_load(cache: Path) -> float:
+def time_load(cache: Path, verify_checksums: bool = False) -> float:
     start = time.perf_counter()
-    loaded = load_cache(cache, FEATURES, progress=False)
+    loaded = load_cache(cache, FEATURES, progress=False, verify_checksums=verify_checksums)
     elapsed = time.perf_counter() - start
     del loaded
     return elapsed
+
+
+HASHES = {
+    "zlib.crc32": zlib.crc32,
+    "zlib.adler32": zlib.adler32,
+    "hashlib.sha1": lambda b: hashlib.sha1(b).digest(),
+    "hashlib.sha256": lambda b: hashlib.sha256(b).digest(),
+    "hashlib.blake2b": lambda b: hashlib.blake2b(b).digest(),
+    "hashlib.md5": lambda b: hashlib.md5(b).digest(),
+}
+
+
+def hash_throughput(mib: int = 64, repeats: int = 5) -> None:
+    """GB/s of each checksum candidate over float16 data, one thread (best of ``repeats``)."""
+    data = np.random.default_rng(0).standard_normal(mib * 2**19).astype(np.float16).view(np.uint8)
+    copy = np.empty_like(data)
+    rows = {"memcpy (reference)": lambda b: np.copyto(copy, b)}
+    rows.update(HASHES)
+    for name, fn in rows.items():
+        best = min(C.timed(lambda: fn(data)) for _ in range(repeats))
+        print(f"  {name:<20} {data.nbytes / best / 1e9:6.2f} GB/s", flush=True)
+
+
+def compare_checksums(cache: Path, feature_bytes: int, repeats: int) -> None:
+    """Warm load time with and without recomputing the stored checksums (interleaved medians)."""
+    plain, checked = [], []
+    for _ in range(repeats):
+        plain.append(time_load(cache))
+        checked.append(time_load(cache, verify_checksums=True))
+    p, c = C.median(plain), C.median(checked)
+    print(f"warm page cache: load_cache {p:.3f} s, with verify_checksums=True {c:.3f} s "
+          f"({c / p:.2f}x; CRC32 of {feature_bytes / 1e6:.0f} MB); medians of {repeats}")
 
 
 # ------------------------------------------------------ the common practice (comparison) ---
@@ -134,8 +173,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-page-cache measurement")
     ap.add_argument("--tmp", default=None, help="directory for the temporary cache (default: system temp)")
+    ap.add_argument("--hashes", action="store_true", help="first print the throughput of checksum candidates")
+    ap.add_argument("--no-windows", action="store_true", help="skip the window-throughput comparison")
     args = ap.parse_args()
     C.header("cache loading: load_cache vs sequential np.fromfile of the same files")
+    if args.hashes:
+        print("checksum candidates, 64 MiB of float16, one thread, best of 5:")
+        hash_throughput()
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         cache = Path(tmp) / "cache"
         start = time.perf_counter()
@@ -170,6 +214,8 @@ def main() -> None:
         raw_m, load_m = compare("warm", args.repeats)
         C.result("cache_load_efficiency_warm", raw_m / load_m, ">=", 0.7)
 
+        compare_checksums(cache, info["feature_bytes"], args.repeats)
+
         if not args.no_cold:
             if C.drop_page_cache():
                 # one untimed round: the first drop after writing also waits for writeback
@@ -181,6 +227,8 @@ def main() -> None:
             else:
                 print("cold page cache: not measured (cannot write /proc/sys/vm/drop_caches here)")
 
+        if args.no_windows:
+            return
         # window throughput: loaded cache vs one .npy per video per feature (memmap)
         loaded = load_cache(cache, FEATURES, progress=False)
         train_ids = [e.id for e in loaded.index.by_partition("train")]

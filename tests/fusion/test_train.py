@@ -16,7 +16,8 @@ from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.config import FusionConfig, make_config
 from vafusion.fusion.experiments import cross_validate
-from vafusion.fusion.predict import evaluate_run, moving_average, predict_to_dir
+from vafusion.fusion.postprocess import smooth
+from vafusion.fusion.predict import evaluate_run, predict_to_dir
 from vafusion.fusion.train import train
 
 from ..toy_cache import write_toy_cache
@@ -120,8 +121,8 @@ def test_predict_files_ensemble_and_smoothing(cache, tmp_path):
 
 def test_moving_average_is_centred():
     x = np.arange(6, dtype=np.float32)[:, None].repeat(2, axis=1)
-    np.testing.assert_allclose(moving_average(x, 3)[:, 0], [0.5, 1, 2, 3, 4, 4.5])
-    np.testing.assert_array_equal(moving_average(x, 1), x)
+    np.testing.assert_allclose(smooth(x, 3)[:, 0], [0.5, 1, 2, 3, 4, 4.5])
+    np.testing.assert_array_equal(smooth(x, 1), x)
 
 
 def test_bad_input_is_one_line_and_writes_nothing(cache, tmp_path):

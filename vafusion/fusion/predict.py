@@ -32,7 +32,7 @@ from vafusion.fusion.data import (
 )
 from vafusion.fusion.folds import split_ids
 from vafusion.fusion.models import is_closed_form
-from vafusion.fusion.models.ridge import context_average
+from vafusion.fusion.postprocess import smooth as smooth_frames
 
 HEADER = "valence,arousal"
 
@@ -205,13 +205,6 @@ def select_ids(index: CorpusIndex, which: str) -> list[str]:
     return ids
 
 
-def moving_average(x: np.ndarray, n: int) -> np.ndarray:
-    """Centred moving average over ``n`` frames along axis 0; the window shrinks at the ends."""
-    if n <= 1 or len(x) == 0:
-        return x
-    return context_average(x, np.ones(len(x), dtype=bool), n)[0]  # the ridge's window, every frame present
-
-
 def write_prediction_file(path: Path, pred: np.ndarray) -> None:
     """Annotation format: header ``valence,arousal`` then one clipped row per frame; atomic."""
     pred = np.clip(pred, -1.0, 1.0)
@@ -252,7 +245,7 @@ def predict_to_dir(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for vid in chosen:
-        pred = moving_average(total[vid] / len(runs), smooth)
+        pred = smooth_frames(total[vid] / len(runs), smooth, "mean")
         path = out_dir / f"{vid}.txt"
         write_prediction_file(path, pred)
         written.append(path)

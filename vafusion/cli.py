@@ -352,25 +352,45 @@ def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: i
 @cli.command()
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--runs", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the fold runs (RUNS/fold-1 ... fold-N) and cv.json. Rerun the same command "
-                   "to continue: finished folds are kept, an interrupted one resumes.")
+              help="Directory for the fold runs (RUNS/fold-1 ... fold-N; with --seeds K > 1 RUNS/fold-K/seed-S), "
+                   "cv.json, post.json and cv.html. Rerun the same command to continue: finished runs are kept, an "
+                   "interrupted one resumes.")
 @click.option("--folds", default=6, show_default=True, type=click.IntRange(2))
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1),
+              help="Runs per fold: seeds --seed, --seed + 1, ...; `predict RUNS/fold-*` averages them all.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html in each fold's run.")
 @_model_options()
 @_data_options()
 @_training_options
-def cv(cache_dir: Path, runs_dir: Path, folds: int, report: bool, **kw) -> None:
+def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, **kw) -> None:
     """Cross-validate: train every fold (train and validation ids merged, split by video)
-    and report each fold's CCC_V, CCC_A, P and their mean ± std."""
-    from vafusion.fusion.experiments import cross_validate
+    and report each fold's CCC_V, CCC_A, P and their mean ± std.
+
+    Each run's validation predictions are kept (RUN/val_predictions.npz). On these out-of-fold
+    predictions cv chooses, per dimension, a smoothing (mean or median, up to 3 s) and a shift
+    (within ±1 s) of the predictions, and writes the choice to RUNS/post.json, which `predict`
+    applies. The gain it prints is nested (each fold scored with the choice made on the other
+    folds); a dimension is post-processed only where that gain is positive. RUNS/cv.html shows it all.
+    """
+    from vafusion.fusion.cv import cross_validate
+    from vafusion.fusion.postprocess import DimPost
 
     config = _config(split="folds", folds=folds, fold=1, **kw)
-    summary = cross_validate(cache_dir, runs_dir, config, report=report, log=lambda m: click.echo(m, err=True))
-    click.echo(f"{'fold':>6} {'CCC_V':>8} {'CCC_A':>8} {'P':>8}")
+    summary = cross_validate(cache_dir, runs_dir, config, seeds=seeds, report=report,
+                             log=lambda m: click.echo(m, err=True))
+    click.echo(f"{'fold':>6} {'CCC_V':>8} {'CCC_A':>8} {'P':>8}" + ("  (mean over seeds)" if seeds > 1 else ""))
     for row in summary["folds"]:
         click.echo(f"{row['fold']:>6} {row['ccc_v']:>8.4f} {row['ccc_a']:>8.4f} {row['p']:>8.4f}")
     click.echo(" ".join([f"{'mean':>6}"] + [f"{summary[m]['mean']:>8.4f}" for m in ("ccc_v", "ccc_a", "p")]))
     click.echo(" ".join([f"{'± std':>6}"] + [f"{summary[m]['std']:>8.4f}" for m in ("ccc_v", "ccc_a", "p")]))
+    oof = summary["out_of_fold"]
+    click.echo(f"out-of-fold (all folds pooled): CCC_V {oof['ccc_v']:.4f}  CCC_A {oof['ccc_a']:.4f}  P {oof['p']:.4f}")
+    for name in ("valence", "arousal"):
+        d = summary["post"]["fit"][name]
+        click.echo(f"post-processing {name}: {DimPost(**d['best']).describe()}: CCC {d['ccc_before']:.4f} -> "
+                   f"{d['ccc_nested']:.4f} nested ({d['gain_nested']:+.4f}; in-sample {d['gain_in_sample']:+.4f})"
+                   + ("" if d["applied"] else "; not applied (no nested gain)"))
+    click.echo(f"wrote {runs_dir / 'post.json'}, {runs_dir / 'cv.json'}, {runs_dir / 'cv.html'}")
 
 
 @cli.command()
@@ -464,19 +484,30 @@ def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str,
 @cli.command()
 @click.argument("run_dirs", metavar="RUN [RUN ...]", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Directory for the <video_id>.txt prediction files.")
 @click.option("--ids", default="test", show_default=True, help="test (the cache's test ids), all, or a FILE of ids.")
-@click.option("--smooth", default=1, show_default=True, type=click.IntRange(1),
-              help="Centred moving average over N frames (1 = none).")
+@click.option("--post", default="auto", show_default=True, metavar="auto|none|FILE",
+              help="Post-processing: auto applies the post.json that `vafusion cv` wrote beside the runs (in their "
+                   "common folder, above fold-K/seed-S folders), if there is one; none: raw predictions; FILE: that "
+                   "post.json.")
+@click.option("--smooth", default=None, type=click.IntRange(1),
+              help="Overrides --post: a centred moving average over N frames of both dimensions (1 = none).")
 @click.option("--device", default="auto", show_default=True)
-def predict(run_dirs: tuple[Path, ...], cache_dir: Path, out_dir: Path, ids: str, smooth: int, device: str) -> None:
-    """Write ABAW-format prediction files (header valence,arousal; one row per frame,
-    clipped to [-1, 1]). Several RUNs are averaged (e.g. the folds of `vafusion cv`)."""
+def predict(run_dirs: tuple[Path, ...], cache_dir: Path, out: Path, ids: str, post: str, smooth: int | None,
+            device: str) -> None:
+    """Write ABAW-format prediction files, clipped to [-1, 1]: one <video_id>.txt per id (header
+    valence,arousal; one row per frame).
+
+    Every RUN is averaged, each weighing the same: give run directories or directories holding
+    runs (RUNS, RUNS/fold-*, RUNS/fold-*/seed-* of `vafusion cv` all mean every seed of every
+    fold); a run named twice is an error.
+    """
     from vafusion.fusion.predict import predict_to_dir
 
-    written = predict_to_dir(list(run_dirs), cache_dir, out_dir, ids=ids, smooth=smooth, device=device)
-    click.echo(f"wrote {len(written)} prediction files to {out_dir}")
+    written = predict_to_dir(list(run_dirs), cache_dir, out, ids=ids, smooth=smooth, post=post, device=device,
+                             log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {len(written)} prediction files to {out}")
 
 
 @cli.command()

@@ -16,7 +16,7 @@ from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.compare import COMPARE_HTML, COMPARE_JSON, compare
 from vafusion.fusion.config import DataConfig, FusionConfig, ModelConfig, TrainingConfig, make_config
-from vafusion.fusion.experiments import cross_validate
+from vafusion.fusion.cv import cross_validate
 from vafusion.fusion.train import train
 
 from .pages import check_page

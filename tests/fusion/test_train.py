@@ -15,7 +15,7 @@ from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.config import FusionConfig, make_config
-from vafusion.fusion.experiments import cross_validate
+from vafusion.fusion.cv import cross_validate
 from vafusion.fusion.postprocess import smooth
 from vafusion.fusion.predict import evaluate_run, predict_to_dir
 from vafusion.fusion.train import train

@@ -1,5 +1,7 @@
 """A list of trainings, each run resumably, and their results collected: what ``cv`` and ``compare`` share.
 
+(``vafusion cv`` itself: :mod:`vafusion.fusion.cv`; ``vafusion compare``: :mod:`vafusion.fusion.compare`.)
+
 A :class:`Job` is fully described by ``(cache_dir, run_dir, config)`` (plus labels that only
 name it in tables), and jobs are independent of each other, so the loop in :func:`run_jobs`
 can later be spread over processes without changing what a job does. Rerunning the same
@@ -25,10 +27,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
-from vafusion.fusion.config import CONFIG_FILE, FusionConfig, replace
+from vafusion.fusion.config import CONFIG_FILE, FusionConfig
 from vafusion.fusion.train import train
 
 METRIC_KEYS = ("ccc_v", "ccc_a", "p")
@@ -72,6 +73,9 @@ def run_job(job: Job, *, progress: bool = True, log: Callable[[str], None] | Non
                          report=report).best
         for name in (ckpt_mod.BEST, ckpt_mod.METRICS):  # partial output of an attempt that cannot resume
             (run_dir / name).unlink(missing_ok=True)
+    elif (run_dir / ckpt_mod.BEST).exists() or (run_dir / ckpt_mod.LAST).exists():
+        raise VafusionError(f"{run_dir}: holds checkpoints but no {CONFIG_FILE}, so it cannot be continued; "
+                            f"delete it to train it again, or use another directory")
     return train(job.cache_dir, run_dir, job.config, progress=progress, log=log, report=report).best
 
 
@@ -96,24 +100,6 @@ def run_jobs(jobs: Sequence[Job], *, progress: bool = True, log: Callable[[str],
     return rows
 
 
-def cross_validate(cache_dir: str | Path, runs_dir: str | Path, config: FusionConfig, *, progress: bool = True,
-                   log: Callable[[str], None] | None = None, report: bool = True) -> dict[str, Any]:
-    """Train every fold of ``config.data.folds`` into ``runs_dir/fold-K`` (resumably: a rerun continues).
-
-    Returns (and writes to ``runs_dir/cv.json``) each fold's CCC_V, CCC_A, P and their mean ± std.
-    """
-    runs_dir = Path(runs_dir)
-    jobs = [Job(Path(cache_dir), runs_dir / f"fold-{k}", replace(config, split="folds", fold=k), {"fold": k})
-            for k in range(1, config.data.folds + 1)]
-    rows = run_jobs(jobs, progress=progress, log=log, report=report)
-    summary: dict[str, Any] = {"folds": [{"fold": r["fold"], **{m: r[m] for m in METRIC_KEYS}} for r in rows]}
-    summary.update(mean_std(rows))
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(runs_dir / "cv.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
 def mean_std(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """``{metric: {"mean", "std"}}`` over ``rows`` for CCC_V, CCC_A, P (population std, 0 for one row)."""
     out = {}
@@ -123,4 +109,4 @@ def mean_std(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-__all__ = ["Job", "run_job", "run_jobs", "cross_validate", "mean_std", "METRIC_KEYS"]
+__all__ = ["Job", "run_job", "run_jobs", "mean_std", "METRIC_KEYS"]

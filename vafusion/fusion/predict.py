@@ -1,12 +1,15 @@
-"""From a trained run to per-frame predictions, scores, and ABAW-format prediction files.
+"""From trained runs to per-frame predictions, scores, and ABAW-format prediction files.
 
 Window predictions are overlap-averaged per frame before anything is scored or written,
 exactly as the challenge evaluation sees a submission: one row per frame, every frame.
+Several runs (every seed of every fold of ``vafusion cv``) are averaged, each run weighing
+the same; the average is then post-processed (``post.json`` of the cross-validation, see
+:func:`choose_post`) and written as one file per video.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,9 @@ from vafusion.fusion.data import (
 )
 from vafusion.fusion.folds import split_ids
 from vafusion.fusion.models import is_closed_form
+from vafusion.fusion.postprocess import read_post
 from vafusion.fusion.postprocess import smooth as smooth_frames
+from vafusion.fusion.runs import find_post, find_runs
 
 HEADER = "valence,arousal"
 
@@ -213,40 +218,83 @@ def write_prediction_file(path: Path, pred: np.ndarray) -> None:
         np.savetxt(f, pred, fmt="%.6f", delimiter=",")
 
 
-def predict_to_dir(
-    run_dirs: Sequence[str | Path], cache_dir: str | Path, out_dir: str | Path, ids: str = "test",
-    smooth: int = 1, device: str = "auto",
-) -> list[Path]:
-    """Average the predictions of ``run_dirs`` (a fold ensemble) and write one file per id.
-
-    Everything is computed before the first file is written, so an error leaves no partial
-    set of prediction files behind.
-    """
-    if smooth < 1:
-        raise VafusionError(f"--smooth {smooth}: must be >= 1 (1 = no smoothing)")
-    cache_dir = Path(cache_dir)
-    index = read_corpus_index(cache_dir)
-    chosen = select_ids(index, ids)
-    runs = [load_run(r) for r in run_dirs]
+def ensemble_predict(run_dirs: Sequence[Path], cache_dir: Path, ids: Sequence[str], index: CorpusIndex,
+                     device: str = "auto") -> dict[str, np.ndarray]:
+    """``{id: (T, 2)}``: the mean of every run's predictions (each run weighs the same), before post-processing."""
     dev = resolve_device(device)
     total: dict[str, np.ndarray] = {}
     loaded_by_features: dict[tuple[str, ...], LoadedCache] = {}
-    for run in runs:
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
         key = tuple(run.config.data.features)
         if key not in loaded_by_features:
-            loaded_by_features[key] = load_cache(cache_dir, key, chosen, index=index, progress=False)
+            loaded_by_features[key] = load_cache(cache_dir, key, ids, index=index, progress=False)
         loaded = loaded_by_features[key]
         check_features_match(run, loaded)
         if not is_closed_form(run.model):
             run.model.to(dev)
-        for vid, pred in predict_loaded(run.model, run.config, run.standardizer, loaded, chosen, dev).items():
+        for vid, pred in predict_loaded(run.model, run.config, run.standardizer, loaded, ids, dev).items():
             total[vid] = total.get(vid, 0) + pred
+    return {vid: (total[vid] / len(run_dirs)).astype(np.float32) for vid in ids}
+
+
+PostStep = Callable[[np.ndarray, float], np.ndarray]  # (T, 2) predictions of a video at its fps -> post-processed
+
+
+def choose_post(runs: Sequence[Path], post: str = "auto", smooth: int | None = None) -> tuple[PostStep, str]:
+    """The post-processing ``predict`` applies, and a line saying which and why.
+
+    ``smooth`` (frames, ``--smooth``) overrides everything: a centred mean over that many frames
+    of both dimensions. Else ``post``: ``auto`` (the ``post.json`` of the runs' cross-validation,
+    see :mod:`vafusion.fusion.runs`, none if there is none), ``none``, or a post.json path.
+    """
+    if smooth is not None:
+        if smooth < 1:
+            raise VafusionError(f"--smooth {smooth}: must be >= 1 (1 = no smoothing)")
+        if post not in ("auto", "none"):
+            raise VafusionError(f"--smooth {smooth} and --post {post}: give one of them")
+        note = "; post.json not applied" if post == "auto" and find_post(runs) else ""
+        return (lambda pred, fps: smooth_frames(pred, smooth, "mean")), f"post-processing: --smooth {smooth} " \
+            f"(centred mean over {smooth} frames){note}"
+    path = find_post(runs) if post == "auto" else None if post == "none" else Path(post)
+    if path is None:
+        why = "--post none" if post == "none" else "no post.json beside the runs"
+        return (lambda pred, fps: pred), f"post-processing: none ({why})"
+    chosen = read_post(path)
+    return chosen.apply, f"post-processing from {path}: {chosen.describe()}"
+
+
+def _predict_ids(run_dirs: Sequence[str | Path], cache_dir: str | Path, ids: str, smooth: int | None, post: str,
+                 device: str, log: Callable[[str], None]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The ids ``--ids`` chooses and their post-processed ensemble predictions."""
+    runs = find_runs(run_dirs)
+    step, said = choose_post(runs, post, smooth)
+    cache_dir = Path(cache_dir)
+    index = read_corpus_index(cache_dir)
+    chosen = select_ids(index, ids)
+    log(f"predicting {len(chosen)} id(s) with {len(runs)} run(s), averaged")
+    log(said)
+    preds = ensemble_predict(runs, cache_dir, chosen, index, device)
+    return chosen, {vid: step(preds[vid], float(index[vid].fps)) for vid in chosen}  # the writers clip
+
+
+def predict_to_dir(
+    run_dirs: Sequence[str | Path], cache_dir: str | Path, out_dir: str | Path, ids: str = "test",
+    smooth: int | None = None, device: str = "auto", *, post: str = "auto", log: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Average the predictions of ``run_dirs`` (runs, or directories of runs), post-process, write one file per id.
+
+    Everything is computed before the first file is written, so an error leaves no partial
+    set of prediction files behind. ``smooth``/``post``: see :func:`choose_post`.
+    """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise VafusionError(f"--out {out_dir}: a file; give a directory for the <video_id>.txt files (or --sample)")
+    chosen, preds = _predict_ids(run_dirs, cache_dir, ids, smooth, post, device, log or (lambda msg: None))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for vid in chosen:
-        pred = smooth_frames(total[vid] / len(runs), smooth, "mean")
         path = out_dir / f"{vid}.txt"
-        write_prediction_file(path, pred)
+        write_prediction_file(path, preds[vid])
         written.append(path)
     return written

@@ -1,5 +1,6 @@
-"""`cv --seeds` and predict: the fold/seed layout, kept out-of-fold predictions, post.json, cv.json and
-cv.html; predict averaging every seed of every fold (and refusing a run named twice), applying post.json."""
+"""From `cv --seeds` to the file to upload: the fold/seed layout, kept out-of-fold predictions, post.json,
+cv.json and cv.html; predict averaging every seed of every fold (and refusing a run named twice), applying
+post.json, and writing the single submission file that check-submission accepts."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 import vafusion.fusion.experiments as experiments
 from vafusion.cache.corpus_index import read_corpus_index
+from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion.checkpoint import load_run
 from vafusion.fusion.config import make_config
@@ -25,6 +28,7 @@ from vafusion.fusion.runs import find_post, find_runs
 
 from .conftest import tiny_options
 from .pages import check_page
+from .test_submission import write_sample
 
 CONFIG = make_config(features=("visual", "audio"), window=48, hop=32, epochs=1, batch_size=4, folds=2, device="cpu",
                      **tiny_options("imf"))
@@ -162,3 +166,52 @@ def test_predict_applies_post_json_unless_told_otherwise(cv_runs, toy_cache, tmp
     assert not np.allclose(_read_dir(tmp_path / "file")["vid01"], raw["vid01"])
     with pytest.raises(VafusionError, match="give one of them"):
         predict_to_dir(folds, toy_cache, tmp_path / "x", smooth=3, post=str(tmp_path / "mine.json"))
+
+
+def _invoke(*args) -> object:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_predict_writes_the_submission_file_that_check_submission_accepts(cv_runs, toy_cache, tmp_path):
+    runs = cv_runs[0]
+    index = read_corpus_index(toy_cache)
+    # the sample's order is not alphabetical; counts differ by +3 and -3; the _left/_right pair included
+    counts = {e.id: e.n_frames + (3 if e.id.endswith("_left") else -3 if e.id == "vid03" else 0)
+              for e in sorted(index, key=lambda e: e.id, reverse=True)}
+    sample = write_sample(tmp_path / "VA_test_set_sample.txt", counts)
+    out = tmp_path / "upload" / "predictions.txt"
+    result = _invoke("predict", runs / "fold-1", runs / "fold-2", "--cache", toy_cache, "--sample", sample,
+                     "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "2 video(s) whose sample row count differs" in result.stderr
+    assert "vid03: sample" in result.stderr and "vid00_left: sample" in result.stderr
+    assert "post-processing from" in result.stderr and f"check-submission {out}" in result.stdout
+    check = _invoke("check-submission", out, "--sample", sample)
+    assert check.exit_code == 0, check.output
+    lines = out.read_text().splitlines()
+    assert lines[1].startswith("vid07/00001.jpg,") and len(lines) == 1 + sum(counts.values())
+    per_video = _read_dir(Path(*predict_to_dir([runs], toy_cache, tmp_path / "dir", ids="all")[0].parts[:-1]))
+    left = [line.split(",") for line in lines if line.startswith("vid00_left/")]
+    values = np.array([[float(v), float(a)] for _, v, a in left])
+    expected = per_video["vid00_left"]
+    np.testing.assert_allclose(values, np.concatenate([expected, expected[-1:].repeat(3, axis=0)]), atol=2e-6)
+
+
+def test_a_sample_naming_a_video_the_cache_lacks_leaves_no_file(cv_runs, toy_cache, tmp_path):
+    runs = cv_runs[0]
+    sample = write_sample(tmp_path / "sample.txt", {"vid01": 4, "ghost_left": 3})
+    out = tmp_path / "out" / "predictions.txt"
+    result = _invoke("predict", runs, "--cache", toy_cache, "--sample", sample, "--out", out, "--device", "cpu")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.splitlines()[-1] == (f"error: {sample} line 6: video ghost_left is not in the cache "
+                                              f"{toy_cache}; extract it into the cache (e.g. with --test-list), or "
+                                              f"give the cache that has it")
+    assert not out.parent.exists()
+    result = _invoke("predict", runs, "--cache", toy_cache, "--sample", sample, "--out", out, "--ids", "all")
+    assert result.exit_code == 1 and "--ids all and --sample" in result.output
+    result = _invoke("predict", runs, runs / "fold-1", "--cache", toy_cache, "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "named twice" in result.output and not (tmp_path / "o").exists()
+    result = _invoke("predict", runs, "--cache", toy_cache, "--sample", sample, "--out", tmp_path)
+    assert result.exit_code == 1 and "a directory; with --sample give the path" in result.output
+    result = _invoke("predict", runs, "--cache", toy_cache, "--out", sample)
+    assert result.exit_code == 1 and "a file; give a directory" in result.output

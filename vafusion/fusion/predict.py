@@ -4,12 +4,13 @@ Window predictions are overlap-averaged per frame before anything is scored or w
 exactly as the challenge evaluation sees a submission: one row per frame, every frame.
 Several runs (every seed of every fold of ``vafusion cv``) are averaged, each run weighing
 the same; the average is then post-processed (``post.json`` of the cross-validation, see
-:func:`choose_post`) and written as one file per video.
+:func:`choose_post`) and written as one file per video, or as the single submission file
+the challenge takes (:mod:`vafusion.fusion.submission`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from vafusion.fusion.models import is_closed_form
 from vafusion.fusion.postprocess import read_post
 from vafusion.fusion.postprocess import smooth as smooth_frames
 from vafusion.fusion.runs import find_post, find_runs
+from vafusion.fusion.submission import CountDifference, read_sample, write_submission
 
 HEADER = "valence,arousal"
 
@@ -264,14 +266,24 @@ def choose_post(runs: Sequence[Path], post: str = "auto", smooth: int | None = N
     return chosen.apply, f"post-processing from {path}: {chosen.describe()}"
 
 
-def _predict_ids(run_dirs: Sequence[str | Path], cache_dir: str | Path, ids: str, smooth: int | None, post: str,
-                 device: str, log: Callable[[str], None]) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The ids ``--ids`` chooses and their post-processed ensemble predictions."""
+def _predict_ids(run_dirs: Sequence[str | Path], cache_dir: str | Path, ids: Mapping[str, str] | str,
+                 smooth: int | None, post: str, device: str,
+                 log: Callable[[str], None]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The chosen ids and their post-processed ensemble predictions.
+
+    ``ids``: as ``--ids`` takes it, or ``{id: where it was named}`` (for the error naming an id
+    the cache lacks).
+    """
     runs = find_runs(run_dirs)
     step, said = choose_post(runs, post, smooth)
     cache_dir = Path(cache_dir)
     index = read_corpus_index(cache_dir)
-    chosen = select_ids(index, ids)
+    chosen = select_ids(index, ids) if isinstance(ids, str) else list(ids)
+    unknown = [v for v in chosen if v not in index]
+    if unknown:
+        others = f" (and {len(unknown) - 1} other video(s))" if len(unknown) > 1 else ""
+        raise VafusionError(f"{ids[unknown[0]]}: video {unknown[0]} is not in the cache {cache_dir}{others}; extract "
+                            f"it into the cache (e.g. with --test-list), or give the cache that has it")
     log(f"predicting {len(chosen)} id(s) with {len(runs)} run(s), averaged")
     log(said)
     preds = ensemble_predict(runs, cache_dir, chosen, index, device)
@@ -298,3 +310,21 @@ def predict_to_dir(
         write_prediction_file(path, preds[vid])
         written.append(path)
     return written
+
+
+def predict_submission(
+    run_dirs: Sequence[str | Path], cache_dir: str | Path, sample: str | Path, out: str | Path,
+    smooth: int | None = None, device: str = "auto", *, post: str = "auto", log: Callable[[str], None] | None = None,
+) -> list[CountDifference]:
+    """Write the single ABAW submission file ``out`` for the organisers' ``sample`` (see :mod:`.submission`).
+
+    The sample's videos are predicted (averaged over ``run_dirs``, post-processed as
+    :func:`choose_post` says) and mapped onto its rows; returns every video whose row count
+    differs from its frames. A video of the sample the cache lacks is an error, and nothing is written.
+    """
+    if Path(out).is_dir():
+        raise VafusionError(f"--out {out}: a directory; with --sample give the path of the file to write")
+    parsed = read_sample(sample)
+    named = {vid: f"{parsed.path} line {line}" for vid, line in parsed.first_line.items()}
+    _, preds = _predict_ids(run_dirs, cache_dir, named, smooth, post, device, log or (lambda m: None))
+    return write_submission(out, parsed, preds)

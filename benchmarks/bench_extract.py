@@ -7,9 +7,11 @@ written by a thread, finalize) against the backbone alone on batches already in 
 channels_last). Audio: frame-aligned VGGish end to end (audio decoding and one log-mel per
 track in workers, 0.96 s patches per video frame, VGGish, writing) against VGGish alone on
 patches already in memory, over the same examples (one per video frame of every id with
-audio).
+audio). Speech: a speech model (default wav2vec2_base, random weights) end to end (decoding
+in workers, the model in 30 s chunks, the aligner, writing) against the same extractor's
+model on the same tracks already decoded in memory; unit: seconds of audio.
 
-Both are measured in this process, interleaved (backbone half before and half after each
+All are measured in this process, interleaved (backbone half before and half after each
 end-to-end run), repeated; the medians' ratio is the result, target >= 0.85 on CPU.
 
 Start-up costs (worker start, model build, corpus index write, finalize) are part of every
@@ -24,7 +26,8 @@ default workers: absolute frames/s end to end and backbone-only.
 
     python benchmarks/bench_extract.py [--model resnet18] [--image-size 64] [--workers N]
         [--videos 24] [--seconds 8] [--audio-videos 10] [--audio-seconds 7] [--repeats 3]
-        [--no-audio] [--no-gpu | --only-gpu] [--gpu-videos 24] [--gpu-seconds 40]
+        [--no-audio] [--no-speech] [--speech-model wav2vec2_base] [--speech-videos 6] [--speech-seconds 6]
+        [--no-gpu | --only-gpu] [--gpu-videos 24] [--gpu-seconds 40]
 """
 
 from __future__ import annotations
@@ -38,10 +41,13 @@ import _common as C  # noqa: I001  (puts the repository root on sys.path)
 import torch
 
 from vafusion.device import autocast, resolve_device
-from vafusion.extract import resnet as resnet_mod
+from vafusion.extract import torchvision_backbones as tv
 from vafusion.extract import vggish as vggish_mod
+from vafusion.extract.audio import load_audio
+from vafusion.extract.batching import default_workers, pad_batch
 from vafusion.extract.corpus import discover_corpus
-from vafusion.extract.run import ExtractOptions, _default_workers, _pad_batch, extract
+from vafusion.extract.registry import build
+from vafusion.extract.run import ExtractOptions, extract
 from vafusion.synth import make_corpus
 
 
@@ -57,7 +63,7 @@ def backbone_run(model: torch.nn.Module, make_batch, n_frames: int, batch: int, 
         start = time.perf_counter()
         for _ in range(n_batches):
             with autocast(device):
-                out = model(prep(_pad_batch(x, batch)))
+                out = model(prep(pad_batch(x, batch)))
             out.float().cpu()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -73,47 +79,49 @@ def timed_extract(corpus, cache: Path, opts: ExtractOptions) -> float:
     return elapsed
 
 
-def compare(label: str, model, make_batch, prep, frames: int, tiny_frames: int, run_e2e, run_tiny, args,
-            device: torch.device, base_frames: int) -> tuple[float, float, float]:
-    """Interleaved repeats; prints the table row; returns (backbone fps, e2e fps, ratio)."""
+def compare(label: str, unit: str, baseline, amount: float, tiny_amount: float, run_e2e, run_tiny,
+            repeats: int) -> tuple[float, float, float]:
+    """Interleaved repeats (``baseline()`` -> (units, seconds), once before and once after each
+    end-to-end run); prints the table row; returns (alone rate, e2e rate, ratio)."""
     base, e2e, e2e_t = [], [], []
-    for r in range(args.repeats):
-        f1, t1 = backbone_run(model, make_batch, base_frames // 2, args.batch_size, device, prep)
+    for r in range(repeats):
+        f1, t1 = baseline()
         t = run_e2e(r)
-        f2, t2 = backbone_run(model, make_batch, base_frames // 2, args.batch_size, device, prep)
+        f2, t2 = baseline()
         base.append((f1 + f2) / (t1 + t2))
-        e2e.append(frames / t)
+        e2e.append(amount / t)
         e2e_t.append(t)
-        print(f"  repeat {r + 1}: {label} alone {base[-1]:.1f} frames/s, end to end {e2e[-1]:.1f} frames/s "
+        print(f"  repeat {r + 1}: {label} alone {base[-1]:.1f} {unit}/s, end to end {e2e[-1]:.1f} {unit}/s "
               f"({t:.1f} s; ratio {e2e[-1] / base[-1]:.3f})", flush=True)
     b, e = C.median(base), C.median(e2e)
     t_tiny = run_tiny()
-    fixed = max(0.0, t_tiny - tiny_frames / b)
-    steady = frames / max(1e-9, C.median(e2e_t) - fixed)
-    print(f"{label}: alone {b:.1f} frames/s, end to end {e:.1f} frames/s over {frames} frames (medians of "
-          f"{args.repeats}): {e / b:.3f}")
-    print(f"  start-up costs: an extract of {tiny_frames} frames took {t_tiny:.2f} s, i.e. ~{fixed:.2f} s fixed "
+    fixed = max(0.0, t_tiny - tiny_amount / b)
+    steady = amount / max(1e-9, C.median(e2e_t) - fixed)
+    print(f"{label}: alone {b:.1f} {unit}/s, end to end {e:.1f} {unit}/s over {amount:g} {unit} (medians of "
+          f"{repeats}): {e / b:.3f}")
+    print(f"  start-up costs: an extract of {tiny_amount:g} {unit} took {t_tiny:.2f} s, i.e. ~{fixed:.2f} s fixed "
           f"= {100 * fixed / C.median(e2e_t):.1f}% of an end-to-end run here; without them end to end is "
-          f"{steady:.1f} frames/s ({steady / b:.3f} of {label} alone)", flush=True)
+          f"{steady:.1f} {unit}/s ({steady / b:.3f} of {label} alone)", flush=True)
     return b, e, e / b
 
 
 def visual(corpus, tiny, frames: int, tiny_frames: int, model_name: str, image_size: int, device: torch.device,
            args, tmp: Path, base_frames: int, tag: str) -> tuple[float, float, float]:
-    model, _ = resnet_mod.build_resnet(model_name, "random")
+    model = tv.build_backbone(model_name, "random").model
     model = model.to(device).eval().to(memory_format=torch.channels_last)
 
     def prep(x: torch.Tensor) -> torch.Tensor:
-        return resnet_mod.preprocess_batch(x, image_size).contiguous(memory_format=torch.channels_last)
+        return tv.preprocess_batch(x, image_size).contiguous(memory_format=torch.channels_last)
 
     def images(n: int) -> torch.Tensor:
         return torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8)
 
     opts = ExtractOptions(features=(model_name,), visual_weights="random", image_size=image_size,
                           batch_size=args.batch_size, workers=args.workers, device=str(device), progress=False)
-    return compare(f"{model_name} {image_size}px {device.type}", model, images, prep, frames, tiny_frames,
-                   lambda r: timed_extract(corpus, tmp / f"{tag}cache{r}", opts),
-                   lambda: timed_extract(tiny, tmp / f"{tag}tiny", opts), args, device, base_frames)
+    return compare(f"{model_name} {image_size}px {device.type}", "frames",
+                   lambda: backbone_run(model, images, base_frames // 2, args.batch_size, device, prep), frames,
+                   tiny_frames, lambda r: timed_extract(corpus, tmp / f"{tag}cache{r}", opts),
+                   lambda: timed_extract(tiny, tmp / f"{tag}tiny", opts), args.repeats)
 
 
 def audio(corpus, tiny, frames: int, tiny_frames: int, device: torch.device, args, tmp: Path,
@@ -129,9 +137,48 @@ def audio(corpus, tiny, frames: int, tiny_frames: int, device: torch.device, arg
 
     opts = ExtractOptions(features=("vggish",), vggish_weights="random", batch_size=args.batch_size,
                           workers=args.workers, device=str(device), progress=False)
-    return compare(f"VGGish {device.type}", vgg, patches, prep, frames, tiny_frames,
-                   lambda r: timed_extract(corpus, tmp / f"acache{r}", opts),
-                   lambda: timed_extract(tiny, tmp / "atiny", opts), args, device, base_frames)
+    return compare(f"VGGish {device.type}", "frames",
+                   lambda: backbone_run(vgg, patches, base_frames // 2, args.batch_size, device, prep), frames,
+                   tiny_frames, lambda r: timed_extract(corpus, tmp / f"acache{r}", opts),
+                   lambda: timed_extract(tiny, tmp / "atiny", opts), args.repeats)
+
+
+def speech_alone(ext, waves: list[torch.Tensor], device: torch.device) -> tuple[float, float]:
+    """(audio seconds, wall seconds) of the speech model on tracks already in memory (chunking included)."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for w in waves:
+            ext.step_features(w)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return sum(len(w) for w in waves) / 16000, time.perf_counter() - start
+
+
+def speech(corpus, synth, tiny, tiny_synth, model: str, device: torch.device, args, tmp: Path) -> tuple[float, float, float]:
+    """The speech model end to end (decoding in workers, the model, the aligner, writing) against
+    the same model on the same decoded tracks in memory; unit: seconds of audio."""
+    opts = ExtractOptions(features=(model,), weights={model: "random"}, workers=args.workers, device=str(device),
+                          progress=False)
+    ext = build(model, opts).extractor.to(device)
+
+    def tracks(s) -> list[torch.Tensor]:
+        names = sorted({v.video_name for v in s.videos if v.has_audio})
+        return [torch.from_numpy(load_audio(s.root / "videos" / f"{n}.mp4")) for n in names]
+
+    waves = tracks(synth)
+    seconds = sum(len(w) for w in waves) / 16000
+    tiny_seconds = sum(len(w) for w in tracks(tiny_synth)) / 16000
+    halves = (waves[::2], waves[1::2])
+    state = {"half": 0}
+
+    def baseline() -> tuple[float, float]:  # alternate halves: the whole corpus once per repeat
+        state["half"] ^= 1
+        return speech_alone(ext, halves[state["half"]], device)
+
+    speech_alone(ext, waves[:1], device)  # warm-up
+    return compare(f"{model} {device.type}", "audio s", baseline, seconds, tiny_seconds,
+                   lambda r: timed_extract(corpus, tmp / f"scache{r}", opts),
+                   lambda: timed_extract(tiny, tmp / "stiny", opts), args.repeats)
 
 
 def make(root: Path, videos: int, seconds: float, crop_size: int):
@@ -157,6 +204,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline-frames", type=int, default=640, help="backbone-only frames per repeat")
     ap.add_argument("--no-audio", action="store_true")
+    ap.add_argument("--speech-model", default="wav2vec2_base", help="speech row model (random weights)")
+    ap.add_argument("--speech-videos", type=int, default=6)
+    ap.add_argument("--speech-seconds", type=float, default=6.0)
+    ap.add_argument("--no-speech", action="store_true")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU row even when CUDA is available")
     ap.add_argument("--only-gpu", action="store_true", help="only the GPU row (skips the CPU rows and their targets)")
     ap.add_argument("--gpu-videos", type=int, default=24)
@@ -168,7 +219,7 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        workers = args.workers if args.workers is not None else _default_workers()
+        workers = args.workers if args.workers is not None else default_workers()
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         if not args.only_gpu:
@@ -187,6 +238,12 @@ def main() -> None:
                   f"{audible} VGGish examples (one per frame of each audio track)", flush=True)
             *_, ratio = audio(acorpus, tiny, audible, tiny_audible, device, args, tmp, args.baseline_frames)
             C.result("audio_extraction_efficiency", ratio, ">=", 0.85)
+        if not args.no_speech and not args.only_gpu:
+            scorpus, ssynth, _, _ = make(tmp / "speech-corpus", args.speech_videos, args.speech_seconds, crop_size=32)
+            stiny, stiny_synth, _, _ = make(tmp / "speech-tiny", 2, 0.5, crop_size=32)
+            print(f"speech corpus {len(ssynth.videos)} ids; {args.speech_model} (random weights) on {device}", flush=True)
+            *_, ratio = speech(scorpus, ssynth, stiny, stiny_synth, args.speech_model, device, args, tmp)
+            C.result("speech_extraction_efficiency", ratio, ">=", 0.85)
 
         gpu = torch.device(args.gpu_row_device)
         if (gpu.type != "cuda" or torch.cuda.is_available()) and not args.no_gpu:

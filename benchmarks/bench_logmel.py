@@ -1,4 +1,4 @@
-"""Log-mel frontend: `vafusion.extract.vggish.log_mel` against the reference numpy implementation.
+"""Log-mel frontend: `vafusion.extract.logmel.log_mel` against the reference numpy implementation.
 
 Reference: ``torchvggish.mel_features.log_mel_spectrogram`` with ``vggish_params`` (the
 AudioSet release's numpy code, float64), given the float64 waveform it would get from
@@ -32,7 +32,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torchvggish import mel_features, vggish_params
 
-from vafusion.extract.vggish import log_mel
+from vafusion.extract.logmel import log_mel
 
 SR = 16000
 

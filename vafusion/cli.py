@@ -45,7 +45,7 @@ def cli() -> None:
 
 @cli.group(cls=_Group)
 def cache() -> None:
-    """Inspect, check and merge feature caches."""
+    """Inspect, check, merge and import into feature caches."""
 
 
 @cache.command("info")
@@ -99,6 +99,28 @@ def cache_merge_cmd(cache_dir: Path, copy: bool, features: tuple[str, ...]) -> N
         click.echo(f"{'wrote' if merged.written else 'up to date'} {merged.path}")
 
 
+@cache.command("import")
+@click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("feature", metavar="FEATURE_NAME")
+@click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--timestamps", is_flag=True, help="The first column of every file is the time in seconds of its row; "
+              "rows are averaged over each frame's span (the aligner of the built-in audio features). "
+              "Without it, row k of a file is frame k.")
+@click.option("--tolerance", default=5, show_default=True, type=click.IntRange(0),
+              help="Frames by which a file may be shorter or longer than its video (missing rows are masked).")
+@click.option("--overwrite", is_flag=True, help="Replace FEATURE_NAME if the cache has it from other files.")
+def cache_import_cmd(cache_dir: Path, feature: str, folder: Path, timestamps: bool, tolerance: int,
+                     overwrite: bool) -> None:
+    """Import features computed elsewhere as CACHE/FEATURE_NAME.h5: DIR holds one <video_id>.npy
+    (2-D array) or <video_id>.csv (numbers, optional header) per video id. NaN rows become
+    masked rows; the files' sha256 go into the provenance. Resumable like extract."""
+    from vafusion.extract.importer import import_features
+
+    report = import_features(cache_dir, feature, folder, timestamps=timestamps, tolerance=tolerance,
+                             overwrite=overwrite, warn=lambda m: click.echo(f"warning: {m}", err=True))
+    click.echo(f"{feature}: {report.imported} imported, {report.skipped} already there -> {report.path}")
+
+
 # ---- stage 1 commands -------------------------------------------------------------------
 
 
@@ -118,7 +140,10 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Cache directory to create or complete (corpus.h5 + one <feature>.h5 per feature).")
 @click.option("--features", default="resnet50,vggish,logmel", show_default=True,
-              help="Comma-separated: resnet18|resnet34|resnet50|resnet101, vggish, logmel.")
+              help="Comma-separated, mixable: any torchvision classification model (resnet50, efficientnet_b0, "
+                   "convnext_tiny, ...), vggish, logmel, a speech model (wav2vec2_base, hubert_base, wavlm_base_plus, "
+                   "...; see README, Features), package.module:attribute for your own extractor, or a name an "
+                   "installed package registers (entry points vafusion.extractors).")
 @click.option("--videos", "videos_dirs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of <name>.mp4|.avi (repeatable). Default: CORPUS/videos, raw_videos, batch1, batch2.")
 @click.option("--faces", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -129,9 +154,16 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Folder of <name>.wav to use instead of the containers' audio tracks.")
 @click.option("--test-list", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Text file of test video ids (one per line); they are extracted unlabelled.")
+@click.option("--weights", "weights", multiple=True, metavar="FEATURE=SPEC",
+              help="Weights of one feature (repeatable): random, default (the published weights, downloaded once "
+                   "to TORCH_HOME) or a local PATH. Overrides --visual-weights/--vggish-weights for that feature.")
+@click.option("--extractor-option", "extractor_options", multiple=True, metavar="FEATURE.KEY=VALUE",
+              help="An option of one extractor (repeatable), recorded in the cache's provenance, e.g. "
+                   "wav2vec2_base.layer=6 (see README, Features).")
 @click.option("--visual-weights", default="imagenet", show_default=True,
-              help="ResNet weights: imagenet (torchvision, downloads once to TORCH_HOME), a local checkpoint "
-                   "PATH (state_dict, nested state_dict/model, module. prefixes ok), or random.")
+              help="Weights of every torchvision model: imagenet (= default: torchvision's, downloads once to "
+                   "TORCH_HOME), a local checkpoint PATH (state_dict, nested state_dict/model, module. prefixes ok), "
+                   "or random.")
 @click.option("--image-size", default=224, show_default=True, type=click.IntRange(16, 1024),
               help="Crops are resized to this square size (Aff-Wild2 crops are 112).")
 @click.option("--vggish-weights", help="VGGish state_dict PATH (e.g. vggish-10086976.pth; see README) or random. "
@@ -150,9 +182,10 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True,
               help="HDF5 compression (none loads fastest; lzf/gzip for transfer).")
 def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tuple[Path, ...], faces: Path | None,
-            annotations: Path | None, audio_dir: Path | None, test_list: Path | None, visual_weights: str,
-            image_size: int, vggish_weights: str | None, vggish_pca: str | None, device: str, batch_size: int,
-            workers: int | None, shard: tuple[int, int], overwrite: bool, compression: str) -> None:
+            annotations: Path | None, audio_dir: Path | None, test_list: Path | None, weights: tuple[str, ...],
+            extractor_options: tuple[str, ...], visual_weights: str, image_size: int, vggish_weights: str | None,
+            vggish_pca: str | None, device: str, batch_size: int, workers: int | None, shard: tuple[int, int],
+            overwrite: bool, compression: str) -> None:
     """Extract frame-level features of CORPUS (Aff-Wild2 layout) into a feature cache.
 
     Resumable: rerun the same command after an interruption and only the missing videos
@@ -160,10 +193,12 @@ def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tu
     are still written.
     """
     from vafusion.extract.corpus import discover_corpus
+    from vafusion.extract.options import parse_extractor_options, parse_weights
     from vafusion.extract.run import ExtractOptions, extract as run_extract
 
     opts = ExtractOptions(
-        features=tuple(f.strip() for f in features.split(",") if f.strip()), visual_weights=visual_weights,
+        features=tuple(f.strip() for f in features.split(",") if f.strip()), weights=parse_weights(weights),
+        extractor_options=parse_extractor_options(extractor_options), visual_weights=visual_weights,
         image_size=image_size, vggish_weights=vggish_weights, vggish_pca=vggish_pca, device=device,
         batch_size=batch_size, workers=workers, shard=shard, overwrite=overwrite,
         compression=None if compression == "none" else compression,
@@ -171,10 +206,6 @@ def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tu
     found = discover_corpus(corpus, videos_dirs=list(videos_dirs) or None, faces_dir=faces,
                             annotations_dir=annotations, audio_dir=audio_dir, test_list=test_list)
     click.echo(f"corpus: {len(found.videos)} ids; cache: {cache_dir}; features: {', '.join(opts.features)}", err=True)
-    for f in opts.features:
-        weights = visual_weights if f.startswith("resnet") else vggish_weights if f == "vggish" else None
-        if weights == "random":
-            click.echo(f"note: {f} uses RANDOM weights (fine for tests and demos, not for real results)", err=True)
     report = run_extract(found, cache_dir, opts, warn=lambda m: click.echo(f"warning: {m}", err=True))
     for f, path in report.written.items():
         click.echo(f"{f}: {report.extracted.get(f, 0)} extracted, {report.skipped.get(f, 0)} already there -> {path}")

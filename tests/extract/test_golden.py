@@ -17,8 +17,9 @@ import torch
 
 from vafusion.cache import schema
 from vafusion.cache.reader import open_feature_file
-from vafusion.extract import resnet, vggish
-from vafusion.extract.run import ExtractOptions, _extractor_descriptions
+from vafusion.extract import align, logmel, vggish
+from vafusion.extract.options import ExtractOptions
+from vafusion.extract.registry import build
 
 FINGERPRINTS = {  # (feature, image size) -> fingerprint, weights "random"
     ("resnet18", 32): "401122b7b8ba85ddd53469df9abba7ba9c36288c77827d58463f67445e075622",
@@ -77,7 +78,7 @@ TINY_CACHE = {  # the tiny_extracted fixture's cache: (sum, sum |x|, mask True r
 def _provenance(feature: str, image_size: int | None) -> dict:
     opts = ExtractOptions(features=(feature,), visual_weights="random", vggish_weights="random",
                           image_size=image_size or 224)
-    return _extractor_descriptions(opts)[0][feature][1]
+    return build(feature, opts).provenance()
 
 
 @pytest.mark.parametrize("feature,image_size", [k for k in FINGERPRINTS if k[0] not in ("resnet34", "resnet101")])
@@ -94,16 +95,19 @@ def test_resnet34_101_fingerprints_unchanged():
         prov = json.loads(PROVENANCE["resnet18"])
         prov.update(model=name, dim=dim)
         assert schema.fingerprint(prov) == FINGERPRINTS[(name, 32)]
-    assert [resnet.EMBED_DIMS[n] for n in ("resnet34", "resnet101")] == [512, 2048]
+    from vafusion.extract.torchvision_backbones import _architecture
+
+    assert [_architecture(n, "meta")[2] for n in ("resnet34", "resnet101")] == [512, 2048]
 
 
 @pytest.mark.parametrize("fps", list(LOG_MEL_HASHES))
 def test_log_mel_pooling_and_patch_indices_unchanged(fps):
     lm = torch.randn(130, 64, generator=torch.Generator().manual_seed(3))
     n = int(1.6 * fps) + 2
+    t = align.frame_instants(fps, n)
     pooled, patches = LOG_MEL_HASHES[fps]
-    assert hashlib.sha256(vggish.pooled_log_mel(lm, fps, n).numpy().tobytes()).hexdigest() == pooled
-    assert hashlib.sha256(vggish.vggish_patch_indices(fps, n, 130).numpy().tobytes()).hexdigest() == patches
+    assert hashlib.sha256(logmel.pooled_log_mel(lm, t).numpy().tobytes()).hexdigest() == pooled
+    assert hashlib.sha256(vggish.vggish_patch_indices(t, 130).numpy().tobytes()).hexdigest() == patches
 
 
 def _check_output(y: torch.Tensor, expected) -> None:
@@ -114,14 +118,15 @@ def _check_output(y: torch.Tensor, expected) -> None:
 
 
 def test_network_outputs_unchanged():
+    opts = ExtractOptions(features=("resnet18", "vggish"), visual_weights="random", vggish_weights="random",
+                          image_size=32)
     x = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
-    model = resnet.build_resnet("resnet18", "random")[0].to(memory_format=torch.channels_last)
-    net = vggish.load_vggish("random")[0].to(memory_format=torch.channels_last)
+    resnet = build("resnet18", opts).extractor.to(torch.device("cpu"))
+    net = build("vggish", opts).extractor.to(torch.device("cpu"))
     patches = torch.randn(4, 1, 96, 64, generator=torch.Generator().manual_seed(5)) * 3
     with torch.inference_mode():
-        _check_output(model(resnet.preprocess_batch(x, 32).contiguous(memory_format=torch.channels_last)),
-                      OUTPUTS["resnet18"])
-        _check_output(net(patches.contiguous(memory_format=torch.channels_last)), OUTPUTS["vggish"])
+        _check_output(resnet(x), OUTPUTS["resnet18"])
+        _check_output(net.run_batch(patches), OUTPUTS["vggish"])
 
 
 def test_extracted_cache_unchanged(tiny_extracted):

@@ -119,7 +119,8 @@ def test_frame_alignment_of_audio_and_visual_rows(tmp_path):
     for fps, n, beeps in ((25.0, 100, [25, 70]), (30.0, 110, [28, 80])):
         root = tmp_path / f"align{int(fps)}"
         make_alignment_corpus(root / "corpus", fps=fps, n_frames=n, beep_frames=beeps, marker_frames=markers)
-        report = extract(root / "corpus", root / "cache", ExtractOptions(features=("resnet18", "vggish", "logmel"), **FAST))
+        features = ("resnet18", "squeezenet1_1", "vggish", "logmel")
+        report = extract(root / "corpus", root / "cache", ExtractOptions(features=features, **FAST))
         assert report.ok
         (logmel, mask), = _read_all(root / "cache", "logmel").values()
         assert mask.all()
@@ -138,10 +139,11 @@ def test_frame_alignment_of_audio_and_visual_rows(tmp_path):
             run = hears[np.abs(hears - b) < 0.6 * fps]
             assert abs((run.min() + run.max()) / 2 - b) <= 1, (b, run)
             assert 0.6 * 0.96 * fps < len(run) <= 0.96 * fps + 2
-        (visual, vmask), = _read_all(root / "cache", "resnet18").values()
-        visual = visual.astype(np.float32)
-        vdist = np.linalg.norm(visual - np.median(visual, axis=0), axis=1)
-        assert set(np.argsort(vdist)[-len(markers):] + 1) == set(markers)  # each marker crop in its own row
+        for backbone in ("resnet18", "squeezenet1_1"):  # a ResNet and a non-ResNet (its classifier is a conv)
+            (visual, vmask), = _read_all(root / "cache", backbone).values()
+            visual = visual.astype(np.float32)
+            vdist = np.linalg.norm(visual - np.median(visual, axis=0), axis=1)
+            assert set(np.argsort(vdist)[-len(markers):] + 1) == set(markers), backbone  # each marker in its own row
 
 
 def test_corrupt_crop_and_corrupt_video_are_reported_not_fatal(tmp_path):
@@ -248,12 +250,12 @@ def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
 
 
 def test_vggish_runs_once_for_the_two_persons_of_one_video(tiny, tmp_path, monkeypatch):
-    import vafusion.extract.run as run_mod
+    import vafusion.extract.track_pass as track_pass
 
     corpus, cache, _ = tiny
     queued = []
-    real_add = run_mod._PatchQueue.add
-    monkeypatch.setattr(run_mod._PatchQueue, "add", lambda self, vid, *a: (queued.append(vid), real_add(self, vid, *a)))
+    real_add = track_pass._RowQueue.add
+    monkeypatch.setattr(track_pass._RowQueue, "add", lambda self, vid, *a: (queued.append(vid), real_add(self, vid, *a)))
     report = extract(corpus.root, tmp_path / "cache", ExtractOptions(features=("vggish",), **FAST))
     assert report.ok and report.extracted["vggish"] == len(corpus.videos)
     with_audio = [v.id for v in corpus.videos if v.has_audio]

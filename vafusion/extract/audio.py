@@ -1,7 +1,7 @@
 """Load the sound track of a video (or an audio file) as mono 16 kHz float32.
 
 Everything downstream (log-mel, VGGish, the frame alignment in
-:mod:`vafusion.extract.vggish`) assumes that sample 0 of the returned waveform is
+:mod:`vafusion.extract.align`) assumes that sample 0 of the returned waveform is
 the instant t = 0 of the video timeline, the instant of frame 1. Containers do
 not guarantee that on their own: an audio stream may start late (positive start
 pts: we left-pad with silence) or carry encoder priming that the decoder did not

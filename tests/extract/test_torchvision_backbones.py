@@ -1,8 +1,10 @@
-"""The ResNet backbone: every accepted weights form loads exactly, every bad one fails clearly."""
+"""torchvision backbones: every accepted weights form loads exactly, every bad one fails clearly,
+and every torchvision classification model gives the input of its final classifier."""
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +14,20 @@ import torchvision
 from PIL import Image
 
 from vafusion.errors import VafusionError
-from vafusion.extract import resnet
-from vafusion.extract.resnet import (
+from vafusion.extract.frame_pass import decode_crop
+from vafusion.extract.torchvision_backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    build_resnet,
-    decode_crop,
+    build_backbone,
     preprocess_batch,
 )
+
+RESNET_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
+
+
+def build_resnet(name: str, weights) -> tuple[torch.nn.Module, dict]:
+    backbone = build_backbone(name, weights)
+    return backbone.model, backbone.provenance
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -155,8 +163,8 @@ def test_dict_without_tensors_is_rejected(tmp_path: Path):
 def test_missing_file_and_unknown_model(tmp_path: Path):
     with pytest.raises(VafusionError, match="nothere.pth: no such weights file"):
         build_resnet("resnet18", str(tmp_path / "nothere.pth"))
-    with pytest.raises(VafusionError, match="resnet152: unknown ResNet"):
-        build_resnet("resnet152", "random")
+    with pytest.raises(VafusionError, match="resnet99: not a torchvision classification model"):
+        build_resnet("resnet99", "random")
 
 
 def test_imagenet_weights_from_the_hub_cache_offline(source, inputs, expected, tmp_path: Path, monkeypatch):
@@ -208,12 +216,12 @@ def test_random_is_deterministic_and_leaves_global_rng_alone(inputs):
         assert torch.equal(a(inputs), b(inputs))
 
 
-@pytest.mark.parametrize("name", resnet.RESNETS)
+@pytest.mark.parametrize("name", list(RESNET_DIMS))
 def test_output_dims(name, inputs):
     model, prov = build_resnet(name, "random")  # resnet50/101 built once each, here only
     with torch.no_grad():
         out = model(inputs)
-    assert out.shape == (2, resnet.EMBED_DIMS[name]) == (2, prov["dim"])
+    assert out.shape == (2, RESNET_DIMS[name]) == (2, prov["dim"])
     assert prov["model"] == name
 
 
@@ -258,3 +266,75 @@ def test_decode_crop_jpeg_png_and_corrupt(tmp_path: Path):
     assert "\n" not in str(err.value)
     with pytest.raises(VafusionError, match="00009.jpg"):
         decode_crop(tmp_path / "00009.jpg", 16)
+
+
+# ------------------------------------------------------- any torchvision model ---
+
+REPRESENTATIVES = {  # torchvision module -> one of its models (the head is defined once per module)
+    "alexnet": "alexnet", "convnext": "convnext_tiny", "densenet": "densenet121", "efficientnet": "efficientnet_b0",
+    "googlenet": "googlenet", "inception": "inception_v3", "maxvit": "maxvit_t", "mnasnet": "mnasnet0_5",
+    "mobilenetv2": "mobilenet_v2", "mobilenetv3": "mobilenet_v3_small", "regnet": "regnet_x_400mf",
+    "resnet": "resnet18", "shufflenetv2": "shufflenet_v2_x0_5", "squeezenet": "squeezenet1_1",
+    "swin_transformer": "swin_t", "vgg": "vgg11", "vision_transformer": "vit_b_32",
+}
+
+
+def test_every_torchvision_family_gives_the_input_of_its_classifier():
+    from vafusion.extract.torchvision_backbones import _architecture, classifier_layer, model_names
+
+    modules = {torchvision.models.get_model_builder(n).__module__.rsplit(".", 1)[1] for n in model_names()}
+    assert modules == set(REPRESENTATIVES), "a new torchvision model family: add a representative"
+    for name in REPRESENTATIVES.values():
+        with warnings.catch_warnings(), torch.device("cpu" if name.startswith("regnet") else "meta"):
+            warnings.simplefilter("ignore", FutureWarning)  # googlenet/inception: "init will change" notices
+            full = torchvision.models.get_model(name, weights=None)  # regnet computes while building: CPU
+        _, layer = classifier_layer(full)
+        assert (getattr(layer, "out_features", None) or layer.out_channels) == 1000, name  # the logits layer
+        trunk, prefix, dim = _architecture(name, "meta")
+        device = next(trunk.parameters()).device
+        with torch.no_grad():
+            emb = trunk.eval()(torch.zeros(1, 3, 224, 224, device=device))
+        assert emb.shape == (1, dim), name
+        assert dim == (layer.in_features if isinstance(layer, torch.nn.Linear) else layer.in_channels)
+
+
+def test_non_resnet_checkpoint_ignores_its_classifier(tmp_path: Path, inputs):
+    """efficientnet_b0 (classifier.1) and regnet (built on the CPU, not meta): a checkpoint with
+    another number of classes loads into the trunk, and gives that trunk's embedding exactly."""
+    for name, head in (("efficientnet_b0", "classifier.1"), ("regnet_x_400mf", "fc")):
+        source = torchvision.models.get_model(name, weights=None, num_classes=7).eval()
+        path = tmp_path / f"{name}.pth"
+        torch.save({"state_dict": source.state_dict()}, path)
+        backbone = build_backbone(name, path)
+        source.set_submodule(head, torch.nn.Identity())
+        with torch.no_grad():
+            assert torch.equal(backbone.model(inputs), source(inputs))
+        assert backbone.provenance["weights"] == f"file:{path.name}" and backbone.provenance["dim"] == source(inputs).shape[1]
+
+
+def test_mobilenet_frame_extractor_random_and_default_offline(tmp_path: Path, monkeypatch):
+    from vafusion.extract.options import ExtractOptions
+    from vafusion.extract.registry import build
+
+    opts = ExtractOptions(features=("mobilenet_v3_small",), visual_weights="random", image_size=32)
+    ext = build("mobilenet_v3_small", opts).extractor.to(torch.device("cpu"))
+    crops = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        out = ext(crops)
+    assert ext.kind == "frame" and ext.dim == 1024 and ext.image_size == 32 and out.shape == (3, 1024)
+    prov = ext.provenance()
+    assert prov["model"] == "mobilenet_v3_small" and prov["weights"] == "random" and prov["dim"] == 1024
+    assert prov["preprocessing"]["mean"] == list(IMAGENET_MEAN) and prov["timing"] == "frame k <-> instant (k - 1) / fps"
+
+    # default weights: torchvision's builder reads them from the hub cache (no network here)
+    weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    cached = tmp_path / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    cached.parent.mkdir()
+    torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), cached)
+    opts = ExtractOptions(features=("mobilenet_v3_small",), weights={"mobilenet_v3_small": "default"}, image_size=32)
+    prov = build("mobilenet_v3_small", opts).provenance()
+    assert prov["weights"] == f"imagenet:{weights.name}" and prov["url"] == weights.url
+    assert prov["sha256"] == hashlib.sha256(cached.read_bytes()).hexdigest()
+    assert prov["preprocessing"]["mean"] == list(weights.transforms().mean)
+    assert prov["preprocessing"]["std"] == list(weights.transforms().std)

@@ -1,0 +1,165 @@
+"""The public extractor contract, and the checks vafusion applies to every extractor.
+
+Two kinds (documented in the README, "Writing your own extractor"):
+
+* a **frame extractor** maps face crops to vectors: ``__call__(crops)`` with crops a
+  ``(B, 3, S, S)`` uint8 RGB tensor on the device (``S = image_size``) returns ``(B, dim)``;
+* a **track extractor** maps a video's audio track to one row per video frame:
+  ``__call__(wave, frame_times)`` with wave a ``(n,)`` float32 tensor on the device (mono,
+  in [-1, 1], at ``sample_rate``) and frame_times the ``(T,)`` float64 numpy instants
+  (k - 1) / fps returns ``(T, dim)``.
+
+vafusion does the decoding, batching, alignment, masking, writing and resuming; it calls
+extractors under ``torch.inference_mode()`` and never shows them an absent crop or a
+track without audio. Built-ins may have extra optional hooks (see :mod:`.track_pass`);
+a user's extractor needs nothing beyond the protocols below.
+
+Why the checks live here: a plug-in is code vafusion did not write. Anything it declares
+or returns that would corrupt a cache (wrong shape, dtype, row count, NaN, a dim other
+than declared) becomes one :class:`ExtractorError` line naming the plug-in, and the run
+stops that feature only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal, Protocol, Union, runtime_checkable
+
+import numpy as np
+import torch
+
+from vafusion.errors import VafusionError
+
+FEATURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+"""What a feature name may look like: it becomes a file name (``<name>.h5``)."""
+
+RESERVED_NAMES = frozenset({"corpus"})  # corpus.h5 is the index
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+"""Largest value a cache (float16) can hold; larger outputs would be stored as inf."""
+
+
+@runtime_checkable
+class FrameExtractor(Protocol):
+    """One vector per face crop."""
+
+    kind: Literal["frame"]
+    name: str
+    dim: int
+    image_size: int
+
+    def provenance(self) -> dict: ...
+
+    def to(self, device: torch.device) -> FrameExtractor: ...
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class TrackExtractor(Protocol):
+    """One row per video frame from the audio track."""
+
+    kind: Literal["track"]
+    name: str
+    dim: int
+    sample_rate: int
+
+    def provenance(self) -> dict: ...
+
+    def to(self, device: torch.device) -> TrackExtractor: ...
+
+    def __call__(self, wave: torch.Tensor, frame_times: np.ndarray) -> torch.Tensor: ...
+
+
+Extractor = Union[FrameExtractor, TrackExtractor]
+
+KIND_ATTRIBUTES = {"frame": "image_size", "track": "sample_rate"}
+
+
+class ExtractorError(VafusionError):
+    """An extractor broke the contract (or raised): the feature stops, the run goes on."""
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and int(value) > 0
+
+
+def check_declaration(ext: object, source: str) -> Extractor:
+    """Check what ``ext`` declares (kind, name, dim, size/rate, methods, JSON provenance).
+
+    ``source`` names the plug-in in every message (e.g. ``pkg.mod:MyExtractor``).
+    """
+    kind = getattr(ext, "kind", None)
+    if kind not in KIND_ATTRIBUTES:
+        raise ExtractorError(f"extractor {source}: kind must be 'frame' or 'track', got {kind!r}")
+    name = getattr(ext, "name", None)
+    if not isinstance(name, str) or not FEATURE_NAME.match(name) or name in RESERVED_NAMES:
+        raise ExtractorError(f"extractor {source}: name {name!r} is not a usable feature (file) name; "
+                             "use letters, digits, _ . + -")
+    for attr in ("dim", KIND_ATTRIBUTES[kind]):
+        if not _positive_int(getattr(ext, attr, None)):
+            raise ExtractorError(f"extractor {source}: {attr} must be a positive int, got {getattr(ext, attr, None)!r}")
+    for method in ("provenance", "to", "__call__"):
+        if not callable(getattr(ext, method, None)):
+            raise ExtractorError(f"extractor {source}: has no {method}() method (see README, Writing your own extractor)")
+    prov = ext.provenance()
+    if not isinstance(prov, dict):
+        raise ExtractorError(f"extractor {source}: provenance() must return a dict, got {type(prov).__name__}")
+    try:
+        json.dumps(prov, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ExtractorError(f"extractor {source}: provenance() is not plain JSON ({e})") from None
+    return ext  # type: ignore[return-value]
+
+
+def to_device(ext: Extractor, device: torch.device, source: str) -> Extractor:
+    """``ext.to(device)``, checked: the contract says it returns the extractor."""
+    moved = ext.to(device)
+    if moved is None:
+        raise ExtractorError(f"extractor {source}: to(device) returned None; return the extractor (e.g. `return self`)")
+    return check_declaration(moved, source)
+
+
+def check_rows(ext: Any, out: object, n_rows: int, what: str, source: str) -> np.ndarray:
+    """Check one output of ``ext`` (``n_rows`` expected) and return it as float32 numpy.
+
+    ``what`` says what the rows were for (``"64 crops"``, ``"video X (250 frames)"``).
+    """
+    if isinstance(out, torch.Tensor):
+        if not out.is_floating_point():
+            raise ExtractorError(f"extractor {source} ({ext.name}): returned dtype {out.dtype} for {what}; "
+                                 "return a floating-point tensor")
+        arr = out.detach().float().cpu().numpy()
+    elif isinstance(out, np.ndarray):
+        if out.dtype.kind != "f":
+            raise ExtractorError(f"extractor {source} ({ext.name}): returned dtype {out.dtype} for {what}; "
+                                 "return a floating-point tensor")
+        arr = out.astype(np.float32, copy=False)
+    else:
+        raise ExtractorError(f"extractor {source} ({ext.name}): returned {type(out).__name__} for {what}; "
+                             "return a torch.Tensor")
+    if arr.ndim != 2 or arr.shape[0] != n_rows:
+        raise ExtractorError(f"extractor {source} ({ext.name}): returned shape {tuple(arr.shape)} for {what}; "
+                             f"expected ({n_rows}, {ext.dim})")
+    if arr.shape[1] != ext.dim:
+        raise ExtractorError(f"extractor {source} ({ext.name}): returned {arr.shape[1]} columns for {what} "
+                             f"but declares dim = {ext.dim}")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise ExtractorError(f"extractor {source} ({ext.name}): returned NaN or inf in {bad} row(s) for {what}")
+    if arr.size and float(np.abs(arr).max()) > FLOAT16_MAX:
+        raise ExtractorError(f"extractor {source} ({ext.name}): returned values beyond +-{FLOAT16_MAX:g} for {what}; "
+                             "the cache stores float16: scale the output")
+    return arr
+
+
+def guarded_call(fn: Any, source: str, name: str, *args: Any) -> Any:
+    """Call into an extractor; anything it raises becomes one :class:`ExtractorError` line."""
+    try:
+        return fn(*args)
+    except ExtractorError:
+        raise
+    except Exception as e:  # noqa: BLE001 - foreign code: any failure stops this feature only
+        text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise ExtractorError(f"extractor {source} ({name}) raised {type(e).__name__}{': ' + text if text else ''}") from None

@@ -1,0 +1,125 @@
+"""The frame pass: face crops -> one frame extractor -> one row per crop, written per video.
+
+DataLoader workers decode the crops (JPEG/PNG, resized to the extractor's ``image_size``,
+uint8); the main thread batches them across video boundaries, runs the extractor on the
+device, checks its output against the contract and scatters rows into per-video arrays; a
+writer thread writes finished videos. Frames without a crop are zero rows with mask False:
+the extractor never sees them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from vafusion.cache.writer import FeatureWriter
+from vafusion.errors import VafusionError
+from vafusion.extract.assembly import Assembler, Outcome
+from vafusion.extract.batching import default_workers, pad_batch, worker_init
+from vafusion.extract.contract import ExtractorError, check_rows, guarded_call
+from vafusion.extract.corpus import DiscoveredVideo, crop_paths
+from vafusion.extract.options import ExtractOptions
+from vafusion.extract.registry import Resolved
+
+
+def decode_crop(path: str | Path, image_size: int) -> torch.Tensor:
+    """Read a JPEG/PNG face crop as uint8 RGB (3, image_size, image_size).
+
+    Meant for DataLoader workers: resizing here gives every batch one shape, so batches can
+    span videos and crops of any size.
+    """
+    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.transforms.v2 import functional as TF
+
+    try:
+        img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    except Exception as e:  # RuntimeError from libjpeg/libpng, missing file ...
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise VafusionError(
+            f"{path}: unreadable face crop ({reason}); replace or delete the file (a missing crop counts as no face)"
+        ) from None
+    if img.dtype != torch.uint8:  # 16-bit PNG
+        img = TF.to_dtype(img, torch.uint8, scale=True)
+    if tuple(img.shape[-2:]) != (image_size, image_size):
+        img = TF.resize(img, [image_size, image_size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    return img.contiguous()
+
+
+class _CropDataset(Dataset):
+    """One item per face crop, across all videos of the pass; errors travel as data."""
+
+    def __init__(self, items: list[tuple[int, int, str]], image_size: int):
+        self.items = items  # (video number, row index, crop path)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, str]:
+        video, row, path = self.items[i]
+        try:
+            return decode_crop(path, self.image_size), video, row, ""
+        except VafusionError as e:
+            blank = torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
+            return blank, video, row, str(e)
+
+
+def _open_videos(videos: list[DiscoveredVideo], assembler: Assembler, feature: str,
+                 warn: Callable[[str], None]) -> list[tuple[int, int, str]]:
+    """Open every video in the assembler; return the crops to decode (video number, row, path)."""
+    items: list[tuple[int, int, str]] = []
+    for n, video in enumerate(videos):
+        entry = video.entry
+        listing: list[str] = []
+        paths = crop_paths(video.crops_dir, entry.n_frames, listing)
+        for msg in listing:
+            warn(msg)
+        mask = np.array([p is not None for p in paths], dtype=bool)
+        if video.crops_dir is not None and not mask.any():  # a missing folder was reported by discovery
+            warn(f"{entry.id}: no face crops in {video.crops_dir}; {feature} rows are zero with mask False")
+        items += [(n, row, str(p)) for row, p in enumerate(paths) if p is not None]
+        assembler.open(entry.id, entry.n_frames, mask, int(mask.sum()))
+    return items
+
+
+def frame_pass(
+    videos: list[DiscoveredVideo], writer: FeatureWriter, resolved: Resolved, opts: ExtractOptions,
+    device: torch.device, pool: ThreadPoolExecutor, warn: Callable[[str], None],
+) -> Outcome:
+    """Run one frame extractor over the crops of ``videos``; a contract breach stops this feature only."""
+    ext = resolved.extractor
+    bar = tqdm(total=len(videos), desc=writer.feature, unit="video", disable=not opts.progress, dynamic_ncols=True)
+    assembler = Assembler(writer, pool, lambda _: bar.update(1))
+    items = _open_videos(videos, assembler, writer.feature, warn)
+    ids = [v.entry.id for v in videos]
+    workers = opts.workers if opts.workers is not None else default_workers()
+    loader = DataLoader(
+        _CropDataset(items, ext.image_size), batch_size=opts.batch_size, shuffle=False,
+        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None, worker_init_fn=worker_init,
+    )
+    frames = 0
+    with torch.inference_mode():
+        try:
+            for images, video_nums, rows, errors in loader:
+                for i in (i for i, e in enumerate(errors) if e):
+                    assembler.fail(ids[int(video_nums[i])], errors[i])
+                x = pad_batch(images, opts.batch_size).to(device, non_blocking=True)
+                out = guarded_call(ext, resolved.source, ext.name, x)
+                out = check_rows(ext, out, len(x), f"a batch of {len(x)} crops", resolved.source)[: len(images)]
+                video_nums, rows = video_nums.numpy(), rows.numpy()
+                frames += len(rows)
+                bar.set_postfix(fps=f"{frames / max(bar.format_dict['elapsed'], 1e-9):.0f}", refresh=False)
+                for v in np.unique(video_nums):
+                    sel = video_nums == v
+                    assembler.put(ids[v], rows[sel], out[sel])
+        except ExtractorError as e:
+            assembler.abort(str(e))
+    bar.close()
+    return assembler.wait()

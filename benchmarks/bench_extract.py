@@ -26,7 +26,7 @@ default workers: absolute frames/s end to end and backbone-only.
 
     python benchmarks/bench_extract.py [--model resnet18] [--image-size 64] [--workers N]
         [--videos 24] [--seconds 8] [--audio-videos 10] [--audio-seconds 7] [--repeats 3]
-        [--no-audio] [--no-speech] [--speech-model wav2vec2_base] [--speech-videos 6] [--speech-seconds 6]
+        [--no-visual] [--no-audio] [--no-speech] [--speech-model wav2vec2_base] [--speech-videos 8] [--speech-seconds 8]
         [--no-gpu | --only-gpu] [--gpu-videos 24] [--gpu-seconds 40]
 """
 
@@ -203,10 +203,11 @@ def main() -> None:
     ap.add_argument("--audio-seconds", type=float, default=7.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline-frames", type=int, default=640, help="backbone-only frames per repeat")
+    ap.add_argument("--no-visual", action="store_true")
     ap.add_argument("--no-audio", action="store_true")
     ap.add_argument("--speech-model", default="wav2vec2_base", help="speech row model (random weights)")
-    ap.add_argument("--speech-videos", type=int, default=6)
-    ap.add_argument("--speech-seconds", type=float, default=6.0)
+    ap.add_argument("--speech-videos", type=int, default=8)
+    ap.add_argument("--speech-seconds", type=float, default=8.0)
     ap.add_argument("--no-speech", action="store_true")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU row even when CUDA is available")
     ap.add_argument("--only-gpu", action="store_true", help="only the GPU row (skips the CPU rows and their targets)")
@@ -222,9 +223,9 @@ def main() -> None:
         workers = args.workers if args.workers is not None else default_workers()
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        if not args.only_gpu:
+        tiny, _, tiny_crops, tiny_audible = make(tmp / "tiny", 2, 0.5, crop_size=args.image_size)
+        if not args.only_gpu and not args.no_visual:
             corpus, synth, crops, _ = make(tmp / "corpus", args.videos, args.seconds, crop_size=args.image_size)
-            tiny, _, tiny_crops, tiny_audible = make(tmp / "tiny", 2, 0.5, crop_size=args.image_size)
             print(f"device {device}, {torch.get_num_threads()} threads, {workers} decode worker(s); visual corpus "
                   f"{len(synth.videos)} ids, {sum(v.n_frames for v in synth.videos)} frames, {crops} crops; "
                   f"{args.model} at {args.image_size}px, batch {args.batch_size}", flush=True)

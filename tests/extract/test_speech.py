@@ -170,3 +170,34 @@ def test_wav2vec2_base_random_end_to_end(beep_corpus, tmp_path):
     assert rows.shape == (100, 768) and mask.all() and np.isfinite(rows).all()
     assert prov["layer"] == "6" and prov["weights"] == "random" and prov["step"].startswith("20 ms (320 samples)")
     assert prov["timing"] == align.GRID_TIMING
+
+
+def test_default_weights_come_from_torchaudios_url_and_failures_are_one_line(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    shapes = speech.architecture("hubert_base", "meta").state_dict()
+    seen = []
+
+    def fake_download(url, **kwargs):  # what torch.hub would return, without the network
+        seen.append((url, kwargs.get("weights_only")))
+        return {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in shapes.items()}
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    model, prov = speech._load_weights("hubert_base", "default")
+    url = "https://download.pytorch.org/torchaudio/models/hubert_fairseq_base_ls960.pth"
+    assert seen == [(url, True)] and prov == {"model": "hubert_base", "weights": "torchaudio:default", "url": url,
+                                              "sha256": None}
+    assert all(not p.is_meta and not p.any() for p in model.parameters())
+
+    def offline(url, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(VafusionError, match=f"{url}: could not get hubert_base weights") as err:
+        speech._load_weights("hubert_base", "default")
+    assert str(tmp_path / "checkpoints") in str(err.value) and "\n" not in str(err.value)
+    wrong = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(2, 3)}, wrong)
+    with pytest.raises(VafusionError, match=r"resnet.pth: not hubert_base weights"):
+        speech._load_weights("hubert_base", str(wrong))

@@ -119,9 +119,8 @@ class _Feature:
             out = guarded_call(ext, source, ext.name, waves[ext.sample_rate].to(device), frame_times)
         return check_rows(ext, out, len(frame_times), f"a track of {len(frame_times)} frames", source)
 
-    def run_batches(self, batch_size: int, flush: bool) -> int:
-        """Run full batches (and, with ``flush``, the rest); returns the rows computed."""
-        done = 0
+    def run_batches(self, batch_size: int, flush: bool) -> None:
+        """Run the full batches waiting (and, with ``flush``, the rest)."""
         while self.queue.size >= batch_size or (flush and self.queue.size):
             x, owners = self.queue.take(batch_size)
             out = guarded_call(self.ext.run_batch, self.resolved.source, self.ext.name, pad_batch(x, batch_size))
@@ -130,8 +129,6 @@ class _Feature:
             for video_id, rows in owners:
                 self.assembler.put(video_id, rows, out[at : at + len(rows)])
                 at += len(rows)
-            done += len(x)
-        return done
 
     def stop(self, error: ExtractorError) -> None:
         self.alive = False
@@ -151,8 +148,12 @@ def _loader(tracks: list[str], features: list[_Feature], opts: ExtractOptions) -
 
 
 def _video(feature: _Feature, video: DiscoveredVideo, waves: dict | None, duration: float, fronts: dict,
-           done: dict, device: torch.device, warn: Callable[[str], None]) -> None:
-    """Start (or compute) one video's rows of one feature; ``done`` holds this track's rows per grid."""
+           done: dict, device: torch.device) -> None:
+    """Start (or compute) one video's rows of one feature.
+
+    ``done`` maps this track's frame grids already handled to ``(first id, rows)``; rows are
+    None while a batched feature's rows wait in its queue (then the id becomes a copy).
+    """
     e, a = video.entry, feature.assembler
     frame_times = align.frame_instants(e.fps, e.n_frames)
     mask = align.covered(frame_times, duration)
@@ -160,21 +161,18 @@ def _video(feature: _Feature, video: DiscoveredVideo, waves: dict | None, durati
         a.open(e.id, e.n_frames, np.zeros(e.n_frames, bool), 0)
         return
     grid = (e.fps, e.n_frames)
-    if grid in done:
-        if done[grid] is None:  # batched: rows still in the queue
-            if a.open_copy(e.id, of=done[("id",) + grid]):
-                return
-        else:
-            a.open(e.id, e.n_frames, mask, e.n_frames)
-            a.put(e.id, np.arange(e.n_frames), done[grid])
-            return
+    first, rows = done.get(grid, (None, None))
+    if first is not None and rows is None and a.open_copy(e.id, of=first):
+        return
     a.open(e.id, e.n_frames, mask, e.n_frames)
-    if feature.queue is not None:
+    if first is not None and rows is not None:
+        a.put(e.id, np.arange(e.n_frames), rows)
+    elif feature.queue is not None:
         feature.queue.add(e.id, feature.ext.batch_rows(fronts[feature.frontend.key], frame_times))
-        done[grid], done[("id",) + grid] = None, e.id
+        done[grid] = (e.id, None)
     else:
-        done[grid] = feature.rows(waves, fronts, frame_times, device)
-        a.put(e.id, np.arange(e.n_frames), done[grid])
+        done[grid] = (e.id, feature.rows(waves, fronts, frame_times, device))
+        a.put(e.id, np.arange(e.n_frames), done[grid][1])
 
 
 def track_pass(
@@ -224,7 +222,7 @@ def _track(features: list[_Feature], track_videos: list[DiscoveredVideo], waves:
                 if error:
                     f.assembler.fail(v.entry.id, error)
                 else:
-                    _video(f, v, waves, duration, fronts, done, device, warn)
+                    _video(f, v, waves, duration, fronts, done, device)
             if f.queue is not None:
                 f.run_batches(opts.batch_size, flush=False)
         except ExtractorError as err:

@@ -272,6 +272,9 @@ def _build(request: BuildRequest) -> VGGishExtractor:
 
 
 def _check(request: BuildRequest) -> None:
+    if request.weights == "default":
+        raise VafusionError("--weights vggish=default: VGGish weights are not downloaded by vafusion; pass the "
+                            "published vggish-10086976.pth as a PATH (see README, Pretrained weights) or random")
     if not request.weights:
         raise VafusionError(
             "vggish needs weights: --vggish-weights PATH (the published vggish-10086976.pth, see README) "

@@ -1,8 +1,8 @@
 """Loading local weight files for any backbone: one safe reader, one strict checker.
 
-Both ResNet and VGGish checkpoints come from third parties in assorted wrappers; every
-rule about them (no pickle execution, ``state_dict``/``model`` nesting, ``module.``
-prefixes, shape checks, one-line errors that name the file) lives here once.
+torchvision, VGGish and speech-model checkpoints come from third parties in assorted
+wrappers; every rule about them (no pickle execution, ``state_dict``/``model`` nesting,
+``module.`` prefixes, shape checks, one-line errors that name the file) lives here once.
 """
 
 from __future__ import annotations

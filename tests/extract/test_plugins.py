@@ -22,7 +22,7 @@ from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.extract.options import ExtractOptions
 from vafusion.extract.run import extract
-from vafusion.fusion.config import FusionConfig
+from vafusion.fusion.config import make_config
 from vafusion.fusion.train import train
 
 FAST = dict(workers=0, progress=False, batch_size=32)
@@ -55,8 +55,8 @@ def test_readme_example_extracts_verifies_and_trains(corpus, tiny_extracted, tmp
         for vid in ff.ids:
             feats, mask = ff.read(vid)
             assert mask.any() == truth[vid].has_audio and feats.shape == (truth[vid].n_frames, 2)
-    config = FusionConfig(features=("colour_hist", "loudness"), window=50, hop=25, epochs=2, batch_size=4,
-                          d_model=16, heads=2, device="cpu")
+    config = make_config(features=("colour_hist", "loudness"), window=50, hop=25, epochs=2, batch_size=4,
+                         d_model=16, heads=2, device="cpu")
     result = train(cache, tmp_path / "run", config, progress=False, report=False)
     assert np.isfinite(result.best["p"])
 

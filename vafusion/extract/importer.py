@@ -185,15 +185,15 @@ def import_features(
         report.warnings.append(f"{len(absent)} id(s) of the corpus have no file in {folder} (e.g. {absent[0]}); "
                                f"{feature} will lack them (`vafusion cache verify` lists them)")
         (warn or (lambda m: None))(report.warnings[-1])
-    writer = FeatureWriter(cache, feature, width, _provenance(feature, files, timestamps, tolerance, width),
-                           index.fingerprint, overwrite=overwrite)
-    todo = writer.pending(sorted(files))
-    report.skipped = len(files) - len(todo)
-    for vid in tqdm(todo, desc=f"import {feature}", unit="video", disable=not progress):
-        rows, mask = place(files[vid], read_table(files[vid]), index[vid], tolerance)
-        mask &= ~np.isnan(rows).any(axis=1)
-        rows[~mask] = 0.0
-        writer.write(vid, rows.astype(np.float32), mask)
-        report.imported += 1
-    report.path = writer.finalize()
+    prov = _provenance(feature, files, timestamps, tolerance, width)
+    with FeatureWriter(cache, feature, width, prov, index.fingerprint, overwrite=overwrite) as writer:
+        todo = writer.pending(sorted(files))
+        report.skipped = len(files) - len(todo)
+        for vid in tqdm(todo, desc=f"import {feature}", unit="video", disable=not progress):
+            rows, mask = place(files[vid], read_table(files[vid]), index[vid], tolerance)
+            mask &= ~np.isnan(rows).any(axis=1)
+            rows[~mask] = 0.0
+            writer.write(vid, rows.astype(np.float32), mask)
+            report.imported += 1
+        report.path = writer.finalize()
     return report

@@ -9,7 +9,6 @@ the other features are still written, and the failed one resumes from what it wr
 
 from __future__ import annotations
 
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,9 +100,8 @@ def _record(report: ExtractReport, feature: str, writer: FeatureWriter, outcome:
     report.extracted[feature] = outcome.written
     if not outcome.aborted:
         report.written[feature] = writer.finalize()
-    elif not any(writer.parts_dir.glob("*.h5")):  # stopped before writing a video: nothing to resume
-        shutil.rmtree(writer.parts_dir, ignore_errors=True)
-    # else: a feature that stopped later keeps its parts; a rerun resumes from them
+    else:  # a feature that stopped early keeps the parts it wrote (if any): a rerun resumes from them
+        writer.close()
 
 
 def extract(

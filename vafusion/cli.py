@@ -310,6 +310,25 @@ def _training_options(f):
     ])(f)
 
 
+def _parse_devices(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    from vafusion.fusion.parallel import parse_devices
+
+    return None if value is None else parse_devices(value)
+
+
+def _parallel_options(f):
+    """--jobs, --devices: independent runs in worker processes (cv, compare)."""
+    return _stacked([
+        click.option("--jobs", "workers", type=click.IntRange(1), default=None,
+                     help="Runs trained at once, each in its own process with an equal share of the CPU threads "
+                          "(results equal a one-at-a-time run's up to float rounding); a run that fails is "
+                          "reported at the end, the others finish.  [default: 1, or one per --devices entry]"),
+        click.option("--devices", callback=_parse_devices, metavar="D1,D2,...",
+                     help="Devices for the runs, e.g. cuda:0,cuda:1: worker processes go round-robin over them, "
+                          "each keeps its device (overrides --device)."),
+    ])(f)
+
+
 def _model_option_values(model_options: tuple[str, ...], causal: bool, kw: dict) -> dict:
     """--model-option pairs, --causal and the deprecated flags (popped from ``kw``) as one options dict."""
     from vafusion.fusion.models import parse_model_options
@@ -390,10 +409,12 @@ def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: i
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1),
               help="Runs per fold: seeds --seed, --seed + 1, ...; `predict RUNS/fold-*` averages them all.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html in each fold's run.")
+@_parallel_options
 @_model_options()
 @_data_options()
 @_training_options
-def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, **kw) -> None:
+def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, workers: int | None,
+       devices: list[str] | None, **kw) -> None:
     """Cross-validate: train every fold (train and validation ids merged, split by video)
     and report each fold's CCC_V, CCC_A, P and their mean ± std.
 
@@ -407,7 +428,7 @@ def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, **
     from vafusion.fusion.postprocess import DimPost
 
     config = _config(split="folds", folds=folds, fold=1, **kw)
-    summary = cross_validate(cache_dir, runs_dir, config, seeds=seeds, report=report,
+    summary = cross_validate(cache_dir, runs_dir, config, seeds=seeds, report=report, workers=workers, devices=devices,
                              log=lambda m: click.echo(m, err=True))
     click.echo(f"{'fold':>6} {'CCC_V':>8} {'CCC_A':>8} {'P':>8}" + ("  (mean over seeds)" if seeds > 1 else ""))
     for row in summary["folds"]:
@@ -438,12 +459,13 @@ def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, **
               help="Cross-validate every run over N folds (implies --split folds)  [default with --split folds: 6].")
 @click.option("--json", "as_json", is_flag=True, help="Print compare.json instead of the table.")
 @click.option("--report/--no-report", default=False, show_default=True, help="Also write each run's report.html.")
+@_parallel_options
 @_model_options(several=True)
 @_data_options(feature_sets=True)
 @_training_options
 def compare(cache_dir: Path, runs_dir: Path, seeds: int, split: str | None, folds: int | None, as_json: bool,
-            report: bool, models: str, model_options: tuple[str, ...], causal: bool, features: tuple[str, ...],
-            **kw) -> None:
+            report: bool, workers: int | None, devices: list[str] | None, models: str, model_options: tuple[str, ...],
+            causal: bool, features: tuple[str, ...], **kw) -> None:
     """Train every model x feature set x seed (x fold) on CACHE with the same data, and compare them:
     CCC_V, CCC_A, P as mean ± std over seeds and folds, in RUNS/compare.json and RUNS/compare.html
     (table and bar chart). Prints the table."""
@@ -457,8 +479,8 @@ def compare(cache_dir: Path, runs_dir: Path, seeds: int, split: str | None, fold
             if s.strip()]
     result = run_compare(cache_dir, runs_dir, [m.strip() for m in models.split(",") if m.strip()], sets,
                          data=DataConfig(split=split, folds=folds or 6, **data), training=TrainingConfig(**training),
-                         seeds=seeds, model_options=options, causal=causal, report=report,
-                         log=lambda m: click.echo(m, err=True))
+                         seeds=seeds, model_options=options, causal=causal, report=report, workers=workers,
+                         devices=devices, log=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result["summary"]))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -28,3 +29,20 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_process(processes: int, cores: int | None = None) -> int:
+    """Torch threads for each of ``processes`` working side by side: an equal share of the cores, at least one.
+
+    The one place that splits the cores between processes (``cv --jobs N``, torchrun ranks on
+    one machine), so a global thread policy can take over here.
+    """
+    return max(1, (cores or available_cores()) // max(1, processes))

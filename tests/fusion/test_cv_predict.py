@@ -101,6 +101,22 @@ def test_cv_rerun_trains_nothing_and_predicts_a_changed_run_again(cv_runs, toy_c
     assert drop_dir(again["runs"]) == drop_dir(cv_runs[1]["runs"])  # scores read back from summary.json
 
 
+def test_cv_in_two_worker_processes_equals_the_sequential_run(cv_runs, toy_cache, tmp_path):
+    seq_runs, sequential = cv_runs
+    parallel = cross_validate(toy_cache, tmp_path / "runs", CONFIG, seeds=2, progress=False, report=False, workers=2)
+    key = lambda rows: [(r["fold"], r["seed"], r["epoch"]) for r in rows]  # noqa: E731
+    assert key(parallel["runs"]) == key(sequential["runs"])  # same rows, same order
+    for a, b in zip(parallel["runs"] + parallel["folds"], sequential["runs"] + sequential["folds"]):
+        assert [a[m] for m in ("ccc_v", "ccc_a", "p")] == pytest.approx([b[m] for m in ("ccc_v", "ccc_a", "p")],
+                                                                      abs=1e-5)
+    assert parallel["out_of_fold"] == pytest.approx(sequential["out_of_fold"], abs=1e-5)
+    for fold, seed in RUNS:
+        mine, theirs = read_oof(tmp_path / "runs" / fold / seed), read_oof(seq_runs / fold / seed)
+        assert mine.ids == theirs.ids
+        for a, b in zip(mine.predictions, theirs.predictions):
+            np.testing.assert_allclose(a, b, atol=1e-4)  # up to floating-point reduction order
+
+
 def test_cv_refuses_runs_it_would_not_include(tmp_path, toy_cache):
     (tmp_path / "one" / "fold-1").mkdir(parents=True)
     CONFIG.save(tmp_path / "one" / "fold-1")  # a one-seed cv's run

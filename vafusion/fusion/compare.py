@@ -101,15 +101,17 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def compare(cache_dir: str | Path, runs_dir: str | Path, models: Sequence[str], feature_sets: Sequence[Sequence[str]],
             *, data: DataConfig | None = None, training: TrainingConfig | None = None, seeds: int = 1,
             model_options: Mapping[str, Any] | None = None, causal: bool = False, progress: bool = True,
-            log: Callable[[str], None] | None = None, report: bool = False) -> dict[str, Any]:
+            log: Callable[[str], None] | None = None, report: bool = False, workers: int | None = None,
+            devices: Sequence[str] | None = None) -> dict[str, Any]:
     """Train (or continue) every job of :func:`compare_jobs`; write and return ``compare.json``'s content.
 
     ``report``: also write each run's own report.html. ``RUNS/compare.html`` is always written.
+    ``workers``, ``devices``: the runs in parallel processes (:func:`~vafusion.fusion.experiments.run_jobs`).
     """
     data, training = data or DataConfig(), training or TrainingConfig()
     jobs = compare_jobs(cache_dir, runs_dir, models, feature_sets, data=data, training=training, seeds=seeds,
                         model_options=model_options, causal=causal)
-    rows = run_jobs(jobs, progress=progress, log=log, report=report)
+    rows = run_jobs(jobs, progress=progress, log=log, report=report, workers=workers, devices=devices)
     runs_dir = Path(runs_dir)
     result = {
         "cache": str(Path(cache_dir).resolve()),

@@ -88,18 +88,19 @@ def _post_summary(fit: PostFit) -> dict[str, Any]:
 
 
 def cross_validate(cache_dir: str | Path, runs_dir: str | Path, config: FusionConfig, *, seeds: int = 1,
-                   progress: bool = True, log: Callable[[str], None] | None = None,
-                   report: bool = True) -> dict[str, Any]:
+                   progress: bool = True, log: Callable[[str], None] | None = None, report: bool = True,
+                   workers: int | None = None, devices: Sequence[str] | None = None) -> dict[str, Any]:
     """Train every fold x seed (resumably), keep OOF predictions, choose post-processing; ``cv.json``'s content.
 
     Returns ``folds`` (per fold: CCC_V, CCC_A, P, mean over its seeds), their mean ± std
     (``ccc_v``, ``ccc_a``, ``p``), ``seeds``, ``runs`` (one row per fold x seed),
     ``out_of_fold`` (pooled CCCs of the seed-averaged OOF predictions) and ``post`` (the
-    content of ``post.json``).
+    content of ``post.json``). ``workers``, ``devices``: the runs in parallel processes
+    (:func:`~vafusion.fusion.experiments.run_jobs`).
     """
     runs_dir, log = Path(runs_dir), log or (lambda msg: None)
     jobs = cv_jobs(cache_dir, runs_dir, config, seeds)
-    rows = run_jobs(jobs, progress=progress, log=log, report=report)
+    rows = run_jobs(jobs, progress=progress, log=log, report=report, workers=workers, devices=devices)
     kept = keep_oof([j.run_dir for j in jobs], Path(cache_dir), device=config.training.device, progress=progress,
                     log=log)
     per_fold = {}

@@ -175,24 +175,34 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
               "(batches span video boundaries).")
 @click.option("--workers", type=click.IntRange(0), help="DataLoader decoding processes [default: min(8, cores - 1)].")
 @click.option("--shard", callback=_parse_shard, metavar="K/N",
-              help="Extract only the K-th of N parts of the sorted id list, into <feature>.shard-K-of-N.h5 "
-                   "files; combine them later with `vafusion cache merge`.")
+              help="Extract only part K of N of the ids (parts of about equal frames, a video's _left/_right ids "
+                   "together; the same split on every machine), into <feature>.shard-K-of-N.h5 files; combine "
+                   "them later with `vafusion cache merge`.")
 @click.option("--overwrite", is_flag=True, help="Discard what exists for these features and start afresh "
               "(by default a rerun resumes and extracts only what is missing).")
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True,
               help="HDF5 compression (none loads fastest; lzf/gzip for transfer).")
+@click.option("--copy", is_flag=True, help="Under torchrun: rank 0 merges the ranks' shards by copying them into "
+              "self-contained <feature>.h5 files instead of linking to them.")
 def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tuple[Path, ...], faces: Path | None,
             annotations: Path | None, audio_dir: Path | None, test_list: Path | None, weights: tuple[str, ...],
             extractor_options: tuple[str, ...], visual_weights: str, image_size: int, vggish_weights: str | None,
             vggish_pca: str | None, device: str, batch_size: int, workers: int | None, shard: tuple[int, int],
-            overwrite: bool, compression: str) -> None:
+            overwrite: bool, compression: str, copy: bool) -> None:
     """Extract frame-level features of CORPUS (Aff-Wild2 layout) into a feature cache.
 
     Resumable: rerun the same command after an interruption and only the missing videos
     are extracted. A video that fails is reported at the end (exit code 1); the others
     are still written.
+
+    \b
+    Several GPUs or machines: start it with torchrun, e.g.
+      torchrun --nproc_per_node 8 -m vafusion extract CORPUS --cache CACHE ...
+    Each rank extracts its part (balanced by frames) on cuda:LOCAL_RANK into its own
+    shard files; rank 0 then merges them into CACHE and reports for every rank.
     """
     from vafusion.extract.corpus import discover_corpus
+    from vafusion.extract.distributed import torchrun_rank
     from vafusion.extract.options import parse_extractor_options, parse_weights
     from vafusion.extract.run import ExtractOptions, extract as run_extract
 
@@ -203,8 +213,13 @@ def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tu
         batch_size=batch_size, workers=workers, shard=shard, overwrite=overwrite,
         compression=None if compression == "none" else compression,
     )
+    rank = torchrun_rank()
+    if copy and rank is None:
+        raise VafusionError("--copy: only under torchrun (shards of --shard K/N merge with `vafusion cache merge --copy`)")
     found = discover_corpus(corpus, videos_dirs=list(videos_dirs) or None, faces_dir=faces,
                             annotations_dir=annotations, audio_dir=audio_dir, test_list=test_list)
+    if rank is not None:
+        return _extract_distributed(found, cache_dir, opts, rank, copy)
     click.echo(f"corpus: {len(found.videos)} ids; cache: {cache_dir}; features: {', '.join(opts.features)}", err=True)
     report = run_extract(found, cache_dir, opts, warn=lambda m: click.echo(f"warning: {m}", err=True))
     for f, path in report.written.items():
@@ -215,6 +230,33 @@ def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tu
             click.echo(f"  skipped id: {p}", err=True)
         for fail in report.failures:
             click.echo(f"  failed: {fail}", err=True)
+        sys.exit(1)
+
+
+def _extract_distributed(found, cache_dir: Path, opts, rank, copy: bool) -> None:
+    """extract's torchrun path: rank 0 prints for every rank; every rank exits 1 if anything failed."""
+    from vafusion.extract.distributed import extract_distributed
+
+    if rank.rank == 0:
+        click.echo(f"corpus: {len(found.videos)} ids; cache: {cache_dir}; features: {', '.join(opts.features)}; "
+                   f"{rank.world_size} ranks", err=True)
+    result = extract_distributed(found, cache_dir, opts, rank, copy=copy,
+                                 warn=lambda m: click.echo(f"warning: {m}", err=True))
+    if rank.rank == 0:
+        for r in result.ranks:
+            for f in r["written"]:
+                click.echo(f"rank {r['rank']}: {f}: {r['extracted'].get(f, 0)} extracted, "
+                           f"{r['skipped'].get(f, 0)} already there")
+        for merged in result.merged:
+            click.echo(f"{'wrote' if merged.written else 'up to date'} {merged.path}")
+        problems = [f"skipped id: {p}" for p in result.report.problems] + [
+            f"rank {r['rank']} failed: {fail}" for r in result.ranks for fail in r["failures"]] + [
+            f"not merged: {f}: {why}" for f, why in result.not_merged.items()]
+        if problems:
+            click.echo(f"{len(problems)} problem(s) (rerun the same command to resume):", err=True)
+            for line in problems:
+                click.echo(f"  {line}", err=True)
+    if not result.ok:
         sys.exit(1)
 
 # ---- stage 2 commands -------------------------------------------------------------------

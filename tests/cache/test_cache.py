@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vafusion.cache import schema
+from vafusion.cache import schema, split
 from vafusion.cache.corpus_index import CorpusIndex, VideoEntry, read_corpus_index, write_corpus_index
 from vafusion.cache.inspect import cache_info, format_info, verify_cache
 from vafusion.cache.merge import merge_shards
@@ -219,7 +219,7 @@ def test_verify_catches_foreign_file_and_other_corpus(tmp_path):
 
 def test_merge_links_and_copies(tmp_path):
     for k in (1, 2):
-        _make_cache(tmp_path, shard=(k, 2), ids=set(schema.shard_ids(_index().ids, (k, 2))))
+        _make_cache(tmp_path, shard=(k, 2), ids=set(split.shard_ids(_index(), (k, 2))))
     assert list_features(tmp_path) == []
     clean = tmp_path / "clean"
     _make_cache(clean)
@@ -239,8 +239,8 @@ def test_merge_links_and_copies(tmp_path):
 
 
 def test_merge_missing_shard_is_an_error(tmp_path):
-    _make_cache(tmp_path, shard=(1, 3), ids=set(schema.shard_ids(_index().ids, (1, 3))))
-    _make_cache(tmp_path, shard=(3, 3), ids=set(schema.shard_ids(_index().ids, (3, 3))))
+    _make_cache(tmp_path, shard=(1, 3), ids=set(split.shard_ids(_index(), (1, 3))))
+    _make_cache(tmp_path, shard=(3, 3), ids=set(split.shard_ids(_index(), (3, 3))))
     with pytest.raises(VafusionError, match=r"missing shard file\(s\) toy.shard-2-of-3.h5"):
         merge_shards(tmp_path)
     result = CliRunner().invoke(cli, ["cache", "merge", str(tmp_path)])
@@ -249,7 +249,7 @@ def test_merge_missing_shard_is_an_error(tmp_path):
 
 def test_linked_merge_with_shard_deleted_fails_verify(tmp_path):
     for k in (1, 2):
-        _make_cache(tmp_path, shard=(k, 2), ids=set(schema.shard_ids(_index().ids, (k, 2))))
+        _make_cache(tmp_path, shard=(k, 2), ids=set(split.shard_ids(_index(), (k, 2))))
     merge_shards(tmp_path)
     (tmp_path / "toy.shard-2-of-2.h5").unlink()
     (problem,) = verify_cache(tmp_path)
@@ -261,7 +261,7 @@ def test_reader_names_missing_video_and_missing_link_target(tmp_path):
     from vafusion.fusion.data import load_cache
 
     for k in (1, 2):
-        _make_cache(tmp_path, shard=(k, 2), ids=set(schema.shard_ids(_index().ids, (k, 2))))
+        _make_cache(tmp_path, shard=(k, 2), ids=set(split.shard_ids(_index(), (k, 2))))
     merge_shards(tmp_path)
     with FeatureFile(tmp_path / "toy.h5") as ff:
         with pytest.raises(VafusionError, match="no video 'nope'"):
@@ -294,11 +294,8 @@ def test_reader_refuses_incomplete_file(tmp_path):
         FeatureFile(tmp_path / "toy.h5")
 
 
-def test_shard_parsing_and_assignment():
+def test_shard_parsing():
     assert schema.parse_shard("2/4") == (2, 4)
     for bad in ("0/4", "5/4", "x", "1/2/3"):
         with pytest.raises(ValueError):
             schema.parse_shard(bad)
-    ids = [f"v{i:02d}" for i in range(10)]
-    shards = [schema.shard_ids(ids, (k, 3)) for k in (1, 2, 3)]
-    assert sorted(sum(shards, [])) == ids and all(3 <= len(s) <= 4 for s in shards)

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from vafusion.cache import checksum, schema, shards
+from vafusion.cache import checksum, schema, shards, split
 from vafusion.cache.check import rows_problem
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cache.inspect import verify_cache
@@ -27,7 +27,7 @@ def _rewrite_visual(cache: Path, source: Path, shard: tuple[int, int] = (1, 1), 
         extractor = ff.extractor
     with FeatureWriter(cache, "visual", 24, extractor, index.fingerprint, shard=shard, compression=compression,
                        overwrite=shard == (1, 1)) as writer:
-        for vid in schema.shard_ids(index.ids, shard):
+        for vid in split.shard_ids(index, shard):
             writer.write(vid, *data[vid])
         return writer.finalize()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,11 +14,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from vafusion.cache import schema, split
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cache.inspect import verify_cache
 from vafusion.cache.merge import merge_shards
-from vafusion.cache.reader import open_feature_file
+from vafusion.cache.reader import FeatureFile, open_feature_file
+from vafusion.cache.writer import FeatureWriter
 from vafusion.cli import cli
+from vafusion.errors import VafusionError
 from vafusion.extract.run import ExtractOptions, extract
 from vafusion.synth import make_alignment_corpus, make_corpus
 
@@ -186,12 +190,34 @@ def test_shards_merge_into_the_same_cache(tiny, tmp_path):
         assert report.ok
     merge_shards(tmp_path)
     assert verify_cache(tmp_path) == []
+    index = read_corpus_index(cache)
     for feature in ("resnet18", "logmel"):
         whole, merged = _read_all(cache, feature), _read_all(tmp_path, feature)
         assert sorted(whole) == sorted(merged)
         for vid in whole:
             np.testing.assert_allclose(merged[vid][0], whole[vid][0], atol=1e-3)
             np.testing.assert_array_equal(merged[vid][1], whole[vid][1])
+        for k in (1, 2, 3):  # each shard holds the ids the frame-balanced split gives it, and says so
+            with FeatureFile(tmp_path / f"{feature}.shard-{k}-of-3.h5") as ff:
+                assert ff.ids == split.shard_ids(index, (k, 3)) and ff.attrs[schema.SPLIT_ATTR] == schema.SPLIT_RULE
+
+
+def test_continuing_a_shard_split_by_vafusion_0_1_0_is_a_clear_error(tiny, tmp_path):
+    corpus, cache, _ = tiny
+    index = read_corpus_index(cache)
+    k, old = next((k, sorted(index.ids)[k - 1 :: 3]) for k in (1, 2, 3)
+                  if set(sorted(index.ids)[k - 1 :: 3]) - set(split.shard_ids(index, (k, 3))))
+    shutil.copy(cache / schema.CORPUS_FILE, tmp_path / schema.CORPUS_FILE)
+    with open_feature_file(cache, "logmel") as ff:  # shard k of 3 as 0.1.0 wrote it: every third id, no split rule
+        writer = FeatureWriter(tmp_path, "logmel", ff.dim, ff.extractor, index.fingerprint, shard=(k, 3))
+        for vid in old:
+            writer.write(vid, *ff.read(vid))
+        writer.finalize()
+    with pytest.raises(VafusionError, match=rf"logmel.shard-{k}-of-3.h5: holds \d id\(s\) that shard {k}/3 does not "
+                                            rf"own .*: the shard set was split by another rule"):
+        extract(corpus.root, tmp_path, ExtractOptions(features=("logmel",), shard=(k, 3), **FAST))
+    with FeatureFile(tmp_path / f"logmel.shard-{k}-of-3.h5") as ff:
+        assert ff.ids == old  # left as it was
 
 
 def test_extract_cli_errors_are_one_line(tmp_path):

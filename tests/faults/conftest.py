@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
+from vafusion.cache import split
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cache.merge import merge_shards
 from vafusion.cache.reader import open_feature_file
@@ -68,7 +69,7 @@ def write_shards(cache: Path, source: Path, n: int = 2, seed: int | None = None)
     paths = []
     for k in range(1, n + 1):
         writer = FeatureWriter(cache, SHARDED, dim, extractor, index.fingerprint, shard=(k, n))
-        for vid in sorted(data)[k - 1 :: n]:
+        for vid in split.shard_ids(index, (k, n)):
             feats, mask = data[vid]
             if seed is not None:
                 feats = feats + rng.normal(size=feats.shape).astype(np.float16)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.faults.conftest import SHARDED, invoke, one_line_error, read_only, small_disk, write_shards
-from vafusion.cache import schema
+from vafusion.cache import schema, split
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cache.fs import WriteLock
 from vafusion.cache.inspect import verify_cache
@@ -247,7 +247,7 @@ def test_merge_of_shards_from_different_extractors_names_the_odd_one(toy_cache, 
     odd.unlink()
     writer = FeatureWriter(cache, "visual", 24, {"model": "toy-visual", "weights": "other"}, index.fingerprint,
                            shard=(2, 3))
-    for vid in schema.shard_ids(index.ids, (2, 3)):
+    for vid in split.shard_ids(index, (2, 3)):
         writer.write(vid, np.zeros((index[vid].n_frames, 24)), np.ones(index[vid].n_frames, bool))
     writer.finalize()
     error = one_line_error(invoke("cache", "merge", cache), "visual.shard-2-of-3.h5 (fingerprint ")

@@ -1,5 +1,9 @@
 """Combine the shard files of ``extract --shard K/N`` runs into whole feature files.
 
+Shards combine by their ids (each id in one shard only), whatever rule chose them; when
+shards of one set overlap and were split by different rules (:mod:`vafusion.cache.split`),
+the error says so.
+
 By default the whole file holds HDF5 external links to the shards (no copy: merging
 terabytes takes a second) and records each shard's identity, which the reader checks
 (:mod:`vafusion.cache.shards`); ``copy=True`` copies the data (with its checksums) instead,
@@ -25,7 +29,8 @@ from vafusion.cache.writer import write_header
 from vafusion.errors import VafusionError
 
 _MERGED_FROM = "merged_from"  # root attribute of a copied merge: the shard records (provenance only)
-_NOT_COPIED = {"complete", "created", "vafusion_version", "shard", schema.FILE_ID_ATTR, schema.SHARDS_ATTR, _MERGED_FROM}
+_NOT_COPIED = {"complete", "created", "vafusion_version", "shard", schema.SPLIT_ATTR, schema.FILE_ID_ATTR,
+               schema.SHARDS_ATTR, _MERGED_FROM}
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,18 @@ def _check_same_extractor(cache_dir: Path, feature: str, files: list[FeatureFile
     )
 
 
+def _split_rules(files: list[FeatureFile]) -> str:
+    """Why shards may overlap: ``""`` when all were split by one rule, else which file used which."""
+    rules: dict[str, list[str]] = {}
+    for ff in files:
+        rules.setdefault(str(ff.attrs.get(schema.SPLIT_ATTR, schema.LEGACY_SPLIT)), []).append(ff.path.name)
+    if len(rules) == 1:
+        return ""
+    found = "; ".join(f"{rule}: {', '.join(names)}" for rule, names in sorted(rules.items()))
+    return (f" (they were split by different rules: {found}; {schema.LEGACY_SPLIT} is vafusion 0.1.0's: extract "
+            f"every shard of the set with one vafusion, --overwrite starts one afresh)")
+
+
 def _up_to_date(out_path: Path, records: list[shards.ShardRecord], copy: bool) -> bool:
     """Whether ``out_path`` already is this merge (same shards, same mode): then nothing is written."""
     if not out_path.is_file():
@@ -113,7 +130,8 @@ def _merge_feature(cache_dir: Path, feature: str, paths: list[Path], corpus_fp: 
                 raise VafusionError(f"{ff.path}: made for another corpus index than {cache_dir / schema.CORPUS_FILE}; re-extract that shard")
             for vid in ff.ids:
                 if vid in owner:
-                    raise VafusionError(f"{ff.path}: video {vid!r} also in {owner[vid].path.name}; shards overlap")
+                    raise VafusionError(f"{ff.path}: video {vid!r} also in {owner[vid].path.name}; shards overlap"
+                                        + _split_rules(files))
                 if ff.holder(vid) != ff.path:  # also runs the dataset checks on every video
                     raise VafusionError(f"{ff.path}: video {vid!r} links to another file; a shard holds its own data")
                 owner[vid] = ff

@@ -36,6 +36,12 @@ FILE_ID_ATTR = "file_id"
 """Root of a feature file: a random id given when the file is written, so a merge can tell it apart."""
 SHARDS_ATTR = "shards"
 """Root of a merged (linked) feature file: JSON list of the shard files it links to, with their ids."""
+SPLIT_ATTR = "split"
+"""Root of a shard file: the rule that chose its ids (:mod:`vafusion.cache.split`)."""
+SPLIT_RULE = "frames"
+"""The rule of this version: parts of equal frames, a group's ids together."""
+LEGACY_SPLIT = "every-nth"
+"""What a shard file without :data:`SPLIT_ATTR` was split by: every N-th sorted id (vafusion 0.1.0)."""
 
 # corpus.h5 layout (written and read in corpus_index.py): parallel 1-D datasets ids, fps,
 # n_frames, partition, group (one row per id) and labels/<id> (T, 2) float32.
@@ -75,9 +81,3 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 1 <= k <= n:
         raise ValueError(f"shard K/N needs 1 <= K <= N, got {text!r}")
     return k, n
-
-
-def shard_ids(ids: list[str], shard: tuple[int, int]) -> list[str]:
-    """The ids shard K of N owns: every N-th of the sorted list, so shards balance."""
-    k, n = shard
-    return sorted(ids)[k - 1 :: n]

@@ -86,7 +86,8 @@ class FeatureWriter:
     The extractor description (``extractor``) is hashed into the fingerprint; parts or a final
     file made by a different extractor are never mixed in: that is an error unless ``overwrite``.
     The writer holds the file's write lock from construction to :meth:`finalize` (or
-    :meth:`close`), so a second process writing the same file fails at once.
+    :meth:`close`), so a second process writing the same file fails at once. ``split``: the
+    rule that chose a shard's ids, recorded in its file (:data:`~vafusion.cache.schema.SPLIT_ATTR`).
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class FeatureWriter:
         shard: tuple[int, int] = (1, 1),
         overwrite: bool = False,
         compression: str | None = None,
+        split: str | None = None,
     ) -> None:
         self.cache_dir = make_dir(Path(cache_dir))
         self.feature = feature
@@ -107,6 +109,7 @@ class FeatureWriter:
         self.fingerprint = schema.fingerprint(extractor)
         self.corpus_fingerprint = corpus_fingerprint
         self.shard = shard
+        self.split = split
         self.compression = compression
         _compression_kwargs(compression)  # validate early
         self.final_path = schema.feature_path(self.cache_dir, feature, shard)
@@ -200,6 +203,25 @@ class FeatureWriter:
         done = self.done_ids()
         return [i for i in ids if i not in done]
 
+    def require_owned(self, owned: list[str]) -> None:
+        """Refuse to continue a shard whose file or parts hold ids this shard does not own now.
+
+        Why: they were chosen by another split (an older vafusion took every N-th id; see
+        :mod:`vafusion.cache.split`) or for other shards; adding this split's ids to them would
+        make shards that overlap, which only a merge would find, after all the extraction.
+        """
+        stray = sorted(self.done_ids() - set(owned))
+        if not stray:
+            return
+        k, n = self.shard
+        where = self.final_path if self.final_path.exists() else self.parts_dir
+        raise VafusionError(
+            f"{where}: holds {len(stray)} id(s) that shard {k}/{n} does not own (e.g. {stray[0]!r}): the shard "
+            f"set was split by another rule (vafusion 0.1.0 took every {n}-th id; shards are now balanced by "
+            f"frames); finish and merge it with the vafusion that began it, or extract every shard again with "
+            f"--overwrite"
+        )
+
     # -- writing ------------------------------------------------------------------------
     def write(self, video_id: str, features: np.ndarray, mask: np.ndarray) -> None:
         """Write one whole video; visible to a resume only once the rename has happened."""
@@ -261,6 +283,7 @@ class FeatureWriter:
             "dim": self.dim, "dtype": schema.FEATURE_DTYPE, "extractor": schema.canonical_json(self.extractor),
             "fingerprint": self.fingerprint, "corpus_fingerprint": self.corpus_fingerprint,
             "shard": f"{self.shard[0]}/{self.shard[1]}", "compression": self.compression or "none",
+            **({schema.SPLIT_ATTR: self.split} if self.split and self.shard[1] > 1 else {}),
         }
         parts_by_id = {p.name[: -len(_PART_SUFFIX)]: p for p in parts}
         earlier = FeatureFile(self.final_path) if self._final_ids - set(parts_by_id) else None

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from vafusion.cache import schema
+from vafusion.cache import schema, split
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index, write_corpus_index
 from vafusion.cache.writer import FeatureWriter
 from vafusion.device import resolve_device
@@ -95,6 +95,23 @@ def _prepare_cache(cache: Path, index: CorpusIndex, source: str, opts: ExtractOp
     write_corpus_index(cache, index, source=source)
 
 
+def _open_writers(cache: Path, built: list[Resolved], corpus_fingerprint: str, opts: ExtractOptions,
+                  ids: list[str]) -> dict[str, FeatureWriter]:
+    """One writer per feature, each refusing a shard whose files hold ids it does not own (another split)."""
+    writers: dict[str, FeatureWriter] = {}
+    try:
+        for r in built:
+            writers[r.name] = FeatureWriter(cache, r.name, r.extractor.dim, r.provenance(), corpus_fingerprint,
+                                            shard=opts.shard, overwrite=opts.overwrite, compression=opts.compression,
+                                            split=schema.SPLIT_RULE)
+            writers[r.name].require_owned(ids)
+    except VafusionError:
+        for writer in writers.values():
+            writer.close()
+        raise
+    return writers
+
+
 def _record(report: ExtractReport, feature: str, writer: FeatureWriter, outcome: Outcome) -> None:
     report.failures += outcome.failures
     report.extracted[feature] = outcome.written
@@ -136,14 +153,10 @@ def extract(
         torch.backends.cudnn.benchmark = True
     built = _build_all(opts, report, note, device)
     _prepare_cache(cache, index, str(corpus.root or ""), opts)
-    mine = set(schema.shard_ids(index.ids, opts.shard))
+    mine = set(split.shard_ids(index, opts.shard))
     videos = [v for v in corpus.videos if v.entry.id in mine]
-    writers = {
-        r.name: FeatureWriter(cache, r.name, r.extractor.dim, r.provenance(), index.fingerprint, shard=opts.shard,
-                              overwrite=opts.overwrite, compression=opts.compression)
-        for r in built
-    }
     ids = [v.entry.id for v in videos]
+    writers = _open_writers(cache, built, index.fingerprint, opts, ids)
     pending = {f: set(w.pending(ids)) for f, w in writers.items()}
     for f in writers:
         report.skipped[f] = len(ids) - len(pending[f])

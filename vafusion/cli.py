@@ -215,7 +215,8 @@ def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tu
     )
     rank = torchrun_rank()
     if copy and rank is None:
-        raise VafusionError("--copy: only under torchrun (shards of --shard K/N merge with `vafusion cache merge --copy`)")
+        raise VafusionError("--copy: only under torchrun (shards of --shard K/N merge with "
+                            "`vafusion cache merge --copy`)")
     found = discover_corpus(corpus, videos_dirs=list(videos_dirs) or None, faces_dir=faces,
                             annotations_dir=annotations, audio_dir=audio_dir, test_list=test_list)
     if rank is not None:

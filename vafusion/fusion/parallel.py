@@ -32,6 +32,7 @@ from vafusion.errors import VafusionError
 Task = Callable[[dict[str, Any], "str | None", Callable[[str], None]], Any]
 """``fn(spec, device, log) -> result``: a module-level function (workers import it by name)."""
 
+
 def parse_devices(text: str) -> list[str]:
     """``"cuda:0,cuda:1"`` -> ``["cuda:0", "cuda:1"]``; each must be a device torch knows."""
     devices = [d.strip() for d in text.split(",") if d.strip()]

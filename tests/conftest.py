@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.toy_cache import write_toy_cache
+from tests.toy_cache import write_big_cache, write_toy_cache
 from vafusion.extract.run import ExtractOptions, extract
 from vafusion.synth import SynthCorpus, make_corpus
 
@@ -28,6 +28,17 @@ def toy_cache(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("toy") / "cache"
     write_toy_cache(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def big_cache(tmp_path_factory) -> tuple[Path, int]:
+    """A 500 MiB cache (one 1024-d feature set ``big``, 256k frames in 40 videos) and its feature bytes.
+
+    For memory bounds of streamed training: far larger than what a streamed run may hold.
+    Written once per session (~5 s); delete nothing from it.
+    """
+    path = tmp_path_factory.mktemp("big") / "cache"
+    return path, write_big_cache(path)
 
 
 @pytest.fixture(scope="session")

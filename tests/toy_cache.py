@@ -55,3 +55,26 @@ def write_toy_cache(cache: Path, n_videos: int = 8, frames: tuple[int, int] = (8
             writer.write(vid, np.where(mask[:, None], x, 0.0), mask)
         writer.finalize()
     return index
+
+
+def write_big_cache(cache: Path, n_videos: int = 40, frames: int = 6400, dim: int = 1024, seed: int = 0) -> int:
+    """A cache of one feature set ``big`` far larger than a streamed training may hold; returns its feature bytes.
+
+    Content is cheap on purpose (slices of one random block, smooth labels): what matters is
+    its size. Every 5th video validates, the rest train.
+    """
+    rng = np.random.default_rng(seed)
+    pool = rng.standard_normal((frames + n_videos, dim), dtype=np.float32).astype(np.float16)
+    entries = []
+    for i in range(n_videos):
+        va = np.stack([smooth_curve(rng, frames), smooth_curve(rng, frames)], axis=1)
+        entries.append(VideoEntry(f"big{i:03d}", 30.0, frames, "validation" if i % 5 == 4 else "train",
+                                  f"big{i:03d}", va))
+    index = CorpusIndex(tuple(entries))
+    write_corpus_index(cache, index)
+    writer = FeatureWriter(cache, "big", dim, {"model": "big-random"}, index.fingerprint)
+    mask = np.ones(frames, bool)
+    for i, entry in enumerate(entries):
+        writer.write(entry.id, pool[i : i + frames], mask)
+    writer.finalize()
+    return n_videos * frames * dim * 2

@@ -1,4 +1,4 @@
-"""Loading a cache into RAM, standardisation, windows, batches, overlap averaging, scoring."""
+"""Loading a cache (into RAM or streamed), standardisation, windows, batches, overlap averaging, scoring."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from vafusion.cache import schema
 from vafusion.cache.corpus_index import CorpusIndex, VideoEntry, write_corpus_index
+from vafusion.cache.merge import merge_shards
 from vafusion.cache.writer import FeatureWriter
 from vafusion.errors import VafusionError
 from vafusion.fusion.data import (
@@ -63,13 +65,21 @@ def _index(videos: dict = VIDEOS) -> CorpusIndex:
 
 
 def _write_feature(
-    cache: Path, feature: str, fingerprint: str, videos: dict = VIDEOS, t_delta: dict | None = None
+    cache: Path, feature: str, fingerprint: str, videos: dict = VIDEOS, t_delta: dict | None = None,
+    compression: str | None = None, shard: tuple[int, int] = (1, 1),
 ) -> None:
-    writer = FeatureWriter(cache, feature, DIMS[feature], {"model": f"test-{feature}"}, fingerprint, overwrite=True)
+    writer = FeatureWriter(cache, feature, DIMS[feature], {"model": f"test-{feature}"}, fingerprint, overwrite=True,
+                           compression=compression, shard=shard)
     for vid, (_, _, n) in videos.items():
-        x, m = _features(feature, vid, n + (t_delta or {}).get(vid, 0))
-        writer.write(vid, x, m)
+        if shard == (1, 1) or vid in schema.shard_ids(list(videos), shard):
+            x, m = _features(feature, vid, n + (t_delta or {}).get(vid, 0))
+            writer.write(vid, x, m)
     writer.finalize()
+
+
+def _block(loaded, k: int) -> np.ndarray:
+    """Feature k's rows of every loaded id, whether in RAM or streamed."""
+    return np.asarray(loaded.sources[k].rows(0, loaded.n_frames))
 
 
 @pytest.fixture
@@ -84,15 +94,17 @@ def cache(tmp_path: Path) -> Path:
 # --- load_cache ----------------------------------------------------------------------------
 
 
-def test_load_round_trips_exactly(cache: Path) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_load_round_trips_exactly(cache: Path, stream: bool) -> None:
     ids = ["r", "p_left", "t", "q"]  # caller's order is kept
-    loaded = load_cache(cache, ["vis", "aud"], ids, progress=False)
+    loaded = load_cache(cache, ["vis", "aud"], ids, progress=False, stream=stream)
+    assert loaded.in_memory is not stream
     assert loaded.ids == ids
     assert loaded.features == ("vis", "aud") and loaded.dims == (6, 3)
     assert list(loaded.lengths) == [15, 23, 9, 7]
     assert list(loaded.offsets) == [0, 15, 38, 47, 54]
     for k, feature in enumerate(loaded.features):
-        block = loaded.data[k]
+        block = _block(loaded, k)
         assert block.dtype == np.float16 and block.flags.c_contiguous and block.shape == (54, DIMS[feature])
         for vid in ids:
             x, m = _features(feature, vid, VIDEOS[vid][2])
@@ -149,6 +161,11 @@ def test_refuses_non_finite_values(cache: Path, bad: float) -> None:
     with pytest.raises(VafusionError, match=r"vis\.h5: non-finite .*vis values in video 'r'"):
         load_cache(cache, ["aud", "vis"], progress=False)
     load_cache(cache, ["vis"], ["q", "s"], progress=False)  # other videos are fine
+    # streamed: the same error when the video is first used (here by the statistics pass)
+    streamed = load_cache(cache, ["aud", "vis"], progress=False, stream=True)
+    Standardizer.fit(streamed, ["q", "s"])
+    with pytest.raises(VafusionError, match=r"vis\.h5: non-finite .*vis values in video 'r'"):
+        Standardizer.fit(streamed, ["q", "r"])
 
 
 # --- standardisation -----------------------------------------------------------------------
@@ -405,3 +422,77 @@ def test_prefetch_gives_the_same_batches_and_stops_cleanly(cache: Path) -> None:
     assert not any(t.name == "vafusion-batches" for t in threading.enumerate())
     with pytest.raises(ValueError, match="does not fit"):  # errors of the producer reach the consumer
         list(iterate_batches(loaded, st, windows, 2, window=3, prefetch=2))
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+
+def _storage_variant(cache: Path, tmp: Path, storage: str) -> Path:
+    """The test cache stored contiguous (as written), lzf-compressed (chunked), or as linked shards."""
+    if storage == "contiguous":
+        return cache
+    out = tmp / storage
+    index = _index()
+    write_corpus_index(out, index)
+    for feature in DIMS:
+        if storage == "compressed":
+            _write_feature(out, feature, index.fingerprint, compression="lzf")
+        else:
+            for k in (1, 2):
+                _write_feature(out, feature, index.fingerprint, shard=(k, 2))
+    if storage == "merged":
+        merge_shards(out)
+    return out
+
+
+@pytest.mark.parametrize("storage", ["contiguous", "compressed", "merged"])
+def test_streamed_batches_are_identical_to_in_memory(cache: Path, tmp_path: Path, storage: str) -> None:
+    cache = _storage_variant(cache, tmp_path, storage)
+    ram = load_cache(cache, ["vis", "aud"], progress=False, stream=False)
+    streamed = load_cache(cache, ["vis", "aud"], progress=False, stream=True)
+    assert ram.in_memory and not streamed.in_memory
+    mapped = {s.mapped for s in streamed.sources}
+    assert mapped == ({0} if storage == "compressed" else {len(VIDEOS)})  # chunked data is read through HDF5
+    if storage == "merged":  # the mapped file is the shard the reader resolved, not the linking file
+        holders = {streamed.sources[0].ff.holder(v).name for v in streamed.ids}
+        assert holders == {"vis.shard-1-of-2.h5", "vis.shard-2-of-2.h5"}
+    train = ["p_left", "p_right", "q"]
+    st_ram, st_stream = Standardizer.fit(ram, train), Standardizer.fit(streamed, train)
+    for a, b in zip(st_ram.mean + st_ram.std, st_stream.mean + st_stream.std):
+        assert a.tobytes() == b.tobytes()  # the same statistics, bit for bit
+    windows = make_windows(ram.lengths, window=10, hop=6)
+    pairs = zip(iterate_batches(ram, st_ram, windows, 4, shuffle=True, seed=5),
+                iterate_batches(streamed, st_stream, windows, 4, shuffle=True, seed=5), strict=True)
+    for x, y in pairs:
+        for a, b in zip(x.streams + x.present + [x.valid, x.labels, x.windows],
+                        y.streams + y.present + [y.valid, y.labels, y.windows]):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert a.numpy().tobytes() == b.numpy().tobytes()  # same values, NaN labels included
+    streamed.close()
+
+
+def test_streamed_checksums_are_verified_when_a_video_is_first_used(cache: Path) -> None:
+    with h5py.File(cache / "aud.h5", "r+") as f:
+        f["videos/q/features"][0, 0] = 1.5  # a finite value the checksum does not match
+    loaded = load_cache(cache, ["aud"], progress=False, stream=True, verify_checksums=True)
+    Standardizer.fit(loaded, ["r"])
+    with pytest.raises(VafusionError, match=r"aud\.h5: video 'q': .*checksum"):
+        Standardizer.fit(loaded, ["p_left", "q"])
+    Standardizer.fit(load_cache(cache, ["aud"], progress=False, stream=True), ["q"])  # not asked to verify
+
+
+def test_default_streams_when_the_features_exceed_half_the_available_memory(cache: Path, monkeypatch) -> None:
+    import vafusion.fusion.sources as sources
+
+    need = sum(n for _, _, n in VIDEOS.values()) * sum(DIMS.values()) * 2
+    monkeypatch.setattr(sources, "available_memory", lambda: 2 * need)
+    assert load_cache(cache, ["vis", "aud"], progress=False).in_memory  # exactly half: fits
+    monkeypatch.setattr(sources, "available_memory", lambda: 2 * need - 1)
+    assert not load_cache(cache, ["vis", "aud"], progress=False).in_memory
+    with sources.loading(False):  # what --in-memory sets; an explicit argument still wins
+        assert load_cache(cache, ["vis", "aud"], progress=False).in_memory
+        assert not load_cache(cache, ["vis", "aud"], progress=False, stream=True).in_memory
+    with sources.loading(True):
+        monkeypatch.setattr(sources, "available_memory", lambda: 100 * need)
+        assert not load_cache(cache, ["vis", "aud"], progress=False).in_memory
+    assert load_cache(cache, ["vis", "aud"], progress=False).in_memory

@@ -6,6 +6,12 @@ dataset's dtype, shape and storage are exactly what the buffer expects; so every
 datasets go through :func:`vafusion.cache.check.check_video` when first opened, and every read
 error becomes a :class:`VafusionError` naming the file, the id and the dataset.
 
+For streaming (:meth:`FeatureFile.map_features`), an uncompressed contiguous dataset is handed
+out as a read-only numpy view of the file's pages at the offset HDF5 reports, once
+:func:`~vafusion.cache.check.check_video` has proven its dtype, shape and storage: the process
+holds no copy and the OS page cache does the caching. Compressed or chunked datasets are read
+per row range through HDF5 instead (:meth:`FeatureFile.read_rows`).
+
 A merged (linked) file's external links are never followed by HDF5 (which would also search
 the current directory and ``HDF5_EXT_PREFIX``): the reader opens each shard the merge
 recorded, from the merged file's folder only, and checks it is that very file
@@ -15,6 +21,7 @@ recorded, from the merged file's folder only, and checks it is that very file
 from __future__ import annotations
 
 import json
+import mmap
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
@@ -77,6 +84,7 @@ class FeatureFile:
             ) from None
         self._sources: dict[str, FeatureFile] = {}
         self._handles: dict[str, _Video] = {}
+        self._maps: dict[Path, mmap.mmap] = {}  # holder file -> read-only map (map_features)
         self._ids: list[str] | None = None
         try:
             self._read_header()
@@ -281,6 +289,59 @@ class FeatureFile:
         if verify:
             self.verify_checksums(video_id, features_out, mask_out)
 
+    def read_mask_into(self, video_id: str, mask_out: np.ndarray) -> None:
+        """Read only the video's mask into a preallocated bool array (what streaming keeps in RAM)."""
+        _, mask, _, _, m_shape = self._datasets(video_id)
+        if mask_out.shape != m_shape or mask_out.dtype != bool or not mask_out.flags.c_contiguous:
+            raise ValueError(f"{video_id}: mask out array {mask_out.shape} {mask_out.dtype} does not fit {m_shape} bool")
+        if m_shape[0] == 0:
+            return
+        try:  # raw bytes of the checked 1-byte enum, as in read_into
+            mask.read(h5py.h5s.ALL, h5py.h5s.ALL, mask_out.view(np.uint8), mtype=mask.get_type())
+        except (OSError, RuntimeError) as e:
+            raise self._unreadable(video_id, schema.MASK_DATASET, e) from None
+        if mask_out.view(np.uint8).max() > 1:
+            raise VafusionError(f"{self.holder(video_id)}: video {video_id!r}: mask holds values other than 0 and 1; "
+                                f"the file is damaged: re-extract {self.feature}")
+
+    def _file_map(self, holder: Path) -> mmap.mmap:
+        found = self._maps.get(holder)
+        if found is None:
+            with open(holder, "rb") as f:
+                found = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[holder] = found
+        return found
+
+    def map_features(self, video_id: str) -> np.ndarray | None:
+        """The video's ``(T, dim)`` float16 features as a read-only view of the file (no copy), or None.
+
+        None when the dataset is not stored contiguously in one piece (chunked or compressed:
+        use :meth:`read_rows`). The view stays valid after :meth:`close`. The file is mapped
+        once (for a merged file: the shard file the reader resolved, never HDF5's search path);
+        a dataset reaching past the end of the file (a truncated copy) is an error here, where
+        touching it later would kill the process with SIGBUS.
+        """
+        feats, _, holder, f_shape, _ = self._datasets(video_id)
+        if f_shape[0] == 0:
+            return np.zeros(f_shape, dtype=np.float16)
+        offset = feats.get_offset()
+        if offset is None:
+            return None
+        count = f_shape[0] * f_shape[1]
+        mapped = self._file_map(holder)
+        if offset + 2 * count > len(mapped):
+            raise VafusionError(f"{holder}: video {video_id!r}: features reach past the end of the file (a truncated "
+                                f"copy); copy the file again or re-extract {self.feature}")
+        return np.frombuffer(mapped, dtype="<f2", count=count, offset=offset).reshape(f_shape)
+
+    def read_rows(self, video_id: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the video's features (float16), read through HDF5 (any storage)."""
+        feats = self._datasets(video_id).features
+        try:
+            return h5py.Dataset(feats)[start:stop]
+        except (OSError, RuntimeError) as e:
+            raise self._unreadable(video_id, schema.FEATURES_DATASET, e) from None
+
     def checksum_problems(self, video_id: str, features: np.ndarray, mask: np.ndarray) -> list[str]:
         """Mismatches between data read for ``video_id`` and its stored checksums (``[]``: fine).
 
@@ -312,6 +373,7 @@ class FeatureFile:
         for source in self._sources.values():
             source.close()
         self._handles = {}
+        self._maps = {}  # views handed out keep their map alive; it closes with the last of them
 
     def __enter__(self) -> "FeatureFile":
         return self

@@ -1,12 +1,14 @@
-"""A feature cache in RAM, standardised lazily, cut into windows by index arithmetic.
+"""A feature cache in RAM or streamed from its files, standardised lazily, cut into windows by index arithmetic.
 
 Why this shape: stage 2 trains many small models from the same cache, so the cache is
 read once (close to disk speed, straight into one float16 block per feature set, no per-video
-copies) and everything after that is index arithmetic on those blocks:
+copies), or, when it does not fit, read where it lies (:mod:`vafusion.fusion.sources`), and
+everything after that is index arithmetic on rows:
 
-- ``LoadedCache``: per feature ``data[k]`` (sum T, dim) float16 and ``masks[k]`` (sum T,)
-  bool, ``labels`` (sum T, 2) float32 (NaN = no label), ``offsets`` (N + 1,) so video ``i``
-  owns rows ``offsets[i]:offsets[i + 1]``.
+- ``LoadedCache``: per feature ``sources[k]`` (rows (sum T, dim) float16, in RAM or streamed)
+  and ``masks[k]`` (sum T,) bool, ``labels`` (sum T, 2) float32 (NaN = no label), ``offsets``
+  (N + 1,) so video ``i`` owns rows ``offsets[i]:offsets[i + 1]``. Masks and labels (9 bytes a
+  frame) are always in RAM.
 - ``Standardizer``: per-feature mean/std of the training ids' present frames (float64
   accumulators over chunks; never a float32 copy of the cache); applied per batch.
 - ``make_windows``: rows ``[video, start, length]``; ``build_batch`` copies each window's
@@ -39,11 +41,19 @@ from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
 from vafusion.cache.reader import FeatureFile, open_feature_file
 from vafusion.errors import VafusionError
 from vafusion.fusion.metrics import score
+from vafusion.fusion.sources import (
+    _CHECK_CHUNK,
+    FeatureSource,
+    InMemoryFeature,
+    StreamedFeature,
+    as_tensor,
+    choose_stream,
+    find_nonfinite,
+    nonfinite_error,
+)
 
 _SHOW = 3  # ids named in an error message before "... and N more"
-_CHECK_CHUNK = 1 << 16  # float16 values per step of the non-finite scan (fits in L2)
 _STATS_CHUNK = 1 << 21  # float32 values per step of the statistics pass (8 MiB buffer)
-_F16_EXP = 0x7C00  # float16 exponent bits: all set <=> inf or NaN
 
 
 def _few(items: Sequence[str]) -> str:
@@ -58,24 +68,35 @@ def _few(items: Sequence[str]) -> str:
 
 @dataclass(eq=False)
 class LoadedCache:
-    """Feature sets, masks and labels of some ids of a cache, in RAM, in ``ids`` order."""
+    """Feature sets, masks and labels of some ids of a cache, in ``ids`` order (features in RAM or streamed)."""
 
     cache_dir: Path
     index: CorpusIndex
     ids: list[str]
     features: tuple[str, ...]
     dims: tuple[int, ...]
-    data: list[np.ndarray]  # per feature: (sum T, dim) float16, one contiguous block
+    sources: list[FeatureSource]  # per feature: its (sum T, dim) float16 rows, in RAM or streamed
     masks: list[np.ndarray]  # per feature: (sum T,) bool (face / audio present)
     offsets: np.ndarray  # (N + 1,) int64
     labels: np.ndarray  # (sum T, 2) float32, NaN = no label
     extractors: dict[str, dict] = field(default_factory=dict)  # feature -> extractor description
     feature_fingerprints: dict[str, str] = field(default_factory=dict)  # feature -> fingerprint
     _position: dict[str, int] = field(init=False, repr=False)
-    _torch: tuple[list[Tensor], list[Tensor], Tensor] | None = field(init=False, repr=False, default=None)
+    _torch: tuple[list[Tensor], Tensor] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self._position = {vid: i for i, vid in enumerate(self.ids)}
+
+    @property
+    def data(self) -> list[np.ndarray]:
+        """Per feature the (sum T, dim) float16 block in RAM; only for a cache loaded into RAM."""
+        if not self.in_memory:
+            raise AttributeError("a streamed cache has no blocks in RAM; read rows with sources[k].rows(a, b)")
+        return [s.block for s in self.sources]  # type: ignore[attr-defined]
+
+    @property
+    def in_memory(self) -> bool:
+        return all(s.in_memory for s in self.sources)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -92,8 +113,8 @@ class LoadedCache:
 
     @property
     def feature_bytes(self) -> int:
-        """Bytes of the float16 feature blocks (the bulk of the RAM this object holds)."""
-        return sum(int(d.nbytes) for d in self.data)
+        """Bytes of the float16 features of the loaded ids (held in RAM unless streamed)."""
+        return self.n_frames * sum(self.dims) * 2
 
     def position(self, video_id: str) -> int:
         """Row of ``video_id`` in ``ids`` / ``offsets`` (the ``video`` column of windows)."""
@@ -109,36 +130,17 @@ class LoadedCache:
         i = self.position(video_id)
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
-    def tensors(self) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """Zero-copy torch views ``(data, masks, labels)`` of the blocks (made once)."""
+    def tensors(self) -> tuple[list[Tensor], Tensor]:
+        """Zero-copy torch views ``(masks, labels)`` (made once)."""
         if self._torch is None:
             with torch.inference_mode(False):  # usable for training even if made under inference_mode
-                self._torch = (
-                    [torch.from_numpy(d) for d in self.data],
-                    [torch.from_numpy(m) for m in self.masks],
-                    torch.from_numpy(self.labels),
-                )
+                self._torch = ([torch.from_numpy(m) for m in self.masks], torch.from_numpy(self.labels))
         return self._torch
 
-
-def _find_nonfinite(block: np.ndarray, scratch: np.ndarray | None = None) -> bool:
-    """True if a float16 block holds inf or NaN.
-
-    Bit test on the uint16 view, in L2-sized steps: ~8 GB/s on the benchmark machine, about
-    5x ``np.isfinite`` on float16, which would also allocate a bool array as large as the
-    block/2 (one-off measurements, not in benchmarks/).
-    ``scratch``: a reusable uint16 buffer of ``_CHECK_CHUNK`` values (one per thread).
-    """
-    flat = block.reshape(-1).view(np.uint16)
-    if scratch is None:
-        scratch = np.empty(min(_CHECK_CHUNK, flat.size), dtype=np.uint16)
-    for a in range(0, flat.size, _CHECK_CHUNK):
-        part = flat[a : a + _CHECK_CHUNK]
-        out = scratch[: part.size]
-        np.bitwise_and(part, _F16_EXP, out=out)
-        if out.max() == _F16_EXP:
-            return True
-    return False
+    def close(self) -> None:
+        """Close the files a streamed cache reads (a cache in RAM holds none). Also done when collected."""
+        for source in self.sources:
+            source.close()
 
 
 def load_cache(
@@ -149,18 +151,26 @@ def load_cache(
     index: CorpusIndex | None = None,
     progress: bool = True,
     verify_checksums: bool = False,
+    stream: bool | None = None,
 ) -> LoadedCache:
-    """Read corpus.h5 and the named feature files of ``cache_dir`` into RAM, checked.
+    """Read corpus.h5 and the named feature files of ``cache_dir``, checked: features into RAM, or streamed.
 
     ``ids`` (default: every id of the index) fixes the order of ``LoadedCache.ids``. Pass an
     already read ``index`` to skip reading corpus.h5 again. Before anything big is read, the
     cache's one checker (:func:`vafusion.cache.check.require_agreement`, also behind
     ``cache verify``) proves every dataset well-formed and every feature file in agreement with
     the index (corpus fingerprint, ids, frame counts); inf/NaN features are an error naming
-    the feature and the id. Each video is read straight into its rows of the feature's float16
-    block, in file (sorted id) order, so the read is sequential. ``verify_checksums`` also
-    recomputes the checksums stored at write time (a CRC pass over the data; ``cache verify``
-    does this for a whole cache once, e.g. after copying it).
+    the feature and the id. ``verify_checksums`` also recomputes the checksums stored at write
+    time (a CRC pass over the data; ``cache verify`` does this for a whole cache once, e.g.
+    after copying it).
+
+    ``stream``: False reads each video straight into its rows of the feature's float16 block,
+    in file (sorted id) order, so the read is sequential; True keeps only masks and labels in
+    RAM and reads feature rows from the files when a batch needs them
+    (:class:`~vafusion.fusion.sources.StreamedFeature`: each video is checked for inf/NaN, and
+    its checksums with ``verify_checksums``, when first used); None: the choice of
+    :func:`vafusion.fusion.sources.loading`, else streamed when the features take more than
+    half of the memory available now.
     """
     cache_dir = Path(cache_dir)
     if isinstance(features, str):
@@ -187,75 +197,99 @@ def load_cache(
     total = int(offsets[-1])
 
     files: list[FeatureFile] = []
+    streamed = False
     try:
         for name in features:
             files.append(open_feature_file(cache_dir, name))
         require_agreement(cache_dir, index, files, ids)
-
         labels = np.full((total, 2), np.nan, dtype=np.float32)
         for i, vid in enumerate(ids):
             entry_labels = index[vid].labels
             if entry_labels is not None:
                 labels[offsets[i] : offsets[i + 1]] = entry_labels
-
-        data: list[np.ndarray] = []
-        masks: list[np.ndarray] = []
-        read_order = sorted(range(len(ids)), key=lambda i: ids[i])  # files store ids sorted
-        bar = tqdm(
-            total=sum(ff.dim for ff in files) * 2 * total,
-            unit="B",
-            unit_scale=True,
-            desc="loading features",
-            disable=None if progress else True,
-        )
-        # The inf/NaN scan of a video runs in a second thread while the next video is read:
-        # both h5py reads and numpy loops release the GIL, so the scan costs no wall time
-        # when a core is free (it would otherwise add ~30% to a load from the page cache).
-        scans: deque[tuple[FeatureFile, str, Future[bool]]] = deque()
-
-        def check_scans(wait: bool) -> None:
-            while scans and (wait or scans[0][2].done()):
-                ff, vid, scan = scans.popleft()
-                if scan.result():
-                    raise VafusionError(
-                        f"{ff.path}: non-finite (inf/NaN) {ff.feature} values in video {vid!r}; "
-                        f"the file is damaged or was not written by vafusion: re-extract {ff.feature}"
-                    )
-
-        scratch = np.empty(_CHECK_CHUNK, dtype=np.uint16)  # only the one scan thread uses it
-        with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="vafusion-scan") as scanner:
-            for ff in files:
-                block = np.empty((total, ff.dim), dtype=np.float16)
-                mask = np.empty(total, dtype=bool)
-                for i in read_order:
-                    a, b = int(offsets[i]), int(offsets[i + 1])
-                    vid = ids[i]
-                    ff.read_into(vid, block[a:b], mask[a:b], verify=verify_checksums)
-                    scans.append((ff, vid, scanner.submit(_find_nonfinite, block[a:b], scratch)))
-                    check_scans(wait=False)
-                    bar.update((b - a) * ff.dim * 2)
-                data.append(block)
-                masks.append(mask)
-            check_scans(wait=True)
+        streamed = choose_stream(stream, total * sum(ff.dim for ff in files) * 2)
+        read = _open_streamed if streamed else _read_into_ram
+        sources, masks = read(files, ids, offsets, verify_checksums, progress)
         extractors = {ff.feature: ff.extractor for ff in files}
         fingerprints = {ff.feature: ff.fingerprint for ff in files}
         dims = tuple(ff.dim for ff in files)
+    except BaseException:
+        streamed = False  # close every file below
+        raise
     finally:
-        for ff in files:
-            ff.close()
+        if not streamed:
+            for ff in files:
+                ff.close()
     return LoadedCache(
         cache_dir=cache_dir,
         index=index,
         ids=ids,
         features=features,
         dims=dims,
-        data=data,
+        sources=sources,
         masks=masks,
         offsets=offsets,
         labels=labels,
         extractors=extractors,
         feature_fingerprints=fingerprints,
     )
+
+
+def _open_streamed(files: list[FeatureFile], ids: list[str], offsets: np.ndarray, verify: bool,
+                   progress: bool) -> tuple[list[FeatureSource], list[np.ndarray]]:
+    """Masks into RAM; features left in the (open) files, read when used."""
+    sources: list[FeatureSource] = []
+    masks: list[np.ndarray] = []
+    for ff in files:
+        mask = np.empty(int(offsets[-1]), dtype=bool)
+        for i in tqdm(range(len(ids)), desc=f"opening {ff.feature}", unit="video", disable=None if progress else True):
+            ff.read_mask_into(ids[i], mask[offsets[i] : offsets[i + 1]])
+        sources.append(StreamedFeature(ff, ids, offsets, mask, verify=verify))
+        masks.append(mask)
+    return sources, masks
+
+
+def _read_into_ram(files: list[FeatureFile], ids: list[str], offsets: np.ndarray, verify: bool,
+                   progress: bool) -> tuple[list[FeatureSource], list[np.ndarray]]:
+    """Every video of every file straight into its rows of one float16 block per feature, scanned for inf/NaN."""
+    total = int(offsets[-1])
+    sources: list[FeatureSource] = []
+    masks: list[np.ndarray] = []
+    read_order = sorted(range(len(ids)), key=lambda i: ids[i])  # files store ids sorted
+    bar = tqdm(
+        total=sum(ff.dim for ff in files) * 2 * total,
+        unit="B",
+        unit_scale=True,
+        desc="loading features",
+        disable=None if progress else True,
+    )
+    # The inf/NaN scan of a video runs in a second thread while the next video is read:
+    # both h5py reads and numpy loops release the GIL, so the scan costs no wall time
+    # when a core is free (it would otherwise add ~30% to a load from the page cache).
+    scans: deque[tuple[FeatureFile, str, Future[bool]]] = deque()
+
+    def check_scans(wait: bool) -> None:
+        while scans and (wait or scans[0][2].done()):
+            ff, vid, scan = scans.popleft()
+            if scan.result():
+                raise nonfinite_error(ff, vid)
+
+    scratch = np.empty(_CHECK_CHUNK, dtype=np.uint16)  # only the one scan thread uses it
+    with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="vafusion-scan") as scanner:
+        for ff in files:
+            block = np.empty((total, ff.dim), dtype=np.float16)
+            mask = np.empty(total, dtype=bool)
+            for i in read_order:
+                a, b = int(offsets[i]), int(offsets[i + 1])
+                vid = ids[i]
+                ff.read_into(vid, block[a:b], mask[a:b], verify=verify)
+                scans.append((ff, vid, scanner.submit(find_nonfinite, block[a:b], scratch)))
+                check_scans(wait=False)
+                bar.update((b - a) * ff.dim * 2)
+            sources.append(InMemoryFeature(ff.feature, block))
+            masks.append(mask)
+        check_scans(wait=True)
+    return sources, masks
 
 
 # ---------------------------------------------------------------------------------------
@@ -278,14 +312,16 @@ def _merged_ranges(offsets: np.ndarray, positions: np.ndarray) -> list[tuple[int
 
 
 def _masked_moments(
-    block: np.ndarray, mask: np.ndarray, ranges: list[tuple[int, int]]
+    source: FeatureSource, mask: np.ndarray, ranges: list[tuple[int, int]]
 ) -> tuple[int, np.ndarray, np.ndarray]:
-    """``(n, mean, M2)`` (float64) of the rows of ``block`` in ``ranges`` where ``mask``.
+    """``(n, mean, M2)`` (float64) of the rows of ``source`` in ``ranges`` where ``mask``.
 
     Chunks (~8 MB) are converted into one reused float32 buffer, centred on their own mean
-    (so no catastrophic cancellation) and merged with Chan's parallel update in float64.
+    (so no catastrophic cancellation) and merged with Chan's parallel update in float64. The
+    chunks are the same whether the rows are in RAM or streamed (same statistics, bit for
+    bit), and only one chunk is ever held: memory stays bounded for a cache of any size.
     """
-    dim = block.shape[1]
+    dim = source.dim
     rows = max(1, _STATS_CHUNK // dim)
     buffer = torch.empty((rows, dim), dtype=torch.float32)
     n_total = 0
@@ -298,9 +334,10 @@ def _masked_moments(
             n = int(sel.sum())
             if n == 0:
                 continue
-            part = block[c:d] if n == d - c else block[c:d][sel]
+            chunk = source.rows(c, d)
+            part = chunk if n == d - c else chunk[sel]
             x = buffer[:n]
-            x.copy_(torch.from_numpy(part))
+            x.copy_(as_tensor(part))
             # float32 cascade sums of float16 values are exact to ~1e-7 relative; centring on
             # the chunk mean first keeps the sum of squares free of cancellation
             centre = x.sum(dim=0) / n
@@ -343,11 +380,11 @@ class Standardizer:
         """Statistics over the present frames of ``ids`` (the training ids) of ``loaded``."""
         ranges = _merged_ranges(loaded.offsets, loaded.positions(ids))
         means, stds = [], []
-        for block, mask in zip(loaded.data, loaded.masks):
-            n, mean, m2 = _masked_moments(block, mask, ranges)
+        for source, mask in zip(loaded.sources, loaded.masks):
+            n, mean, m2 = _masked_moments(source, mask, ranges)
             if n == 0:
-                means.append(np.zeros(block.shape[1], np.float32))
-                stds.append(np.ones(block.shape[1], np.float32))
+                means.append(np.zeros(source.dim, np.float32))
+                stds.append(np.ones(source.dim, np.float32))
                 continue
             std = np.sqrt(np.maximum(m2 / n, 0.0))
             std[std < min_std] = 1.0
@@ -536,9 +573,9 @@ def build_batch(
 
     ``window`` (W) defaults to the longest row; give the common window size when the
     predictions of many batches will be stacked for :func:`overlap_average`. A window is a
-    contiguous run of rows of the float16 block, so each is copied (and converted to float32)
-    straight into its slot of the output: no float16 intermediate, one ``copy_`` per window
-    and feature (~5 us each). Then one fused pass ``x * (1/std) - mean/std`` over the output,
+    contiguous run of float16 rows (in RAM, or a mapped view of the cache file when streamed),
+    so each is copied (and converted to float32) straight into its slot of the output: no
+    float16 intermediate, one ``copy_`` per window and feature (~5 us each). Then one fused pass ``x * (1/std) - mean/std`` over the output,
     and the absent/padding rows are zeroed. Masks and labels (small) use one index_select.
     ``pool`` (see :class:`BufferPool`; :func:`iterate_batches` uses one) recycles outputs.
     ``pin_memory`` (needs CUDA) puts every tensor of the batch in page-locked memory.
@@ -555,17 +592,16 @@ def build_batch(
     valid = torch.from_numpy(valid_np)
     first = (loaded.offsets[rows[:, 0]] + rows[:, 1]).tolist()
     length = rows[:, 2].tolist()
-    data_t, masks_t, labels_t = loaded.tensors()
+    masks_t, labels_t = loaded.tensors()
     streams, present = [], []
-    for k, (block, mask) in enumerate(zip(data_t, masks_t)):
-        dim = block.shape[1]
+    for k, (source, mask) in enumerate(zip(loaded.sources, masks_t)):
+        dim = source.dim
         shape = (bsz, width, dim)
         if pool is not None and not pin_memory:
             out = pool.take(shape)
         else:
             out = torch.empty(shape, dtype=torch.float32, pin_memory=pin_memory)
-        for b in range(bsz):
-            out[b, : length[b]].copy_(block[first[b] : first[b] + length[b]])
+        source.copy_windows(out, first, length)
         flat = out.view(-1, dim)
         torch.addcmul(standardizer._shift[k], flat, standardizer._inv_std[k], out=flat)
         pres = mask.index_select(0, idx).view(bsz, width) & valid

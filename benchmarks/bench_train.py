@@ -21,9 +21,17 @@ writer API; the default configuration (imf, window 300, hop 200, batch 16, d_mod
    two the script extrapolates the ratio to Aff-Wild2 scale.
 3. Training frames/s on this machine and the extrapolated epoch time at Aff-Wild2 scale
    (~2.8M frames in ~564 videos, same dims and config).
+4. ``train_step_busy_machine_ratio``: the training step (default config, one pre-built batch) on
+   a quiet machine against the same step while one competing process spins on a core, each
+   in a fresh process, with the threads the CLI chooses by default (``vafusion.device``:
+   physical cores minus the busy ones, OpenMP waiting passively): quiet seconds / busy
+   seconds, target >= 0.4. The same for torch's own default (as many threads as cores, OpenMP
+   spinning: what every command did before) is printed beside it, and so is all cores with
+   passive waiting (what the default gives when the competitor starts after the command).
+   Quiet and busy runs are interleaved; ``--busy-only`` runs just this.
 
     python benchmarks/bench_train.py [--frames 100000] [--videos 20] [--steps 8] [--repeats 3]
-                                     [--rss-frames 1000000] [--rss-videos 200]
+                                     [--rss-frames 1000000] [--rss-videos 200] [--busy-only | --skip-busy]
 """
 
 from __future__ import annotations
@@ -134,6 +142,83 @@ def measure_rss(cache: Path, tmp: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# ------------------------------------------------------------- busy-machine ratio ---
+
+_THREAD_MODES = {
+    # name: (environment changes, use vafusion's default threads)
+    "torch default": ({"OMP_WAIT_POLICY": None}, False),
+    "all cores, passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, False),  # load that arrives after the start
+    "vafusion default": ({"OMP_WAIT_POLICY": "PASSIVE"}, True),
+}
+
+
+def step_child(mode: str, steps: int) -> None:
+    """In a fresh interpreter (the OpenMP wait policy is read when torch loads): median seconds per model step."""
+    from vafusion.device import set_threads
+    from vafusion.fusion.data import Batch
+
+    if _THREAD_MODES[mode][1]:
+        set_threads(None)
+    config = make_config(device="cpu")
+    dims = list(C.REAL_DIMS.values())
+    trainer = Trainer(config, dims, torch.device("cpu"), total_steps=10_000)
+    g = torch.Generator().manual_seed(0)
+    b, w = config.training.batch_size, config.data.window
+    batch = Batch(streams=[torch.randn(b, w, d, generator=g) for d in dims],
+                  present=[torch.ones(b, w, dtype=torch.bool) for _ in dims], valid=torch.ones(b, w, dtype=torch.bool),
+                  labels=torch.rand(b, w, 2, generator=g) * 2 - 1, windows=torch.zeros(b, 3, dtype=torch.long))
+    trainer.step(batch)
+    times = [C.timed(lambda: trainer.step(batch)) for _ in range(steps)]
+    print(json.dumps({"seconds": C.median(times), "threads": torch.get_num_threads()}))
+
+
+def timed_child(mode: str, steps: int) -> dict:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    for key, value in _THREAD_MODES[mode][0].items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    out = subprocess.run([sys.executable, __file__, "--step-child", mode, str(steps)], check=True, capture_output=True,
+                         text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def busy_machine(steps: int, repeats: int) -> None:
+    print(f"busy machine: default config, one pre-built batch, {steps} steps per run (median), each run a fresh "
+          f"process; competitor: one process spinning on a core; load average {C.load_average()}", flush=True)
+    quiet: dict[str, list[float]] = {m: [] for m in _THREAD_MODES}
+    busy: dict[str, list[float]] = {m: [] for m in _THREAD_MODES}
+    threads: dict[str, set] = {m: set() for m in _THREAD_MODES}
+    for r in range(repeats):
+        for mode in _THREAD_MODES:
+            q = timed_child(mode, steps)
+            spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                time.sleep(0.5)
+                bz = timed_child(mode, steps)
+            finally:
+                spinner.kill()
+                spinner.wait()
+            quiet[mode].append(q["seconds"])
+            busy[mode].append(bz["seconds"])
+            threads[mode] |= {f"quiet {q['threads']}", f"busy {bz['threads']}"}
+            print(f"  repeat {r + 1}, {mode}: quiet {q['seconds'] * 1e3:.0f} ms ({q['threads']} threads), busy "
+                  f"{bz['seconds'] * 1e3:.0f} ms ({bz['threads']} threads): ratio {q['seconds'] / bz['seconds']:.3f}",
+                  flush=True)
+    for mode in _THREAD_MODES:
+        q, bz = C.median(quiet[mode]), C.median(busy[mode])
+        print(f"{mode} ({', '.join(sorted(threads[mode]))} threads): quiet {q * 1e3:.0f} ms, busy {bz * 1e3:.0f} ms, "
+              f"ratio {q / bz:.3f}")
+    print(f"quiet step, vafusion default / torch default: "
+          f"{C.median(quiet['vafusion default']) / C.median(quiet['torch default']):.3f}; load average {C.load_average()}")
+    for mode, name in (("torch default", "torch_default"), ("all cores, passive", "passive_all_cores")):
+        print(f"RESULT name=train_step_busy_machine_ratio_{name} "
+              f"value={C.median(quiet[mode]) / C.median(busy[mode]):.4g} target=none pass=true")
+    C.result("train_step_busy_machine_ratio",
+             C.median(quiet["vafusion default"]) / C.median(busy["vafusion default"]), ">=", 0.4)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=100_000)
@@ -144,10 +229,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tmp", default=None)
+    ap.add_argument("--busy-only", action="store_true", help="only section 4 (busy machine)")
+    ap.add_argument("--skip-busy", action="store_true", help="skip section 4")
+    ap.add_argument("--busy-steps", type=int, default=4)
     ap.add_argument("--rss-child", nargs=2, metavar=("CACHE", "RUN_DIR"), help=argparse.SUPPRESS)
+    ap.add_argument("--step-child", nargs=2, metavar=("MODE", "STEPS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
         rss_child(*args.rss_child)
+        return
+    if args.step_child:
+        step_child(args.step_child[0], int(args.step_child[1]))
+        return
+    if args.busy_only:
+        C.header("training step on a busy machine: default threads against torch's")
+        busy_machine(args.busy_steps, args.repeats)
         return
     C.header("training: full step vs model-only step; peak RSS; frames/s")
     device = resolve_device(args.device)
@@ -231,6 +327,8 @@ def main() -> None:
               f"({load_slope:.3f} x features + {fixed / 2**20:.0f} MiB) / features = {extrapolated:.3f}")
         C.result("train_peak_rss_ratio_affwild2_extrapolated", extrapolated, "<=", 1.3)
         print(f"load average at end {C.load_average()}")
+    if not args.skip_busy:
+        busy_machine(args.busy_steps, args.repeats)
 
 
 if __name__ == "__main__":

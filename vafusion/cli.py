@@ -6,7 +6,10 @@ leaves as one line on stderr with exit code 1: no tracebacks for bad input.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +29,61 @@ class _Group(click.Group):
         except VafusionError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(1)
+
+
+def _stacked(options: list) -> Callable:
+    """One decorator applying ``options`` (click options) in order."""
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _compute_options(precision: bool = True, stream: bool = True):
+    """--threads, --precision and (for commands that read a cache's features) --in-memory/--stream.
+
+    The command body runs inside :func:`vafusion.device.compute` (threads, precision) and
+    :func:`vafusion.fusion.sources.loading` (how caches load), which the library reads.
+    """
+    options = [click.option(
+        "--threads", type=click.IntRange(1), default=None,
+        help="Compute threads (torch and BLAS)  [default: the physical cores minus those other processes keep busy "
+             "now (sampled for 0.1 s), at least 1, so a busy laptop is not oversubscribed; OpenMP threads wait "
+             "passively]")]
+    if precision:
+        from vafusion.device import EMULATED_BF16_ENV
+
+        options.append(click.option(
+            "--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+            help="CPU forward passes in fp32 or under bfloat16 autocast; bf16 needs a CPU with native bfloat16 "
+                 f"(AVX512-BF16, AMX or ARM BF16; elsewhere an error, or {EMULATED_BF16_ENV}=1 to emulate it, ~40x "
+                 "slower). On a GPU, autocast is always on."))
+    if stream:
+        options.append(click.option(
+            "--in-memory/--stream", "in_memory", default=None,
+            help="Load the features into RAM (fastest), or stream them from the cache files (only masks and labels "
+                 "in RAM; for caches larger than memory)  [default: in RAM if the features take at most half of "
+                 "the memory available now (MemAvailable), else streamed]"))
+
+    def decorate(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def run(*args, threads: int | None, precision: str = "fp32", in_memory: bool | None = None, **kw):
+            from vafusion.device import compute
+
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(compute(threads, precision))
+                if stream:
+                    from vafusion.fusion.sources import loading
+
+                    stack.enter_context(loading(None if in_memory is None else not in_memory))
+                return f(*args, **kw)
+
+        return _stacked(options)(run)
+
+    return decorate
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
@@ -121,6 +179,27 @@ def cache_import_cmd(cache_dir: Path, feature: str, folder: Path, timestamps: bo
     click.echo(f"{feature}: {report.imported} imported, {report.skipped} already there -> {report.path}")
 
 
+@cache.command("derive")
+@click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--from", "source", required=True, metavar="FEATURE", help="The feature set to derive from, e.g. resnet50.")
+@click.option("--pca", "k", required=True, type=click.IntRange(1), metavar="K",
+              help="Keep the first K principal components (K <= the feature's dim).")
+@click.option("--name", default=None, help="Name of the new feature set  [default: FEATURE-pcaK]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file of that name made from another fit.")
+@_compute_options(precision=False, stream=False)
+def cache_derive_cmd(cache_dir: Path, source: str, k: int, name: str | None, overwrite: bool) -> None:
+    """Write CACHE/NAME.h5: FEATURE projected on its first K principal components, float16, masks
+    kept. The PCA is fitted on the present frames of the training ids of corpus.h5 only (validation
+    and test ids are never read for the fit) and applied to every id; the file holds the fitted
+    transform (transform/components, transform/mean) and names its parent's fingerprint. Written
+    like an extraction: resumable, checksummed, one writer at a time."""
+    from vafusion.cache.derive import derive_pca
+
+    done = derive_pca(cache_dir, source, k, name=name, overwrite=overwrite)
+    click.echo(f"{done.path}: {done.k} of {source}'s {done.source_dim} dims keep "
+               f"{100 * done.explained_variance_ratio:.1f}% of the variance of {done.fit_frames} training frames ({done.fit_ids} ids); {done.written} videos written")
+
+
 # ---- stage 1 commands -------------------------------------------------------------------
 
 
@@ -184,6 +263,7 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="HDF5 compression (none loads fastest; lzf/gzip for transfer).")
 @click.option("--copy", is_flag=True, help="Under torchrun: rank 0 merges the ranks' shards by copying them into "
               "self-contained <feature>.h5 files instead of linking to them.")
+@_compute_options(stream=False)
 def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tuple[Path, ...], faces: Path | None,
             annotations: Path | None, audio_dir: Path | None, test_list: Path | None, weights: tuple[str, ...],
             extractor_options: tuple[str, ...], visual_weights: str, image_size: int, vggish_weights: str | None,
@@ -266,17 +346,6 @@ def _extract_distributed(found, cache_dir: Path, opts, rank, copy: bool) -> None
 # mapped onto the model option of that name, with a note pointing to --model-option.
 _DEPRECATED_MODEL_FLAGS = {"--d-model": ("d_model", int), "--heads": ("heads", int), "--dropout": ("dropout", float),
                            "--ridge-alpha": ("alpha", float), "--ridge-context": ("context", int)}
-
-
-def _stacked(options: list) -> Callable:
-    """One decorator applying ``options`` (click options) in order."""
-
-    def decorate(f):
-        for option in reversed(options):
-            f = option(f)
-        return f
-
-    return decorate
 
 
 def _data_options(feature_sets: bool = False):
@@ -427,6 +496,7 @@ def _print_scores(title: str, scores: dict) -> None:
 @_model_options()
 @_data_options()
 @_training_options
+@_compute_options()
 def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: int | None, resume: bool,
           report: bool, **kw) -> None:
     """Train a model (by default imf, the paper's) on the features of CACHE.
@@ -456,6 +526,7 @@ def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: i
 @_model_options()
 @_data_options()
 @_training_options
+@_compute_options()
 def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, workers: int | None,
        devices: list[str] | None, **kw) -> None:
     """Cross-validate: train every fold (train and validation ids merged, split by video)
@@ -506,6 +577,7 @@ def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, wo
 @_model_options(several=True)
 @_data_options(feature_sets=True)
 @_training_options
+@_compute_options()
 def compare(cache_dir: Path, runs_dir: Path, seeds: int, split: str | None, folds: int | None, as_json: bool,
             report: bool, workers: int | None, devices: list[str] | None, models: str, model_options: tuple[str, ...],
             causal: bool, features: tuple[str, ...], **kw) -> None:
@@ -562,6 +634,7 @@ def models(as_json: bool) -> None:
               help="The run's own validation (or training) ids.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@_compute_options()
 def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str, as_json: bool) -> None:
     """Score RUN on a partition the challenge way: CCC_V, CCC_A, P over all its frames,
     plus a per-id table."""
@@ -594,6 +667,7 @@ def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str,
 @click.option("--smooth", default=None, type=click.IntRange(1),
               help="Overrides --post: a centred moving average over N frames of both dimensions (1 = none).")
 @click.option("--device", default="auto", show_default=True)
+@_compute_options()
 def predict(run_dirs: tuple[Path, ...], cache_dir: Path, out: Path, sample: Path | None, ids: str | None, post: str,
             smooth: int | None, device: str) -> None:
     """Write ABAW-format predictions, clipped to [-1, 1]: one <video_id>.txt per id (header
@@ -652,6 +726,7 @@ def check_submission_cmd(file: Path, sample: Path) -> None:
 @click.option("--ids", "n_ids", default=3, show_default=True, type=click.IntRange(0),
               help="Validation ids shown over time (spread over the ranking by P: best, median, worst).")
 @click.option("--device", default="auto", show_default=True)
+@_compute_options()
 def report(run_dir: Path, cache_dir: Path | None, n_ids: int, device: str) -> None:
     """Write RUN/report.html (with figures in RUN/figures/): configuration, learning curves,
     predictions against labels over time and in the valence-arousal plane, per-id CCC.
@@ -694,6 +769,9 @@ def reference_markdown() -> str:
 
 
 def main() -> None:
+    # Before torch loads OpenMP: idle threads sleep instead of spinning, so a core another process
+    # needs is not taken from it (BENCHMARKS.md, section 7). A value set by the user is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="vafusion")
 
 

@@ -1,13 +1,39 @@
-"""Choosing the compute device, shared by both stages (neither may import the other)."""
+"""The compute device, its precision and its threads, shared by both stages (neither may import the other).
+
+Why precision and threads live here, process-wide, like ``torch.set_num_threads``: they
+change how fast a command runs, not which experiment it is, and every command that computes
+(extract, train, cv, compare, predict, evaluate, cache derive) takes the same ``--threads``
+and ``--precision``; :func:`compute` sets both for a block of work, and :func:`autocast` is the
+one place a forward pass asks for its precision.
+
+- Precision: ``fp32`` (default) or ``bf16`` (CPU autocast to bfloat16). bf16 is refused on a
+  CPU without native bfloat16 arithmetic (x86 AVX512-BF16 or AMX, ARM's BF16 extension):
+  there oneDNN emulates it, measured ~40x slower than fp32 on an AVX2 CPU (BENCHMARKS.md,
+  section 7). ``VAFUSION_ALLOW_EMULATED_BF16=1`` (or ``allow_emulated=True``) runs it anyway:
+  for tests, and for checking results on a machine without it. On CUDA, autocast is always on
+  (``amp``: bf16 where the GPU has it, else fp16).
+- Threads: by default the physical cores this process may use, minus the cores other
+  processes keep busy right now (sampled from /proc/stat for 0.1 s), at least 1. Two
+  threads on two cores while another process holds one of them made a training step 3.5x
+  slower here (14x on another machine); one thread is then faster (BENCHMARKS.md, section 7).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
 from vafusion.errors import VafusionError
+
+PRECISIONS = ("fp32", "bf16")
+EMULATED_BF16_ENV = "VAFUSION_ALLOW_EMULATED_BF16"
+_BUSY_SAMPLE_S = 0.1
+_state = {"precision": "fp32"}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -23,20 +49,145 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+# ---------------------------------------------------------------------------------------
+# Precision
+# ---------------------------------------------------------------------------------------
+
+
+def _cpu_flags() -> set[str]:
+    """Feature flags of the CPU from /proc/cpuinfo (x86 ``flags``, ARM ``Features``); empty if unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU has bfloat16 arithmetic in hardware (AVX512-BF16, AMX-BF16, or ARM BF16)."""
+    probes = getattr(torch._C, "_cpu", None)
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        probe = getattr(probes, name, None)
+        if probe is not None and probe():
+            return True
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & _cpu_flags())
+
+
+def check_precision(precision: str, allow_emulated: bool | None = None) -> None:
+    """A one-line error for an unknown precision, or bf16 on a CPU that would only emulate it."""
+    if precision not in PRECISIONS:
+        raise VafusionError(f"--precision {precision!r}: use {' or '.join(PRECISIONS)}")
+    if allow_emulated is None:
+        allow_emulated = os.environ.get(EMULATED_BF16_ENV, "") not in ("", "0")
+    if precision == "bf16" and not (allow_emulated or cpu_bf16_native()):
+        raise VafusionError(
+            f"--precision bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 "
+            f"(AVX512-BF16, AMX or ARM BF16), where it runs ~40x slower than fp32; use --precision fp32 "
+            f"(or set {EMULATED_BF16_ENV}=1 to run it emulated anyway)"
+        )
+
+
+def precision() -> str:
+    """The precision of CPU forward passes in force (see :func:`compute`)."""
+    return _state["precision"]
+
+
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that have it, fp16 on older ones; exact fp32 on CPU."""
-    if device.type != "cuda" or not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    """The forward pass's precision: bf16 autocast on GPUs that have it, fp16 on older ones (``enabled``:
+    the config's ``amp``); on the CPU, bf16 autocast under ``--precision bf16``, else exact fp32."""
+    if device.type == "cuda":
+        if not enabled:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cpu" and precision() == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------------------
+
+
+def _usable_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
 
 
 def available_cores() -> int:
     """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(_usable_cpus())
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyperthreads of one core count once)."""
+    cpus = _usable_cpus()
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topology / "physical_package_id").read_text().strip() + ":" +
+                      (topology / "core_id").read_text().strip())
+        except OSError:
+            return len(cpus)
+    return max(1, len(cores))
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """``(busy, total)`` jiffies of all CPUs from /proc/stat (idle and iowait are not busy)."""
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return total - values[3] - values[4], total
+
+
+def busy_cpus(sample_s: float = _BUSY_SAMPLE_S) -> float:
+    """How many CPUs other processes keep busy now: /proc/stat over ``sample_s`` (this process sleeps).
+
+    Falls back to the 1-minute load average where /proc/stat is missing. (The load average
+    alone lags by a minute and also counts tasks waiting on I/O: on the benchmark VM it read
+    1.5-1.9 while every CPU was idle.)
+    """
+    before = _cpu_times()
+    if before is None:
+        try:
+            return float(os.getloadavg()[0])
+        except OSError:
+            return 0.0
+    time.sleep(sample_s)
+    after = _cpu_times()
+    if after is None or after[1] <= before[1]:
+        return 0.0
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """Physical cores minus the CPUs other processes keep busy now (rounded), at least 1."""
+    return max(1, physical_cores() - int(busy_cpus() + 0.5))
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Use ``threads`` (default: :func:`default_threads`) for torch and the BLAS libraries; returns how many."""
+    n = default_threads() if threads is None else int(threads)
+    if n < 1:
+        raise VafusionError(f"--threads {threads}: must be >= 1")
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits  # numpy's BLAS (cache derive's PCA)
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn, installed with vafusion
+        return n
+    threadpool_limits(limits=n, user_api="blas")
+    return n
 
 
 def threads_per_process(processes: int, cores: int | None = None) -> int:
@@ -46,3 +197,27 @@ def threads_per_process(processes: int, cores: int | None = None) -> int:
     one machine), so a global thread policy can take over here.
     """
     return max(1, (cores or available_cores()) // max(1, processes))
+
+
+@contextlib.contextmanager
+def compute(threads: int | None = None, precision: str = "fp32", *,
+            allow_emulated: bool | None = None) -> Iterator[tuple[int, str]]:
+    """Within the block: ``threads`` (default :func:`default_threads`) and ``precision``; yields both.
+
+    Both are restored afterwards. bf16 on a CPU without native support is an error unless
+    ``allow_emulated`` (default: the ``VAFUSION_ALLOW_EMULATED_BF16`` environment variable).
+    """
+    check_precision(precision, allow_emulated)
+    before_threads, before_precision = torch.get_num_threads(), _state["precision"]
+    n = set_threads(threads)
+    _state["precision"] = precision
+    try:
+        yield n, precision
+    finally:
+        _state["precision"] = before_precision
+        set_threads(before_threads)
+
+
+__all__ = ["PRECISIONS", "EMULATED_BF16_ENV", "autocast", "available_cores", "busy_cpus", "check_precision", "compute",
+           "cpu_bf16_native", "default_threads", "physical_cores", "precision", "resolve_device", "set_threads",
+           "threads_per_process"]

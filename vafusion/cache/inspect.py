@@ -113,6 +113,9 @@ def format_info(info: dict[str, Any]) -> str:
             continue
         ex = f["extractor"]
         weights = f"weights {ex['weights']}" if "weights" in ex else "no learned weights"
+        if "derived_from" in ex:  # cache derive
+            weights = (f"of {ex['derived_from']['feature']}, {ex.get('k')} components fitted on "
+                       f"{ex.get('fit', {}).get('ids')} {ex.get('fit', {}).get('partition')} ids")
         lines.append(
             f"  {f['file']}: dim {f['dim']} {f['dtype']}, {f['ids']} ids, {f['frames']} frames, "
             f"{_human_bytes(f['bytes'])}, compression {f['compression']}"

@@ -28,6 +28,9 @@ VIDEOS_GROUP = "videos"
 FEATURES_DATASET = "features"
 MASK_DATASET = "mask"
 FEATURE_DTYPE = "float16"
+TRANSFORM_GROUP = "transform"
+"""A derived feature file (``cache derive``): the fitted transform, e.g. ``transform/components``
+(K, dim) float32 and ``transform/mean`` (dim,) float32 of a PCA, so it can be applied again."""
 
 # Integrity attributes (written since checksums were added; files without them still read):
 CHECKSUM_ATTR = "checksum"

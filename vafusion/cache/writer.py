@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import h5py
@@ -88,6 +89,9 @@ class FeatureWriter:
     The writer holds the file's write lock from construction to :meth:`finalize` (or
     :meth:`close`), so a second process writing the same file fails at once. ``split``: the
     rule that chose a shard's ids, recorded in its file (:data:`~vafusion.cache.schema.SPLIT_ATTR`).
+    ``extra``: datasets (path -> array) the final file holds beside ``videos/``, e.g. the fitted
+    transform of a derived feature (``cache derive``); describe them in ``extractor`` too, so
+    that the fingerprint changes with them.
     """
 
     def __init__(
@@ -101,8 +105,10 @@ class FeatureWriter:
         overwrite: bool = False,
         compression: str | None = None,
         split: str | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.cache_dir = make_dir(Path(cache_dir))
+        self.extra = dict(extra or {})  # path in the file -> array, e.g. a derived feature's fitted transform
         self.feature = feature
         self.dim = int(dim)
         self.extractor = extractor
@@ -290,6 +296,9 @@ class FeatureWriter:
         try:
             with atomic_path(self.final_path) as tmp, h5py.File(tmp, "w") as out:
                 write_header(out, header)
+                for path, data in self.extra.items():  # beside videos/, each with its checksum
+                    dataset = out.create_dataset(path, data=np.asarray(data))
+                    dataset.attrs[schema.CHECKSUM_ATTR] = checksum.checksum("", path, np.asarray(data))
                 videos = out.create_group(schema.VIDEOS_GROUP)
                 for vid in sorted(self._final_ids | set(parts_by_id)):
                     if vid not in parts_by_id:

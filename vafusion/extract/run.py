@@ -19,7 +19,7 @@ import torch
 from vafusion.cache import schema, split
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index, write_corpus_index
 from vafusion.cache.writer import FeatureWriter
-from vafusion.device import resolve_device
+from vafusion.device import precision, resolve_device
 from vafusion.errors import VafusionError
 from vafusion.extract import registry
 from vafusion.extract.assembly import Failure, Outcome
@@ -46,6 +46,18 @@ class ExtractReport:
     @property
     def ok(self) -> bool:
         return not self.failures and not self.problems
+
+
+def _provenance(resolved: Resolved, device: torch.device) -> dict:
+    """The extractor's provenance, plus ``precision`` when the CPU computes in bf16 (``--precision``).
+
+    Only then: fp32 provenance stays byte-identical to what it always was, so existing caches
+    keep their fingerprints, while bf16 and fp32 features never mix in one file.
+    """
+    prov = resolved.provenance()
+    if device.type == "cpu" and precision() != "fp32":
+        prov = dict(prov, precision=precision())
+    return prov
 
 
 def _build_all(opts: ExtractOptions, report: ExtractReport, note: Callable[[str], None],
@@ -96,12 +108,12 @@ def _prepare_cache(cache: Path, index: CorpusIndex, source: str, opts: ExtractOp
 
 
 def _open_writers(cache: Path, built: list[Resolved], corpus_fingerprint: str, opts: ExtractOptions,
-                  ids: list[str]) -> dict[str, FeatureWriter]:
+                  ids: list[str], device: torch.device) -> dict[str, FeatureWriter]:
     """One writer per feature, each refusing a shard whose files hold ids it does not own (another split)."""
     writers: dict[str, FeatureWriter] = {}
     try:
         for r in built:
-            writers[r.name] = FeatureWriter(cache, r.name, r.extractor.dim, r.provenance(), corpus_fingerprint,
+            writers[r.name] = FeatureWriter(cache, r.name, r.extractor.dim, _provenance(r, device), corpus_fingerprint,
                                             shard=opts.shard, overwrite=opts.overwrite, compression=opts.compression,
                                             split=schema.SPLIT_RULE)
             writers[r.name].require_owned(ids)
@@ -156,7 +168,7 @@ def extract(
     mine = set(split.shard_ids(index, opts.shard))
     videos = [v for v in corpus.videos if v.entry.id in mine]
     ids = [v.entry.id for v in videos]
-    writers = _open_writers(cache, built, index.fingerprint, opts, ids)
+    writers = _open_writers(cache, built, index.fingerprint, opts, ids, device)
     pending = {f: set(w.pending(ids)) for f, w in writers.items()}
     for f in writers:
         report.skipped[f] = len(ids) - len(pending[f])

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from vafusion.atomic import atomic_path
 from vafusion.cache.corpus_index import read_corpus_index
-from vafusion.device import autocast, resolve_device
+from vafusion.device import autocast, precision, resolve_device
 from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.config import FusionConfig
@@ -101,7 +101,7 @@ def train(
         log(f"report: {write_report(run_dir, cache_dir, device=config.training.device, loaded=loaded)}")
     summary = {"best": result.best, "model": config.model.name, "features": list(config.data.features),
                "parameters": result.parameters, "epochs_run": result.epochs_run, "split": config.data.split,
-               "fold": config.data.fold if config.data.split == "folds" else None}
+               "fold": config.data.fold if config.data.split == "folds" else None, "precision": precision()}
     with atomic_path(run_dir / ckpt_mod.SUMMARY) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return result
@@ -164,7 +164,8 @@ def _train_by_gradient(
         ckpt_mod.truncate_metrics(run_dir, start_epoch - 1)
         log(f"resuming after epoch {start_epoch - 1} (best P {best['p']:.4f})")
     log(f"model {config.model.name}: {parameters:,} parameters, {len(windows)} training windows of {data.window} "
-        f"frames, device {device}")
+        f"frames, device {device}, {torch.get_num_threads()} threads, {precision()}, features "
+        f"{'in RAM' if loaded.in_memory else 'streamed'}")
     bar = tqdm(range(start_epoch, tc.epochs + 1), desc="train", unit="epoch", disable=None if progress else True,
                initial=start_epoch - 1, total=tc.epochs, dynamic_ncols=True)
     epoch = start_epoch - 1

@@ -44,7 +44,7 @@ import torch
 from bench_train import Trainer, full_steps
 from vafusion.cache.reader import open_feature_file
 from vafusion.fusion.config import make_config
-from vafusion.fusion.data import Standardizer, load_cache, make_windows, windows_with_labels
+from vafusion.fusion.data import Standardizer, build_batch, load_cache, make_windows, windows_with_labels
 
 BYTES_PER_FRAME = sum(C.REAL_DIMS.values()) * 2
 RSS_TARGET_MIB = 1536
@@ -63,14 +63,30 @@ def rss_child(cache: str, run_dir: str, train_windows: int) -> None:
 
     base = rss_kib("RssAnon")
     peak = {"anon": base, "file": 0, "batches": 0}
+    trace: list[tuple[str, int]] = []  # (when, RssAnon KiB): where memory grows, if it does
     real_build, real_windows = data.build_batch, train_mod.windows_with_labels
+    real_fit, real_predict = train_mod.Standardizer.fit, train_mod.predict_loaded
 
     def sampled(*args, **kwargs):
         batch = real_build(*args, **kwargs)
         peak["anon"] = max(peak["anon"], rss_kib("RssAnon"))
         peak["file"] = max(peak["file"], rss_kib("RssFile"))
         peak["batches"] += 1
+        if peak["batches"] % 20 == 0:
+            trace.append((f"batch {peak['batches']}", rss_kib("RssAnon")))
         return batch
+
+    def fit(*args, **kwargs):
+        trace.append(("before statistics", rss_kib("RssAnon")))
+        result = real_fit(*args, **kwargs)
+        trace.append(("after statistics", rss_kib("RssAnon")))
+        return result
+
+    def predict(*args, **kwargs):
+        trace.append(("validation starts", rss_kib("RssAnon")))
+        result = real_predict(*args, **kwargs)
+        trace.append(("validation ends", rss_kib("RssAnon")))
+        return result
 
     def fewer_windows(loaded, windows):
         chosen = real_windows(loaded, windows)
@@ -78,13 +94,14 @@ def rss_child(cache: str, run_dir: str, train_windows: int) -> None:
         return chosen[np.sort(keep)]
 
     data.build_batch = sampled
+    train_mod.Standardizer.fit, train_mod.predict_loaded = fit, predict
     if train_windows > 0:
         train_mod.windows_with_labels = fewer_windows
     start = time.perf_counter()
     with loading(True):
         train(cache, run_dir, make_config(epochs=1, device="cpu"), progress=False, report=False)
     print(json.dumps({"base_kib": base, "peak_anon_kib": max(peak["anon"], rss_kib("RssAnon")),
-                      "peak_file_kib": peak["file"], "batches": peak["batches"],
+                      "peak_file_kib": peak["file"], "batches": peak["batches"], "trace": trace,
                       "seconds": time.perf_counter() - start}))
 
 
@@ -106,6 +123,7 @@ def measure_rss(tmp: Path, gib: float, train_windows: int) -> dict:
           f"{result['peak_anon_kib'] * mib:.0f} MiB (after imports {result['base_kib'] * mib:.0f} MiB); peak RssFile "
           f"(mapped cache pages, the OS's to drop) {result['peak_file_kib'] * mib:.0f} MiB; load average "
           f"{C.load_average()}", flush=True)
+    print("  RssAnon (MiB) along the run: " + ", ".join(f"{when} {kib * mib:.0f}" for when, kib in result["trace"]))
     return result
 
 
@@ -138,6 +156,14 @@ def speed(tmp: Path, frames: int, steps: int, repeats: int) -> None:
         return load_cache(cache, data.features, progress=False, stream=True)
 
     stream = fresh_stream()
+    rows = windows[: tc.batch_size]
+    build = {"ram": [], "stream": []}
+    for _ in range(repeats * 10):  # batch assembly alone: the only work that differs
+        build["ram"].append(C.timed(lambda: build_batch(ram, standardizer, rows, window=data.window)))
+        build["stream"].append(C.timed(lambda: build_batch(stream, standardizer, rows, window=data.window)))
+    b_ram, b_stream = C.median(build["ram"]), C.median(build["stream"])
+    print(f"one batch assembled (build_batch, {tc.batch_size} windows, warm): in RAM {b_ram * 1e3:.2f} ms, streamed "
+          f"{b_stream * 1e3:.2f} ms", flush=True)
     full_steps(trainer, ram, standardizer, windows, 2, seed=99)  # warm-up
     full_steps(trainer, stream, standardizer, windows, 2, seed=98)
     in_ram, warm, cold = [], [], []
@@ -202,12 +228,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--skip-speed", action="store_true", help="also skips derive")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
     ap.add_argument("--tmp", default=None)
     ap.add_argument("--rss-child", nargs=3, metavar=("CACHE", "RUN_DIR", "WINDOWS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
         rss_child(args.rss_child[0], args.rss_child[1], int(args.rss_child[2]))
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     C.header("streaming: anonymous RSS on 4 and 8 GiB caches, step speed against RAM; cache derive --pca")
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp_name:
         tmp = Path(tmp_name)

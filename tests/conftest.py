@@ -22,6 +22,18 @@ FAST_EXTRACT = dict(visual_weights="random", vggish_weights="random", image_size
 """Extraction options for tests: random weights, small crops, no worker processes."""
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, restored after: tiny models run fastest so, and OpenMP spinning
+    on a busy machine can cost 40x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def toy_cache(tmp_path_factory) -> Path:
     """A small stage-2 cache (features 'visual' (24) and 'audio' (12)) written through the cache API."""

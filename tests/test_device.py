@@ -24,13 +24,7 @@ TOY = dict(features=("visual", "audio"), window=48, hop=32, epochs=3, batch_size
 BF16_TOLERANCE = 0.05
 """Stated tolerance: a bf16 run's validation P and predictions within 0.05 of the fp32 run's (toy task)."""
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch, toy_cache, tmp_path):

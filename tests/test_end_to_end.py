@@ -10,6 +10,8 @@ from vafusion.fusion.train import train
 
 TRAIN = dict(window=100, hop=50, epochs=15, batch_size=8, d_model=64, heads=4, patience=15)
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # a small model: one thread is fastest, and no spinning on a busy machine
+
 
 @pytest.fixture(scope="module")
 def cache(learnable_cache):

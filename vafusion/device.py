@@ -8,7 +8,7 @@ one place a forward pass asks for its precision.
 
 - Precision: ``fp32`` (default) or ``bf16`` (CPU autocast to bfloat16). bf16 is refused on a
   CPU without native bfloat16 arithmetic (x86 AVX512-BF16 or AMX, ARM's BF16 extension):
-  there oneDNN emulates it, measured ~40x slower than fp32 on an AVX2 CPU (BENCHMARKS.md,
+  there oneDNN emulates it, measured 2-4x slower than fp32 on an AVX2 CPU (BENCHMARKS.md,
   section 7). ``VAFUSION_ALLOW_EMULATED_BF16=1`` (or ``allow_emulated=True``) runs it anyway:
   for tests, and for checking results on a machine without it. On CUDA, autocast is always on
   (``amp``: bf16 where the GPU has it, else fp16).
@@ -86,7 +86,7 @@ def check_precision(precision: str, allow_emulated: bool | None = None) -> None:
     if precision == "bf16" and not (allow_emulated or cpu_bf16_native()):
         raise VafusionError(
             f"--precision bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 "
-            f"(AVX512-BF16, AMX or ARM BF16), where it runs ~40x slower than fp32; use --precision fp32 "
+            f"(AVX512-BF16, AMX or ARM BF16): emulated, bf16 runs 2-4x slower than fp32; use --precision fp32 "
             f"(or set {EMULATED_BF16_ENV}=1 to run it emulated anyway)"
         )
 

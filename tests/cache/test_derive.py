@@ -105,3 +105,15 @@ def test_cli_derives_once_and_a_rerun_is_up_to_date(cache, monkeypatch):
     assert again.exit_code == 0 and (cache / "aud3.h5").stat().st_mtime_ns == written
     with open_feature_file(cache, "aud3") as ff:
         assert json.loads(json.dumps(ff.extractor))["model"] == "pca"
+    n_train = len(read_corpus_index(cache).by_partition("train"))
+    info = runner.invoke(cli, ["cache", "info", str(cache)])
+    assert info.exit_code == 0 and "aud3.h5: dim 3 float16" in info.output
+    with open_feature_file(cache, "audio") as parent:
+        assert f"of audio (fingerprint {parent.fingerprint[:16]}), 3 components, " in info.output
+    assert f"% of the variance, fitted on {n_train} train ids" in info.output
+    # train takes the derived feature by its name, beside another
+    run = cache.parent / "run-aud3"
+    trained = runner.invoke(cli, ["train", str(cache), "--run", str(run), "--features", "visual,aud3", "--model",
+                                  "ridge", "--no-report", "--threads", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads((run / "config.json").read_text())["data"]["features"] == ["visual", "aud3"]

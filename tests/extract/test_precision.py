@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from vafusion import device
@@ -17,13 +16,6 @@ from vafusion.extract.run import ExtractOptions, extract
 from vafusion.synth import make_corpus
 
 FAST = dict(features=("resnet18",), visual_weights="random", image_size=32, batch_size=16, workers=0, progress=False)
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def test_bf16_extraction_is_recorded_and_never_mixes_with_fp32(tmp_path: Path, monkeypatch, one_thread) -> None:

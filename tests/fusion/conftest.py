@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.models import BUILTINS, resolve_model
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; OpenMP spinning on a busy machine can cost 40x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _every_test_on_one_thread(one_thread):
+    """Tiny models run fastest on one thread (the fixture of tests/conftest.py)."""
 
 
 @pytest.fixture

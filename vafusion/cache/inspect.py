@@ -114,8 +114,10 @@ def format_info(info: dict[str, Any]) -> str:
         ex = f["extractor"]
         weights = f"weights {ex['weights']}" if "weights" in ex else "no learned weights"
         if "derived_from" in ex:  # cache derive
-            weights = (f"of {ex['derived_from']['feature']}, {ex.get('k')} components fitted on "
-                       f"{ex.get('fit', {}).get('ids')} {ex.get('fit', {}).get('partition')} ids")
+            parent, fit = ex["derived_from"], ex.get("fit", {})
+            weights = (f"of {parent['feature']} (fingerprint {str(parent.get('fingerprint'))[:16]}), {ex.get('k')} "
+                       f"components, {100 * float(ex.get('explained_variance_ratio', 0)):.1f}% of the variance, "
+                       f"fitted on {fit.get('ids')} {fit.get('partition')} ids")
         lines.append(
             f"  {f['file']}: dim {f['dim']} {f['dtype']}, {f['ids']} ids, {f['frames']} frames, "
             f"{_human_bytes(f['bytes'])}, compression {f['compression']}"

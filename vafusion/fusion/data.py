@@ -42,7 +42,7 @@ from vafusion.cache.reader import FeatureFile, open_feature_file
 from vafusion.errors import VafusionError
 from vafusion.fusion.metrics import score
 from vafusion.fusion.sources import (
-    _CHECK_CHUNK,
+    CHECK_CHUNK,
     FeatureSource,
     InMemoryFeature,
     StreamedFeature,
@@ -274,7 +274,7 @@ def _read_into_ram(files: list[FeatureFile], ids: list[str], offsets: np.ndarray
             if scan.result():
                 raise nonfinite_error(ff, vid)
 
-    scratch = np.empty(_CHECK_CHUNK, dtype=np.uint16)  # only the one scan thread uses it
+    scratch = np.empty(CHECK_CHUNK, dtype=np.uint16)  # only the one scan thread uses it
     with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="vafusion-scan") as scanner:
         for ff in files:
             block = np.empty((total, ff.dim), dtype=np.float16)

@@ -32,7 +32,7 @@ from torch import Tensor
 from vafusion.cache.reader import FeatureFile
 from vafusion.errors import VafusionError
 
-_CHECK_CHUNK = 1 << 16  # float16 values per step of the non-finite scan (fits in L2)
+CHECK_CHUNK = 1 << 16  # float16 values per step of the non-finite scan (fits in L2)
 _F16_EXP = 0x7C00  # float16 exponent bits: all set <=> inf or NaN
 MEMORY_SHARE = 0.5
 """Features taking more than this share of MemAvailable are streamed by default."""
@@ -44,13 +44,13 @@ def find_nonfinite(block: np.ndarray, scratch: np.ndarray | None = None) -> bool
     Bit test on the uint16 view, in L2-sized steps: ~8 GB/s on the benchmark machine, about
     5x ``np.isfinite`` on float16, which would also allocate a bool array as large as the
     block/2 (one-off measurements, not in benchmarks/).
-    ``scratch``: a reusable uint16 buffer of ``_CHECK_CHUNK`` values (one per thread).
+    ``scratch``: a reusable uint16 buffer of ``CHECK_CHUNK`` values (one per thread).
     """
     flat = block.reshape(-1).view(np.uint16)
     if scratch is None:
-        scratch = np.empty(min(_CHECK_CHUNK, flat.size), dtype=np.uint16)
-    for a in range(0, flat.size, _CHECK_CHUNK):
-        part = flat[a : a + _CHECK_CHUNK]
+        scratch = np.empty(min(CHECK_CHUNK, flat.size), dtype=np.uint16)
+    for a in range(0, flat.size, CHECK_CHUNK):
+        part = flat[a : a + CHECK_CHUNK]
         out = scratch[: part.size]
         np.bitwise_and(part, _F16_EXP, out=out)
         if out.max() == _F16_EXP:

@@ -11,7 +11,7 @@ each derived one, ``--seeds`` seeds each, through the same ``compare`` as ``vafu
   a measurement of the trade-off, 1.0 = no loss).
 - ``pca_file_ratio_k<K>``: resnet18.h5 bytes / resnet18-pcaK.h5 bytes.
 
-    python benchmarks/bench_pca.py [--k 64 512] [--seeds 3] [--visual-only] [--tmp DIR]
+    python benchmarks/bench_pca.py [--k 64 512] [--seeds 3] [--visual-only] [--threads N] [--tmp DIR]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import torch
 
 from vafusion.cache.derive import derive_pca
 from vafusion.demo import AUDIO, DEMO_DATA, DEMO_MODEL_OPTIONS, DEMO_TRAINING, VISUAL
@@ -47,8 +48,11 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[64, 512], help="components (512 = all: a rotation)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--visual-only", action="store_true", help="also train on the visual feature alone")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
     ap.add_argument("--tmp", default=None)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     C.header("cache derive --pca: validation CCC on the demo corpus, derived visual feature against the full one")
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp_name:
         tmp = Path(tmp_name)

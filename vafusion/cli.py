@@ -50,7 +50,8 @@ def _compute_options(precision: bool = True, stream: bool = True):
     """
     options = [click.option(
         "--threads", type=click.IntRange(1), default=None,
-        help="Compute threads (torch and BLAS)  [default: the physical cores minus those other processes keep busy "
+        help="Compute threads (torch and BLAS; cv and compare --jobs N share them among their workers)  [default: "
+             "the physical cores minus those other processes keep busy "
              "now (sampled for 0.1 s), at least 1, so a busy laptop is not oversubscribed; OpenMP threads wait "
              "passively]")]
     if precision:
@@ -770,7 +771,7 @@ def reference_markdown() -> str:
 
 def main() -> None:
     # Before torch loads OpenMP: idle threads sleep instead of spinning, so a core another process
-    # needs is not taken from it (BENCHMARKS.md, section 7). A value set by the user is kept.
+    # needs is not taken from it (BENCHMARKS.md, section 8). A value set by the user is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="vafusion")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vafusion.cache import schema
+from vafusion.cache import split
 from vafusion.cache.corpus_index import CorpusIndex, VideoEntry, write_corpus_index
 from vafusion.cache.merge import merge_shards
 from vafusion.cache.writer import FeatureWriter
@@ -71,7 +71,7 @@ def _write_feature(
     writer = FeatureWriter(cache, feature, DIMS[feature], {"model": f"test-{feature}"}, fingerprint, overwrite=True,
                            compression=compression, shard=shard)
     for vid, (_, _, n) in videos.items():
-        if shard == (1, 1) or vid in schema.shard_ids(list(videos), shard):
+        if shard == (1, 1) or vid in split.shard_ids(_index(videos), shard):
             x, m = _features(feature, vid, n + (t_delta or {}).get(vid, 0))
             writer.write(vid, x, m)
     writer.finalize()

@@ -41,6 +41,27 @@ def task(spec: dict, device: str | None, log) -> int:
     return spec["x"] * 10
 
 
+def context_task(spec: dict, device: str | None, log) -> list:
+    """What a worker runs under: threads, precision, how caches load (the parent's, which spawn does not inherit)."""
+    import torch
+
+    from vafusion import device as dev
+    from vafusion.fusion import sources
+
+    return [torch.get_num_threads(), dev.precision(), sources.loading_choice()]
+
+
+def test_workers_run_with_the_commands_thread_share_precision_and_loading():
+    from vafusion.device import compute
+    from vafusion.fusion.sources import loading
+
+    with compute(4, "bf16", allow_emulated=True), loading(True):  # what --threads 4 --precision bf16 --stream set
+        values, failures = run_in_workers(context_task, [{}, {}], workers=2, names=["a", "b"])
+    assert not failures and list(values.values()) == [[2, "bf16", True]] * 2
+    values, _ = run_in_workers(context_task, [{}], workers=1, names=["c"])
+    assert values[0][1:] == ["fp32", None]
+
+
 def test_a_failing_or_dying_task_fails_alone_and_logs_come_back_named():
     logged, ended = [], []
     values, failures = run_in_workers(task, [{"x": i} for i in range(6)], workers=2, names=[f"t{i}" for i in range(6)],

@@ -3,7 +3,9 @@
 Why processes and not DDP: the fusion model is small; the parallel work of an experiment is
 across folds, seeds and variants, each a whole training of its own. Why 'spawn': forking a
 process after torch has started its thread pools can deadlock, and a spawned worker starts
-with its own, sized by :func:`vafusion.device.threads_per_process`.
+with its own, sized by :func:`vafusion.device.threads_per_process` from the command's threads
+(``--threads``, or the default policy of :mod:`vafusion.device`), and with the command's
+precision and cache loading (``--precision``, ``--stream``/``--in-memory``).
 
 Each worker is pinned to one device for its life (worker ``w`` gets ``devices[w % len(devices)]``,
 so workers go round-robin over the GPUs) and takes the next task from a shared queue when
@@ -26,8 +28,11 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
-from vafusion.device import resolve_device, threads_per_process
+import torch
+
+from vafusion.device import compute, precision, resolve_device, threads_per_process
 from vafusion.errors import VafusionError
+from vafusion.fusion.sources import loading, loading_choice
 
 Task = Callable[[dict[str, Any], "str | None", Callable[[str], None]], Any]
 """``fn(spec, device, log) -> result``: a module-level function (workers import it by name)."""
@@ -73,16 +78,22 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="vafusion-parent-watch", daemon=True).start()
 
 
-def _worker(slot: int, device: str | None, threads: int, fn: Task, tasks: Any, conn: Any) -> None:
+def _worker(slot: int, device: str | None, threads: int, fn: Task, tasks: Any, conn: Any,
+            context: tuple[str, bool | None] = ("fp32", None)) -> None:
     """A worker's life: take tasks until the ``None`` that ends the queue; report each back on ``conn``.
+
+    ``context``: the parent's precision and how it loads caches (``--precision``, ``--stream``/
+    ``--in-memory``), which a spawned process does not inherit; the parent checked the precision.
 
     ``conn.send`` writes before it returns, so what a worker reported is with the parent even
     if the worker dies the next instant.
     """
     _die_with_parent()
-    import torch
+    with compute(threads, context[0], allow_emulated=True), loading(context[1]):
+        _take_tasks(device, fn, tasks, conn)
 
-    torch.set_num_threads(threads)
+
+def _take_tasks(device: str | None, fn: Task, tasks: Any, conn: Any) -> None:
     try:
         while (item := tasks.get()) is not None:
             index, spec = item
@@ -103,7 +114,8 @@ def _worker(slot: int, device: str | None, threads: int, fn: Task, tasks: Any, c
 class _Pool:
     """Spawned worker processes sharing one task queue, each reporting on its own pipe."""
 
-    def __init__(self, fn: Task, specs: Sequence[dict[str, Any]], devices: Sequence[str | None], threads: int):
+    def __init__(self, fn: Task, specs: Sequence[dict[str, Any]], devices: Sequence[str | None], threads: int,
+                 context: tuple[str, bool | None] = ("fp32", None)):
         ctx = mp.get_context("spawn")
         self.tasks = ctx.Queue()
         for item in enumerate(specs):
@@ -113,7 +125,7 @@ class _Pool:
         self.procs, self.conns = [], {}
         for slot, device in enumerate(devices):
             reader, writer = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_worker, args=(slot, device, threads, fn, self.tasks, writer),
+            p = ctx.Process(target=_worker, args=(slot, device, threads, fn, self.tasks, writer, context),
                             name=f"vafusion-worker-{slot}", daemon=True)
             p.start()
             writer.close()  # the worker holds the only writing end: it closes (EOF here) when the worker ends
@@ -172,7 +184,9 @@ def run_in_workers(fn: Task, specs: Sequence[dict[str, Any]], *, workers: int, n
     slots = worker_devices(min(workers, len(specs)), devices)
     values: dict[int, Any] = {}
     failures: list[TaskFailure] = []
-    pool, finished = _Pool(fn, specs, slots, threads_per_process(len(slots))), False
+    # the command's threads (--threads, or vafusion.device's default policy) shared among the workers
+    threads = threads_per_process(len(slots), cores=torch.get_num_threads())
+    pool, finished = _Pool(fn, specs, slots, threads, context=(precision(), loading_choice())), False
     try:
         for kind, slot, index, payload in pool.events():
             if kind == "start":

@@ -215,6 +215,11 @@ def loading(stream: bool | None) -> Iterator[None]:
         _ambient[0] = before
 
 
+def loading_choice() -> bool | None:
+    """The choice :func:`loading` set here (None: the default rule), e.g. to hand it to worker processes."""
+    return _ambient[0]
+
+
 def available_memory() -> int | None:
     """Bytes of memory available now without swapping (``MemAvailable``), or None if unknown."""
     try:
@@ -244,4 +249,4 @@ def choose_stream(stream: bool | None, feature_bytes: int) -> bool:
 
 
 __all__ = ["FeatureSource", "InMemoryFeature", "StreamedFeature", "as_tensor", "available_memory", "choose_stream",
-           "find_nonfinite", "loading", "stream_by_default", "MEMORY_SHARE"]
+           "find_nonfinite", "loading", "loading_choice", "stream_by_default", "MEMORY_SHARE"]

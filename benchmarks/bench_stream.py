@@ -21,7 +21,7 @@
    ``FeatureFile.read``): reading seconds / derive seconds.
 
     python benchmarks/bench_stream.py [--rss-gib 4 8] [--rss-train-windows 800] [--frames 100000]
-                                      [--steps 6] [--repeats 3] [--skip-rss] [--skip-speed] [--skip-derive]
+                                      [--steps 6] [--repeats 3] [--threads N] [--skip-rss] [--skip-speed]
 """
 
 from __future__ import annotations

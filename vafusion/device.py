@@ -8,14 +8,14 @@ one place a forward pass asks for its precision.
 
 - Precision: ``fp32`` (default) or ``bf16`` (CPU autocast to bfloat16). bf16 is refused on a
   CPU without native bfloat16 arithmetic (x86 AVX512-BF16 or AMX, ARM's BF16 extension):
-  there oneDNN emulates it, measured 2-4x slower than fp32 on an AVX2 CPU (BENCHMARKS.md,
+  there oneDNN emulates it, measured 1.4-1.7x slower than fp32 on an AVX2 CPU (BENCHMARKS.md,
   section 8). ``VAFUSION_ALLOW_EMULATED_BF16=1`` (or ``allow_emulated=True``) runs it anyway:
   for tests, and for checking results on a machine without it. On CUDA, autocast is always on
   (``amp``: bf16 where the GPU has it, else fp16).
 - Threads: by default the physical cores this process may use, minus the cores other
   processes keep busy right now (sampled from /proc/stat for 0.1 s), at least 1. Two
-  threads on two cores while another process holds one of them made a training step 3.5x
-  slower here (14x on another machine); one thread is then faster (BENCHMARKS.md, section 8).
+  spinning threads on two cores while other processes hold them made a training step 3-4x
+  slower than one thread here (14x on another machine; BENCHMARKS.md, section 8).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def check_precision(precision: str, allow_emulated: bool | None = None) -> None:
     if precision == "bf16" and not (allow_emulated or cpu_bf16_native()):
         raise VafusionError(
             f"--precision bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 "
-            f"(AVX512-BF16, AMX or ARM BF16): emulated, bf16 runs 2-4x slower than fp32; use --precision fp32 "
+            f"(AVX512-BF16, AMX or ARM BF16): emulated, bf16 runs slower than fp32; use --precision fp32 "
             f"(or set {EMULATED_BF16_ENV}=1 to run it emulated anyway)"
         )
 

@@ -18,7 +18,7 @@ from vafusion.cache.reader import FeatureFile, open_feature_file
 from vafusion.cache.writer import FeatureWriter
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
-from vafusion.fusion.data import load_cache
+from vafusion.fusion.data import Standardizer, load_cache
 
 
 @pytest.fixture
@@ -83,6 +83,15 @@ def test_pca_is_fitted_on_training_ids_only_and_projects_every_id(cache, monkeyp
     assert not verify_cache(cache)  # a whole, checksummed feature file
     loaded = load_cache(cache, ["visual-pca4", "audio"], progress=False)  # trains like any feature
     assert loaded.dims == (4, 12)
+    # ...but standardised with one scale, so the components keep their relative variances
+    # (unit variance per component would blow the near-empty last ones up to the first's size)
+    st = Standardizer.fit(loaded, train_ids)
+    pcs = loaded.sources[0]
+    spans = [loaded.rows(v) for v in train_ids]
+    present = np.concatenate([pcs.rows(r.start, r.stop)[loaded.masks[0][r]] for r in spans])
+    shared = np.sqrt(present.astype(np.float64).var(axis=0).mean())
+    np.testing.assert_allclose(st.std[0], np.full(4, shared), rtol=1e-3)
+    assert np.ptp(st.std[1]) > 0  # an ordinary feature keeps one scale per dim
 
 
 def test_bad_requests_are_one_line_errors(cache):

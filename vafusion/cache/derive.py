@@ -99,6 +99,7 @@ def _provenance(ff: FeatureFile, pca: Pca, k: int, fit_ids: Sequence[str], parti
                 "frames": pca.frames},
         "transform_sha256": digest,
         "explained_variance_ratio": round(float(pca.explained_variance.sum() / max(pca.total_variance, 1e-300)), 6),
+        schema.STANDARDIZE_KEY: schema.STANDARDIZE_SHARED,
     }
 
 

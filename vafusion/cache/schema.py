@@ -31,6 +31,10 @@ FEATURE_DTYPE = "float16"
 TRANSFORM_GROUP = "transform"
 """A derived feature file (``cache derive``): the fitted transform, e.g. ``transform/components``
 (K, dim) float32 and ``transform/mean`` (dim,) float32 of a PCA, so it can be applied again."""
+STANDARDIZE_KEY, STANDARDIZE_SHARED = "standardize", "shared"
+"""A feature's provenance may hold ``"standardize": "shared"``: training then scales all its dims
+by one standard deviation (per-dim means still subtracted) instead of one per dim. For features
+whose dims' relative variances carry meaning, such as principal components."""
 
 # Integrity attributes (written since checksums were added; files without them still read):
 CHECKSUM_ATTR = "checksum"

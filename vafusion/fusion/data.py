@@ -357,7 +357,9 @@ class Standardizer:
     Statistics come from the training ids only (validation must not leak into the model)
     and from frames whose mask is True (absent faces/audio are not data). A dimension with
     std < ``min_std`` (e.g. a dead ReLU unit) gets std 1 instead of a huge scale; a feature
-    with no present training frame gets mean 0, std 1.
+    with no present training frame gets mean 0, std 1. A feature whose provenance asks for a
+    shared scale (``schema.STANDARDIZE_KEY``; ``cache derive --pca`` does) gets one std for all
+    its dims, the root mean of their variances.
     """
 
     def __init__(self, features: Sequence[str], mean: Sequence[np.ndarray], std: Sequence[np.ndarray]) -> None:
@@ -380,13 +382,17 @@ class Standardizer:
         """Statistics over the present frames of ``ids`` (the training ids) of ``loaded``."""
         ranges = _merged_ranges(loaded.offsets, loaded.positions(ids))
         means, stds = [], []
-        for source, mask in zip(loaded.sources, loaded.masks):
+        for name, source, mask in zip(loaded.features, loaded.sources, loaded.masks):
             n, mean, m2 = _masked_moments(source, mask, ranges)
             if n == 0:
                 means.append(np.zeros(source.dim, np.float32))
                 stds.append(np.ones(source.dim, np.float32))
                 continue
             std = np.sqrt(np.maximum(m2 / n, 0.0))
+            if loaded.extractors.get(name, {}).get(schema.STANDARDIZE_KEY) == schema.STANDARDIZE_SHARED:
+                # principal components: one scale for all dims keeps their relative variances, where
+                # unit variance per dim would blow the near-empty trailing components up to the signal's size
+                std[:] = np.sqrt(np.mean(std.astype(np.float64) ** 2))
             std[std < min_std] = 1.0
             means.append(mean.astype(np.float32))
             stds.append(std.astype(np.float32))

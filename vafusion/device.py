@@ -21,9 +21,12 @@ one place a forward pass asks for its precision.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -199,6 +202,27 @@ def threads_per_process(processes: int, cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // max(1, processes))
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim") if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
+def trim_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc ``malloc_trim``; elsewhere nothing).
+
+    Why: glibc keeps the blocks freed by a pass over windows of many widths (validation), so a
+    streamed training's anonymous memory would depend on the order of its allocations rather
+    than on what it holds (BENCHMARKS.md, section 8). Costs well under a millisecond per call.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 @contextlib.contextmanager
 def compute(threads: int | None = None, precision: str = "fp32", *,
             allow_emulated: bool | None = None) -> Iterator[tuple[int, str]]:
@@ -220,4 +244,4 @@ def compute(threads: int | None = None, precision: str = "fp32", *,
 
 __all__ = ["PRECISIONS", "EMULATED_BF16_ENV", "autocast", "available_cores", "busy_cpus", "check_precision", "compute",
            "cpu_bf16_native", "default_threads", "physical_cores", "precision", "resolve_device", "set_threads",
-           "threads_per_process"]
+           "threads_per_process", "trim_heap"]

@@ -20,7 +20,7 @@ import torch
 
 from vafusion.atomic import atomic_path
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
-from vafusion.device import autocast, resolve_device
+from vafusion.device import autocast, resolve_device, trim_heap
 from vafusion.errors import VafusionError
 from vafusion.fusion.checkpoint import TrainedRun, load_run
 from vafusion.fusion.config import FusionConfig
@@ -119,6 +119,7 @@ def predict_loaded(
             with autocast(device, config.training.amp):
                 out = model(batch.streams, batch.present, batch.valid)
             outputs.append(out.float().cpu())
+            trim_heap()
     model.train(was_training)
     preds = torch.cat(outputs) if outputs else torch.zeros(0, width, 2)
     per_video = overlap_average(preds, windows, loaded.lengths)

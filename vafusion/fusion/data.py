@@ -36,7 +36,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vafusion.cache import schema
-from vafusion.cache.check import require_agreement
+from vafusion.cache.check import few, require_agreement
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
 from vafusion.cache.reader import FeatureFile, open_feature_file
 from vafusion.errors import VafusionError
@@ -52,13 +52,7 @@ from vafusion.fusion.sources import (
     nonfinite_error,
 )
 
-_SHOW = 3  # ids named in an error message before "... and N more"
 _STATS_CHUNK = 1 << 21  # float32 values per step of the statistics pass (8 MiB buffer)
-
-
-def _few(items: Sequence[str]) -> str:
-    shown = ", ".join(repr(i) for i in items[:_SHOW])
-    return shown + (f" and {len(items) - _SHOW} more" if len(items) > _SHOW else "")
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,7 +182,7 @@ def load_cache(
     unknown = [vid for vid in ids if vid not in index]
     if unknown:
         raise VafusionError(
-            f"{cache_dir / schema.CORPUS_FILE}: no id(s) {_few(unknown)} in this cache's corpus index; "
+            f"{cache_dir / schema.CORPUS_FILE}: no id(s) {few(unknown)} in this cache's corpus index; "
             f"check the id list, or extract a cache that includes them"
         )
     lengths = np.array([index[vid].n_frames for vid in ids], dtype=np.int64)

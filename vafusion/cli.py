@@ -50,7 +50,8 @@ def _compute_options(precision: bool = True, stream: bool = True):
     """
     options = [click.option(
         "--threads", type=click.IntRange(1), default=None,
-        help="Compute threads (torch and BLAS; cv and compare --jobs N share them among their workers)  [default: "
+        help="Compute threads (torch and BLAS; cv and compare --jobs N share them among their workers; under torchrun, "
+             "per rank, by default each rank's share of its machine's cores)  [default: "
              "the physical cores minus those other processes keep busy "
              "now (sampled for 0.1 s), at least 1, so a busy laptop is not oversubscribed; OpenMP threads wait "
              "passively]")]

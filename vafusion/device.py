@@ -36,7 +36,7 @@ from vafusion.errors import VafusionError
 PRECISIONS = ("fp32", "bf16")
 EMULATED_BF16_ENV = "VAFUSION_ALLOW_EMULATED_BF16"
 _BUSY_SAMPLE_S = 0.1
-_state = {"precision": "fp32"}
+_state: dict = {"precision": "fp32", "threads_given": None}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -193,6 +193,14 @@ def set_threads(threads: int | None = None) -> int:
     return n
 
 
+def threads_given() -> int | None:
+    """The ``--threads`` of the enclosing :func:`compute` block, None where it chose the default.
+
+    Code that splits the cores itself (torchrun ranks on one machine) follows an explicit choice.
+    """
+    return _state["threads_given"]
+
+
 def threads_per_process(processes: int, cores: int | None = None) -> int:
     """Torch threads for each of ``processes`` working side by side: an equal share of the cores, at least one.
 
@@ -232,16 +240,16 @@ def compute(threads: int | None = None, precision: str = "fp32", *,
     ``allow_emulated`` (default: the ``VAFUSION_ALLOW_EMULATED_BF16`` environment variable).
     """
     check_precision(precision, allow_emulated)
-    before_threads, before_precision = torch.get_num_threads(), _state["precision"]
+    before = torch.get_num_threads(), dict(_state)
     n = set_threads(threads)
-    _state["precision"] = precision
+    _state.update(precision=precision, threads_given=threads)
     try:
         yield n, precision
     finally:
-        _state["precision"] = before_precision
-        set_threads(before_threads)
+        _state.update(before[1])
+        set_threads(before[0])
 
 
 __all__ = ["PRECISIONS", "EMULATED_BF16_ENV", "autocast", "available_cores", "busy_cpus", "check_precision", "compute",
            "cpu_bf16_native", "default_threads", "physical_cores", "precision", "resolve_device", "set_threads",
-           "threads_per_process", "trim_heap"]
+           "threads_given", "threads_per_process", "trim_heap"]

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from vafusion.cache.reader import FeatureFile, open_feature_file
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
-from vafusion.extract.distributed import Rank, rank_device, rank_options, torchrun_rank
+from vafusion.device import compute, threads_per_process
+from vafusion.extract.distributed import Rank, rank_device, rank_options, rank_threads, torchrun_rank
 from vafusion.extract.run import ExtractOptions
 from vafusion.synth import make_corpus
 
@@ -43,6 +44,10 @@ def test_each_rank_reads_its_place_from_torchrun_and_takes_its_shard_and_share()
         assert rank_device("auto", rank) == "cpu"
     opts = rank_options(ExtractOptions(features=("logmel",), device="cpu"), rank)
     assert opts.shard == (4, 4) and opts.device == "cpu" and opts.workers >= 0 and not opts.progress
+    with compute(threads=None):  # each rank's share of the cores, unless --threads says how many per rank
+        assert rank_threads(rank) == threads_per_process(2)
+    with compute(threads=3):
+        assert rank_threads(rank) == 3
     with pytest.raises(VafusionError, match="torchrun splits the ids itself"):
         rank_options(ExtractOptions(features=("logmel",), shard=(1, 2)), rank)
     result = CliRunner().invoke(cli, ["extract", "nowhere", "--cache", "c", "--features", "logmel", "--copy"])

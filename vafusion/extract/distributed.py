@@ -34,7 +34,7 @@ import torch.distributed as dist
 from vafusion.cache import schema
 from vafusion.cache.corpus_index import write_corpus_index
 from vafusion.cache.merge import Merged, merge_shards
-from vafusion.device import threads_per_process
+from vafusion.device import set_threads, threads_given, threads_per_process
 from vafusion.errors import VafusionError
 from vafusion.extract.corpus import Corpus
 from vafusion.extract.run import ExtractOptions, ExtractReport, extract
@@ -83,6 +83,11 @@ def rank_device(device: str, rank: Rank) -> str:
         raise VafusionError(f"LOCAL_RANK {rank.local_rank}: this machine has {torch.cuda.device_count()} GPU(s); "
                             f"start at most that many processes per node (torchrun --nproc_per_node)")
     return f"cuda:{rank.local_rank}"
+
+
+def rank_threads(rank: Rank) -> int:
+    """This rank's compute threads: ``--threads`` where given (per rank), else its share of the machine's cores."""
+    return threads_given() or threads_per_process(rank.local_world_size)
 
 
 def rank_options(opts: ExtractOptions, rank: Rank) -> ExtractOptions:
@@ -156,7 +161,7 @@ def extract_distributed(corpus: Corpus, cache: str | Path, opts: ExtractOptions,
     """
     cache = Path(cache)
     mine = rank_options(opts, rank)
-    torch.set_num_threads(threads_per_process(rank.local_world_size))
+    set_threads(rank_threads(rank))
     dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
     try:
         if rank.rank == 0 and not (cache / schema.CORPUS_FILE).exists():  # one writer, before the others read it
@@ -175,5 +180,5 @@ def extract_distributed(corpus: Corpus, cache: str | Path, opts: ExtractOptions,
         dist.destroy_process_group()
 
 
-__all__ = ["Rank", "DistributedReport", "torchrun_rank", "rank_device", "rank_options", "extract_distributed",
+__all__ = ["Rank", "DistributedReport", "torchrun_rank", "rank_device", "rank_options", "rank_threads", "extract_distributed",
            "BARRIER_TIMEOUT"]

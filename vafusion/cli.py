@@ -18,10 +18,13 @@ import click
 
 from vafusion import __version__
 from vafusion.errors import VafusionError
+from vafusion.extract.options import ExtractOptions
+from vafusion.fusion.config import DataConfig, TrainingConfig
 
 
 class _Group(click.Group):
-    """A click group that turns VafusionError into ``error: <message>`` and exit code 1."""
+    """A click group that turns VafusionError into ``error: <message>`` and exit code 1, and a bad option
+    or argument into one ``error: ...`` line (exit code 2, click's code for usage errors)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -29,6 +32,59 @@ class _Group(click.Group):
         except VafusionError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(1)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:
+            if e.ctx is None:
+                raise
+            click.echo(f"error: {e.format_message()} (see '{e.ctx.command_path} -h')", err=True)
+            ctx.exit(e.exit_code)
+
+
+def _ranged(cls: type, name: str) -> click.ParamType:
+    """The click type of setting ``name`` of dataclass ``cls``: its type and its declared range
+    (:mod:`vafusion.bounds`), NaN and inf refused, shown in --help as click shows a range."""
+    from vafusion.bounds import bound_of
+
+    declared = bound_of(cls, name)
+    base = click.IntRange if str(cls.__dataclass_fields__[name].type).startswith("int") else click.FloatRange
+
+    class Ranged(base):  # type: ignore[misc, valid-type]
+        name = "integer" if base is click.IntRange else "float"
+
+        def convert(self, value, param, ctx):  # type: ignore[override]
+            number = super().convert(value, param, ctx)
+            problem = declared.problem(number)
+            if problem:
+                self.fail(problem, param, ctx)
+            return number
+
+    return Ranged(declared.low, declared.high, min_open=declared.low_open)
+
+
+class _Device(click.ParamType):
+    """A --device this machine has (vafusion.device.device_problem), checked before any work."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        from vafusion.device import device_problem
+
+        problem = device_problem(str(value))
+        if problem:
+            self.fail(problem, param, ctx)
+        return str(value)
+
+
+def _warn_beside_bars(message: str) -> None:
+    """``warning: ...`` on a line of its own, even while a progress bar is drawn (tqdm clears and redraws it)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+DEVICE = _Device()
+DEVICE_HELP = "auto, cpu, cuda or cuda:K (mps on Apple GPUs)."
 
 
 def _stacked(options: list) -> Callable:
@@ -245,16 +301,17 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Weights of every torchvision model: imagenet (= default: torchvision's, downloads once to "
                    "TORCH_HOME), a local checkpoint PATH (state_dict, nested state_dict/model, module. prefixes ok), "
                    "or random.")
-@click.option("--image-size", default=224, show_default=True, type=click.IntRange(16, 1024),
+@click.option("--image-size", default=224, show_default=True, type=_ranged(ExtractOptions, "image_size"),
               help="Crops are resized to this square size (Aff-Wild2 crops are 112).")
 @click.option("--vggish-weights", help="VGGish state_dict PATH (e.g. vggish-10086976.pth; see README) or random. "
               "Required when vggish is extracted.")
 @click.option("--vggish-pca", type=click.Path(exists=True, dir_okay=False),
               help="Optional published PCA parameter file (.npz or .pth): PCA, clip and 8-bit quantisation.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:K.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Frames per backbone batch "
+@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
+@click.option("--batch-size", default=64, show_default=True, type=_ranged(ExtractOptions, "batch_size"),
+              help="Frames per backbone batch "
               "(batches span video boundaries).")
-@click.option("--workers", type=click.IntRange(0), help="DataLoader decoding processes [default: min(8, cores - 1)].")
+@click.option("--workers", type=_ranged(ExtractOptions, "workers"), help="DataLoader decoding processes [default: min(8, cores - 1)].")
 @click.option("--shard", callback=_parse_shard, metavar="K/N",
               help="Extract only part K of N of the ids (parts of about equal frames, a video's _left/_right ids "
                    "together; the same split on every machine), into <feature>.shard-K-of-N.h5 files; combine "
@@ -286,7 +343,7 @@ def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tu
     from vafusion.extract.corpus import discover_corpus
     from vafusion.extract.distributed import torchrun_rank
     from vafusion.extract.options import parse_extractor_options, parse_weights
-    from vafusion.extract.run import ExtractOptions, extract as run_extract
+    from vafusion.extract.run import extract as run_extract
 
     opts = ExtractOptions(
         features=tuple(f.strip() for f in features.split(",") if f.strip()), weights=parse_weights(weights),
@@ -352,8 +409,6 @@ _DEPRECATED_MODEL_FLAGS = {"--d-model": ("d_model", int), "--heads": ("heads", i
 
 def _data_options(feature_sets: bool = False):
     """--features, --window, --hop (DataConfig); ``feature_sets``: several sets, as `compare` takes them."""
-    from vafusion.fusion.config import DataConfig
-
     d = DataConfig()
     if feature_sets:
         features = click.option("--features", "features", multiple=True, default=[",".join(d.features)],
@@ -366,9 +421,9 @@ def _data_options(feature_sets: bool = False):
                                      "stream, the others audio key/value streams (one alone = unimodal).")
     return _stacked([
         features,
-        click.option("--window", default=d.window, show_default=True, type=click.IntRange(1),
+        click.option("--window", default=d.window, show_default=True, type=_ranged(DataConfig, "window"),
                      help="Frames per training window."),
-        click.option("--hop", default=d.hop, show_default=True, type=click.IntRange(1),
+        click.option("--hop", default=d.hop, show_default=True, type=_ranged(DataConfig, "hop"),
                      help="Frames between window starts."),
     ])
 
@@ -403,24 +458,24 @@ def _model_options(several: bool = False):
 
 def _training_options(f):
     """--epochs ... --device (TrainingConfig)."""
-    from vafusion.fusion.config import TrainingConfig
-
     d = TrainingConfig()
     return _stacked([
-        click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(1),
+        click.option("--epochs", default=d.epochs, show_default=True, type=_ranged(TrainingConfig, "epochs"),
                      help="Training epochs at most (--patience may stop earlier; closed-form models ignore it)."),
-        click.option("--batch-size", default=d.batch_size, show_default=True, type=click.IntRange(1),
+        click.option("--batch-size", default=d.batch_size, show_default=True, type=_ranged(TrainingConfig, "batch_size"),
                      help="Windows per step."),
-        click.option("--lr", default=d.lr, show_default=True, type=float, help="Peak AdamW learning rate."),
-        click.option("--weight-decay", default=d.weight_decay, show_default=True, type=float,
+        click.option("--lr", default=d.lr, show_default=True, type=_ranged(TrainingConfig, "lr"),
+                     help="Peak AdamW learning rate."),
+        click.option("--weight-decay", default=d.weight_decay, show_default=True,
+                     type=_ranged(TrainingConfig, "weight_decay"),
                      help="AdamW weight decay."),
-        click.option("--mse-weight", default=d.mse_weight, show_default=True, type=float,
+        click.option("--mse-weight", default=d.mse_weight, show_default=True, type=_ranged(TrainingConfig, "mse_weight"),
                      help="Weight of an extra MSE term in the loss."),
-        click.option("--patience", default=d.patience, show_default=True, type=click.IntRange(1),
+        click.option("--patience", default=d.patience, show_default=True, type=_ranged(TrainingConfig, "patience"),
                      help="Stop after this many epochs without a better validation P."),
-        click.option("--seed", default=d.seed, show_default=True, type=int,
+        click.option("--seed", default=d.seed, show_default=True, type=_ranged(TrainingConfig, "seed"),
                      help="Seed of the initial weights, the shuffling and dropout (a ridge: its subsample)."),
-        click.option("--device", default=d.device, show_default=True, help="auto, cpu, cuda or cuda:K."),
+        click.option("--device", default=d.device, show_default=True, type=DEVICE, help=DEVICE_HELP),
     ])(f)
 
 
@@ -463,8 +518,6 @@ def _model_option_values(model_options: tuple[str, ...], causal: bool, kw: dict)
 
 def _parts(kw: dict) -> tuple[dict, dict]:
     """The DataConfig and TrainingConfig fields among the command's keyword arguments."""
-    from vafusion.fusion.config import DataConfig, TrainingConfig
-
     def take(cls) -> dict:
         return {f: kw[f] for f in cls.__dataclass_fields__ if f in kw}
 
@@ -472,7 +525,7 @@ def _parts(kw: dict) -> tuple[dict, dict]:
 
 
 def _config(model: str, model_options: tuple[str, ...], causal: bool, features: str, **kw) -> "FusionConfig":  # noqa: F821
-    from vafusion.fusion.config import DataConfig, FusionConfig, ModelConfig, TrainingConfig
+    from vafusion.fusion.config import FusionConfig, ModelConfig
 
     options = _model_option_values(model_options, causal, kw)
     data, training = _parts(kw)
@@ -491,8 +544,10 @@ def _print_scores(title: str, scores: dict) -> None:
 @click.option("--split", type=click.Choice(["official", "folds"]), default=None,
               help="official: Train_Set trains, Validation_Set validates [default]. folds: both merged and "
                    "split by video (see --folds/--fold).")
-@click.option("--folds", default=6, show_default=True, type=click.IntRange(2), help="Number of folds (implies --split folds with --fold).")
-@click.option("--fold", type=int, default=None, help="Which fold (1..N) validates; implies --split folds.")
+@click.option("--folds", default=6, show_default=True, type=_ranged(DataConfig, "folds"),
+              help="Number of folds (implies --split folds with --fold).")
+@click.option("--fold", type=_ranged(DataConfig, "fold"), default=None,
+              help="Which fold (1..N) validates; implies --split folds.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN with the same options.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write RUN/report.html at the end.")
 @_model_options()
@@ -508,8 +563,10 @@ def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: i
     """
     from vafusion.fusion.train import train as run_train
 
+    if split == "official" and fold is not None:
+        raise VafusionError(f"--fold {fold} and --split official: the official split has no folds; drop one")
     split = split or ("folds" if fold is not None else "official")
-    config = _config(split=split, folds=folds, fold=fold or 1, **kw)
+    config = _config(split=split, folds=folds, fold=1 if fold is None else fold, **kw)
     result = run_train(cache_dir, run_dir, config, resume=resume, report=report, log=lambda m: click.echo(m, err=True))
     _print_scores(f"best epoch {result.best['epoch']} ({run_dir})", result.best)
 
@@ -520,7 +577,9 @@ def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: i
               help="Directory for the fold runs (RUNS/fold-1 ... fold-N; with --seeds K > 1 RUNS/fold-K/seed-S), "
                    "cv.json, post.json and cv.html. Rerun the same command to continue: finished runs are kept, an "
                    "interrupted one resumes.")
-@click.option("--folds", default=6, show_default=True, type=click.IntRange(2))
+@click.option("--folds", default=6, show_default=True, type=_ranged(DataConfig, "folds"),
+              help="Folds: train and validation ids merged and split by video (a video's _left/_right ids stay "
+                   "together) into N parts; each validates once.")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1),
               help="Runs per fold: seeds --seed, --seed + 1, ...; `predict RUNS/fold-*` averages them all.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html in each fold's run.")
@@ -571,7 +630,7 @@ def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, wo
               help="Seeds per model and feature set: --seed, --seed + 1, ...")
 @click.option("--split", type=click.Choice(["official", "folds"]), default=None,
               help="official: Train_Set trains, Validation_Set validates [default]. folds: every fold of --folds.")
-@click.option("--folds", type=click.IntRange(2), default=None,
+@click.option("--folds", type=_ranged(DataConfig, "folds"), default=None,
               help="Cross-validate every run over N folds (implies --split folds)  [default with --split folds: 6].")
 @click.option("--json", "as_json", is_flag=True, help="Print compare.json instead of the table.")
 @click.option("--report/--no-report", default=False, show_default=True, help="Also write each run's report.html.")
@@ -587,7 +646,6 @@ def compare(cache_dir: Path, runs_dir: Path, seeds: int, split: str | None, fold
     CCC_V, CCC_A, P as mean ± std over seeds and folds, in RUNS/compare.json and RUNS/compare.html
     (table and bar chart). Prints the table."""
     from vafusion.fusion.compare import compare as run_compare, format_table
-    from vafusion.fusion.config import DataConfig, TrainingConfig
 
     options = _model_option_values(model_options, causal=False, kw=kw)
     data, training = _parts(kw)
@@ -634,7 +692,7 @@ def models(as_json: bool) -> None:
               help="Cache to evaluate on [default: the one RUN was trained on].")
 @click.option("--partition", type=click.Choice(["validation", "train"]), default="validation", show_default=True,
               help="The run's own validation (or training) ids.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @_compute_options()
 def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str, as_json: bool) -> None:
@@ -668,7 +726,7 @@ def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str,
                    "post.json.")
 @click.option("--smooth", default=None, type=click.IntRange(1),
               help="Overrides --post: a centred moving average over N frames of both dimensions (1 = none).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
 @_compute_options()
 def predict(run_dirs: tuple[Path, ...], cache_dir: Path, out: Path, sample: Path | None, ids: str | None, post: str,
             smooth: int | None, device: str) -> None:
@@ -727,7 +785,7 @@ def check_submission_cmd(file: Path, sample: Path) -> None:
               help="Cache to predict the validation ids from [default: the one RUN was trained on].")
 @click.option("--ids", "n_ids", default=3, show_default=True, type=click.IntRange(0),
               help="Validation ids shown over time (spread over the ranking by P: best, median, worst).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
 @_compute_options()
 def report(run_dir: Path, cache_dir: Path | None, n_ids: int, device: str) -> None:
     """Write RUN/report.html (with figures in RUN/figures/): configuration, learning curves,
@@ -743,8 +801,9 @@ def report(run_dir: Path, cache_dir: Path | None, n_ids: int, device: str) -> No
               help="Empty or new directory for the corpus, cache, runs and report.")
 @click.option("--size", default="demo", show_default=True, type=click.Choice(["tiny", "small", "demo", "large"]),
               help="Corpus size preset (vafusion.synth.SIZES).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
+@click.option("--seed", default=0, show_default=True, type=_ranged(TrainingConfig, "seed"),
+              help="Seed of the corpus and of every run.")
 def demo(out: Path, size: str, device: str, seed: int) -> None:
     """Generate a corpus, extract features (random backbone weights), and compare the paper's
     model (imf) with the ridge baseline on all features and on each stream alone, on held-out ids."""

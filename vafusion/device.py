@@ -39,17 +39,45 @@ _BUSY_SAMPLE_S = 0.1
 _state: dict = {"precision": "fp32", "threads_given": None}
 
 
+def _cuda_problem(dev: torch.device) -> str | None:
+    if not torch.cuda.is_available():
+        return "CUDA is not available here (no GPU, or a CPU-only PyTorch); use --device cpu"
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} CUDA device(s): cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+    return None
+
+
+def _mps_problem(dev: torch.device) -> str | None:
+    mps = getattr(torch.backends, "mps", None)
+    return None if mps is not None and mps.is_available() else "this PyTorch build has no MPS (Apple GPU); use --device cpu"
+
+
+_DEVICE_KINDS = {"cpu": lambda dev: None, "cuda": _cuda_problem, "mps": _mps_problem}
+"""The device kinds vafusion runs on, each with the check that this machine has it."""
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used here (one line), or None: checked at the CLI boundary, before any work."""
+    if device == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        return f"{device!r} is not a device; use auto, cpu, cuda or cuda:K"
+    check = _DEVICE_KINDS.get(dev.type)
+    if check is None:
+        return f"{dev.type} devices are not supported by vafusion; use auto, cpu, cuda or cuda:K"
+    return check(dev)
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present; an unusable explicit choice is a one-line error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise VafusionError(f"--device {device!r}: use auto, cpu, cuda or cuda:K") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VafusionError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return dev
+    problem = device_problem(device)
+    if problem:
+        raise VafusionError(f"--device {device}: {problem}")
+    return torch.device(device)
 
 
 # ---------------------------------------------------------------------------------------

@@ -144,3 +144,13 @@ def small_disk(folder: Path, disk_kib: int, file_kib: int) -> Iterator[Callable[
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def usage_error(result: Result, option: str) -> str:
+    """Assert a bad option was refused before any work: exit code 2, one ``error:`` line naming it."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "Usage:" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert option in lines[0], (option, lines[0])
+    return lines[0]

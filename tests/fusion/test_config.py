@@ -67,7 +67,7 @@ def test_bad_configurations_are_one_line_errors(tmp_path):
         FusionConfig.from_dict({"config_version": 7})
     with pytest.raises(VafusionError, match="does not fit this version"):
         FusionConfig.from_dict({"config_version": 2, "data": {"colour": 1}})
-    with pytest.raises(VafusionError, match="window/hop"):
+    with pytest.raises(VafusionError, match="--hop 20: more than --window 10"):
         make_config(window=10, hop=20)
     with pytest.raises(VafusionError, match="has no such option"):
         make_config(colour="red")  # neither data, training nor an option of imf

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from vafusion.bounds import bound, require_bounds
 from vafusion.errors import VafusionError
 from vafusion.extract import registry
 
@@ -21,14 +22,14 @@ class ExtractOptions:
 
     features: tuple[str, ...] = ("resnet50", "vggish", "logmel")
     visual_weights: str = "imagenet"
-    image_size: int = 224
+    image_size: int = field(default=224, metadata=bound(16, 1024))
     vggish_weights: str | None = None
     vggish_pca: str | None = None
     weights: Mapping[str, str] = field(default_factory=dict)
     extractor_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     device: str = "auto"
-    batch_size: int = 64
-    workers: int | None = None
+    batch_size: int = field(default=64, metadata=bound(1))
+    workers: int | None = field(default=None, metadata=bound(0, optional=True))  # None: min(8, cores - 1)
     shard: tuple[int, int] = (1, 1)
     overwrite: bool = False
     compression: str | None = None
@@ -36,16 +37,16 @@ class ExtractOptions:
 
     def __post_init__(self) -> None:
         self.features = tuple(self.features)
-        if not self.features:
-            raise VafusionError("--features: name at least one feature")
+        if not self.features or not all(isinstance(f, str) and f.strip() for f in self.features):
+            raise VafusionError(f"--features {','.join(map(str, self.features))!r}: name at least one feature, "
+                                f"comma-separated (e.g. resnet50,vggish,logmel)")
         if len(set(self.features)) != len(self.features):
             raise VafusionError(f"feature named twice in {','.join(self.features)}")
         for option, given in (("--weights", self.weights), ("--extractor-option", self.extractor_options)):
             stray = sorted(set(given) - set(self.features))
             if stray:
                 raise VafusionError(f"{option} {stray[0]}: {stray[0]} is not in --features ({','.join(self.features)})")
-        if self.batch_size < 1:
-            raise VafusionError("--batch-size must be at least 1")
+        require_bounds(self, "extraction options")
         registry.check(self)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vafusion.atomic import atomic_path
+from vafusion.bounds import bound, check_bounds, require_bounds
 from vafusion.errors import VafusionError
 from vafusion.fusion.models.registry import DEFAULT_MODEL, V1_MODEL_FIELDS, ModelSpec, model_from_v1, resolve_model
 
@@ -31,43 +32,56 @@ CONFIG_FILE = "config.json"
 CONFIG_VERSION = 2
 
 
+SPLITS = ("official", "folds")
+SEED_RANGE = bound(0, 2**32 - 1)  # what every RNG vafusion seeds (numpy, torch) accepts
+
+
 @dataclass
 class DataConfig:
+    """Numeric fields carry their range (:mod:`vafusion.bounds`): checked here, and the CLI options' types."""
+
     features: tuple[str, ...] = ("resnet50", "vggish", "logmel")  # first = visual query stream
-    window: int = 300
-    hop: int = 200
+    window: int = field(default=300, metadata=bound(1))
+    hop: int = field(default=200, metadata=bound(1))
     # split="official" (Train_Set / Validation_Set) or "folds" (groups of both, fold K of N validates)
     split: str = "official"
-    folds: int = 6
-    fold: int = 1
+    folds: int = field(default=6, metadata=bound(2))
+    fold: int = field(default=1, metadata=bound(1))
 
     def __post_init__(self) -> None:
         self.features = tuple(self.features)
-        problems = []
-        if not self.features:
-            problems.append("features: name at least one feature set")
-        if self.window < 1 or self.hop < 1 or self.hop > self.window:
-            problems.append(f"window/hop: need 1 <= hop <= window, got window={self.window} hop={self.hop}")
-        if self.split not in ("official", "folds"):
-            problems.append(f"split: 'official' or 'folds', got {self.split!r}")
-        if self.split == "folds" and not (self.folds >= 2 and 1 <= self.fold <= self.folds):
-            problems.append(f"fold: need folds >= 2 and 1 <= fold <= folds, got fold {self.fold} of {self.folds}")
+        problems = check_bounds(self)
+        if not self.features or not all(isinstance(f, str) and f.strip() for f in self.features):
+            problems.append(f"--features {','.join(map(str, self.features))!r}: name at least one feature set, "
+                            f"comma-separated (e.g. resnet50,vggish)")
+        if not problems and self.hop > self.window:
+            problems.append(f"--hop {self.hop}: more than --window {self.window} (frames between windows would "
+                            f"never be trained on); need hop <= window")
+        if self.split not in SPLITS:
+            problems.append(f"--split {self.split!r}: use one of {', '.join(SPLITS)}")
+        if not problems and self.split == "folds" and self.fold > self.folds:
+            problems.append(f"--fold {self.fold}: there are only {self.folds} folds (--folds); use 1..{self.folds}")
         if problems:
             raise VafusionError("invalid configuration: " + "; ".join(problems))
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    mse_weight: float = 0.0
-    patience: int = 8
-    grad_clip: float = 1.0
-    seed: int = 0
+    """Numeric fields carry their range (:mod:`vafusion.bounds`): checked here, and the CLI options' types."""
+
+    epochs: int = field(default=30, metadata=bound(1))
+    batch_size: int = field(default=16, metadata=bound(1))
+    lr: float = field(default=1e-3, metadata=bound(0, low_open=True))
+    weight_decay: float = field(default=1e-4, metadata=bound(0))
+    mse_weight: float = field(default=0.0, metadata=bound(0))
+    patience: int = field(default=8, metadata=bound(1))
+    grad_clip: float = field(default=1.0, metadata=bound(0))  # 0 = no clipping
+    seed: int = field(default=0, metadata=SEED_RANGE)
     device: str = "auto"
     amp: bool = True  # only used on CUDA
+
+    def __post_init__(self) -> None:
+        require_bounds(self, "configuration")
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Why: caches, checkpoints, reports and prediction files are read by other processes (a
 teammate's trainer, a resumed run, a submission script). A file renamed into place is either
-the old one or the whole new one; a kill or an error never leaves half of it.
+the old one or the whole new one; a kill or an error never leaves half of it. A write that
+fails because of the storage (disk full, ``ulimit -f``, quota, read-only) is one
+:class:`~vafusion.errors.VafusionError` naming the file (:func:`vafusion.fs.write_error`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from vafusion.fs import failed_write_reason, write_error
+
+
+def temporary_name(path: Path, suffix: str = "") -> Path:
+    """``.<name>.tmp-<pid><suffix>`` beside ``path`` (:data:`vafusion.fs.TEMPORARY_FILE` matches it)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
 
 
 @contextmanager
@@ -22,9 +31,13 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     from it), so globs such as ``*.h5`` do not see half-written files.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+    tmp = temporary_name(path, suffix)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if failed_write_reason(e) is None:
+            raise
+        raise write_error(path, e) from None
     finally:
         tmp.unlink(missing_ok=True)  # only still there after an error

@@ -714,7 +714,9 @@ def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str,
 @click.argument("run_dirs", metavar="RUN [RUN ...]", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Directory for the <video_id>.txt prediction files; with --sample, the one submission file.")
+              help="Directory for the <video_id>.txt prediction files and predictions.json (what made them), "
+                   "which appear together once all are written (a set there before is replaced); with --sample, "
+                   "the one submission file.")
 @click.option("--sample", type=click.Path(path_type=Path),
               help="The organisers' *_ABAW_VA_test_set_sample.txt: write the single file the challenge takes "
                    "(image_location,valence,arousal; its rows, in its order) for its videos.")
@@ -740,12 +742,13 @@ def predict(run_dirs: tuple[Path, ...], cache_dir: Path, out: Path, sample: Path
     whose count differs is listed. Check the file with `vafusion check-submission`.
     """
     from vafusion.fusion.predict import predict_submission, predict_to_dir
+    from vafusion.fusion.prediction_files import MANIFEST
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     if sample is None:
         written = predict_to_dir(list(run_dirs), cache_dir, out, ids=ids or "test", smooth=smooth, post=post,
                                  device=device, log=log)
-        click.echo(f"wrote {len(written)} prediction files to {out}")
+        click.echo(f"wrote {len(written)} prediction files and {MANIFEST} to {out}")
         return
     if ids is not None:
         raise VafusionError(f"--ids {ids} and --sample: the sample names the videos; give one of them")

@@ -1,4 +1,5 @@
-"""Shared pieces of the fault suite: a trained run, a sharded cache, CLI outcome checks, a read-only folder.
+"""Shared pieces of the fault suite: a trained run, a sharded cache, CLI outcome checks, a read-only folder,
+a small disk, and commands killed at a chosen write.
 
 Why: every fault is injected into a private copy (``copy_cache``) of a session cache and
 checked through the command line the way a user meets it: exit code, one ``error:`` line
@@ -12,8 +13,10 @@ import resource
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +50,11 @@ def one_line_error(result: Result, *names: str) -> str:
     for name in names:
         assert name in errors[0], (name, errors[0])
     return errors[0]
+
+
+@pytest.fixture(autouse=True)
+def _every_test_on_one_thread(one_thread):
+    """Tiny models run fastest on one torch thread; the forked children of the kill tests inherit it."""
 
 
 @pytest.fixture(scope="session")
@@ -154,3 +162,126 @@ def usage_error(result: Result, option: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert option in lines[0], (option, lines[0])
     return lines[0]
+
+
+@dataclass
+class ChildRun:
+    """A ``vafusion`` command run in a forked child: how it ended and what it said."""
+
+    status: int  # waitpid status
+    writes: int  # file renames done (os.replace calls) before it ended
+    output: str
+
+    @property
+    def killed(self) -> bool:
+        return os.WIFSIGNALED(self.status) and os.WTERMSIG(self.status) == signal.SIGKILL
+
+    @property
+    def exit_code(self) -> int | None:
+        return os.WEXITSTATUS(self.status) if os.WIFEXITED(self.status) else None
+
+
+@contextmanager
+def counting_writes(also_count: tuple[tuple[object, str], ...] = (), kill_at: int | None = None,
+                    report: Callable[[], None] = lambda: None) -> Iterator[list[int]]:
+    """Count the writes of this process: ``os.replace`` calls (every file written through ``atomic_path``,
+    every folder renamed into place) and calls of the functions in ``also_count`` (``(module, name)``);
+    with ``kill_at``, SIGKILL this process just before the ``kill_at``-th (the way a kill lands in the
+    middle of a write). Yields ``[count]``; ``report()`` is called at each write."""
+    count = [0]
+    patched = [(os, "replace"), *also_count]
+    originals = [getattr(module, name) for module, name in patched]
+
+    def counted(real: Callable) -> Callable:
+        def call(*a, **k):
+            count[0] += 1
+            report()
+            if count[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*a, **k)
+        return call
+
+    for (module, name), real in zip(patched, originals):
+        setattr(module, name, counted(real))
+    try:
+        yield count
+    finally:
+        for (module, name), real in zip(patched, originals):
+            setattr(module, name, real)
+
+
+def run_in_child(args: list[object], log: Path, kill_at: int | None = None,
+                 also_count: tuple[tuple[object, str], ...] = (), timeout: float = 90.0) -> ChildRun:
+    """Run ``vafusion ARGS`` in a forked copy of this process (no imports to pay; run the command once
+    in-process first to warm it up), and, with ``kill_at``, SIGKILL it at its ``kill_at``-th write
+    (see :func:`counting_writes`).
+
+    Why fork and SIGKILL, not an exception: a real kill runs no ``finally``, no cleanup, so what it
+    leaves on disk (temporary files, half a set) is exactly what a user meets. A fork copies a lock
+    another thread of pytest held at that instant, locked for ever (tqdm's monitor thread is
+    stopped first for that reason); a child that does not end within ``timeout`` has its stacks
+    written to ``log`` (faulthandler), is killed (which is one more kill the command must survive)
+    and run once more: a second hang is a failure.
+    """
+    _stop_tqdm_monitor()
+    for attempt in (1, 2):
+        run = _fork_once(args, log, kill_at, also_count, timeout)
+        if run is not None:
+            return run
+    raise AssertionError(f"vafusion {' '.join(map(str, args))} did not end within {timeout} s, twice; "
+                         f"its stacks:\n{log.read_text(errors='replace')}")
+
+
+def _stop_tqdm_monitor() -> None:
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0  # no new monitor thread
+    if tqdm.monitor is not None:
+        tqdm.monitor.exit()
+        tqdm.monitor = None
+
+
+def _fork_once(args: list[object], log: Path, kill_at: int | None, also_count: tuple[tuple[object, str], ...],
+               timeout: float) -> ChildRun | None:
+    """One forked run (see :func:`run_in_child`); None if it had to be killed after ``timeout``."""
+    import faulthandler
+    import sys
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 99
+        try:
+            os.close(read_fd)
+            out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            sys.stdout = sys.stderr = open(out, "w", buffering=1, closefd=False)  # not pytest's capture
+            faulthandler.dump_traceback_later(timeout * 0.8, file=sys.stderr)
+            with counting_writes(also_count, kill_at, lambda: os.write(write_fd, b".")):
+                try:
+                    cli.main(args=[str(a) for a in args], prog_name="vafusion", standalone_mode=True)
+                    code = 0
+                except SystemExit as e:
+                    code = e.code if isinstance(e.code, int) else 1
+        except BaseException:  # a bug: show it in the log
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(read_fd)
+            return None
+        time.sleep(0.01)
+    with os.fdopen(read_fd, "rb") as f:
+        writes = len(f.read())
+    return ChildRun(status, writes, log.read_text(errors="replace"))

@@ -21,7 +21,7 @@ import pytest
 from tests.faults.conftest import SHARDED, invoke, one_line_error, read_only, small_disk, write_shards
 from vafusion.cache import schema, split
 from vafusion.cache.corpus_index import read_corpus_index
-from vafusion.cache.fs import WriteLock
+from vafusion.cache.lock import WriteLock
 from vafusion.cache.inspect import verify_cache
 from vafusion.cache.reader import FeatureFile
 from vafusion.cache.writer import FeatureWriter
@@ -263,7 +263,7 @@ def test_second_writer_fails_at_once_naming_the_first(tiny_extracted, copy_cache
     cache = copy_cache(source)
     (cache / "logmel.h5").unlink()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pathlib import Path; from vafusion.cache.fs import WriteLock; "
+        [sys.executable, "-c", "import sys; from pathlib import Path; from vafusion.cache.lock import WriteLock; "
          "lock = WriteLock(Path(sys.argv[1])); lock.acquire(); print('locked', flush=True); sys.stdin.read()",
          str(cache / "logmel.h5")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

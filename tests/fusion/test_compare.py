@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import vafusion.fusion.experiments as experiments
+import vafusion.fusion.train as train_mod
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.compare import COMPARE_HTML, COMPARE_JSON, compare
 from vafusion.fusion.config import DataConfig, FusionConfig, ModelConfig, TrainingConfig, make_config
 from vafusion.fusion.cv import cross_validate
+from vafusion.fusion.run_dir import RunState
 from vafusion.fusion.train import train
 
 from .pages import check_page
@@ -29,15 +30,18 @@ SETS = [("visual", "audio"), ("visual",)]
 
 @pytest.fixture
 def trainings(monkeypatch) -> list[tuple[str, bool]]:
-    """(run directory relative to its comparison, resume) of every training the job loop starts."""
+    """(run directory relative to its comparison, resumed from last.pt) of every training the job loop
+    starts or continues (a finished run, read back, is not one)."""
     calls: list[tuple[str, bool]] = []
-    real = experiments.train
+    real = train_mod._prepare_run_dir
 
-    def spy(cache, run_dir, config, **kw):
-        calls.append(("/".join(Path(run_dir).parts[-3:]), kw.get("resume", False)))
-        return real(cache, run_dir, config, **kw)
+    def spy(run_dir, *args):
+        state = real(run_dir, *args)
+        if state is not RunState.FINISHED:
+            calls.append(("/".join(Path(run_dir).parts[-3:]), state is RunState.RESUMABLE))
+        return state
 
-    monkeypatch.setattr(experiments, "train", spy)
+    monkeypatch.setattr(train_mod, "_prepare_run_dir", spy)
     return calls
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import vafusion.fusion.experiments as experiments
+import vafusion.fusion.train as train_mod
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
@@ -87,7 +87,8 @@ def test_cv_seeds_layout_oof_predictions_and_summary(cv_runs, toy_cache):
 
 def test_cv_rerun_trains_nothing_and_predicts_a_changed_run_again(cv_runs, toy_cache, tmp_path, monkeypatch):
     runs = Path(shutil.copytree(cv_runs[0], tmp_path / "runs"))
-    monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    for fit in ("_train_by_gradient", "_fit_closed_form"):
+        monkeypatch.setattr(train_mod, fit, lambda *a, **k: pytest.fail("a finished run was trained again"))
     kept = {(f, s): (runs / f / s / OOF_FILE).stat().st_mtime_ns for f, s in RUNS}
     # fold-2/seed-1's checkpoint replaced (as if retrained): its kept predictions are stale
     shutil.copy(runs / "fold-2" / "seed-0" / "best.pt", runs / "fold-2" / "seed-1" / "best.pt")

@@ -137,7 +137,8 @@ def test_a_killed_parallel_cv_stops_its_workers_resumes_and_reports_a_failing_ru
     assert error == ("error: 1 of 3 runs failed (the others are finished and kept; fix the cause and rerun the same "
                      "command to continue):")
     assert failed.startswith(f"  {odd}: holds a run with other settings (data.features, ")
-    assert failed.endswith("; use another directory, or delete this one to train it again")
+    assert failed.endswith("; rerun with the same options to continue it, or use another directory "
+                           "(or delete this one)")
     for fold in finished:
         assert f"[fold {fold[-1]}] {runs / fold}: finished before, not trained again" in again.stderr
     assert summaries() == sorted({"fold-1", "fold-2", "fold-3"} - {odd.name})  # the others finished

@@ -19,7 +19,7 @@ import numpy as np
 from vafusion import __version__
 from vafusion.atomic import atomic_path
 from vafusion.cache import checksum, schema
-from vafusion.cache.fs import make_dir, require_writable, write_error
+from vafusion.fs import make_dir, require_writable, write_error
 from vafusion.errors import VafusionError
 
 

@@ -11,14 +11,23 @@ import numpy as np
 from vafusion.cache import schema
 from vafusion.cache.check import corpus_agreement, few
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
-from vafusion.cache.fs import temporary_files
 from vafusion.cache.reader import FeatureFile, list_features
 from vafusion.errors import VafusionError
+from vafusion.fs import TemporaryFile, temporary_files
 
 
 def _file_bytes(ff: FeatureFile) -> int:
     """Bytes on disk of a feature file plus the shard files a merged one links to."""
     return ff.path.stat().st_size + sum(p.stat().st_size for p in ff.sources)
+
+
+def cache_temporary_files(cache_dir: Path) -> list[TemporaryFile]:
+    """Temporary files in the cache folder and in its unfinished ``.parts/`` folders."""
+    folders = [cache_dir]
+    parts = cache_dir / schema.PARTS_DIR
+    if parts.is_dir():
+        folders += sorted(p for p in parts.iterdir() if p.is_dir())
+    return [t for folder in folders for t in temporary_files(folder)]
 
 
 def _unfinished(cache_dir: Path) -> list[str]:
@@ -80,7 +89,7 @@ def cache_info(cache_dir: str | Path) -> dict[str, Any]:
         "features": [],
         "shards": _shard_files(cache_dir),
         "unfinished": _unfinished(cache_dir),
-        "temporary": [str(t) for t in temporary_files(cache_dir)],
+        "temporary": [str(t) for t in cache_temporary_files(cache_dir)],
     }
     for name in list_features(cache_dir):
         info["features"].append(_feature_info(schema.feature_path(cache_dir, name), index))
@@ -222,7 +231,7 @@ def verify_cache(cache_dir: str | Path) -> VerifyReport:
     if not cache_dir.is_dir():
         raise VafusionError(f"{cache_dir}: no such cache directory")
     report = VerifyReport()
-    for tmp in temporary_files(cache_dir):
+    for tmp in cache_temporary_files(cache_dir):
         report.notes.append(Problem(str(tmp.path), f"temporary file ({tmp.state})"))
     try:
         index = read_corpus_index(cache_dir)

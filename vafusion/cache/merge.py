@@ -23,7 +23,8 @@ import h5py
 from vafusion.atomic import atomic_path
 from vafusion.cache import schema, shards
 from vafusion.cache.corpus_index import read_corpus_index
-from vafusion.cache.fs import WriteLock, require_space, require_writable, write_error
+from vafusion.cache.lock import WriteLock
+from vafusion.fs import require_space, require_writable, write_error
 from vafusion.cache.reader import FeatureFile
 from vafusion.cache.writer import write_header
 from vafusion.errors import VafusionError

@@ -17,8 +17,6 @@ CORPUS_FORMAT = "vafusion-corpus"
 FORMAT_VERSION = 1
 CORPUS_FILE = "corpus.h5"
 PARTS_DIR = ".parts"
-TEMPORARY_FILE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)")
-"""Names ``vafusion.atomic.atomic_path`` gives files being written (groups: name, pid)."""
 LOCK_SUFFIX = ".lock"
 """``CACHE/.<file>.lock``: held (flock) by the one process writing ``CACHE/<file>``."""
 PARTITIONS = ("train", "validation", "test", "unlabelled")

@@ -8,7 +8,7 @@ earlier final file) into ``<feature>.h5`` through a temporary file and a rename,
 complete, and removes the parts. Nothing that reads as complete can be partial.
 
 Every dataset carries its checksum (:mod:`vafusion.cache.checksum`) from the moment it is
-written. One process writes a given file at a time (:class:`vafusion.cache.fs.WriteLock`);
+written. One process writes a given file at a time (:class:`vafusion.cache.lock.WriteLock`);
 nothing is created before something must be written, so a read-only cache with nothing left
 to do is not an error.
 """
@@ -30,7 +30,8 @@ import numpy as np
 from vafusion import __version__
 from vafusion.atomic import atomic_path
 from vafusion.cache import checksum, schema
-from vafusion.cache.fs import WriteLock, make_dir, require_space, require_writable, write_error
+from vafusion.cache.lock import WriteLock
+from vafusion.fs import make_dir, require_space, require_writable, write_error
 from vafusion.errors import VafusionError
 
 _PART_SUFFIX = ".h5"

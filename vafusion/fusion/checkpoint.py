@@ -15,6 +15,7 @@ Checkpoints of format_version 1 hold a config_version 1 configuration; it is con
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from vafusion import __version__
 from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
+from vafusion.fs import write_error
 from vafusion.fusion.config import FusionConfig
 from vafusion.fusion.data import Standardizer
 
@@ -38,9 +40,16 @@ CHECKPOINT_VERSION = 1
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """torch.save through a temporary file and a rename: a kill never leaves half a checkpoint."""
+    """torch.save through a temporary file and a rename: a kill never leaves half a checkpoint.
+
+    Serialised in memory first: torch.save into a file that cannot grow (disk full, ``ulimit -f``)
+    fails with a RuntimeError that does not say why; a plain write says ENOSPC / EFBIG, which
+    :func:`~vafusion.atomic.atomic_path` names.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def _tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -98,8 +107,14 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
-    with open(Path(run_dir) / METRICS, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    """One row more (an append, not atomic: a damaged last row, from a kill or a full disk, is skipped by
+    :func:`read_metrics` and dropped by a resume)."""
+    path = Path(run_dir) / METRICS
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError as e:
+        raise write_error(path, e) from None
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
+from vafusion.fs import make_dir, remove_stale_temporaries
 from vafusion.fusion.config import DataConfig, FusionConfig, ModelConfig, TrainingConfig
 from vafusion.fusion.experiments import METRIC_KEYS, Job, mean_std, run_jobs
 from vafusion.fusion.models import ModelSpec, resolve_model
@@ -126,7 +127,8 @@ def compare(cache_dir: str | Path, runs_dir: str | Path, models: Sequence[str], 
         "summary": summarise(rows),
         "runs": rows,
     }
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(runs_dir, "runs directory")
+    remove_stale_temporaries(runs_dir)  # of a killed compare: compare.json
     with atomic_path(runs_dir / COMPARE_JSON) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     write_compare_page(runs_dir, result)
@@ -151,7 +153,7 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
 def write_compare_page(runs_dir: Path, result: Mapping[str, Any]) -> Path:
     """``RUNS/compare.html``: the summary table (best P highlighted), a bar chart with ± std, every run."""
     summary = result["summary"]
-    (runs_dir / FIGURES).mkdir(parents=True, exist_ok=True)
+    make_dir(runs_dir / FIGURES, "figures folder")
     clear_figures(runs_dir, [_FIGURE])
     page = Page(runs_dir)
     spread = "seeds and folds" if result["split"] == "folds" else "seeds"

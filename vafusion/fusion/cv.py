@@ -27,6 +27,7 @@ import numpy as np
 
 from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
+from vafusion.fs import remove_stale_temporaries
 from vafusion.fusion.config import CONFIG_FILE, FusionConfig, replace
 from vafusion.fusion.cv_page import CV_HTML, write_cv_page
 from vafusion.fusion.experiments import METRIC_KEYS, Job, mean_std, run_jobs
@@ -100,6 +101,7 @@ def cross_validate(cache_dir: str | Path, runs_dir: str | Path, config: FusionCo
     """
     runs_dir, log = Path(runs_dir), log or (lambda msg: None)
     jobs = cv_jobs(cache_dir, runs_dir, config, seeds)
+    remove_stale_temporaries(runs_dir)  # of a killed cv: post.json, cv.json
     rows = run_jobs(jobs, progress=progress, log=log, report=report, workers=workers, devices=devices)
     kept = keep_oof([j.run_dir for j in jobs], Path(cache_dir), device=config.training.device, progress=progress,
                     log=log)

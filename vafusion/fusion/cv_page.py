@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vafusion.fs import make_dir
 from vafusion.fusion.config import FusionConfig
 from vafusion.fusion.experiments import METRIC_KEYS
 from vafusion.fusion.pages import COLOURS, FIGURES, Page, clear_figures, esc, new_figure, num, table
@@ -80,7 +81,7 @@ def _post(page: Page, fit: PostFit) -> None:
 
 def write_cv_page(runs_dir: Path, summary: dict[str, Any], fit: PostFit, config: FusionConfig) -> Path:
     """Write ``RUNS/cv.html`` (and its figure in ``RUNS/figures/``); return its path."""
-    (runs_dir / FIGURES).mkdir(parents=True, exist_ok=True)
+    make_dir(runs_dir / FIGURES, "figures folder")
     clear_figures(runs_dir, [_FIGURE])
     page = Page(runs_dir)
     _scores(page, summary, runs_dir)

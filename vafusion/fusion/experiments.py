@@ -5,20 +5,15 @@
 A :class:`Job` is fully described by ``(cache_dir, run_dir, config)`` (plus labels that only
 name it in tables), and jobs are independent of each other, so the loop in :func:`run_jobs`
 is spread over worker processes (``--jobs N``, :func:`run_jobs_parallel`) without changing
-what a job does. Rerunning the same jobs continues where they stopped:
-
-- a finished run (``summary.json`` present, written last by :func:`~vafusion.fusion.train.train`)
-  is not trained again: its best scores are read back;
-- an interrupted run with ``last.pt`` resumes from it (exactly, see ``train --resume``);
-- an interrupted run without ``last.pt`` (stopped in its first epoch, or a closed-form fit
-  stopped before its summary) starts again; its partial files are replaced;
-- a run directory holding another experiment (other settings) is an error, never
-  silently overwritten or mixed into the results.
+what a job does. Rerunning the same jobs continues where they stopped, by the rules of
+``train --resume`` (:mod:`vafusion.fusion.run_dir`): a finished run is read back, an
+interrupted one resumes (or starts again if it stopped before its first ``last.pt``), and a
+run directory holding another experiment (other settings) is an error, never silently
+overwritten or mixed into the results.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from vafusion.errors import VafusionError
-from vafusion.fusion import checkpoint as ckpt_mod
-from vafusion.fusion.config import CONFIG_FILE, FusionConfig, replace
+from vafusion.fusion.config import FusionConfig, replace
 from vafusion.fusion.parallel import run_in_workers
+from vafusion.fusion.run_dir import METRIC_KEYS
 from vafusion.fusion.train import train
-
-METRIC_KEYS = ("ccc_v", "ccc_a", "p")
 
 
 @dataclass(frozen=True)
@@ -46,38 +39,13 @@ class Job:
     labels: dict[str, Any] = field(default_factory=dict)
 
 
-def _finished_best(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        summary = json.loads((run_dir / ckpt_mod.SUMMARY).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    best = summary.get("best") if isinstance(summary, dict) else None
-    return best if isinstance(best, dict) and all(k in best for k in METRIC_KEYS) else None
-
-
 def run_job(job: Job, *, progress: bool = True, log: Callable[[str], None] | None = None,
             report: bool = False) -> dict[str, Any]:
-    """Train ``job`` (or continue it, or read it back if finished); its best ``{epoch, ccc_v, ccc_a, p, ...}``."""
-    log = log or (lambda msg: None)
-    run_dir = job.run_dir
-    if (run_dir / CONFIG_FILE).is_file():
-        changed = FusionConfig.load(run_dir).differences(job.config)
-        if changed:
-            raise VafusionError(f"{run_dir}: holds a run with other settings ({', '.join(changed)}); "
-                                f"use another directory, or delete this one to train it again")
-        best = _finished_best(run_dir)
-        if best is not None:
-            log(f"{run_dir}: finished before, not trained again (P {best['p']:.4f})")
-            return best
-        if (run_dir / ckpt_mod.LAST).is_file():
-            return train(job.cache_dir, run_dir, job.config, resume=True, progress=progress, log=log,
-                         report=report).best
-        for name in (ckpt_mod.BEST, ckpt_mod.METRICS):  # partial output of an attempt that cannot resume
-            (run_dir / name).unlink(missing_ok=True)
-    elif (run_dir / ckpt_mod.BEST).exists() or (run_dir / ckpt_mod.LAST).exists():
-        raise VafusionError(f"{run_dir}: holds checkpoints but no {CONFIG_FILE}, so it cannot be continued; "
-                            f"delete it to train it again, or use another directory")
-    return train(job.cache_dir, run_dir, job.config, progress=progress, log=log, report=report).best
+    """Train ``job`` (or continue it, or read it back if finished); its best ``{epoch, ccc_v, ccc_a, p, ...}``.
+
+    Exactly ``train --resume`` (the rules of :mod:`vafusion.fusion.run_dir`).
+    """
+    return train(job.cache_dir, job.run_dir, job.config, resume=True, progress=progress, log=log, report=report).best
 
 
 def job_name(job: Job) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 
 from vafusion import __version__
 from vafusion.atomic import atomic_path
+from vafusion.fs import remove_stale_temporaries
 
 FIGURES = "figures"
 DPI = 100
@@ -133,10 +134,13 @@ def new_figure(width: float, height: float) -> Any:
 
 
 def clear_figures(folder: Path, names: Sequence[str], prefixes: Sequence[str] = ()) -> None:
-    """Remove earlier copies of a page's figures, so a page never sits next to figures it does not show."""
+    """Remove earlier copies of a page's figures, so a page never sits next to figures it does not show
+    (and temporary files of a killed writer there and beside the page)."""
     for path in (folder / FIGURES).glob("*.png"):
         if path.name in names or path.name.startswith(tuple(prefixes)):
             path.unlink(missing_ok=True)
+    remove_stale_temporaries(folder / FIGURES)
+    remove_stale_temporaries(folder)
 
 
 def score_chart(page: Page, rows: Sequence[dict[str, Any]], name: str, title: str, caption: str) -> None:

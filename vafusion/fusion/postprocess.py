@@ -32,6 +32,7 @@ import numpy as np
 
 from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
+from vafusion.fs import make_dir
 from vafusion.fusion.models.ridge import context_average
 
 POST_FILE = "post.json"
@@ -148,7 +149,7 @@ class Post:
 def write_post(path: Path, post: Post, details: Mapping[str, Any]) -> Path:
     """``post.json``: the format marker, the choice per dimension, and ``details`` (how it was chosen)."""
     content = {"format": POST_FORMAT, "format_version": POST_VERSION, **post.to_dict(), **details}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, "folder of post.json")
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(content, indent=2) + "\n")
     return path

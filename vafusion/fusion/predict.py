@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vafusion.atomic import atomic_path
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
 from vafusion.device import autocast, resolve_device, trim_heap
 from vafusion.errors import VafusionError
+from vafusion.fs import read_text
 from vafusion.fusion.checkpoint import TrainedRun, load_run
 from vafusion.fusion.config import FusionConfig
 from vafusion.fusion.data import (
@@ -37,12 +37,10 @@ from vafusion.fusion.data import (
 from vafusion.fusion.folds import split_ids
 from vafusion.fusion.models import is_closed_form
 from vafusion.fusion.postprocess import read_post
+from vafusion.fusion.prediction_files import check_out_dir, write_prediction_set
 from vafusion.fusion.postprocess import smooth as smooth_frames
 from vafusion.fusion.runs import find_post, find_runs
 from vafusion.fusion.submission import CountDifference, read_sample, write_submission
-
-HEADER = "valence,arousal"
-
 
 class _StreamsOnDemand:
     """The standardised streams and presence masks of each id, built when asked for.
@@ -203,7 +201,7 @@ def select_ids(index: CorpusIndex, which: str) -> list[str]:
     path = Path(which)
     if not path.is_file():
         raise VafusionError(f"--ids {which}: not 'test', 'all' or an existing file of video ids")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.strip() for line in read_text(path, "file of video ids").splitlines() if line.strip()]
     unknown = [v for v in ids if v not in index]
     if unknown:
         raise VafusionError(f"{path}: {len(unknown)} id(s) not in the cache, e.g. {', '.join(unknown[:3])}")
@@ -211,14 +209,6 @@ def select_ids(index: CorpusIndex, which: str) -> list[str]:
     if twice:
         raise VafusionError(f"{path}: id(s) listed more than once: {', '.join(twice[:3])}; list each id once")
     return ids
-
-
-def write_prediction_file(path: Path, pred: np.ndarray) -> None:
-    """Annotation format: header ``valence,arousal`` then one clipped row per frame; atomic."""
-    pred = np.clip(pred, -1.0, 1.0)
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(HEADER + "\n")
-        np.savetxt(f, pred, fmt="%.6f", delimiter=",")
 
 
 def ensemble_predict(run_dirs: Sequence[Path], cache_dir: Path, ids: Sequence[str], index: CorpusIndex,
@@ -269,8 +259,8 @@ def choose_post(runs: Sequence[Path], post: str = "auto", smooth: int | None = N
 
 def _predict_ids(run_dirs: Sequence[str | Path], cache_dir: str | Path, ids: Mapping[str, str] | str,
                  smooth: int | None, post: str, device: str,
-                 log: Callable[[str], None]) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The chosen ids and their post-processed ensemble predictions.
+                 log: Callable[[str], None]) -> tuple[list[str], dict[str, np.ndarray], dict[str, Any]]:
+    """The chosen ids, their post-processed ensemble predictions, and what made them (runs, cache, post-processing).
 
     ``ids``: as ``--ids`` takes it, or ``{id: where it was named}`` (for the error naming an id
     the cache lacks).
@@ -288,7 +278,8 @@ def _predict_ids(run_dirs: Sequence[str | Path], cache_dir: str | Path, ids: Map
     log(f"predicting {len(chosen)} id(s) with {len(runs)} run(s), averaged")
     log(said)
     preds = ensemble_predict(runs, cache_dir, chosen, index, device)
-    return chosen, {vid: step(preds[vid], float(index[vid].fps)) for vid in chosen}  # the writers clip
+    about = {"runs": [str(r) for r in runs], "cache": str(cache_dir.resolve()), "post_processing": said}
+    return chosen, {vid: step(preds[vid], float(index[vid].fps)) for vid in chosen}, about  # the writers clip
 
 
 def predict_to_dir(
@@ -297,20 +288,14 @@ def predict_to_dir(
 ) -> list[Path]:
     """Average the predictions of ``run_dirs`` (runs, or directories of runs), post-process, write one file per id.
 
-    Everything is computed before the first file is written, so an error leaves no partial
-    set of prediction files behind. ``smooth``/``post``: see :func:`choose_post`.
+    The files and ``predictions.json`` appear in ``out_dir`` together or not at all (a kill or an
+    error leaves no partial set; an earlier set there is replaced as a whole, see
+    :mod:`vafusion.fusion.prediction_files`). ``smooth``/``post``: see :func:`choose_post`.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise VafusionError(f"--out {out_dir}: a file; give a directory for the <video_id>.txt files (or --sample)")
-    chosen, preds = _predict_ids(run_dirs, cache_dir, ids, smooth, post, device, log or (lambda msg: None))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for vid in chosen:
-        path = out_dir / f"{vid}.txt"
-        write_prediction_file(path, preds[vid])
-        written.append(path)
-    return written
+    check_out_dir(out_dir)
+    chosen, preds, about = _predict_ids(run_dirs, cache_dir, ids, smooth, post, device, log or (lambda msg: None))
+    return write_prediction_set(out_dir, {vid: preds[vid] for vid in chosen}, about)
 
 
 def predict_submission(
@@ -327,5 +312,5 @@ def predict_submission(
         raise VafusionError(f"--out {out}: a directory; with --sample give the path of the file to write")
     parsed = read_sample(sample)
     named = {vid: f"{parsed.path} line {line}" for vid, line in parsed.first_line.items()}
-    _, preds = _predict_ids(run_dirs, cache_dir, named, smooth, post, device, log or (lambda m: None))
+    _, preds, _ = _predict_ids(run_dirs, cache_dir, named, smooth, post, device, log or (lambda m: None))
     return write_submission(out, parsed, preds)

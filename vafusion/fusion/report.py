@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vafusion.errors import VafusionError
+from vafusion.fs import make_dir
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.checkpoint import TrainedRun, load_run
 from vafusion.fusion.data import LoadedCache
@@ -333,7 +334,7 @@ def write_report(run_dir: str | Path, cache_dir: str | Path | None = None,
     elif cache_dir is not None or cache_here:
         result = predict_partition(run, run_cache_dir(run, cache_dir), "validation", device)
 
-    (run_dir / FIGURES).mkdir(exist_ok=True)
+    make_dir(run_dir / FIGURES, "figures folder")
     clear_figures(run_dir, _OWN_FIGURES, [_SERIES_PREFIX])
     page = Page(run_dir)
     _header(page, run, summary, rows, trained_cache or "—", cache_here, result.cache_dir if result else None)

@@ -29,6 +29,7 @@ import numpy as np
 
 from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
+from vafusion.fs import make_dir, read_text
 
 HEADER = ("image_location", "valence", "arousal")
 _LOCATION = re.compile(r"(?P<video>.+)/(?P<frame>\d{5})\.jpg")
@@ -37,13 +38,7 @@ SHOWN_PER_KIND = 10  # problems of one kind listed by check_submission; the rest
 
 def read_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """``(line number, comma-separated fields)`` of every line of ``path`` (1-based; BOM and CRLF fine)."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise VafusionError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise VafusionError(f"{path}: not UTF-8 text (byte {e.start}); give the CSV text file") from None
-    lines = text.split("\n")
+    lines = read_text(path, "CSV text file").split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final line end
     for number, line in enumerate(lines, start=1):
@@ -145,7 +140,7 @@ def write_submission(path: str | Path, sample: Sample, predictions: Mapping[str,
     """Write the submission for ``sample`` atomically (nothing is left behind on an error)."""
     values, differences = fit_to_sample(sample, predictions)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, "folder of the submission file")
     with atomic_path(path) as tmp, open(tmp, "w", newline="\n") as f:
         f.write(",".join(HEADER) + "\n")
         f.writelines(f"{loc},{v:.6f},{a:.6f}\n" for loc, (v, a) in zip(sample.locations, values.tolist()))

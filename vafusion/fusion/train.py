@@ -25,8 +25,9 @@ from vafusion.atomic import atomic_path
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.device import autocast, precision, resolve_device
 from vafusion.errors import VafusionError
+from vafusion.fs import make_dir, remove_stale_temporaries
 from vafusion.fusion import checkpoint as ckpt_mod
-from vafusion.fusion.config import FusionConfig
+from vafusion.fusion.config import CONFIG_FILE, FusionConfig, TrainingConfig
 from vafusion.fusion.data import (
     LoadedCache,
     Standardizer,
@@ -40,6 +41,7 @@ from vafusion.fusion.folds import split_ids
 from vafusion.fusion.metrics import ccc_loss
 from vafusion.fusion.models import count_parameters
 from vafusion.fusion.predict import predict_loaded, video_streams
+from vafusion.fusion.run_dir import RunState, clear_partial, read_summary, run_state
 
 
 @dataclass
@@ -58,22 +60,26 @@ def _fingerprints(loaded: LoadedCache) -> dict[str, Any]:
     }
 
 
-def _prepare_run_dir(run_dir: Path, config: FusionConfig, resume: bool) -> None:
-    if resume:
-        if not (run_dir / ckpt_mod.LAST).is_file():
-            raise VafusionError(f"{run_dir}: nothing to resume (no {ckpt_mod.LAST}); drop --resume to start")
-        changed = FusionConfig.load(run_dir).differences(config)
-        if changed:
-            raise VafusionError(
-                f"{run_dir}: --resume with other settings ({', '.join(changed)}); resume with the same options"
-            )
-        return
-    if (run_dir / ckpt_mod.BEST).exists() or (run_dir / ckpt_mod.LAST).exists():
-        raise VafusionError(f"{run_dir}: already holds a run; use --resume to continue it, or another --run directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir)
-    (run_dir / ckpt_mod.METRICS).unlink(missing_ok=True)
-    (run_dir / ckpt_mod.SUMMARY).unlink(missing_ok=True)
+def _prepare_run_dir(run_dir: Path, config: FusionConfig, resume: bool, log: Callable[[str], None]) -> RunState:
+    """Apply the rules of :mod:`vafusion.fusion.run_dir`: start (again), resume, or nothing left to do."""
+    state = run_state(run_dir, config, resume)
+    if state is RunState.NEW:
+        if resume and (run_dir / CONFIG_FILE).is_file():
+            log(f"{run_dir}: the interrupted run stopped before its first {ckpt_mod.LAST}: starting it again")
+        elif resume:
+            log(f"{run_dir}: nothing to resume yet: starting the run")
+        make_dir(run_dir, "run directory")
+        clear_partial(run_dir)
+        config.save(run_dir)
+    remove_stale_temporaries(run_dir)
+    return state
+
+
+def _finished(run_dir: Path, log: Callable[[str], None]) -> TrainResult:
+    summary = read_summary(run_dir) or {}
+    best = summary["best"]
+    log(f"{run_dir}: finished before, not trained again (P {best['p']:.4f})")
+    return TrainResult(run_dir, best, int(summary.get("epochs_run") or 0), int(summary.get("parameters") or 0))
 
 
 def train(
@@ -83,18 +89,23 @@ def train(
     """Train ``config`` on ``cache_dir``, writing checkpoints, metrics and (``report``) report.html into ``run_dir``.
 
     ``summary.json`` is written last (after the report), so its presence means the run is finished.
+    ``resume``: finish what ``run_dir`` holds of this same configuration (resume from ``last.pt``,
+    start again, or nothing left to do; see :mod:`vafusion.fusion.run_dir`); without it a
+    directory holding checkpoints is an error.
     """
     log = log or (lambda msg: None)
     cache_dir, run_dir = Path(cache_dir), Path(run_dir)
     index = read_corpus_index(cache_dir)
     train_ids, val_ids = split_ids(index, config.data)
-    _prepare_run_dir(run_dir, config, resume)
+    state = _prepare_run_dir(run_dir, config, resume, log)
+    if state is RunState.FINISHED:
+        return _finished(run_dir, log)
     loaded = load_cache(cache_dir, config.data.features, train_ids + val_ids, index=index, progress=progress)
     standardizer = Standardizer.fit(loaded, train_ids)
     log(f"{len(train_ids)} train ids ({int(loaded.lengths[loaded.positions(train_ids)].sum())} frames), "
         f"{len(val_ids)} validation ids; features {', '.join(f'{f} ({d})' for f, d in zip(loaded.features, loaded.dims))}")
     fit = _fit_closed_form if config.model.spec.closed_form else _train_by_gradient
-    result = fit(loaded, standardizer, config, run_dir, train_ids, val_ids, resume, progress, log)
+    result = fit(loaded, standardizer, config, run_dir, train_ids, val_ids, state is RunState.RESUMABLE, progress, log)
     if report:
         from vafusion.fusion.report import write_report  # here: training itself needs no matplotlib
 
@@ -153,7 +164,7 @@ def _train_by_gradient(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, min(total // 10, 200))))
     scaler_enabled = device.type == "cuda" and tc.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=scaler_enabled)
-    start_epoch, best, stale = 1, {"p": -math.inf}, 0
+    start_epoch, best, stale, stop = 1, {"p": -math.inf}, 0, ""
     if resume:
         last = ckpt_mod.read_checkpoint(run_dir / ckpt_mod.LAST)
         model.load_state_dict(last["weights"])
@@ -161,8 +172,10 @@ def _train_by_gradient(
         scheduler.load_state_dict(last["scheduler"])
         torch.set_rng_state(last["torch_rng"])
         start_epoch, best, stale = int(last["epoch"]) + 1, json.loads(last["best"]), int(last["stale"])
+        stop = str(last.get("stop", "")) or ("early stop" if stale >= tc.patience else "")
         ckpt_mod.truncate_metrics(run_dir, start_epoch - 1)
-        log(f"resuming after epoch {start_epoch - 1} (best P {best['p']:.4f})")
+        log(f"resuming after epoch {start_epoch - 1} (best P {best['p']:.4f})"
+            + (f"; it had stopped ({stop}): no more epochs" if stop else ""))
     log(f"model {config.model.name}: {parameters:,} parameters, {len(windows)} training windows of {data.window} "
         f"frames, device {device}, {torch.get_num_threads()} threads, {precision()}, features "
         f"{'in RAM' if loaded.in_memory else 'streamed'}")
@@ -171,7 +184,7 @@ def _train_by_gradient(
     epoch = start_epoch - 1
     fingerprints = _fingerprints(loaded)
     on_gpu = int(device.type == "cuda")
-    for epoch in bar:
+    for epoch in bar if not stop else ():
         model.train()
         rng = np.random.default_rng([tc.seed, epoch])  # stateless per epoch: resume-exact
         losses = []
@@ -203,17 +216,40 @@ def _train_by_gradient(
             ckpt_mod.save_atomic(checkpoint, run_dir / ckpt_mod.BEST)
         else:
             stale += 1
+        stop = _stop_reason(row, stale, tc.patience)
         last = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, model, fingerprints, best, epoch)
         last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(),
-                    best=json.dumps(best), stale=stale)
+                    best=json.dumps(best), stale=stale, stop=stop)
         ckpt_mod.save_atomic(last, run_dir / ckpt_mod.LAST)
         bar.set_postfix(loss=f"{row['loss']:.3f}", ccc_v=f"{row['ccc_v']:.3f}", ccc_a=f"{row['ccc_a']:.3f}",
                         best_p=f"{best['p']:.3f}")
-        if stale >= tc.patience:
-            log(f"early stop after epoch {epoch}: no better validation P for {tc.patience} epochs")
+        if stop:
+            log(f"stopped after epoch {epoch}: {stop}")
             break
     bar.close()
+    _require_a_best(run_dir, best, tc, epoch, stop)
     return TrainResult(run_dir, best, epoch, parameters)
+
+
+def _stop_reason(row: dict[str, Any], stale: int, patience: int) -> str:
+    """Why training stops after this epoch ("" = go on): no better P for ``patience`` epochs, or a
+    non-finite loss (the weights are NaN now: no later epoch can recover)."""
+    if not math.isfinite(row["loss"]):
+        return f"the training loss is {row['loss']} (diverged)"
+    if stale >= patience:
+        return f"early stop: no better validation P for {patience} epochs"
+    return ""
+
+
+def _require_a_best(run_dir: Path, best: dict[str, Any], tc: TrainingConfig, epochs: int, stop: str) -> None:
+    """A run without a single finite validation score has no best.pt: say why, instead of failing later."""
+    if "epoch" in best:
+        return
+    why = f"; {stop}" if stop else ""
+    raise VafusionError(
+        f"{run_dir}: no epoch gave a finite validation score (P was NaN in all {epochs} epoch(s){why}); "
+        f"train again with a lower --lr (now {tc.lr:g}) into a new --run directory (or delete this one)"
+    )
 
 
 __all__ = ["train", "TrainResult"]

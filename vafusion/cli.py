@@ -233,7 +233,7 @@ def cache_import_cmd(cache_dir: Path, feature: str, folder: Path, timestamps: bo
     from vafusion.extract.importer import import_features
 
     report = import_features(cache_dir, feature, folder, timestamps=timestamps, tolerance=tolerance,
-                             overwrite=overwrite, warn=lambda m: click.echo(f"warning: {m}", err=True))
+                             overwrite=overwrite, warn=_warn_beside_bars)
     click.echo(f"{feature}: {report.imported} imported, {report.skipped} already there -> {report.path}")
 
 
@@ -361,7 +361,7 @@ def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tu
     if rank is not None:
         return _extract_distributed(found, cache_dir, opts, rank, copy)
     click.echo(f"corpus: {len(found.videos)} ids; cache: {cache_dir}; features: {', '.join(opts.features)}", err=True)
-    report = run_extract(found, cache_dir, opts, warn=lambda m: click.echo(f"warning: {m}", err=True))
+    report = run_extract(found, cache_dir, opts, warn=_warn_beside_bars)
     for f, path in report.written.items():
         click.echo(f"{f}: {report.extracted.get(f, 0)} extracted, {report.skipped.get(f, 0)} already there -> {path}")
     if not report.ok:

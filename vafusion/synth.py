@@ -674,7 +674,8 @@ class _BackgroundWriter:
 class _Mp4Writer:
     """Streams video frames (and the whole audio track, interleaved by time) into an mp4."""
 
-    def __init__(self, path: Path, fps: float, height: int, width: int, audio: np.ndarray | None, sample_rate: int):
+    def __init__(self, path: Path, fps: float, height: int, width: int, audio: np.ndarray | None, sample_rate: int,
+                 frame_times: Sequence[float] | None = None):
         import av
 
         self._av = av
@@ -685,7 +686,10 @@ class _Mp4Writer:
         self.video.width = width
         self.video.height = height
         self.video.pix_fmt = "yuv420p"
-        self.video.codec_context.time_base = 1 / rate
+        # Frame k at pts k / rate, or (variable frame rate) at frame_times[k] on a 90 kHz clock.
+        self.time_base = 1 / rate if frame_times is None else Fraction(1, 90000)
+        self.frame_pts = None if frame_times is None else [round(t * 90000) for t in frame_times]
+        self.video.codec_context.time_base = self.time_base
         self.video.thread_count = 1
         if codec == "libx264":
             # ultrafast has no B-frames: pts == dts, first frame at pts 0, tiny and quick.
@@ -709,12 +713,13 @@ class _Mp4Writer:
         av = self._av
         for img in frames:
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = self.n_written
-            frame.time_base = 1 / self.fps_rate
+            frame.pts = self.n_written if self.frame_pts is None else self.frame_pts[self.n_written]
+            frame.time_base = self.time_base
             for packet in self.video.encode(frame):
                 self.container.mux(packet)
             self.n_written += 1
-        self._audio_until(float(self.n_written / self.fps_rate))
+        self._audio_until(float((frame.pts + 1) * self.time_base) if self.frame_pts else
+                          float(self.n_written / self.fps_rate))
 
     def _audio_until(self, seconds: float | None) -> None:
         if self.audio is None or self.audio_data is None:
@@ -955,12 +960,15 @@ def make_alignment_corpus(
     crop_size: int = 64,
     frame_size: int = 64,
     overwrite: bool = False,
+    frame_times: Sequence[float] | None = None,
 ) -> SynthCorpus:
     """One labelled train video for frame-alignment tests of the extractors.
 
     The audio is digital silence except Hann-windowed 1 kHz beeps of 40 ms centred on
     the instants ``t = (k - 1) / fps`` of the 1-based ``beep_frames`` (a beep on frame 1
-    is cut in half by t = 0: prefer k >= 2). Crops and video frames are plain grey
+    is cut in half by t = 0: prefer k >= 2). ``frame_times`` (seconds, increasing, from 0):
+    a variable-frame-rate video instead, frame k shown (and its beep centred) at
+    ``frame_times[k - 1]``; ``fps`` is then only the rate the stream declares. Crops and video frames are plain grey
     (128) except the ``marker_frames``, which are white (255). Labels are a ramp that
     names the frame: valence of frame k is ``-1 + 2 (k - 1) / (n_frames - 1)``,
     arousal its negative, so label alignment can be checked too. The id is ``align``
@@ -972,15 +980,19 @@ def make_alignment_corpus(
         bad = [k for k in frames if not 1 <= k <= n_frames]
         if bad:
             raise VafusionError(f"{name}={bad}: frames are 1-based and must lie in [1, {n_frames}]; fix the list")
+    if frame_times is not None and (len(frame_times) != n_frames or frame_times[0] != 0
+                                    or not (np.diff(frame_times) > 0).all()):
+        raise VafusionError(f"make_alignment_corpus: frame_times must be {n_frames} increasing instants from 0")
+    instants = np.arange(n_frames) / fps if frame_times is None else np.asarray(frame_times, dtype=np.float64)
     root = _prepare_root(root, overwrite)
     name = "align"
-    n_samples = int(np.ceil(n_frames / fps * sample_rate))
+    n_samples = int(np.ceil((instants[-1] + 1 / fps) * sample_rate))
     audio = np.zeros(n_samples, dtype=np.float32)
     length = int(round(BEEP_SECONDS * sample_rate))
     offsets = np.arange(length) - (length - 1) / 2.0  # symmetric around the centre sample
     burst = 0.5 * np.sin(2 * np.pi * BEEP_HZ * offsets / sample_rate) * np.hanning(length)
     for k in beep_frames:
-        centre = (k - 1) / fps * sample_rate
+        centre = instants[k - 1] * sample_rate
         idx = np.round(centre + offsets).astype(int)
         ok = (idx >= 0) & (idx < n_samples)
         audio[idx[ok]] += burst[ok].astype(np.float32)
@@ -992,7 +1004,7 @@ def make_alignment_corpus(
     crop_dir.mkdir(parents=True, exist_ok=True)
     grey_crop = np.full((crop_size, crop_size, 3), 128, np.uint8)
     white_crop = np.full((crop_size, crop_size, 3), 255, np.uint8)
-    writer = _Mp4Writer(root / "videos" / f"{name}.mp4", fps, h, w, audio, sample_rate)
+    writer = _Mp4Writer(root / "videos" / f"{name}.mp4", fps, h, w, audio, sample_rate, frame_times)
     try:
         for k in range(1, n_frames + 1):
             marker = markers[k - 1]

@@ -23,9 +23,19 @@ from vafusion.fs import make_dir, require_writable, write_error
 from vafusion.errors import VafusionError
 
 
+def grid_instants(fps: float, n_frames: int) -> np.ndarray:
+    """Instants t = (k - 1) / fps of frames k = 1..n_frames of a constant-rate video, float64 seconds."""
+    return np.arange(n_frames, dtype=np.float64) / float(fps)
+
+
 @dataclass(frozen=True, eq=False)
 class VideoEntry:
-    """One annotated person track (Aff-Wild2 'video id') on its video's frame grid."""
+    """One annotated person track (Aff-Wild2 'video id') on its video's frame grid.
+
+    Row k is video frame k. Its instant is (k - 1) / fps, except for a variable-frame-rate
+    video, whose frames' own instants (seconds from frame 1, from the timestamps) are
+    ``frame_times``; :meth:`instants` gives either.
+    """
 
     id: str
     fps: float
@@ -33,12 +43,20 @@ class VideoEntry:
     partition: str
     group: str
     labels: np.ndarray | None = None  # (n_frames, 2) float32; NaN = no label; None = unlabelled
+    frame_times: np.ndarray | None = None  # (n_frames,) float64 increasing; None = the constant-rate grid
 
     def __post_init__(self) -> None:
         if self.partition not in schema.PARTITIONS:
             raise ValueError(f"{self.id}: partition {self.partition!r} not in {schema.PARTITIONS}")
         if self.labels is not None and self.labels.shape != (self.n_frames, 2):
             raise ValueError(f"{self.id}: labels shape {self.labels.shape} != ({self.n_frames}, 2)")
+        t = self.frame_times
+        if t is not None and (t.shape != (self.n_frames,) or not np.isfinite(t).all() or (np.diff(t) <= 0).any()):
+            raise ValueError(f"{self.id}: frame_times must be {self.n_frames} finite, increasing instants")
+
+    def instants(self) -> np.ndarray:
+        """The instant (seconds) of every frame: ``frame_times``, or the constant-rate grid."""
+        return self.frame_times if self.frame_times is not None else grid_instants(self.fps, self.n_frames)
 
 
 @dataclass
@@ -75,10 +93,12 @@ class CorpusIndex:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """sha256 over ids, fps, T, partition, group and the label bytes of every entry.
+        """sha256 over ids, fps, T, partition, group, the label bytes and (variable frame rate only)
+        the frame instants of every entry.
 
         Computed once per index (it hashes every label: ~0.1 s at Aff-Wild2 scale); an index
-        is not changed after it is built.
+        is not changed after it is built. A constant-rate entry hashes exactly as before frame
+        instants existed, so the fingerprints of existing caches stay valid.
         """
         h = hashlib.sha256()
         for e in self.entries:
@@ -88,7 +108,32 @@ class CorpusIndex:
                 h.update(b"<unlabelled>")
             else:
                 h.update(np.ascontiguousarray(e.labels, dtype="<f4").tobytes())
+            if e.frame_times is not None:
+                h.update(b"<frame_times>" + np.ascontiguousarray(e.frame_times, dtype="<f8").tobytes())
         return h.hexdigest()
+
+    def differences(self, other: "CorpusIndex") -> list[str]:
+        """How ``other`` differs from this index, per id (for an error that says what changed)."""
+        added = sorted(set(other.ids) - set(self.ids))
+        gone = sorted(set(self.ids) - set(other.ids))
+        out = [f"{len(added)} id(s) new (e.g. {added[0]})"] if added else []
+        out += [f"{len(gone)} id(s) gone (e.g. {gone[0]})"] if gone else []
+        for e in self.entries:
+            o = other._by_id.get(e.id)
+            what = [] if o is None else _entry_differences(e, o)
+            if what:
+                out.append(f"{e.id}: other {', '.join(what)}")
+        return out
+
+
+def _entry_differences(a: VideoEntry, b: VideoEntry) -> list[str]:
+    def same(x: np.ndarray | None, y: np.ndarray | None) -> bool:
+        return (x is None) == (y is None) and (x is None or np.array_equal(x, y, equal_nan=True))
+
+    checks = {"fps": a.fps == b.fps, "frame count": a.n_frames == b.n_frames, "partition": a.partition == b.partition,
+              "group": a.group == b.group, "labels": same(a.labels, b.labels),
+              "frame instants (variable frame rate)": same(a.frame_times, b.frame_times)}
+    return [name for name, ok in checks.items() if not ok]
 
 
 def write_corpus_index(cache_dir: str | Path, index: CorpusIndex, source: str = "") -> Path:
@@ -126,6 +171,12 @@ def _write(path: Path, index: CorpusIndex, source: str) -> None:
                 data = e.labels.astype(np.float32)
                 labels.create_dataset(e.id, data=data).attrs[schema.CHECKSUM_ATTR] = checksum.checksum(
                     e.id, schema.LABELS_GROUP, data)
+        timed = [e for e in index if e.frame_times is not None]
+        times = f.create_group(schema.FRAME_TIMES_GROUP) if timed else None  # absent when every id is constant-rate
+        for e in timed:
+            data = e.frame_times.astype(np.float64)
+            times.create_dataset(e.id, data=data).attrs[schema.CHECKSUM_ATTR] = checksum.checksum(
+                e.id, schema.FRAME_TIMES_GROUP, data)
 
 
 def read_corpus_index(cache_dir: str | Path) -> CorpusIndex:
@@ -151,11 +202,13 @@ def read_corpus_index(cache_dir: str | Path) -> CorpusIndex:
             partition = [s.decode() if isinstance(s, bytes) else s for s in f["partition"][()]]
             group = [s.decode() if isinstance(s, bytes) else s for s in f["group"][()]]
             labels_group = f[schema.LABELS_GROUP]
+            times_group = f.get(schema.FRAME_TIMES_GROUP, {})
             entries = []
             for i, vid in enumerate(ids):
                 labels = labels_group[vid][()] if vid in labels_group else None
+                times = np.asarray(times_group[vid][()], dtype=np.float64) if vid in times_group else None
                 entries.append(
-                    VideoEntry(vid, float(fps[i]), int(n_frames[i]), partition[i], group[i], labels)
+                    VideoEntry(vid, float(fps[i]), int(n_frames[i]), partition[i], group[i], labels, times)
                 )
             stored = f.attrs.get("fingerprint", "")
     except VafusionError:
@@ -167,15 +220,22 @@ def read_corpus_index(cache_dir: str | Path) -> CorpusIndex:
         ) from None
     index = CorpusIndex(tuple(entries))
     if index.fingerprint != stored:
-        damaged = _damaged_labels(path)
-        what = (f"the labels of {len(damaged)} id(s) do not match their checksums ({', '.join(map(repr, damaged[:3]))}"
-                f"{' ...' if len(damaged) > 3 else ''})" if damaged else "content does not match its fingerprint")
+        damaged = _damaged(path)
+        what = "; ".join(f"the {kind} of {len(ids)} id(s) do not match their checksums "
+                         f"({', '.join(map(repr, ids[:3]))}{' ...' if len(ids) > 3 else ''})"
+                         for kind, ids in damaged.items()) or "content does not match its fingerprint"
         raise VafusionError(f"{path}: {what}; the file was altered or damaged: copy it again or re-extract")
     return index
 
 
-def _damaged_labels(path: Path) -> list[str]:
-    """Ids whose labels dataset no longer matches its checksum (only looked for once the fingerprint failed)."""
+def _damaged(path: Path) -> dict[str, list[str]]:
+    """Ids whose labels (frame instants) no longer match their checksum (looked for once the fingerprint failed)."""
+    kinds = {schema.LABELS_GROUP: "labels", schema.FRAME_TIMES_GROUP: "frame instants"}
     with h5py.File(path, "r") as f:
-        group = f[schema.LABELS_GROUP]
-        return [vid for vid in sorted(group) if checksum.mismatch(vid, schema.LABELS_GROUP, group[vid].id, group[vid][()])]
+        out = {}
+        for name, kind in kinds.items():
+            group = f.get(name, {})
+            ids = sorted(vid for vid in group if checksum.mismatch(vid, name, group[vid].id, group[vid][()]))
+            if ids:
+                out[kind] = ids
+        return out

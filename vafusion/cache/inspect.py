@@ -83,6 +83,7 @@ def cache_info(cache_dir: str | Path) -> dict[str, Any]:
             "frames": int(sum(e.n_frames for e in index)),
             "videos": len({e.group for e in index}),
             "fps": sorted({round(e.fps, 3) for e in index}),
+            "variable_frame_rate": [e.id for e in index if e.frame_times is not None],
             "partitions": partitions,
             "fingerprint": index.fingerprint,
         },
@@ -112,6 +113,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"cache {info['cache']}",
         f"  corpus: {c['ids']} ids from {c['videos']} videos, {c['frames']} frames, fps {c['fps']}",
         f"          {parts}",
+        *([f"          variable frame rate (rows at each frame's timestamp): {', '.join(c['variable_frame_rate'])}"]
+          if c["variable_frame_rate"] else []),
         f"          fingerprint {c['fingerprint'][:16]}",
     ]
     if not info["features"]:

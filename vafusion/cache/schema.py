@@ -49,8 +49,10 @@ LEGACY_SPLIT = "every-nth"
 """What a shard file without :data:`SPLIT_ATTR` was split by: every N-th sorted id (vafusion 0.1.0)."""
 
 # corpus.h5 layout (written and read in corpus_index.py): parallel 1-D datasets ids, fps,
-# n_frames, partition, group (one row per id) and labels/<id> (T, 2) float32.
+# n_frames, partition, group (one row per id), labels/<id> (T, 2) float32 and, for
+# variable-frame-rate videos only, frame_times/<id> (T,) float64 seconds from frame 1.
 LABELS_GROUP = "labels"
+FRAME_TIMES_GROUP = "frame_times"
 
 SHARD_FILE = re.compile(r"^(?P<feature>.+)\.shard-(?P<k>\d+)-of-(?P<n>\d+)\.h5$")
 """The name :func:`feature_file_name` gives shard K of N > 1 (groups: feature, k, n)."""

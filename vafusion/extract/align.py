@@ -2,7 +2,8 @@
 
 Every track feature (log-mel, VGGish patches, speech models, imported features) has
 values at its own instants ("steps", e.g. a log-mel frame every 10 ms centred at
-0.0125 + 0.010 j s). The cache wants row k of a video at the instant t = (k - 1) / fps.
+0.0125 + 0.010 j s). The cache wants row k of a video at the instant t = (k - 1) / fps
+(for a variable-frame-rate video: frame k's timestamp, see ``VideoEntry.instants``).
 This module is the only place that maps one onto the other, so every feature lands on
 the same grid by the same rules:
 
@@ -29,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vafusion.cache.corpus_index import grid_instants
+
 GRID_TIMING = "frame k <-> instant (k - 1) / fps"
 """How every feature file's rows map to time (recorded in built-in provenance)."""
 
@@ -39,10 +42,11 @@ _TIE_EPS = 1e-9  # in units of the step hop: far below any real distance, far ab
 
 
 def frame_instants(fps: float, n_frames: int) -> np.ndarray:
-    """Instants t = (k - 1) / fps of video frames k = 1..n_frames, float64 seconds."""
+    """Instants t = (k - 1) / fps of video frames k = 1..n_frames, float64 seconds (a constant-rate
+    video; an id's own instants, its timestamps where the rate varies, are ``VideoEntry.instants()``)."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    return np.arange(n_frames, dtype=np.float64) / float(fps)
+    return grid_instants(fps, n_frames)
 
 
 def covered(frame_times: np.ndarray, duration_s: float) -> np.ndarray:

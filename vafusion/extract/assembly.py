@@ -73,10 +73,14 @@ class Assembler:
         if n_rows == 0:
             self._finish(video_id)
 
-    def put(self, video_id: str, row_index: np.ndarray, values: np.ndarray) -> None:
+    def put(self, video_id: str, row_index: np.ndarray, values: np.ndarray | None) -> None:
+        """Rows of ``video_id``; ``values`` None: those rows have no usable input after all (zero, mask False)."""
         if video_id in self.failed or video_id not in self.rows:
             return
-        self.rows[video_id][row_index] = values
+        if values is None:
+            self.mask[video_id][row_index] = False
+        else:
+            self.rows[video_id][row_index] = values
         self.remaining[video_id] -= len(row_index)
         if self.remaining[video_id] == 0:
             self._finish(video_id)

@@ -22,6 +22,9 @@ Ids and partitions:
 ``<name>_left`` / ``<name>_right`` use the video ``<name>`` (unless a file named after the id
 itself exists); the video's name is the id's group, so both persons of one video stay in the
 same fold. T is the annotation row count when annotated, else the container's frame count.
+Row k is frame k; a variable-frame-rate video's frame instants (from its timestamps, see
+:mod:`vafusion.extract.media`) are recorded with each of its ids, and a container whose
+declared rate disagrees with its timestamps is warned about.
 
 Nothing here prints: a file that makes one id unusable is a :class:`Problem` (the id is
 skipped, discovery goes on); a suspicious but usable fact is a warning string. Only a
@@ -315,6 +318,36 @@ def _resolve_annotations_dir(root: Path | None, annotations_dir: str | Path | No
     return None
 
 
+def fit_frame_times(times: np.ndarray, n_frames: int) -> np.ndarray:
+    """A video's frame instants for an id of ``n_frames`` rows (the annotation may count a frame or two
+    more or fewer than the container): cut, or continued at the median interval of the last frames."""
+    times = np.asarray(times, dtype=np.float64)
+    if len(times) >= n_frames:
+        return times[:n_frames].copy()
+    step = float(np.median(np.diff(times[-32:]))) if len(times) > 1 else 1.0
+    return np.concatenate([times, times[-1] + step * np.arange(1, n_frames - len(times) + 1)])
+
+
+def _walk_once(tops: list[Path]) -> Iterable[tuple[str, list[str]]]:
+    """``(folder, file names)`` of every folder below ``tops``, following symlinks but entering each
+    folder once (by device and inode): a link back up the tree (a loop) or two links to one folder
+    cannot make discovery run forever or see a video twice. Hidden folders are skipped."""
+    seen: set[tuple[int, int]] = set()
+    for top in tops:
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                dirnames[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                dirnames[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            yield dirpath, filenames
+
+
 def _index_videos(dirs: list[Path], warnings: list[str]) -> dict[str, Path]:
     """Video name (file stem) -> file, over all folders recursively.
 
@@ -323,24 +356,22 @@ def _index_videos(dirs: list[Path], warnings: list[str]) -> dict[str, Path]:
     """
     found: dict[str, Path] = {}
     rank = {ext: i for i, ext in enumerate(VIDEO_EXTENSIONS)}
-    for top in dirs:
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                stem, ext = os.path.splitext(name)
-                ext = ext.lower()
-                if ext not in rank or name.startswith("."):
-                    continue
-                path = Path(dirpath) / name
-                other = found.get(stem)
-                if other is None:
-                    found[stem] = path
-                elif other.parent == path.parent:
-                    keep = path if rank[ext] < rank[other.suffix.lower()] else other
-                    found[stem] = keep
-                    warnings.append(f"{path.parent}: video {stem} exists as several files; using {keep.name}")
-                else:
-                    warnings.append(f"video {stem} found in {other.parent} and {path.parent}; using {other}")
+    for dirpath, filenames in _walk_once(dirs):
+        for name in sorted(filenames):
+            stem, ext = os.path.splitext(name)
+            ext = ext.lower()
+            if ext not in rank or name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            other = found.get(stem)
+            if other is None:
+                found[stem] = path
+            elif other.parent == path.parent:
+                keep = path if rank[ext] < rank[other.suffix.lower()] else other
+                found[stem] = keep
+                warnings.append(f"{path.parent}: video {stem} exists as several files; using {keep.name}")
+            else:
+                warnings.append(f"video {stem} found in {other.parent} and {path.parent}; using {other}")
     return found
 
 
@@ -558,6 +589,7 @@ def discover_corpus(
                 audio_files[stem] = audio / name
 
     found: list[DiscoveredVideo] = []
+    timing_told: set[Path] = set()
     for video_id, name in sorted(resolved.items()):
         partition, labels, _source = ids[video_id]
         video_path = videos[name]
@@ -565,6 +597,9 @@ def discover_corpus(
         if isinstance(info, str):
             problems.append(Problem(video_id, video_path, None, info))
             continue
+        if info.timing_note and video_path not in timing_told:
+            timing_told.add(video_path)
+            warnings.append(f"{video_path}: {info.timing_note}")
         if labels is not None:
             n_frames = len(labels)
             if abs(n_frames - info.n_frames) > FRAME_MISMATCH_TOLERANCE:
@@ -585,7 +620,8 @@ def discover_corpus(
         if audio_path is None and not info.has_audio:
             warnings.append(f"{video_id}: {video_path.name} has no audio stream; audio features will be masked")
         entry = VideoEntry(
-            id=video_id, fps=info.fps, n_frames=n_frames, partition=partition, group=name, labels=labels
+            id=video_id, fps=info.fps, n_frames=n_frames, partition=partition, group=name, labels=labels,
+            frame_times=None if info.frame_times is None else fit_frame_times(info.frame_times, n_frames),
         )
         found.append(DiscoveredVideo(entry, video_path, crops, audio_path, info))
     found.sort(key=lambda v: v.entry.id)

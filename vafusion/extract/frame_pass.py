@@ -9,6 +9,9 @@ the extractor never sees them.
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -28,22 +31,65 @@ from vafusion.extract.options import ExtractOptions
 from vafusion.extract.registry import Resolved
 
 
+_CORRUPT_JPEG = ("Corrupt JPEG data", "Premature end of JPEG file")
+"""libjpeg's words for data it could not decode but filled in (grey blocks): the image decodes, wrongly."""
+
+
+class _DecoderMessages:
+    """What a C decoder prints to stderr while it runs (libjpeg warns there and decodes on).
+
+    Why: libjpeg reports a truncated or damaged scan only as a warning on stderr, without the
+    file's name, and returns an image with grey blocks; captured here, the crop is named and
+    treated as no face. A file (not a pipe) catches the text, so a chatty decoder cannot block.
+    """
+
+    def __init__(self) -> None:
+        self._file = None
+
+    def run(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, str]:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile()
+        self._file.seek(0)
+        self._file.truncate()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        try:
+            out = fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        self._file.seek(0)
+        return out, self._file.read().decode(errors="replace").strip()
+
+
+_MESSAGES = _DecoderMessages()  # one per process (each DataLoader worker has its own)
+
+
 def decode_crop(path: str | Path, image_size: int) -> torch.Tensor:
     """Read a JPEG/PNG face crop as uint8 RGB (3, image_size, image_size).
 
     Meant for DataLoader workers: resizing here gives every batch one shape, so batches can
-    span videos and crops of any size.
+    span videos and crops of any size. A file that cannot be decoded raises VafusionError;
+    one that decodes only with libjpeg's "Corrupt JPEG data" warnings raises :class:`CorruptCrop`
+    (the frame then counts as no face).
     """
     from torchvision.io import ImageReadMode, decode_image, read_file
     from torchvision.transforms.v2 import functional as TF
 
     try:
-        img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        img, said = _MESSAGES.run(lambda: decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
     except Exception as e:  # RuntimeError from libjpeg/libpng, missing file ...
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise VafusionError(
             f"{path}: unreadable face crop ({reason}); replace or delete the file (a missing crop counts as no face)"
         ) from None
+    if any(words in said for words in _CORRUPT_JPEG):
+        first = next(line for line in said.splitlines() if any(words in line for words in _CORRUPT_JPEG))
+        raise CorruptCrop(f"{path}: damaged face crop ({first.strip()[:200]}); used as no face: replace the file "
+                          f"and extract again with --overwrite to use it")
+    if said:
+        print(said, file=sys.stderr)  # not about damage: let it through as the decoder said it
     if img.dtype != torch.uint8:  # 16-bit PNG
         img = TF.to_dtype(img, torch.uint8, scale=True)
     if tuple(img.shape[-2:]) != (image_size, image_size):
@@ -51,8 +97,12 @@ def decode_crop(path: str | Path, image_size: int) -> torch.Tensor:
     return img.contiguous()
 
 
+class CorruptCrop(VafusionError):
+    """A crop that decodes, but only with libjpeg's warnings of damaged data: it counts as no face."""
+
+
 class _CropDataset(Dataset):
-    """One item per face crop, across all videos of the pass; errors travel as data."""
+    """One item per face crop, across all videos of the pass; errors and damage travel as data."""
 
     def __init__(self, items: list[tuple[int, int, str]], image_size: int):
         self.items = items  # (video number, row index, crop path)
@@ -61,13 +111,16 @@ class _CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, str]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, str, str]:
+        """``(image, video, row, error, damage)``: error fails the video, damage masks the row."""
         video, row, path = self.items[i]
+        blank = torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
         try:
-            return decode_crop(path, self.image_size), video, row, ""
+            return decode_crop(path, self.image_size), video, row, "", ""
+        except CorruptCrop as e:
+            return blank, video, row, "", str(e)
         except VafusionError as e:
-            blank = torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
-            return blank, video, row, str(e)
+            return blank, video, row, str(e), ""
 
 
 def _open_videos(videos: list[DiscoveredVideo], assembler: Assembler, feature: str,
@@ -107,7 +160,7 @@ def frame_pass(
     frames = 0
     with torch.inference_mode():
         try:
-            for images, video_nums, rows, errors in loader:
+            for images, video_nums, rows, errors, damage in loader:
                 for i in (i for i, e in enumerate(errors) if e):
                     assembler.fail(ids[int(video_nums[i])], errors[i])
                 x = pad_batch(images, opts.batch_size).to(device, non_blocking=True)
@@ -116,8 +169,12 @@ def frame_pass(
                 video_nums, rows = video_nums.numpy(), rows.numpy()
                 frames += len(rows)
                 bar.set_postfix(fps=f"{frames / max(bar.format_dict['elapsed'], 1e-9):.0f}", refresh=False)
-                for v in np.unique(video_nums):
-                    sel = video_nums == v
+                damaged = np.array([bool(d) for d in damage])
+                for i in np.flatnonzero(damaged):
+                    warn(damage[i])
+                    assembler.put(ids[video_nums[i]], rows[i : i + 1], None)
+                for v in np.unique(video_nums[~damaged]):
+                    sel = (video_nums == v) & ~damaged
                     assembler.put(ids[v], rows[sel], out[sel])
         except ExtractorError as e:
             assembler.abort(str(e))

@@ -111,7 +111,7 @@ def _timestamped(path: Path, table: np.ndarray, entry: VideoEntry, tolerance: in
         steps = align.Steps.at(times)
     except ValueError as e:
         raise VafusionError(f"{path}: first column (seconds): {e}") from None
-    frame_times = align.frame_instants(entry.fps, entry.n_frames)
+    frame_times = entry.instants()
     slack = tolerance / entry.fps
     if times[0] < -slack or times[-1] > frame_times[-1] + slack:
         raise VafusionError(f"{path}: times {times[0]:g}..{times[-1]:g} s run beyond {entry.id}'s frames "

@@ -96,12 +96,10 @@ def _prepare_cache(cache: Path, index: CorpusIndex, source: str, opts: ExtractOp
         if existing.fingerprint == index.fingerprint:
             return
         if not opts.overwrite:
-            added = sorted(set(index.ids) - set(existing.ids))
-            removed = sorted(set(existing.ids) - set(index.ids))
-            detail = (f"{len(added)} id(s) new, {len(removed)} gone" if added or removed
-                      else "same ids, other fps/frame counts/partitions/labels")
+            changes = existing.differences(index)
+            detail = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
             raise VafusionError(
-                f"{corpus_file}: the cache was made from another corpus ({detail}); "
+                f"{corpus_file}: the cache was made from another corpus ({detail or 'other content'}); "
                 f"use a new --cache directory, or --overwrite to start this one afresh"
             )
     write_corpus_index(cache, index, source=source)

@@ -155,12 +155,12 @@ def _video(feature: _Feature, video: DiscoveredVideo, waves: dict | None, durati
     None while a batched feature's rows wait in its queue (then the id becomes a copy).
     """
     e, a = video.entry, feature.assembler
-    frame_times = align.frame_instants(e.fps, e.n_frames)
+    frame_times = e.instants()
     mask = align.covered(frame_times, duration)
     if waves is None or not mask.any():  # no audio stream (reported by discovery) or no audio at all
         a.open(e.id, e.n_frames, np.zeros(e.n_frames, bool), 0)
         return
-    grid = (e.fps, e.n_frames)
+    grid = (e.fps, e.n_frames, None if e.frame_times is None else e.frame_times.tobytes())
     first, rows = done.get(grid, (None, None))
     if first is not None and rows is None and a.open_copy(e.id, of=first):
         return
@@ -212,7 +212,7 @@ def _track(features: list[_Feature], track_videos: list[DiscoveredVideo], waves:
     for v in track_videos:
         e = v.entry
         if waves is not None and not error:
-            uncovered = int((~align.covered(align.frame_instants(e.fps, e.n_frames), duration)).sum())
+            uncovered = int((~align.covered(e.instants(), duration)).sum())
             if 0 < uncovered and any(e.id in f.pending for f in features):
                 warn(f"{e.id}: audio ends before the last {uncovered} frame(s); those rows are masked")
     for f in (f for f in features if f.alive):

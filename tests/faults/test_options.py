@@ -23,8 +23,8 @@ TRAINING_VALUES = [("--lr", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--lr", "inf
 
 COMMAND_VALUES = {
     "train": [("--fold", "0"), ("--folds", "1"), ("--split", "random")],
-    "cv": [("--folds", "1"), ("--seeds", "0")],
-    "compare": [("--folds", "1"), ("--seeds", "0"), ("--split", "random")],
+    "cv": [("--folds", "1"), ("--seeds", "0"), ("--jobs", "0")],
+    "compare": [("--folds", "1"), ("--seeds", "0"), ("--split", "random"), ("--jobs", "0")],
     "predict": [("--smooth", "0"), ("--device", "xla")],
     "evaluate": [("--partition", "test"), ("--device", "mps")],
     "report": [("--ids", "-1"), ("--device", "xla")],
@@ -69,6 +69,8 @@ def test_a_bad_value_is_one_line_naming_the_option(command, option, value, toy_c
     ("cv", ["--features", ","], "--features"),
     ("compare", ["--features", ";"], "--features"),
     ("compare", ["--models", ","], "--models"),
+    ("cv", ["--devices", "cpu,xla"], "--devices xla"),
+    ("compare", ["--devices", "cuda:7"], "--devices cuda:7"),
     ("extract", ["--features", ""], "--features"),
 ])
 def test_a_bad_combination_is_one_line_naming_the_option(command, extra, named, toy_cache, tmp_path):

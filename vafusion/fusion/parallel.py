@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from vafusion.device import compute, precision, resolve_device, threads_per_process
+from vafusion.device import compute, device_problem, precision, threads_per_process
 from vafusion.errors import VafusionError
 from vafusion.fusion.sources import loading, loading_choice
 
@@ -46,7 +46,9 @@ def parse_devices(text: str) -> list[str]:
     for d in devices:
         if d == "auto":
             raise VafusionError("--devices: name each device (cpu, cuda:K), not auto")
-        resolve_device(d)  # a one-line error for an unknown or absent device
+        problem = device_problem(d)  # an unknown device, or one this machine lacks
+        if problem:
+            raise VafusionError(f"--devices {d}: {problem}")
     return devices
 
 

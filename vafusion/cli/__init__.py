@@ -1,0 +1,12 @@
+"""The ``vafusion`` command line: parse options, call the library, print results.
+
+Every user-fixable problem arrives here as a :class:`~vafusion.errors.VafusionError` and
+leaves as one line on stderr with exit code 1: no tracebacks for bad input. One module per
+group of commands registers them on :data:`cli` (main.py); the options several commands
+share live in options.py (both stages) and fusion_options.py (stage 2).
+"""
+
+from vafusion.cli.main import cli, main, reference_markdown
+from vafusion.cli import cache_cmds, extract_cmd, fusion_cmds, predict_cmds  # noqa: F401  (register the commands)
+
+__all__ = ["cli", "main", "reference_markdown"]

@@ -1,0 +1,152 @@
+"""Stage 2's options (data, model, training, parallel runs) and the configuration they make."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from vafusion.cli.options import DEVICE, DEVICE_HELP, _ranged, _stacked
+from vafusion.errors import VafusionError
+from vafusion.fusion.config import DataConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    from vafusion.fusion.config import FusionConfig
+
+
+# Flags of the CLI before models declared their own options: still accepted (hidden), each
+# mapped onto the model option of that name, with a note pointing to --model-option.
+_DEPRECATED_MODEL_FLAGS = {"--d-model": ("d_model", int), "--heads": ("heads", int), "--dropout": ("dropout", float),
+                           "--ridge-alpha": ("alpha", float), "--ridge-context": ("context", int)}
+
+
+def _data_options(feature_sets: bool = False):
+    """--features, --window, --hop (DataConfig); ``feature_sets``: several sets, as `compare` takes them."""
+    d = DataConfig()
+    if feature_sets:
+        features = click.option("--features", "features", multiple=True, default=[",".join(d.features)],
+                                show_default=True,
+                                help="Feature sets to compare, ';'-separated (repeatable), each comma-separated; "
+                                     "the first feature of a set is its visual query stream.")
+    else:
+        features = click.option("--features", default=",".join(d.features), show_default=True,
+                                help="Comma-separated feature sets of the cache; the first is the visual query "
+                                     "stream, the others audio key/value streams (one alone = unimodal).")
+    return _stacked([
+        features,
+        click.option("--window", default=d.window, show_default=True, type=_ranged(DataConfig, "window"),
+                     help="Frames per training window."),
+        click.option("--hop", default=d.hop, show_default=True, type=_ranged(DataConfig, "hop"),
+                     help="Frames between window starts."),
+    ])
+
+
+def _model_options(several: bool = False):
+    """--model (or --models), --model-option, --causal, and the deprecated per-model flags."""
+    from vafusion.fusion.models import BUILTINS, DEFAULT_MODEL
+
+    names = ", ".join(BUILTINS)
+    if several:
+        model = click.option("--models", "models", required=True,
+                             help=f"Comma-separated models to compare: built-ins ({names}), package.module:Class, "
+                                  f"or installed plug-in names (see `vafusion models`).")
+    else:
+        model = click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                             help=f"A built-in ({names}; 'fusion' = imf), package.module:Class, or an installed "
+                                  f"plug-in's name. `vafusion models` lists them with their options.")
+    scope = "each model that has it" if several else "the model"
+    hidden = [click.option(flag, hidden=True, default=None, type=kind) for flag, (_, kind) in
+              _DEPRECATED_MODEL_FLAGS.items()]
+    return _stacked([
+        model,
+        click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
+                     help=f"An option of {scope} (repeatable), e.g. d_model=64 or tcn_dilations=1,2,4; values are "
+                          f"typed as the model declares (int, float, true/false, text). See `vafusion models`."),
+        click.option("--causal", is_flag=True,
+                     help="Causal model (no future frames; for online use): the model's 'causal' option. An error "
+                          "for a model without one."),
+        *hidden,
+    ])
+
+
+def _training_options(f):
+    """--epochs ... --device (TrainingConfig)."""
+    d = TrainingConfig()
+    return _stacked([
+        click.option("--epochs", default=d.epochs, show_default=True, type=_ranged(TrainingConfig, "epochs"),
+                     help="Training epochs at most (--patience may stop earlier; closed-form models ignore it)."),
+        click.option("--batch-size", default=d.batch_size, show_default=True, type=_ranged(TrainingConfig, "batch_size"),
+                     help="Windows per step."),
+        click.option("--lr", default=d.lr, show_default=True, type=_ranged(TrainingConfig, "lr"),
+                     help="Peak AdamW learning rate."),
+        click.option("--weight-decay", default=d.weight_decay, show_default=True,
+                     type=_ranged(TrainingConfig, "weight_decay"),
+                     help="AdamW weight decay."),
+        click.option("--mse-weight", default=d.mse_weight, show_default=True, type=_ranged(TrainingConfig, "mse_weight"),
+                     help="Weight of an extra MSE term in the loss."),
+        click.option("--patience", default=d.patience, show_default=True, type=_ranged(TrainingConfig, "patience"),
+                     help="Stop after this many epochs without a better validation P."),
+        click.option("--seed", default=d.seed, show_default=True, type=_ranged(TrainingConfig, "seed"),
+                     help="Seed of the initial weights, the shuffling and dropout (a ridge: its subsample)."),
+        click.option("--device", default=d.device, show_default=True, type=DEVICE, help=DEVICE_HELP),
+    ])(f)
+
+
+def _parse_devices(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    from vafusion.fusion.parallel import parse_devices
+
+    return None if value is None else parse_devices(value)
+
+
+def _parallel_options(f):
+    """--jobs, --devices: independent runs in worker processes (cv, compare)."""
+    return _stacked([
+        click.option("--jobs", "workers", type=click.IntRange(1), default=None,
+                     help="Runs trained at once, each in its own process with an equal share of the CPU threads "
+                          "(results equal a one-at-a-time run's up to float rounding); a run that fails is "
+                          "reported at the end, the others finish.  [default: 1, or one per --devices entry]"),
+        click.option("--devices", callback=_parse_devices, metavar="D1,D2,...",
+                     help="Devices for the runs, e.g. cuda:0,cuda:1: worker processes go round-robin over them, "
+                          "each keeps its device (overrides --device)."),
+    ])(f)
+
+
+def _model_option_values(model_options: tuple[str, ...], causal: bool, kw: dict) -> dict:
+    """--model-option pairs, --causal and the deprecated flags (popped from ``kw``) as one options dict."""
+    from vafusion.fusion.models import parse_model_options
+
+    options = parse_model_options(model_options)
+    for flag, (option, _) in _DEPRECATED_MODEL_FLAGS.items():
+        value = kw.pop(flag.lstrip("-").replace("-", "_"), None)
+        if value is None:
+            continue
+        if option in options:
+            raise VafusionError(f"{flag} and --model-option {option}: give it once")
+        click.echo(f"note: {flag} is deprecated; use --model-option {option}={value}", err=True)
+        options[option] = value
+    if causal:
+        options["causal"] = True
+    return options
+
+
+def _parts(kw: dict) -> tuple[dict, dict]:
+    """The DataConfig and TrainingConfig fields among the command's keyword arguments."""
+    def take(cls) -> dict:
+        return {f: kw[f] for f in cls.__dataclass_fields__ if f in kw}
+
+    return take(DataConfig), take(TrainingConfig)
+
+
+def _config(model: str, model_options: tuple[str, ...], causal: bool, features: str, **kw) -> FusionConfig:
+    from vafusion.fusion.config import FusionConfig, ModelConfig
+
+    options = _model_option_values(model_options, causal, kw)
+    data, training = _parts(kw)
+    names = tuple(x.strip() for x in features.split(",") if x.strip())
+    return FusionConfig(DataConfig(features=names, **data), ModelConfig(model, options), TrainingConfig(**training))
+
+
+def _print_scores(title: str, scores: dict) -> None:
+    click.echo(f"{title}: CCC_V {scores['ccc_v']:.4f}  CCC_A {scores['ccc_a']:.4f}  P {scores['p']:.4f}")
+
+

@@ -13,6 +13,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from tqdm import tqdm
+from tqdm.auto import tqdm as auto_tqdm
 
 from vafusion.cache import split
 from vafusion.cache.corpus_index import read_corpus_index
@@ -233,8 +236,6 @@ def run_in_child(args: list[object], log: Path, kill_at: int | None = None,
 
 
 def _stop_tqdm_monitor() -> None:
-    from tqdm import tqdm
-
     tqdm.monitor_interval = 0  # no new monitor thread
     if tqdm.monitor is not None:
         tqdm.monitor.exit()
@@ -252,6 +253,11 @@ def _fork_once(args: list[object], log: Path, kill_at: int | None, also_count: t
     if pid == 0:  # the child: never returns into pytest
         code = 99
         try:
+            # tqdm's default lock holds a multiprocessing semaphore that a fork shares with the parent:
+            # a child killed while holding it would leave every later progress bar of pytest waiting
+            # for ever. The child's bars get a lock of their own.
+            for bars in (tqdm, auto_tqdm):
+                bars.set_lock(threading.RLock())
             os.close(read_fd)
             out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(out, 1)

@@ -129,7 +129,7 @@ def _downmix(interleaved: np.ndarray, channels: int) -> np.ndarray:
     return interleaved.reshape(-1, channels) @ weights
 
 
-def _flush(frames: list[list[np.ndarray]], planar: bool, channels: int) -> np.ndarray:
+def _to_mono(frames: list[list[np.ndarray]], planar: bool, channels: int) -> np.ndarray:
     """Convert buffered frames of one sample format/layout to mono float32.
 
     Each entry of ``frames`` holds one array per plane: ``channels`` planes of
@@ -145,7 +145,107 @@ def _flush(frames: list[list[np.ndarray]], planar: bool, channels: int) -> np.nd
     return _downmix(_to_float(np.concatenate([f[0] for f in frames])), channels)
 
 
+class _MonoBuffer:
+    """Decoded frames in, one mono float32 waveform out.
+
+    Frames are kept as zero-copy views of their planes and converted in blocks of
+    ``_BLOCK_SAMPLES`` (see there), and whenever the sample format, planarity or
+    channel count changes, since one block is converted with one layout.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.chunks: list[np.ndarray] = []
+        self.pending: list[list[np.ndarray]] = []  # frames not yet converted, one array per plane
+        self.pending_samples = 0
+        self.key: tuple[str, bool, int] | None = None  # (format name, planar, channels)
+        self.dtype: np.dtype | None = None
+
+    def add(self, frame: "av.AudioFrame") -> None:
+        """Buffer one decoded ``av.AudioFrame`` with at least one sample."""
+        n = frame.samples
+        fmt = frame.format
+        channels = len(frame.layout.channels)
+        key = (fmt.name, fmt.is_planar, channels)
+        if key != self.key:
+            self._convert_pending()
+            self.key = key
+            self.dtype = _SAMPLE_DTYPES.get(fmt.name.rstrip("p"))
+            if self.dtype is None:
+                raise VafusionError(f"{self.path}: unsupported audio sample format {fmt.name}; re-encode the audio")
+        # Zero-copy views of the frame's planes (buffers may be padded,
+        # hence count); ~3x cheaper than frame.to_ndarray() per frame.
+        if fmt.is_planar:
+            self.pending.append([np.frombuffer(p, self.dtype, count=n) for p in frame.planes[:channels]])
+        else:
+            self.pending.append([np.frombuffer(frame.planes[0], self.dtype, count=n * channels)])
+        self.pending_samples += n
+        if self.pending_samples >= _BLOCK_SAMPLES:
+            self._convert_pending()
+
+    def _convert_pending(self) -> None:
+        if self.pending:
+            self.chunks.append(_to_mono(self.pending, *self.key[1:]))
+            self.pending, self.pending_samples = [], 0
+
+    def waveform(self) -> np.ndarray:
+        """All samples added so far (at least one frame must have been added)."""
+        self._convert_pending()
+        return np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
+
+
+def _first_video_start(container: "av.container.InputContainer") -> float:
+    """The instant frame 1 is shown, in seconds (0 without a video stream or start time)."""
+    if container.streams.video:
+        v = container.streams.video[0]
+        if v.start_time is not None and v.time_base is not None:
+            return float(v.start_time * v.time_base)
+    return 0.0
+
+
+def _decode_mono(container: "av.container.InputContainer", path: Path) -> tuple[np.ndarray, int, float] | None:
+    """Decode the first audio stream: (mono waveform, its rate, the time of its first sample
+    in seconds), or None when the stream has not a single decodable sample."""
+    import av
+
+    buffer = _MonoBuffer(path)
+    rate = None
+    start_s = 0.0
+    try:
+        for frame in container.decode(container.streams.audio[0]):
+            if frame.samples == 0:
+                continue
+            if rate is None:
+                rate = frame.sample_rate
+                # Decoder-side time of the first sample kept. FFmpeg has
+                # already dropped AAC priming signalled by the mp4 edit list
+                # (first frame pts 0); an un-signalled offset shows up here.
+                start_s = float(frame.time) if frame.time is not None else 0.0
+            elif frame.sample_rate != rate:
+                raise VafusionError(
+                    f"{path}: audio sample rate changes mid-stream ({rate} -> {frame.sample_rate} Hz); "
+                    "re-encode the audio track at one rate"
+                )
+            buffer.add(frame)
+    except av.FFmpegError as exc:
+        raise VafusionError(f"{path}: audio stream cannot be decoded ({exc}); re-encode or drop the file") from exc
+    if rate is None:
+        return None
+    return buffer.waveform(), rate, start_s
+
+
+def _shift(wave: np.ndarray, seconds: float, rate: int) -> np.ndarray:
+    """Delay ``wave`` by ``seconds`` (left-pad with silence) or, when negative, drop its first samples."""
+    offset = int(round(seconds * rate))
+    if offset > 0:
+        return np.concatenate([np.zeros(offset, dtype=np.float32), wave])
+    if offset < 0:
+        return wave[-offset:]
+    return wave
+
+
 def _load_with_av(path: Path, origin_s: float | None) -> np.ndarray | None:
+    """:func:`load_audio` through FFmpeg: any container or codec it knows, sample 0 at ``origin_s``."""
     import av
 
     try:
@@ -155,69 +255,11 @@ def _load_with_av(path: Path, origin_s: float | None) -> np.ndarray | None:
     with container:
         if not container.streams.audio:
             return None
-        stream = container.streams.audio[0]
         if origin_s is None:
-            origin_s = 0.0
-            if container.streams.video:
-                v = container.streams.video[0]
-                if v.start_time is not None and v.time_base is not None:
-                    origin_s = float(v.start_time * v.time_base)
-
-        chunks: list[np.ndarray] = []
-        pending: list[list[np.ndarray]] = []  # frames not yet converted, one array per plane
-        pending_samples = 0
-        key = None  # (format name, planar, channels): a change forces a flush
-        rate = None
-        start_s = 0.0
-        try:
-            for frame in container.decode(stream):
-                n = frame.samples
-                if n == 0:
-                    continue
-                if rate is None:
-                    rate = frame.sample_rate
-                    # Decoder-side time of the first sample kept. FFmpeg has
-                    # already dropped AAC priming signalled by the mp4 edit list
-                    # (first frame pts 0); an un-signalled offset shows up here.
-                    start_s = float(frame.time) if frame.time is not None else 0.0
-                elif frame.sample_rate != rate:
-                    raise VafusionError(
-                        f"{path}: audio sample rate changes mid-stream ({rate} -> {frame.sample_rate} Hz); "
-                        "re-encode the audio track at one rate"
-                    )
-                fmt = frame.format
-                channels = len(frame.layout.channels)
-                fkey = (fmt.name, fmt.is_planar, channels)
-                if fkey != key:
-                    if pending:
-                        chunks.append(_flush(pending, *key[1:]))
-                        pending, pending_samples = [], 0
-                    key = fkey
-                    dtype = _SAMPLE_DTYPES.get(fmt.name.rstrip("p"))
-                    if dtype is None:
-                        raise VafusionError(f"{path}: unsupported audio sample format {fmt.name}; re-encode the audio")
-                # Zero-copy views of the frame's planes (buffers may be padded,
-                # hence count); ~3x cheaper than frame.to_ndarray() per frame.
-                if fmt.is_planar:
-                    pending.append([np.frombuffer(p, dtype, count=n) for p in frame.planes[:channels]])
-                else:
-                    pending.append([np.frombuffer(frame.planes[0], dtype, count=n * channels)])
-                pending_samples += n
-                if pending_samples >= _BLOCK_SAMPLES:
-                    chunks.append(_flush(pending, *key[1:]))
-                    pending, pending_samples = [], 0
-        except av.FFmpegError as exc:
-            raise VafusionError(f"{path}: audio stream cannot be decoded ({exc}); re-encode or drop the file") from exc
-        if pending:
-            chunks.append(_flush(pending, *key[1:]))
-
-    if rate is None:  # an audio stream without a single decodable sample
+            origin_s = _first_video_start(container)
+        decoded = _decode_mono(container, path)
+    if decoded is None:  # an audio stream without a single decodable sample
         return np.zeros(0, dtype=np.float32)
-    wave = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    wave, rate, start_s = decoded
     # Put sample 0 at origin_s, working at the source rate (finer than 16 kHz).
-    offset = int(round((start_s - origin_s) * rate))
-    if offset > 0:
-        wave = np.concatenate([np.zeros(offset, dtype=np.float32), wave])
-    elif offset < 0:
-        wave = wave[-offset:]
-    return resample(wave, rate)
+    return resample(_shift(wave, start_s - origin_s, rate), rate)

@@ -167,6 +167,34 @@ def load_cache(
     half of the memory available now.
     """
     cache_dir = Path(cache_dir)
+    features = _requested_features(cache_dir, features)
+    if index is None:
+        index = read_corpus_index(cache_dir)
+    ids = _requested_ids(cache_dir, index, ids)
+    offsets = _row_offsets(index, ids)
+    files = _open_agreeing(cache_dir, index, features, ids)
+    streamed = False
+    try:
+        labels = _frame_labels(index, ids, offsets)
+        streamed = choose_stream(stream, int(offsets[-1]) * sum(ff.dim for ff in files) * 2)
+        read = _open_streamed if streamed else _read_into_ram
+        sources, masks = read(files, ids, offsets, verify_checksums, progress)
+        return LoadedCache(cache_dir=cache_dir, index=index, ids=ids, features=features,
+                           dims=tuple(ff.dim for ff in files), sources=sources, masks=masks, offsets=offsets,
+                           labels=labels, extractors={ff.feature: ff.extractor for ff in files},
+                           feature_fingerprints={ff.feature: ff.fingerprint for ff in files})
+    except BaseException:
+        streamed = False  # close every file below
+        raise
+    finally:
+        if not streamed:  # a cache in RAM needs its files no more; a streamed one reads them later
+            for ff in files:
+                ff.close()
+
+
+def _requested_features(cache_dir: Path, features: str | Sequence[str]) -> tuple[str, ...]:
+    """The feature names as a tuple (one name may come as a plain string); none, or one named twice,
+    is the caller's mistake, named before any file is opened."""
     if isinstance(features, str):
         features = [features]
     features = tuple(features)
@@ -174,8 +202,12 @@ def load_cache(
         raise VafusionError(f"{cache_dir}: no feature sets requested; name at least one (--features)")
     if len(set(features)) != len(features):
         raise VafusionError(f"--features {','.join(features)}: a feature set is named twice; name each once")
-    if index is None:
-        index = read_corpus_index(cache_dir)
+    return features
+
+
+def _requested_ids(cache_dir: Path, index: CorpusIndex, ids: Sequence[str] | None) -> list[str]:
+    """The ids to load, in the caller's order (default: the index's); an id the index lacks is named
+    here, before the feature files are checked, so the message points at the id list."""
     ids = index.ids if ids is None else list(ids)
     if len(set(ids)) != len(ids):
         raise ValueError("load_cache: duplicate ids requested")
@@ -185,48 +217,40 @@ def load_cache(
             f"{cache_dir / schema.CORPUS_FILE}: no id(s) {few(unknown)} in this cache's corpus index; "
             f"check the id list, or extract a cache that includes them"
         )
+    return ids
+
+
+def _row_offsets(index: CorpusIndex, ids: list[str]) -> np.ndarray:
+    """(N + 1,) int64 first rows of the ids laid end to end: video ``i`` owns ``offsets[i]:offsets[i + 1]``."""
     lengths = np.array([index[vid].n_frames for vid in ids], dtype=np.int64)
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    total = int(offsets[-1])
+    return offsets
 
+
+def _open_agreeing(cache_dir: Path, index: CorpusIndex, features: tuple[str, ...], ids: list[str]) -> list[FeatureFile]:
+    """Open the feature files and prove them in agreement with the index before anything big is read;
+    on any failure the files opened so far are closed again."""
     files: list[FeatureFile] = []
-    streamed = False
     try:
         for name in features:
             files.append(open_feature_file(cache_dir, name))
         require_agreement(cache_dir, index, files, ids)
-        labels = np.full((total, 2), np.nan, dtype=np.float32)
-        for i, vid in enumerate(ids):
-            entry_labels = index[vid].labels
-            if entry_labels is not None:
-                labels[offsets[i] : offsets[i + 1]] = entry_labels
-        streamed = choose_stream(stream, total * sum(ff.dim for ff in files) * 2)
-        read = _open_streamed if streamed else _read_into_ram
-        sources, masks = read(files, ids, offsets, verify_checksums, progress)
-        extractors = {ff.feature: ff.extractor for ff in files}
-        fingerprints = {ff.feature: ff.fingerprint for ff in files}
-        dims = tuple(ff.dim for ff in files)
     except BaseException:
-        streamed = False  # close every file below
+        for ff in files:
+            ff.close()
         raise
-    finally:
-        if not streamed:
-            for ff in files:
-                ff.close()
-    return LoadedCache(
-        cache_dir=cache_dir,
-        index=index,
-        ids=ids,
-        features=features,
-        dims=dims,
-        sources=sources,
-        masks=masks,
-        offsets=offsets,
-        labels=labels,
-        extractors=extractors,
-        feature_fingerprints=fingerprints,
-    )
+    return files
+
+
+def _frame_labels(index: CorpusIndex, ids: list[str], offsets: np.ndarray) -> np.ndarray:
+    """(sum T, 2) float32 labels in the rows of ``offsets``; NaN for ids without annotations."""
+    labels = np.full((int(offsets[-1]), 2), np.nan, dtype=np.float32)
+    for i, vid in enumerate(ids):
+        entry_labels = index[vid].labels
+        if entry_labels is not None:
+            labels[offsets[i] : offsets[i + 1]] = entry_labels
+    return labels
 
 
 def _open_streamed(files: list[FeatureFile], ids: list[str], offsets: np.ndarray, verify: bool,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +29,7 @@ from vafusion.fs import make_dir, remove_stale_temporaries
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.config import CONFIG_FILE, FusionConfig, TrainingConfig
 from vafusion.fusion.data import (
+    Batch,
     LoadedCache,
     Standardizer,
     iterate_batches,
@@ -149,86 +150,162 @@ def _train_by_gradient(
     loaded: LoadedCache, standardizer: Standardizer, config: FusionConfig, run_dir: Path, train_ids: list[str],
     val_ids: list[str], resume: bool, progress: bool, log: Callable[[str], None],
 ) -> TrainResult:
-    data, tc = config.data, config.training
-    device = resolve_device(tc.device)
-    torch.manual_seed(tc.seed)
-    model = config.build_model(list(loaded.dims)).to(device)
-    parameters = count_parameters(model)
-    windows = windows_with_labels(loaded, make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop,
-                                                        videos=loaded.positions(train_ids)))
-    if len(windows) == 0:
-        raise VafusionError("no training window holds a label; check the annotations of the training ids")
-    steps_per_epoch = math.ceil(len(windows) / tc.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    total = steps_per_epoch * tc.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, min(total // 10, 200))))
-    scaler_enabled = device.type == "cuda" and tc.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=scaler_enabled)
-    start_epoch, best, stale, stop = 1, {"p": -math.inf}, 0, ""
-    if resume:
-        last = ckpt_mod.read_checkpoint(run_dir / ckpt_mod.LAST)
-        model.load_state_dict(last["weights"])
-        optimizer.load_state_dict(last["optimizer"])
-        scheduler.load_state_dict(last["scheduler"])
-        torch.set_rng_state(last["torch_rng"])
-        start_epoch, best, stale = int(last["epoch"]) + 1, json.loads(last["best"]), int(last["stale"])
-        stop = str(last.get("stop", "")) or ("early stop" if stale >= tc.patience else "")
-        ckpt_mod.truncate_metrics(run_dir, start_epoch - 1)
-        log(f"resuming after epoch {start_epoch - 1} (best P {best['p']:.4f})"
-            + (f"; it had stopped ({stop}): no more epochs" if stop else ""))
-    log(f"model {config.model.name}: {parameters:,} parameters, {len(windows)} training windows of {data.window} "
-        f"frames, device {device}, {torch.get_num_threads()} threads, {precision()}, features "
-        f"{'in RAM' if loaded.in_memory else 'streamed'}")
+    """Epochs of gradient steps, each scored on ``val_ids`` and checkpointed, until ``epochs`` or a stop.
+
+    The steps of an epoch (train, validate, keep) are methods of :class:`_GradientRun`, which also
+    holds what last.pt saves, so this function reads as the recipe and a resumed run takes the
+    same path as a straight one.
+    """
+    tc = config.training
+    run = _GradientRun.start(loaded, standardizer, config, run_dir, train_ids)
+    start_epoch = run.resume(log) if resume else 1
+    log(f"model {config.model.name}: {run.parameters:,} parameters, {len(run.windows)} training windows of "
+        f"{config.data.window} frames, device {run.device}, {torch.get_num_threads()} threads, {precision()}, "
+        f"features {'in RAM' if loaded.in_memory else 'streamed'}")
     bar = tqdm(range(start_epoch, tc.epochs + 1), desc="train", unit="epoch", disable=None if progress else True,
                initial=start_epoch - 1, total=tc.epochs, dynamic_ncols=True)
     epoch = start_epoch - 1
-    fingerprints = _fingerprints(loaded)
-    on_gpu = int(device.type == "cuda")
-    for epoch in bar if not stop else ():
-        model.train()
+    for epoch in bar if not run.stop else ():
+        row = run.validate(epoch, run.train_epoch(epoch), val_ids)
+        run.keep(row, epoch)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", ccc_v=f"{row['ccc_v']:.3f}", ccc_a=f"{row['ccc_a']:.3f}",
+                        best_p=f"{run.best['p']:.3f}")
+        if run.stop:
+            log(f"stopped after epoch {epoch}: {run.stop}")
+            break
+    bar.close()
+    _require_a_best(run_dir, run.best, tc, epoch, run.stop)
+    return TrainResult(run_dir, run.best, epoch, run.parameters)
+
+
+@dataclass(eq=False)
+class _GradientRun:
+    """One training by gradient steps: what it reads, the objects an epoch changes, and where it stands.
+
+    ``best`` (metrics of the best epoch so far), ``stale`` (epochs since) and ``stop`` (why no
+    more epochs, "" = go on) are saved in last.pt with the optimiser, schedule and torch RNG, so
+    a resume continues exactly where the killed run would have.
+    """
+
+    loaded: LoadedCache
+    standardizer: Standardizer
+    config: FusionConfig
+    run_dir: Path
+    device: torch.device
+    model: torch.nn.Module
+    windows: np.ndarray
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    fingerprints: dict[str, Any]  # of the cache, written into every checkpoint
+    best: dict[str, Any] = field(default_factory=lambda: {"p": -math.inf})
+    stale: int = 0
+    stop: str = ""
+
+    @classmethod
+    def start(cls, loaded: LoadedCache, standardizer: Standardizer, config: FusionConfig, run_dir: Path,
+              train_ids: list[str]) -> "_GradientRun":
+        """Seed, build the model, cut the training windows and set up the optimiser (in this order: the
+        model's initial weights are the first draws of the seeded torch RNG)."""
+        data, tc = config.data, config.training
+        device = resolve_device(tc.device)
+        torch.manual_seed(tc.seed)
+        model = config.build_model(list(loaded.dims)).to(device)
+        windows = windows_with_labels(loaded, make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop,
+                                                            videos=loaded.positions(train_ids)))
+        if len(windows) == 0:
+            raise VafusionError("no training window holds a label; check the annotations of the training ids")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        total = math.ceil(len(windows) / tc.batch_size) * tc.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, min(total // 10, 200))))
+        scaler_enabled = device.type == "cuda" and tc.amp and not torch.cuda.is_bf16_supported()
+        scaler = torch.amp.GradScaler("cuda", enabled=scaler_enabled)
+        return cls(loaded, standardizer, config, run_dir, device, model, windows, optimizer, scheduler, scaler,
+                   _fingerprints(loaded))
+
+    @property
+    def parameters(self) -> int:
+        """Trainable parameters (logged, and kept in the summary to compare models by size)."""
+        return count_parameters(self.model)
+
+    @property
+    def on_gpu(self) -> bool:
+        """Batches are pinned and prefetched a step ahead only where a copy to the device can overlap compute."""
+        return self.device.type == "cuda"
+
+    def resume(self, log: Callable[[str], None]) -> int:
+        """Load last.pt (weights, optimiser, schedule, torch RNG, standing), drop later metrics rows of
+        the killed run; returns the first epoch still to train."""
+        last = ckpt_mod.read_checkpoint(self.run_dir / ckpt_mod.LAST)
+        self.model.load_state_dict(last["weights"])
+        self.optimizer.load_state_dict(last["optimizer"])
+        self.scheduler.load_state_dict(last["scheduler"])
+        torch.set_rng_state(last["torch_rng"])
+        start_epoch, self.best, self.stale = int(last["epoch"]) + 1, json.loads(last["best"]), int(last["stale"])
+        patience = self.config.training.patience
+        self.stop = str(last.get("stop", "")) or ("early stop" if self.stale >= patience else "")
+        ckpt_mod.truncate_metrics(self.run_dir, start_epoch - 1)
+        log(f"resuming after epoch {start_epoch - 1} (best P {self.best['p']:.4f})"
+            + (f"; it had stopped ({self.stop}): no more epochs" if self.stop else ""))
+        return start_epoch
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the shuffled training windows; the mean training loss. The shuffle is drawn from
+        ``(seed, epoch)`` alone (stateless per epoch), so a resumed epoch sees the same order."""
+        tc, data = self.config.training, self.config.data
+        self.model.train()
         rng = np.random.default_rng([tc.seed, epoch])  # stateless per epoch: resume-exact
         losses = []
         # On a GPU: batches assembled a step ahead in pinned memory, so the copy overlaps compute.
-        for batch in iterate_batches(loaded, standardizer, windows, tc.batch_size, shuffle=True, generator=rng,
-                                     window=data.window, prefetch=on_gpu, pin_memory=bool(on_gpu)):
-            batch = batch.to(device, non_blocking=True)
-            with autocast(device, tc.amp):
-                pred = model(batch.streams, batch.present, batch.valid)
-            loss = ccc_loss(pred.float(), batch.labels, batch.valid, mse_weight=tc.mse_weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tc.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-        preds = predict_loaded(model, config, standardizer, loaded, val_ids, device)
-        scores = partition_score(loaded, preds, val_ids)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "ccc_v": scores["ccc_v"], "ccc_a": scores["ccc_a"],
-               "p": scores["p"], "lr": scheduler.get_last_lr()[0]}
-        ckpt_mod.append_metrics(run_dir, row)
-        if row["p"] > best["p"]:
-            best, stale = {k: row[k] for k in ("epoch", "ccc_v", "ccc_a", "p", "loss")}, 0
-            checkpoint = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, model, fingerprints, best,
-                                                  epoch)
-            ckpt_mod.save_atomic(checkpoint, run_dir / ckpt_mod.BEST)
+        for batch in iterate_batches(self.loaded, self.standardizer, self.windows, tc.batch_size, shuffle=True,
+                                     generator=rng, window=data.window, prefetch=int(self.on_gpu),
+                                     pin_memory=self.on_gpu):
+            losses.append(self._step(batch.to(self.device, non_blocking=True)))
+        return float(np.mean(losses))
+
+    def _step(self, batch: Batch) -> float:
+        """One optimiser step on 1 - CCC (autocast and loss scaling as configured); the batch's loss."""
+        tc = self.config.training
+        with autocast(self.device, tc.amp):
+            pred = self.model(batch.streams, batch.present, batch.valid)
+        loss = ccc_loss(pred.float(), batch.labels, batch.valid, mse_weight=tc.mse_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if tc.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def validate(self, epoch: int, loss: float, val_ids: list[str]) -> dict[str, Any]:
+        """Score ``val_ids`` the challenge way and append the epoch's row to metrics.jsonl; the row."""
+        preds = predict_loaded(self.model, self.config, self.standardizer, self.loaded, val_ids, self.device)
+        scores = partition_score(self.loaded, preds, val_ids)
+        row = {"epoch": epoch, "loss": loss, "ccc_v": scores["ccc_v"], "ccc_a": scores["ccc_a"],
+               "p": scores["p"], "lr": self.scheduler.get_last_lr()[0]}
+        ckpt_mod.append_metrics(self.run_dir, row)
+        return row
+
+    def keep(self, row: dict[str, Any], epoch: int) -> None:
+        """After an epoch's score: best.pt when P improved, the stop decision, then last.pt (written
+        last, so a kill before it reruns this epoch from the previous last.pt)."""
+        if row["p"] > self.best["p"]:
+            self.best, self.stale = {k: row[k] for k in ("epoch", "ccc_v", "ccc_a", "p", "loss")}, 0
+            ckpt_mod.save_atomic(self._checkpoint(epoch), self.run_dir / ckpt_mod.BEST)
         else:
-            stale += 1
-        stop = _stop_reason(row, stale, tc.patience)
-        last = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, model, fingerprints, best, epoch)
-        last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(),
-                    best=json.dumps(best), stale=stale, stop=stop)
-        ckpt_mod.save_atomic(last, run_dir / ckpt_mod.LAST)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", ccc_v=f"{row['ccc_v']:.3f}", ccc_a=f"{row['ccc_a']:.3f}",
-                        best_p=f"{best['p']:.3f}")
-        if stop:
-            log(f"stopped after epoch {epoch}: {stop}")
-            break
-    bar.close()
-    _require_a_best(run_dir, best, tc, epoch, stop)
-    return TrainResult(run_dir, best, epoch, parameters)
+            self.stale += 1
+        self.stop = _stop_reason(row, self.stale, self.config.training.patience)
+        last = self._checkpoint(epoch)
+        last.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                    torch_rng=torch.get_rng_state(), best=json.dumps(self.best), stale=self.stale, stop=self.stop)
+        ckpt_mod.save_atomic(last, self.run_dir / ckpt_mod.LAST)
+
+    def _checkpoint(self, epoch: int) -> dict[str, Any]:
+        """best.pt's contents (last.pt adds the optimiser's state): everything predict needs, no pickle."""
+        return ckpt_mod.make_checkpoint(self.config, list(self.loaded.dims), self.standardizer, self.model,
+                                        self.fingerprints, self.best, epoch)
 
 
 def _stop_reason(row: dict[str, Any], stale: int, patience: int) -> str:

@@ -99,6 +99,22 @@ def design_matrix(
     return np.concatenate([*means, np.stack(fractions, axis=1)], axis=1)
 
 
+def _labelled_rows(features_per_video: Sequence[Sequence[np.ndarray]],
+                   labels_per_video: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per video, the frame indices with at least one finite label (the rows a fit may use); labels
+    of another length than the features mean an inconsistent cache, named before any fitting."""
+    labelled = []
+    for v, (feats, labels) in enumerate(zip(features_per_video, labels_per_video)):
+        labels = np.asarray(labels)
+        if labels.shape != (len(feats[0]), 2):
+            raise VafusionError(
+                f"ridge baseline: video {v} has labels of shape {labels.shape}, features of "
+                f"{len(feats[0])} frames; the cache is inconsistent"
+            )
+        labelled.append(np.flatnonzero(np.isfinite(labels).any(axis=1)))
+    return labelled
+
+
 def _scalar(value: Any) -> float:
     return float(np.asarray(value).reshape(()))
 
@@ -157,34 +173,42 @@ class RidgeBaseline:
         seed: int = 0,
     ) -> "RidgeBaseline":
         """Fit on the labelled frames (subsampled to ``max_frames`` by a ``seed``-ed RNG); returns ``self``."""
-        from sklearn.linear_model import Ridge  # import here: predicting needs no scikit-learn
-
         if not features_per_video:
             raise VafusionError("ridge baseline: no training video; check the partition / fold selection")
         self._check(features_per_video, present_per_video)
         if len(labels_per_video) != len(features_per_video):
             raise ValueError(f"{len(features_per_video)} videos of features but {len(labels_per_video)} of labels")
-        labelled = []  # per video: frame indices with at least one finite label
-        for v, (feats, labels) in enumerate(zip(features_per_video, labels_per_video)):
-            labels = np.asarray(labels)
-            if labels.shape != (len(feats[0]), 2):
-                raise VafusionError(
-                    f"ridge baseline: video {v} has labels of shape {labels.shape}, features of "
-                    f"{len(feats[0])} frames; the cache is inconsistent"
-                )
-            labelled.append(np.flatnonzero(np.isfinite(labels).any(axis=1)))
+        labelled = self._subsample(_labelled_rows(features_per_video, labels_per_video), seed)
+        X, Y = self._design(features_per_video, present_per_video, labels_per_video, labelled)
+        coef, intercept = self._solve(X, Y)  # X is centred in place there: only its length is used after
+        self.coef_ = coef.astype(np.float32)
+        self.intercept_ = intercept.astype(np.float32)
+        self.n_fit_frames = len(X)
+        return self
+
+    def _subsample(self, labelled: list[np.ndarray], seed: int) -> list[np.ndarray]:
+        """At most ``max_frames`` of the pooled labelled frames, drawn uniformly *before* any design row is
+        built (memory stays bounded by ``max_frames``); per video, in frame order."""
         counts = np.array([len(r) for r in labelled], dtype=np.int64)
         total = int(counts.sum())
         if total == 0:
             raise VafusionError("ridge baseline: no labelled frame in the training partition; check the annotations")
-        if total > self.max_frames:  # uniform subsample of the pooled labelled frames
-            pick = np.sort(np.random.default_rng(seed).choice(total, size=self.max_frames, replace=False))
-            bounds = np.concatenate([[0], np.cumsum(counts)])
-            cuts = np.searchsorted(pick, bounds)  # pick[cuts[v]:cuts[v+1]] fall in video v
-            labelled = [r[pick[c0:c1] - a] for r, a, c0, c1 in zip(labelled, bounds[:-1], cuts[:-1], cuts[1:])]
+        if total <= self.max_frames:
+            return labelled
+        pick = np.sort(np.random.default_rng(seed).choice(total, size=self.max_frames, replace=False))
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        cuts = np.searchsorted(pick, bounds)  # pick[cuts[v]:cuts[v+1]] fall in video v
+        return [r[pick[c0:c1] - a] for r, a, c0, c1 in zip(labelled, bounds[:-1], cuts[:-1], cuts[1:])]
+
+    def _design(
+        self, features_per_video: Sequence[Sequence[np.ndarray]], present_per_video: Sequence[Sequence[np.ndarray]],
+        labels_per_video: Sequence[np.ndarray], labelled: list[np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, Y)`` float32 of the chosen frames: X is the one full copy of the training data, filled
+        video by video so no per-video matrix outlives its rows."""
         n = sum(len(r) for r in labelled)
         width = sum(self.dims) + len(self.dims)
-        X = np.empty((n, width), dtype=np.float32)  # the one full copy, filled video by video
+        X = np.empty((n, width), dtype=np.float32)
         Y = np.empty((n, 2), dtype=np.float32)
         at = 0
         for feats, pres, labels, rows in zip(features_per_video, present_per_video, labels_per_video, labelled):
@@ -192,30 +216,33 @@ class RidgeBaseline:
                 X[at : at + len(rows)] = design_matrix(feats, pres, self.context, rows)
                 Y[at : at + len(rows)] = np.asarray(labels)[rows]
                 at += len(rows)
+        return X, Y
+
+    def _solve(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float64 ``(coef (2, width), intercept (2,))``: one 2-output ridge when every label is finite (the
+        usual case), else one fit per dimension on the rows where *its* label is finite."""
+        from sklearn.linear_model import Ridge  # import here: predicting needs no scikit-learn
+
         finite = np.isfinite(Y)
-        coef = np.zeros((2, width), dtype=np.float64)
+        coef = np.zeros((2, X.shape[1]), dtype=np.float64)
         intercept = np.zeros(2, dtype=np.float64)
         if finite.all():
             # copy_X=False: scikit-learn centres X in place instead of copying it; X is not needed afterwards
             model = Ridge(alpha=self.alpha, copy_X=False).fit(X, Y)
             coef[:], intercept[:] = model.coef_, model.intercept_
-        else:
-            for j in range(2):
-                rows = finite[:, j]
-                if not rows.any():
-                    name = ("valence", "arousal")[j]
-                    raise VafusionError(
-                        f"ridge baseline: no finite {name} label in the training frames; check the annotations"
-                    )
-                Xj = X[rows]  # the second copy, freed before the next dimension
-                model = Ridge(alpha=self.alpha, copy_X=False).fit(Xj, Y[rows, j])
-                coef[j], intercept[j] = model.coef_, model.intercept_
-                del Xj
-        del X
-        self.coef_ = coef.astype(np.float32)
-        self.intercept_ = intercept.astype(np.float32)
-        self.n_fit_frames = n
-        return self
+            return coef, intercept
+        for j in range(2):
+            rows = finite[:, j]
+            if not rows.any():
+                name = ("valence", "arousal")[j]
+                raise VafusionError(
+                    f"ridge baseline: no finite {name} label in the training frames; check the annotations"
+                )
+            Xj = X[rows]  # the second copy, freed before the next dimension
+            model = Ridge(alpha=self.alpha, copy_X=False).fit(Xj, Y[rows, j])
+            coef[j], intercept[j] = model.coef_, model.intercept_
+            del Xj
+        return coef, intercept
 
     def predict(
         self, features_per_video: Sequence[Sequence[np.ndarray]], present_per_video: Sequence[Sequence[np.ndarray]]

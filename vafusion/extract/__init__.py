@@ -1,6 +1,8 @@
 """Stage 1: corpus in, feature cache out. The modules follow the data flow:
 
-* ``corpus`` (discovery, annotations), ``media`` (container facts), ``audio`` (decoding);
+* ``corpus`` (discovery: which ids, with which files), ``layout`` (finding and listing the
+  folders), ``annotations`` (reading label files and test lists), all by the naming rules of
+  :mod:`vafusion.affwild2`; ``media`` (container facts), ``audio`` (decoding);
 * ``contract`` (what an extractor is, and the checks applied to every one), ``registry``
   (the only place that knows names: built-ins, ``module:attr``, entry points), ``options``;
 * one module per built-in family: ``torchvision_backbones``, ``vggish``, ``logmel``, ``speech``;

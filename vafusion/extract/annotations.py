@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vafusion.errors import VafusionError
-from vafusion.extract.affwild2 import ANNOTATION_HEADER, NO_LABEL, VIDEO_EXTENSIONS
+from vafusion.affwild2 import ANNOTATION_HEADER, NO_LABEL, VIDEO_EXTENSIONS
 
 
 class AnnotationFormatError(VafusionError):

@@ -36,7 +36,7 @@ import numpy as np
 
 from vafusion.cache.corpus_index import CorpusIndex, VideoEntry
 from vafusion.errors import VafusionError
-from vafusion.extract.affwild2 import (  # noqa: F401  (re-exported: importable from here as before)
+from vafusion.affwild2 import (  # noqa: F401  (re-exported: importable from here as before)
     ANNOTATION_DIR_CANDIDATES,
     ANNOTATION_HEADER,
     AUDIO_EXTENSIONS,

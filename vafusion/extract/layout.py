@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vafusion.errors import VafusionError
-from vafusion.extract.affwild2 import (
+from vafusion.affwild2 import (
     ANNOTATION_DIR_CANDIDATES,
     ANNOTATION_SUBDIRS,
     AUDIO_EXTENSIONS,

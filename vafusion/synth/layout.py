@@ -14,37 +14,38 @@ from pathlib import Path
 
 import numpy as np
 
+from vafusion import affwild2
 from vafusion.errors import VafusionError
 
-ANNOTATION_DIR = Path("annotations") / "VA_Estimation_Challenge"
-"""Annotation root relative to ROOT, as in Aff-Wild2."""
+ANNOTATION_DIR = Path(affwild2.ANNOTATION_DIR_CANDIDATES[0])
+"""Annotation root relative to ROOT, as in Aff-Wild2 (the first place discovery looks)."""
 
-PARTITION_DIRS: dict[str, str] = {"train": "Train_Set", "validation": "Validation_Set"}
+PARTITION_DIRS: dict[str, str] = {partition: folder for folder, partition in affwild2.SPLIT_DIRS}
 """Annotation sub-folder per labelled partition."""
 
-TEST_LIST_NAME = "test_set.txt"
-"""File name (under ROOT) of the list of unlabelled test ids."""
+TEST_LIST_NAME = affwild2.TEST_LIST_NAMES[1]
+"""File name (under ROOT) of the list of unlabelled test ids (test_set.txt, one discovery detects)."""
 
-MISSING_LABEL = -5.0
+MISSING_LABEL = affwild2.NO_LABEL
 """Value written on both columns of an annotation row without a valid label."""
 
-OUTPUTS = ("videos", "cropped_aligned", "annotations", TEST_LIST_NAME)
+VIDEOS_DIR, FACES_DIR = affwild2.VIDEO_DIR_NAMES[0], affwild2.FACES_DIR_NAMES[0]
+
+OUTPUTS = (VIDEOS_DIR, FACES_DIR, ANNOTATION_DIR.parts[0], TEST_LIST_NAME)
 """The entries of ROOT that a corpus owns (and ``overwrite`` deletes)."""
 
 
 def video_path(root: Path, video_name: str) -> Path:
     """The mp4 of ``video_name`` (one file may hold two ids)."""
-    return root / "videos" / f"{video_name}.mp4"
+    return root / VIDEOS_DIR / f"{video_name}.mp4"
 
 
 def crop_dir(root: Path, video_id: str) -> Path:
     """The folder of the face crops of ``video_id``."""
-    return root / "cropped_aligned" / video_id
+    return root / FACES_DIR / video_id
 
 
-def crop_name(frame: int) -> str:
-    """File name of the crop of 1-based ``frame``: 5 digits, as Aff-Wild2 numbers them."""
-    return f"{frame:05d}.jpg"
+crop_name = affwild2.crop_name
 
 
 def annotation_path(root: Path, partition: str, video_id: str) -> Path:
@@ -148,7 +149,7 @@ def write_annotation(path: Path, valence: np.ndarray, arousal: np.ndarray, missi
     """Write the ``valence,arousal`` file: 4 decimals (what :func:`~vafusion.synth.plan.quantise`
     keeps, so ground truth equals the file), ``-5,-5`` on rows without a valid label."""
     no_label = f"{MISSING_LABEL:g},{MISSING_LABEL:g}"
-    lines = ["valence,arousal"]
+    lines = [",".join(affwild2.ANNOTATION_HEADER)]
     for v, a, m in zip(valence.tolist(), arousal.tolist(), missing.tolist()):
         lines.append(no_label if m else f"{v:.4f},{a:.4f}")
     path.write_text("\n".join(lines) + "\n", encoding="ascii")

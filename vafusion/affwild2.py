@@ -9,7 +9,8 @@ The layout (see DESIGN.md)::
 
 ``<name>_left`` / ``<name>_right`` are the two persons of the video ``<name>``. The names live
 here, apart from the code that reads folders, so that discovery and anything that writes the
-layout follow one set of rules. Nothing here touches the file system.
+layout (the generated corpora of :mod:`vafusion.synth`) follow one set of rules. Nothing here
+touches the file system or imports more than the standard library, so both stages may use it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ PERSON_SUFFIXES = ("_left", "_right")
 ANNOTATION_HEADER = ("valence", "arousal")
 NO_LABEL = -5.0
 """The Aff-Wild2 mark for a frame without a valid label; such a row becomes (NaN, NaN)."""
+
+
+def crop_name(frame: int, extension: str = CROP_EXTENSIONS[0]) -> str:
+    """The crop file of 1-based ``frame``: 5 digits, as Aff-Wild2 numbers them."""
+    return f"{frame:05d}{extension}"
 
 
 def video_names_for(video_id: str) -> list[str]:

@@ -109,6 +109,17 @@ def write_error(path: Path, error: OSError) -> VafusionError:
     )
 
 
+def list_folder(folder: Path, what: str) -> list[os.DirEntry]:
+    """The entries of ``folder``; one that cannot be read (permissions, gone, not a folder) is a
+    one-line error naming it, not an OSError traceback out of discovery."""
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except OSError as e:
+        raise VafusionError(f"{folder}: cannot list the {what} ({e.strerror or e}); check the folder and its "
+                            f"permissions") from None
+
+
 def read_text(path: Path, what: str = "text file") -> str:
     """The content of a UTF-8 text file (a byte-order mark dropped, as editors on Windows write one);
     a missing, unreadable or non-UTF-8 file is one error naming it."""

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from tests.faults.conftest import invoke
+from tests.faults.conftest import invoke, one_line_error
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cache.inspect import verify_cache
 from vafusion.extract.corpus import discover_corpus
@@ -122,3 +122,24 @@ def test_symlink_loops_in_the_videos_tree_end(tmp_path):
     assert [v.entry.id for v in found.videos] == ["align"] and not found.problems
     assert not [w for w in found.warnings if "found in" in w]  # one folder seen once, not as a duplicate
 
+
+
+def test_a_folder_that_cannot_be_listed_is_one_line_naming_it(tmp_path, monkeypatch):
+    """Permissions cannot be taken from root (the tests' user), so the listing itself is made to fail."""
+    corpus = make_alignment_corpus(tmp_path / "corpus", fps=30, n_frames=30, beep_frames=[], marker_frames=[])
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    real_scandir = os.scandir
+    for folder, what in ((corpus.root / "cropped_aligned", "face crop folders"),
+                         (corpus.root / "annotations" / "VA_Estimation_Challenge" / "Train_Set", "annotation files"),
+                         (audio, "audio files")):
+        def scandir(path, _folder=folder):
+            if Path(path) == _folder:
+                raise PermissionError(13, "Permission denied")
+            return real_scandir(path)
+
+        monkeypatch.setattr("vafusion.fs.os.scandir", scandir)
+        result = invoke("extract", corpus.root, "--cache", tmp_path / "cache", "--audio", audio, *LOGMEL)
+        line = one_line_error(result, str(folder), what, "Permission denied")
+        assert line.endswith("check the folder and its permissions")
+        assert not (tmp_path / "cache").exists()  # refused before anything was written

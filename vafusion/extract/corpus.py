@@ -36,6 +36,7 @@ import numpy as np
 
 from vafusion.cache.corpus_index import CorpusIndex, VideoEntry
 from vafusion.errors import VafusionError
+from vafusion.fs import list_folder
 from vafusion.affwild2 import (  # noqa: F401  (re-exported: importable from here as before)
     ANNOTATION_DIR_CANDIDATES,
     ANNOTATION_HEADER,
@@ -132,12 +133,7 @@ def crop_paths(
     rank = {ext: i for i, ext in enumerate(CROP_EXTENSIONS)}
     chosen_rank = [len(CROP_EXTENSIONS)] * n_frames
     outside: list[str] = []
-    try:
-        with os.scandir(crops_dir) as it:
-            entries = [e.name for e in it]
-    except OSError as e:
-        raise VafusionError(f"{crops_dir}: cannot list the face crops ({e.strerror or e}); check the folder") from None
-    for name in entries:
+    for name in (e.name for e in list_folder(crops_dir, "face crops")):
         stem, ext = os.path.splitext(name)
         ext = ext.lower()
         if ext not in rank or not stem.isdigit():
@@ -215,7 +211,7 @@ def _annotated_ids(annotations: Path | None, problems: list[Problem]) -> tuple[d
     annotated_in: dict[str, Path] = {}
     ambiguous: set[str] = set()
     for split_dir, partition in split_dirs_of(annotations) if annotations is not None else []:
-        for name in sorted(os.listdir(split_dir)):
+        for name in sorted(e.name for e in list_folder(split_dir, "annotation files")):
             stem, ext = os.path.splitext(name)
             if ext.lower() != ".txt" or name.startswith("."):
                 continue
@@ -405,7 +401,7 @@ def discover_corpus(
         audio_dir=audio_dir, test_list=test_list, warnings=warnings,
     )
     videos = index_videos(folders.video_dirs, warnings)
-    crop_dirs = list_names(folders.faces, dirs=True)
+    crop_dirs = list_names(folders.faces, dirs=True, what="face crop folders")
 
     ids, annotated_in = _annotated_ids(folders.annotations, problems)
     _add_test_ids(ids, annotated_in, folders.test_list, warnings)

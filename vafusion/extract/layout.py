@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vafusion.errors import VafusionError
+from vafusion.fs import list_folder
 from vafusion.affwild2 import (
     ANNOTATION_DIR_CANDIDATES,
     ANNOTATION_SUBDIRS,
@@ -242,19 +243,18 @@ def index_videos(dirs: list[Path], warnings: list[str]) -> dict[str, Path]:
     return found
 
 
-def list_names(folder: Path | None, *, dirs: bool) -> set[str]:
-    """Names of the sub-folders (dirs=True) or files in ``folder``, one listing."""
+def list_names(folder: Path | None, *, dirs: bool, what: str) -> set[str]:
+    """Names of the sub-folders (dirs=True) or files in ``folder``, one listing (``what`` names it in errors)."""
     if folder is None:
         return set()
-    with os.scandir(folder) as it:
-        return {e.name for e in it if e.is_dir() == dirs and not e.name.startswith(".")}
+    return {e.name for e in list_folder(folder, what) if e.is_dir() == dirs and not e.name.startswith(".")}
 
 
 def audio_files_in(audio: Path | None) -> dict[str, Path]:
     """Name -> audio file of the audio folder (``.wav`` preferred over ``.flac``); empty without one."""
     audio_files: dict[str, Path] = {}
     if audio is not None:
-        for name in list_names(audio, dirs=False):
+        for name in list_names(audio, dirs=False, what="audio files"):
             stem, ext = os.path.splitext(name)
             ext = ext.lower()
             if ext in AUDIO_EXTENSIONS and (stem not in audio_files or ext == AUDIO_EXTENSIONS[0]):

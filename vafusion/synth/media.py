@@ -137,6 +137,8 @@ class Mp4Writer:
 
     def add_frames(self, frames: np.ndarray) -> None:
         """Encode (n, H, W, 3) uint8 frames, then the audio up to the last one's end."""
+        if len(frames) == 0:
+            return
         av = self._av
         for img in frames:
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")

@@ -51,10 +51,10 @@ import _common as C  # noqa: I001  (puts the repository root on sys.path)
 import numpy as np
 import torch
 
-from vafusion.device import autocast, resolve_device
+from vafusion.device import resolve_device
 from vafusion.fusion.config import FusionConfig, make_config
 from vafusion.fusion.data import Standardizer, build_batch, iterate_batches, load_cache, make_windows, windows_with_labels
-from vafusion.fusion.metrics import ccc_loss
+from vafusion.fusion.train import gradient_step
 from vafusion.fusion.models import count_parameters
 
 AFFWILD2_FRAMES = 2_800_000
@@ -62,7 +62,7 @@ AFFWILD2_VIDEOS = 564
 
 
 class Trainer:
-    """The inner loop of ``vafusion.fusion.train._train_by_gradient``, one step at a time."""
+    """The trainer's set-up and its step (``vafusion.fusion.train.gradient_step``), one step at a time."""
 
     def __init__(self, config: FusionConfig, dims: list[int], device: torch.device, total_steps: int):
         tc = config.training
@@ -76,20 +76,9 @@ class Trainer:
         self.losses: list[float] = []
 
     def step(self, batch) -> None:
-        config = self.config.training
         batch = batch.to(self.device, non_blocking=True)
-        with autocast(self.device, config.amp):
-            pred = self.model(batch.streams, batch.present, batch.valid)
-        loss = ccc_loss(pred.float(), batch.labels, batch.valid, mse_weight=config.mse_weight)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if config.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.losses.append(float(loss.detach()))
+        self.losses.append(gradient_step(self.model, self.optimizer, self.scheduler, self.scaler, batch,
+                                         self.config.training, self.device))
 
 
 def full_steps(trainer: Trainer, loaded, standardizer, windows, n: int, seed: int) -> float:

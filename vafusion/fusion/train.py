@@ -178,6 +178,26 @@ def _train_by_gradient(
     return TrainResult(run_dir, run.best, epoch, run.parameters)
 
 
+def gradient_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
+                  batch: Batch, tc: TrainingConfig, device: torch.device) -> float:
+    """One optimiser step on 1 - CCC (autocast and loss scaling as configured); the batch's loss.
+
+    The one training step: the trainer's, and the one benchmarks/bench_train.py times.
+    """
+    with autocast(device, tc.amp):
+        pred = model(batch.streams, batch.present, batch.valid)
+    loss = ccc_loss(pred.float(), batch.labels, batch.valid, mse_weight=tc.mse_weight)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if tc.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return float(loss.detach())
+
+
 @dataclass(eq=False)
 class _GradientRun:
     """One training by gradient steps: what it reads, the objects an epoch changes, and where it stands.
@@ -264,20 +284,8 @@ class _GradientRun:
         return float(np.mean(losses))
 
     def _step(self, batch: Batch) -> float:
-        """One optimiser step on 1 - CCC (autocast and loss scaling as configured); the batch's loss."""
-        tc = self.config.training
-        with autocast(self.device, tc.amp):
-            pred = self.model(batch.streams, batch.present, batch.valid)
-        loss = ccc_loss(pred.float(), batch.labels, batch.valid, mse_weight=tc.mse_weight)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if tc.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        return float(loss.detach())
+        return gradient_step(self.model, self.optimizer, self.scheduler, self.scaler, batch, self.config.training,
+                             self.device)
 
     def validate(self, epoch: int, loss: float, val_ids: list[str]) -> dict[str, Any]:
         """Score ``val_ids`` the challenge way and append the epoch's row to metrics.jsonl; the row."""
@@ -329,4 +337,4 @@ def _require_a_best(run_dir: Path, best: dict[str, Any], tc: TrainingConfig, epo
     )
 
 
-__all__ = ["train", "TrainResult"]
+__all__ = ["train", "TrainResult", "gradient_step"]

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vafusion.cli.options import DEVICE, DEVICE_HELP, _ranged, _stacked
+from vafusion.cli.options import DEVICE, DEVICE_HELP, _setting, _stacked
 from vafusion.errors import VafusionError
 from vafusion.fusion.config import DataConfig, TrainingConfig
 
@@ -34,10 +34,8 @@ def _data_options(feature_sets: bool = False):
                                      "stream, the others audio key/value streams (one alone = unimodal).")
     return _stacked([
         features,
-        click.option("--window", default=d.window, show_default=True, type=_ranged(DataConfig, "window"),
-                     help="Frames per training window."),
-        click.option("--hop", default=d.hop, show_default=True, type=_ranged(DataConfig, "hop"),
-                     help="Frames between window starts."),
+        _setting(DataConfig, "window", "Frames per training window."),
+        _setting(DataConfig, "hop", "Frames between window starts."),
     ])
 
 
@@ -71,24 +69,16 @@ def _model_options(several: bool = False):
 
 def _training_options(f):
     """--epochs ... --device (TrainingConfig)."""
-    d = TrainingConfig()
     return _stacked([
-        click.option("--epochs", default=d.epochs, show_default=True, type=_ranged(TrainingConfig, "epochs"),
-                     help="Training epochs at most (--patience may stop earlier; closed-form models ignore it)."),
-        click.option("--batch-size", default=d.batch_size, show_default=True, type=_ranged(TrainingConfig, "batch_size"),
-                     help="Windows per step."),
-        click.option("--lr", default=d.lr, show_default=True, type=_ranged(TrainingConfig, "lr"),
-                     help="Peak AdamW learning rate."),
-        click.option("--weight-decay", default=d.weight_decay, show_default=True,
-                     type=_ranged(TrainingConfig, "weight_decay"),
-                     help="AdamW weight decay."),
-        click.option("--mse-weight", default=d.mse_weight, show_default=True, type=_ranged(TrainingConfig, "mse_weight"),
-                     help="Weight of an extra MSE term in the loss."),
-        click.option("--patience", default=d.patience, show_default=True, type=_ranged(TrainingConfig, "patience"),
-                     help="Stop after this many epochs without a better validation P."),
-        click.option("--seed", default=d.seed, show_default=True, type=_ranged(TrainingConfig, "seed"),
-                     help="Seed of the initial weights, the shuffling and dropout (a ridge: its subsample)."),
-        click.option("--device", default=d.device, show_default=True, type=DEVICE, help=DEVICE_HELP),
+        _setting(TrainingConfig, "epochs",
+                 "Training epochs at most (--patience may stop earlier; closed-form models ignore it)."),
+        _setting(TrainingConfig, "batch_size", "Windows per step."),
+        _setting(TrainingConfig, "lr", "Peak AdamW learning rate."),
+        _setting(TrainingConfig, "weight_decay", "AdamW weight decay."),
+        _setting(TrainingConfig, "mse_weight", "Weight of an extra MSE term in the loss."),
+        _setting(TrainingConfig, "patience", "Stop after this many epochs without a better validation P."),
+        _setting(TrainingConfig, "seed", "Seed of the initial weights, the shuffling and dropout (a ridge: its subsample)."),
+        click.option("--device", default=TrainingConfig().device, show_default=True, type=DEVICE, help=DEVICE_HELP),
     ])(f)
 
 

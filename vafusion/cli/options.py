@@ -31,6 +31,13 @@ def _ranged(cls: type, name: str) -> click.ParamType:
     return Ranged(declared.low, declared.high, min_open=declared.low_open)
 
 
+def _setting(cls: type, name: str, help: str) -> Callable:
+    """``--<name>`` for setting ``name`` of dataclass ``cls``: its default (shown) and its checked range
+    come from the dataclass, so the option, the library and a saved config cannot disagree."""
+    return click.option(f"--{name.replace('_', '-')}", default=getattr(cls(), name), show_default=True,
+                        type=_ranged(cls, name), help=help)
+
+
 class _Device(click.ParamType):
     """A --device this machine has (vafusion.device.device_problem), checked before any work."""
 

@@ -252,7 +252,7 @@ def trim_heap() -> None:
 
     Why: glibc keeps the blocks freed by a pass over windows of many widths (validation), so a
     streamed training's anonymous memory would depend on the order of its allocations rather
-    than on what it holds (BENCHMARKS.md, section 8). Costs well under a millisecond per call.
+    than on what it holds (BENCHMARKS.md, section 8).
     """
     trim = _malloc_trim()
     if trim is not None:

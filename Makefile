@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench readme clean
+.PHONY: install test lint format demo bench readme clean
 
 install: $(STAMP)
 
@@ -15,8 +15,18 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
+
+# The formatter and the linter hold the style (pyproject.toml [tool.ruff]); `make format` applies them.
+LINTED := vafusion tests benchmarks examples
+lint: $(STAMP)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
+
+format: $(STAMP)
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 demo: $(STAMP)
 	rm -rf demo-out

@@ -15,8 +15,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -70,10 +70,15 @@ def header(title: str) -> None:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     print(f"# {title}")
-    print(f"# {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}; {cpu_model()}, "
-          f"{os.cpu_count()} logical CPUs, {ram_gib():.1f} GiB RAM, GPU {gpu}")
-    print(f"# python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"numpy {np.__version__}; load average {load_average()}", flush=True)
+    print(
+        f"# {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}; {cpu_model()}, "
+        f"{os.cpu_count()} logical CPUs, {ram_gib():.1f} GiB RAM, GPU {gpu}"
+    )
+    print(
+        f"# python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"numpy {np.__version__}; load average {load_average()}",
+        flush=True,
+    )
 
 
 def median(xs: Sequence[float]) -> float:
@@ -136,8 +141,10 @@ def smooth_labels(rng: np.random.Generator, n: int) -> np.ndarray:
     t = np.arange(n) / 30.0
     cols = []
     for _ in range(2):
-        x = sum(rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * rng.uniform(0.02, 0.3) * t + rng.uniform(0, 6.3))
-                for _ in range(3))
+        x = sum(
+            rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * rng.uniform(0.02, 0.3) * t + rng.uniform(0, 6.3))
+            for _ in range(3)
+        )
         cols.append(np.clip(x, -1, 1))
     labels = np.stack(cols, axis=1).astype(np.float32)
     gap = int(rng.integers(0, max(1, n - 50)))
@@ -155,8 +162,13 @@ def video_lengths(total_frames: int, n_videos: int, seed: int = 0) -> list[int]:
 
 
 def write_random_cache(
-    cache: Path, total_frames: int, n_videos: int, dims: dict[str, int] | None = None, seed: int = 0,
-    validation_every: int = 5, lengths: Sequence[int] | None = None,
+    cache: Path,
+    total_frames: int,
+    n_videos: int,
+    dims: dict[str, int] | None = None,
+    seed: int = 0,
+    validation_every: int = 5,
+    lengths: Sequence[int] | None = None,
 ) -> dict:
     """A feature cache written through the real writer API with random float16 features.
 

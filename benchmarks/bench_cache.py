@@ -37,7 +37,7 @@ import time
 import zlib
 from pathlib import Path
 
-import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import _common as C
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -81,7 +81,7 @@ def hash_throughput(mib: int = 64, repeats: int = 5) -> None:
     rows = {"memcpy (reference)": lambda b: np.copyto(copy, b)}
     rows.update(HASHES)
     for name, fn in rows.items():
-        best = min(C.timed(lambda: fn(data)) for _ in range(repeats))
+        best = min(C.timed(lambda: fn(data)) for _ in range(repeats))  # noqa: B023
         print(f"  {name:<20} {data.nbytes / best / 1e9:6.2f} GB/s", flush=True)
 
 
@@ -92,8 +92,10 @@ def compare_checksums(cache: Path, feature_bytes: int, repeats: int) -> None:
         plain.append(time_load(cache))
         checked.append(time_load(cache, verify_checksums=True))
     p, c = C.median(plain), C.median(checked)
-    print(f"warm page cache: load_cache {p:.3f} s, with verify_checksums=True {c:.3f} s "
-          f"({c / p:.2f}x; CRC32 of {feature_bytes / 1e6:.0f} MB); medians of {repeats}")
+    print(
+        f"warm page cache: load_cache {p:.3f} s, with verify_checksums=True {c:.3f} s "
+        f"({c / p:.2f}x; CRC32 of {feature_bytes / 1e6:.0f} MB); medians of {repeats}"
+    )
 
 
 # ------------------------------------------------------ the common practice (comparison) ---
@@ -103,7 +105,7 @@ def write_npy_tree(root: Path, loaded) -> None:
     """One .npy per video per feature (+ mask, labels): the usual layout of feature dumps."""
     for f, block, mask in zip(loaded.features, loaded.data, loaded.masks):
         (root / f).mkdir(parents=True)
-        for i, vid in enumerate(loaded.ids):
+        for _i, vid in enumerate(loaded.ids):
             rows = loaded.rows(vid)
             np.save(root / f / f"{vid}.npy", block[rows])
             np.save(root / f / f"{vid}.mask.npy", mask[rows])
@@ -157,11 +159,12 @@ def windows_per_s_vafusion(loaded, standardizer, windows: np.ndarray, seed: int)
 
 
 def windows_per_s_npy(dataset: NpyWindows, seed: int) -> float:
-    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=0,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        dataset, batch_size=BATCH, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(seed)
+    )
     start = time.perf_counter()
     n = 0
-    for streams, present, valid, labels in loader:
+    for _streams, _present, valid, _labels in loader:
         n += valid.shape[0]
     return n / (time.perf_counter() - start)
 
@@ -186,9 +189,12 @@ def main() -> None:
         info = C.write_random_cache(cache, args.frames, args.videos)
         files = C.cache_files(cache, FEATURES)
         file_bytes = sum(p.stat().st_size for p in files)
-        print(f"cache: {args.videos} videos, {args.frames} frames, dims {C.REAL_DIMS}; float16 feature bytes "
-              f"{info['feature_bytes'] / 1e6:.1f} MB, files read {file_bytes / 1e6:.1f} MB; written in "
-              f"{time.perf_counter() - start:.1f} s ({cache.parent})", flush=True)
+        print(
+            f"cache: {args.videos} videos, {args.frames} frames, dims {C.REAL_DIMS}; float16 feature bytes "
+            f"{info['feature_bytes'] / 1e6:.1f} MB, files read {file_bytes / 1e6:.1f} MB; written in "
+            f"{time.perf_counter() - start:.1f} s ({cache.parent})",
+            flush=True,
+        )
 
         def compare(label: str, repeats: int, before_each=lambda: None) -> tuple[float, float]:
             """Medians of (raw read s, load_cache s), interleaved; ``before_each`` runs before every timed read."""
@@ -198,13 +204,18 @@ def main() -> None:
                 raw.append(C.timed(lambda: read_raw(files)))
                 before_each()
                 load.append(time_load(cache))
-                print(f"  {label} repeat {r + 1}: np.fromfile {file_bytes / raw[-1] / 1e9:.2f} GB/s, "
-                      f"load_cache {info['feature_bytes'] / load[-1] / 1e9:.2f} GB/s "
-                      f"(ratio {raw[-1] / load[-1]:.3f})", flush=True)
+                print(
+                    f"  {label} repeat {r + 1}: np.fromfile {file_bytes / raw[-1] / 1e9:.2f} GB/s, "
+                    f"load_cache {info['feature_bytes'] / load[-1] / 1e9:.2f} GB/s "
+                    f"(ratio {raw[-1] / load[-1]:.3f})",
+                    flush=True,
+                )
             raw_m, load_m = C.median(raw), C.median(load)
-            print(f"{label} page cache: np.fromfile {raw_m:.3f} s ({file_bytes / raw_m / 1e9:.2f} GB/s), "
-                  f"load_cache {load_m:.3f} s ({info['feature_bytes'] / load_m / 1e9:.2f} GB/s); "
-                  f"medians of {repeats}; load average {C.load_average()}")
+            print(
+                f"{label} page cache: np.fromfile {raw_m:.3f} s ({file_bytes / raw_m / 1e9:.2f} GB/s), "
+                f"load_cache {load_m:.3f} s ({info['feature_bytes'] / load_m / 1e9:.2f} GB/s); "
+                f"medians of {repeats}; load average {C.load_average()}"
+            )
             return raw_m, load_m
 
         # warm: the files were just written, and every repeat reads them again; one untimed round
@@ -242,13 +253,18 @@ def main() -> None:
         for r in range(3):
             ours.append(windows_per_s_vafusion(loaded, standardizer, windows, r))
             theirs.append(windows_per_s_npy(dataset, r))
-            print(f"  windows repeat {r + 1}: iterate_batches {ours[-1]:.0f} windows/s, "
-                  f".npy memmap Dataset {theirs[-1]:.0f} windows/s", flush=True)
+            print(
+                f"  windows repeat {r + 1}: iterate_batches {ours[-1]:.0f} windows/s, "
+                f".npy memmap Dataset {theirs[-1]:.0f} windows/s",
+                flush=True,
+            )
         o, t = C.median(ours), C.median(theirs)
-        print(f"trainer input, {len(windows)} shuffled windows of {WINDOW} frames, batch {BATCH}, one process, "
-              f"warm page cache: iterate_batches {o:.0f} windows/s ({o * WINDOW / 1e3:.0f}k frames/s), "
-              f"per-video .npy memmap + Python windowing {t:.0f} windows/s ({t * WINDOW / 1e3:.0f}k frames/s): "
-              f"{o / t:.1f}x (medians of 3)")
+        print(
+            f"trainer input, {len(windows)} shuffled windows of {WINDOW} frames, batch {BATCH}, one process, "
+            f"warm page cache: iterate_batches {o:.0f} windows/s ({o * WINDOW / 1e3:.0f}k frames/s), "
+            f"per-video .npy memmap + Python windowing {t:.0f} windows/s ({t * WINDOW / 1e3:.0f}k frames/s): "
+            f"{o / t:.1f}x (medians of 3)"
+        )
         print(f"load average at end {C.load_average()}")
 
 

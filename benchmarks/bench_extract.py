@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import _common as C
 import torch
 
 from vafusion.device import autocast, resolve_device
@@ -51,7 +51,9 @@ from vafusion.extract.run import ExtractOptions, extract
 from vafusion.synth import make_corpus
 
 
-def backbone_run(model: torch.nn.Module, make_batch, n_frames: int, batch: int, device: torch.device, prep) -> tuple[int, float]:
+def backbone_run(
+    model: torch.nn.Module, make_batch, n_frames: int, batch: int, device: torch.device, prep
+) -> tuple[int, float]:
     """(frames, seconds) of preprocessing + forward + copy out on a batch already in memory."""
     x = make_batch(batch).to(device)
     n_batches = max(1, n_frames // batch)
@@ -79,8 +81,9 @@ def timed_extract(corpus, cache: Path, opts: ExtractOptions) -> float:
     return elapsed
 
 
-def compare(label: str, unit: str, baseline, amount: float, tiny_amount: float, run_e2e, run_tiny,
-            repeats: int) -> tuple[float, float, float]:
+def compare(
+    label: str, unit: str, baseline, amount: float, tiny_amount: float, run_e2e, run_tiny, repeats: int
+) -> tuple[float, float, float]:
     """Interleaved repeats (``baseline()`` -> (units, seconds), once before and once after each
     end-to-end run); prints the table row; returns (alone rate, e2e rate, ratio)."""
     base, e2e, e2e_t = [], [], []
@@ -91,22 +94,41 @@ def compare(label: str, unit: str, baseline, amount: float, tiny_amount: float, 
         base.append((f1 + f2) / (t1 + t2))
         e2e.append(amount / t)
         e2e_t.append(t)
-        print(f"  repeat {r + 1}: {label} alone {base[-1]:.1f} {unit}/s, end to end {e2e[-1]:.1f} {unit}/s "
-              f"({t:.1f} s; ratio {e2e[-1] / base[-1]:.3f})", flush=True)
+        print(
+            f"  repeat {r + 1}: {label} alone {base[-1]:.1f} {unit}/s, end to end {e2e[-1]:.1f} {unit}/s "
+            f"({t:.1f} s; ratio {e2e[-1] / base[-1]:.3f})",
+            flush=True,
+        )
     b, e = C.median(base), C.median(e2e)
     t_tiny = run_tiny()
     fixed = max(0.0, t_tiny - tiny_amount / b)
     steady = amount / max(1e-9, C.median(e2e_t) - fixed)
-    print(f"{label}: alone {b:.1f} {unit}/s, end to end {e:.1f} {unit}/s over {amount:g} {unit} (medians of "
-          f"{repeats}): {e / b:.3f}")
-    print(f"  start-up costs: an extract of {tiny_amount:g} {unit} took {t_tiny:.2f} s, i.e. ~{fixed:.2f} s fixed "
-          f"= {100 * fixed / C.median(e2e_t):.1f}% of an end-to-end run here; without them end to end is "
-          f"{steady:.1f} {unit}/s ({steady / b:.3f} of {label} alone)", flush=True)
+    print(
+        f"{label}: alone {b:.1f} {unit}/s, end to end {e:.1f} {unit}/s over {amount:g} {unit} (medians of "
+        f"{repeats}): {e / b:.3f}"
+    )
+    print(
+        f"  start-up costs: an extract of {tiny_amount:g} {unit} took {t_tiny:.2f} s, i.e. ~{fixed:.2f} s fixed "
+        f"= {100 * fixed / C.median(e2e_t):.1f}% of an end-to-end run here; without them end to end is "
+        f"{steady:.1f} {unit}/s ({steady / b:.3f} of {label} alone)",
+        flush=True,
+    )
     return b, e, e / b
 
 
-def visual(corpus, tiny, frames: int, tiny_frames: int, model_name: str, image_size: int, device: torch.device,
-           args, tmp: Path, base_frames: int, tag: str) -> tuple[float, float, float]:
+def visual(
+    corpus,
+    tiny,
+    frames: int,
+    tiny_frames: int,
+    model_name: str,
+    image_size: int,
+    device: torch.device,
+    args,
+    tmp: Path,
+    base_frames: int,
+    tag: str,
+) -> tuple[float, float, float]:
     model = tv.build_backbone(model_name, "random").model
     model = model.to(device).eval().to(memory_format=torch.channels_last)
 
@@ -116,16 +138,30 @@ def visual(corpus, tiny, frames: int, tiny_frames: int, model_name: str, image_s
     def images(n: int) -> torch.Tensor:
         return torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8)
 
-    opts = ExtractOptions(features=(model_name,), visual_weights="random", image_size=image_size,
-                          batch_size=args.batch_size, workers=args.workers, device=str(device), progress=False)
-    return compare(f"{model_name} {image_size}px {device.type}", "frames",
-                   lambda: backbone_run(model, images, base_frames // 2, args.batch_size, device, prep), frames,
-                   tiny_frames, lambda r: timed_extract(corpus, tmp / f"{tag}cache{r}", opts),
-                   lambda: timed_extract(tiny, tmp / f"{tag}tiny", opts), args.repeats)
+    opts = ExtractOptions(
+        features=(model_name,),
+        visual_weights="random",
+        image_size=image_size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=str(device),
+        progress=False,
+    )
+    return compare(
+        f"{model_name} {image_size}px {device.type}",
+        "frames",
+        lambda: backbone_run(model, images, base_frames // 2, args.batch_size, device, prep),
+        frames,
+        tiny_frames,
+        lambda r: timed_extract(corpus, tmp / f"{tag}cache{r}", opts),
+        lambda: timed_extract(tiny, tmp / f"{tag}tiny", opts),
+        args.repeats,
+    )
 
 
-def audio(corpus, tiny, frames: int, tiny_frames: int, device: torch.device, args, tmp: Path,
-          base_frames: int) -> tuple[float, float, float]:
+def audio(
+    corpus, tiny, frames: int, tiny_frames: int, device: torch.device, args, tmp: Path, base_frames: int
+) -> tuple[float, float, float]:
     vgg, _ = vggish_mod.load_vggish("random")
     vgg = vgg.to(device).eval().to(memory_format=torch.channels_last)
 
@@ -135,12 +171,24 @@ def audio(corpus, tiny, frames: int, tiny_frames: int, device: torch.device, arg
     def prep(x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last)
 
-    opts = ExtractOptions(features=("vggish",), vggish_weights="random", batch_size=args.batch_size,
-                          workers=args.workers, device=str(device), progress=False)
-    return compare(f"VGGish {device.type}", "frames",
-                   lambda: backbone_run(vgg, patches, base_frames // 2, args.batch_size, device, prep), frames,
-                   tiny_frames, lambda r: timed_extract(corpus, tmp / f"acache{r}", opts),
-                   lambda: timed_extract(tiny, tmp / "atiny", opts), args.repeats)
+    opts = ExtractOptions(
+        features=("vggish",),
+        vggish_weights="random",
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=str(device),
+        progress=False,
+    )
+    return compare(
+        f"VGGish {device.type}",
+        "frames",
+        lambda: backbone_run(vgg, patches, base_frames // 2, args.batch_size, device, prep),
+        frames,
+        tiny_frames,
+        lambda r: timed_extract(corpus, tmp / f"acache{r}", opts),
+        lambda: timed_extract(tiny, tmp / "atiny", opts),
+        args.repeats,
+    )
 
 
 def speech_alone(ext, waves: list[torch.Tensor], device: torch.device) -> tuple[float, float]:
@@ -154,11 +202,14 @@ def speech_alone(ext, waves: list[torch.Tensor], device: torch.device) -> tuple[
     return sum(len(w) for w in waves) / 16000, time.perf_counter() - start
 
 
-def speech(corpus, synth, tiny, tiny_synth, model: str, device: torch.device, args, tmp: Path) -> tuple[float, float, float]:
+def speech(
+    corpus, synth, tiny, tiny_synth, model: str, device: torch.device, args, tmp: Path
+) -> tuple[float, float, float]:
     """The speech model end to end (decoding in workers, the model, the aligner, writing) against
     the same model on the same decoded tracks in memory; unit: seconds of audio."""
-    opts = ExtractOptions(features=(model,), weights={model: "random"}, workers=args.workers, device=str(device),
-                          progress=False)
+    opts = ExtractOptions(
+        features=(model,), weights={model: "random"}, workers=args.workers, device=str(device), progress=False
+    )
     ext = build(model, opts).extractor.to(device)
 
     def tracks(s) -> list[torch.Tensor]:
@@ -176,9 +227,16 @@ def speech(corpus, synth, tiny, tiny_synth, model: str, device: torch.device, ar
         return speech_alone(ext, halves[state["half"]], device)
 
     speech_alone(ext, waves[:1], device)  # warm-up
-    return compare(f"{model} {device.type}", "audio s", baseline, seconds, tiny_seconds,
-                   lambda r: timed_extract(corpus, tmp / f"scache{r}", opts),
-                   lambda: timed_extract(tiny, tmp / "stiny", opts), args.repeats)
+    return compare(
+        f"{model} {device.type}",
+        "audio s",
+        baseline,
+        seconds,
+        tiny_seconds,
+        lambda r: timed_extract(corpus, tmp / f"scache{r}", opts),
+        lambda: timed_extract(tiny, tmp / "stiny", opts),
+        args.repeats,
+    )
 
 
 def make(root: Path, videos: int, seconds: float, crop_size: int):
@@ -226,23 +284,43 @@ def main() -> None:
         tiny, _, tiny_crops, tiny_audible = make(tmp / "tiny", 2, 0.5, crop_size=args.image_size)
         if not args.only_gpu and not args.no_visual:
             corpus, synth, crops, _ = make(tmp / "corpus", args.videos, args.seconds, crop_size=args.image_size)
-            print(f"device {device}, {torch.get_num_threads()} threads, {workers} decode worker(s); visual corpus "
-                  f"{len(synth.videos)} ids, {sum(v.n_frames for v in synth.videos)} frames, {crops} crops; "
-                  f"{args.model} at {args.image_size}px, batch {args.batch_size}", flush=True)
-            *_, ratio = visual(corpus, tiny, crops, tiny_crops, args.model, args.image_size, device, args, tmp,
-                               args.baseline_frames, "v")
+            print(
+                f"device {device}, {torch.get_num_threads()} threads, {workers} decode worker(s); visual corpus "
+                f"{len(synth.videos)} ids, {sum(v.n_frames for v in synth.videos)} frames, {crops} crops; "
+                f"{args.model} at {args.image_size}px, batch {args.batch_size}",
+                flush=True,
+            )
+            *_, ratio = visual(
+                corpus,
+                tiny,
+                crops,
+                tiny_crops,
+                args.model,
+                args.image_size,
+                device,
+                args,
+                tmp,
+                args.baseline_frames,
+                "v",
+            )
             C.result("visual_extraction_efficiency", ratio, ">=", 0.85)
         if not args.no_audio and not args.only_gpu:
-            acorpus, asynth, _, audible = make(tmp / "audio-corpus", args.audio_videos, args.audio_seconds,
-                                               crop_size=args.image_size)
-            print(f"audio corpus {len(asynth.videos)} ids, {sum(v.n_frames for v in asynth.videos)} frames, "
-                  f"{audible} VGGish examples (one per frame of each audio track)", flush=True)
+            acorpus, asynth, _, audible = make(
+                tmp / "audio-corpus", args.audio_videos, args.audio_seconds, crop_size=args.image_size
+            )
+            print(
+                f"audio corpus {len(asynth.videos)} ids, {sum(v.n_frames for v in asynth.videos)} frames, "
+                f"{audible} VGGish examples (one per frame of each audio track)",
+                flush=True,
+            )
             *_, ratio = audio(acorpus, tiny, audible, tiny_audible, device, args, tmp, args.baseline_frames)
             C.result("audio_extraction_efficiency", ratio, ">=", 0.85)
         if not args.no_speech and not args.only_gpu:
             scorpus, ssynth, _, _ = make(tmp / "speech-corpus", args.speech_videos, args.speech_seconds, crop_size=32)
             stiny, stiny_synth, _, _ = make(tmp / "speech-tiny", 2, 0.5, crop_size=32)
-            print(f"speech corpus {len(ssynth.videos)} ids; {args.speech_model} (random weights) on {device}", flush=True)
+            print(
+                f"speech corpus {len(ssynth.videos)} ids; {args.speech_model} (random weights) on {device}", flush=True
+            )
             *_, ratio = speech(scorpus, ssynth, stiny, stiny_synth, args.speech_model, device, args, tmp)
             C.result("speech_extraction_efficiency", ratio, ">=", 0.85)
 
@@ -253,16 +331,34 @@ def main() -> None:
             name = torch.cuda.get_device_name(0) if gpu.type == "cuda" else str(gpu)
             gcorpus, gsynth, gcrops, _ = make(tmp / "gpu-corpus", args.gpu_videos, args.gpu_seconds, crop_size=112)
             gtiny, _, gtiny_crops, _ = make(tmp / "gpu-tiny", 2, 0.5, crop_size=112)
-            print(f"GPU row: {name}; corpus {len(gsynth.videos)} ids, {gcrops} crops of "
-                  f"112 px; resnet50 at 224 px, bf16 autocast, channels_last, batch {args.batch_size}, "
-                  f"{workers} decode worker(s)", flush=True)
-            b, e, ratio = visual(gcorpus, gtiny, gcrops, gtiny_crops, "resnet50", 224, gpu, args, tmp,
-                                 max(args.baseline_frames, 50 * args.batch_size), "g")
-            print(f"GPU resnet50 224px bf16 channels_last: end to end {e:.0f} frames/s, backbone alone {b:.0f} "
-                  f"frames/s, ratio {ratio:.3f}")
+            print(
+                f"GPU row: {name}; corpus {len(gsynth.videos)} ids, {gcrops} crops of "
+                f"112 px; resnet50 at 224 px, bf16 autocast, channels_last, batch {args.batch_size}, "
+                f"{workers} decode worker(s)",
+                flush=True,
+            )
+            b, e, ratio = visual(
+                gcorpus,
+                gtiny,
+                gcrops,
+                gtiny_crops,
+                "resnet50",
+                224,
+                gpu,
+                args,
+                tmp,
+                max(args.baseline_frames, 50 * args.batch_size),
+                "g",
+            )
+            print(
+                f"GPU resnet50 224px bf16 channels_last: end to end {e:.0f} frames/s, backbone alone {b:.0f} "
+                f"frames/s, ratio {ratio:.3f}"
+            )
         elif not args.no_gpu:
-            print("GPU row: not measured (no CUDA device here); on a GPU box run: "
-                  "python benchmarks/bench_extract.py --only-gpu")
+            print(
+                "GPU row: not measured (no CUDA device here); on a GPU box run: "
+                "python benchmarks/bench_extract.py --only-gpu"
+            )
         print(f"load average at end {C.load_average()}")
 
 

@@ -7,7 +7,8 @@ end to end with resnet18 (64 px, random weights) + VGGish (random weights) + log
 ``extract`` call on CPU.
 Training: caches of realistic dims (resnet50 2048 + vggish 128 + logmel 64, random float16,
 written with the real writer API) of 1x, 2x, 4x frames (default 20k, 40k, 80k: the same 4
-videos, 3 train + 1 validation, repeated 1, 2, 4 times), each trained for one epoch by the real ``vafusion.fusion.train.train`` (load,
+videos, 3 train + 1 validation, repeated 1, 2, 4 times), each trained for one epoch by the real
+``vafusion.fusion.train.train`` (load,
 standardise, train, validate, checkpoint; default configuration (imf), CPU).
 
 Sizes run interleaved (1x, 2x, 4x, 1x, ...), repeated; medians. Fixed start-up costs (model
@@ -35,7 +36,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import _common as C
 import torch
 
 from vafusion.extract.corpus import discover_corpus
@@ -50,13 +51,18 @@ K_MAX = 1.15
 def fit_and_report(what: str, sizes: list[int], times: dict[int, list[float]], unit: str) -> float:
     """Prints the per-size medians and both fits; returns k of time = a + b * size^k."""
     med = [C.median(times[s]) for s in sizes]
-    k, a, b = C.growth_exponent(sizes, med)
+    k, a, _b = C.growth_exponent(sizes, med)
     for s, t in zip(sizes, med):
-        print(f"  {what} {s:>7} {unit}: {t:6.2f} s (median of {len(times[s])}), {1e3 * t / s:.3f} ms/{unit[:-1]} "
-              f"in total, {1e3 * (t - a) / s:.3f} ms/{unit[:-1]} above the fixed part")
+        print(
+            f"  {what} {s:>7} {unit}: {t:6.2f} s (median of {len(times[s])}), {1e3 * t / s:.3f} ms/{unit[:-1]} "
+            f"in total, {1e3 * (t - a) / s:.3f} ms/{unit[:-1]} above the fixed part"
+        )
     k_raw = C.loglog_exponent(sizes, med)
-    print(f"  {what}: time = {a:.2f} s + b * size^k with k = {k:.3f} (fixed part a = {100 * a / med[0]:.0f}% of the "
-          f"{sizes[0]}-{unit} job); k on the total time alone {k_raw:.3f}", flush=True)
+    print(
+        f"  {what}: time = {a:.2f} s + b * size^k with k = {k:.3f} (fixed part a = {100 * a / med[0]:.0f}% of the "
+        f"{sizes[0]}-{unit} job); k on the total time alone {k_raw:.3f}",
+        flush=True,
+    )
     return k
 
 
@@ -101,14 +107,21 @@ def extraction(args, tmp: Path, scales: list[int]) -> None:
         corpora[frames] = corpus
         sizes.append(frames)
         print(f"corpus {s}x: {args.videos * s} videos, {len(corpus.videos)} ids, {frames} frames", flush=True)
-    opts = ExtractOptions(features=("resnet18", "vggish", "logmel"), visual_weights="random", vggish_weights="random",
-                          image_size=64, batch_size=64, device="cpu", progress=False)
+    opts = ExtractOptions(
+        features=("resnet18", "vggish", "logmel"),
+        visual_weights="random",
+        vggish_weights="random",
+        image_size=64,
+        batch_size=64,
+        device="cpu",
+        progress=False,
+    )
     times: dict[int, list[float]] = {s: [] for s in sizes}
     n = 0
     for r in range(args.repeats):
         for s in sizes:
             n += 1
-            times[s].append(C.timed(lambda: extract(corpora[s], tmp / f"cache{n}", opts)))
+            times[s].append(C.timed(lambda: extract(corpora[s], tmp / f"cache{n}", opts)))  # noqa: B023
         print(f"  repeat {r + 1}: " + ", ".join(f"{s} frames {times[s][-1]:.2f} s" for s in sizes), flush=True)
     k = fit_and_report("extract", sizes, times, "frames")
     C.result("growth_extract_exponent", k, "<=", K_MAX)
@@ -119,19 +132,28 @@ def training(args, tmp: Path, scales: list[int]) -> None:
     base = C.video_lengths(args.frames, args.train_videos)  # the 1x videos, repeated s times at s x
     for s in scales:
         frames = args.frames * s
-        info = C.write_random_cache(tmp / f"tcache{s}", frames, args.train_videos * s, seed=s,
-                                    validation_every=args.train_videos, lengths=base * s)
+        info = C.write_random_cache(
+            tmp / f"tcache{s}",
+            frames,
+            args.train_videos * s,
+            seed=s,
+            validation_every=args.train_videos,
+            lengths=base * s,
+        )
         caches[frames] = tmp / f"tcache{s}"
         sizes.append(frames)
-        print(f"cache {s}x: {args.train_videos * s} videos, {frames} frames, "
-              f"{info['feature_bytes'] / 1e6:.0f} MB float16", flush=True)
+        print(
+            f"cache {s}x: {args.train_videos * s} videos, {frames} frames, "
+            f"{info['feature_bytes'] / 1e6:.0f} MB float16",
+            flush=True,
+        )
     config = make_config(epochs=1, device="cpu")
     times: dict[int, list[float]] = {s: [] for s in sizes}
     n = 0
     for r in range(args.repeats):
         for s in sizes:
             n += 1
-            times[s].append(C.timed(lambda: train(caches[s], tmp / f"run{n}", config, progress=False, report=False)))
+            times[s].append(C.timed(lambda: train(caches[s], tmp / f"run{n}", config, progress=False, report=False)))  # noqa: B023
         print(f"  repeat {r + 1}: " + ", ".join(f"{s} frames {times[s][-1]:.2f} s" for s in sizes), flush=True)
     k = fit_and_report("train 1 epoch", sizes, times, "frames")
     C.result("growth_train_exponent", k, "<=", K_MAX)

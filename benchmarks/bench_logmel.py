@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 
-import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import _common as C
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
@@ -64,9 +64,15 @@ def signals(minutes: float) -> dict[str, np.ndarray]:
 def reference(x64: np.ndarray) -> np.ndarray:
     p = vggish_params
     return mel_features.log_mel_spectrogram(
-        x64, audio_sample_rate=p.SAMPLE_RATE, log_offset=p.LOG_OFFSET,
-        window_length_secs=p.STFT_WINDOW_LENGTH_SECONDS, hop_length_secs=p.STFT_HOP_LENGTH_SECONDS,
-        num_mel_bins=p.NUM_MEL_BINS, lower_edge_hertz=p.MEL_MIN_HZ, upper_edge_hertz=p.MEL_MAX_HZ)
+        x64,
+        audio_sample_rate=p.SAMPLE_RATE,
+        log_offset=p.LOG_OFFSET,
+        window_length_secs=p.STFT_WINDOW_LENGTH_SECONDS,
+        hop_length_secs=p.STFT_HOP_LENGTH_SECONDS,
+        num_mel_bins=p.NUM_MEL_BINS,
+        lower_edge_hertz=p.MEL_MIN_HZ,
+        upper_edge_hertz=p.MEL_MAX_HZ,
+    )
 
 
 def measure(x: np.ndarray, repeats: int) -> dict:
@@ -80,14 +86,24 @@ def measure(x: np.ndarray, repeats: int) -> dict:
         t_ref.append(C.timed(lambda: reference(x64)))
         t_p.append(C.timed(lambda: log_mel(x)))
         t_f.append(C.timed(lambda: log_mel(x, precise=False)))
-    return {"ref": t_ref, "precise": t_p, "fast": t_f, "diff_precise": diff_p, "diff_fast": diff_f, "frames": ref.shape[0]}
+    return {
+        "ref": t_ref,
+        "precise": t_p,
+        "fast": t_f,
+        "diff_precise": diff_p,
+        "diff_fast": diff_f,
+        "frames": ref.shape[0],
+    }
 
 
 def report(name: str, m: dict) -> tuple[float, float]:
     r, p, f = C.median(m["ref"]), C.median(m["precise"]), C.median(m["fast"])
-    print(f"  {name:13s} reference {r:.3f} s (min {min(m['ref']):.3f}) | precise=True {p:.3f} s: {r / p:5.1f}x "
-          f"(best-vs-best {min(m['ref']) / min(m['precise']):.1f}x), max|diff| {m['diff_precise']:.1e} | "
-          f"precise=False {f:.3f} s: {r / f:5.1f}x, max|diff| {m['diff_fast']:.1e}", flush=True)
+    print(
+        f"  {name:13s} reference {r:.3f} s (min {min(m['ref']):.3f}) | precise=True {p:.3f} s: {r / p:5.1f}x "
+        f"(best-vs-best {min(m['ref']) / min(m['precise']):.1f}x), max|diff| {m['diff_precise']:.1e} | "
+        f"precise=False {f:.3f} s: {r / f:5.1f}x, max|diff| {m['diff_fast']:.1e}",
+        flush=True,
+    )
     return r / p, r / f
 
 

@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import _common as C
 import torch
 
 from vafusion.fusion.config import make_config
@@ -53,11 +53,15 @@ SCALING_MIN = 0.9
 
 def cv_jobs_speedup(args: argparse.Namespace, tmp: Path) -> None:
     info = C.write_random_cache(tmp / "cache", args.frames, args.videos, validation_every=4)
-    print(f"cache: {args.videos} videos, {args.frames} frames, {info['feature_bytes'] / 1e6:.0f} MB float16; "
-          f"cv over {args.folds} folds, {args.epochs} epoch(s) each, default imf; torch threads in this process: "
-          f"{torch.get_num_threads()}", flush=True)
-    config = make_config(features=tuple(C.REAL_DIMS), folds=args.folds, epochs=args.epochs, patience=args.epochs,
-                         device="cpu")
+    print(
+        f"cache: {args.videos} videos, {args.frames} frames, {info['feature_bytes'] / 1e6:.0f} MB float16; "
+        f"cv over {args.folds} folds, {args.epochs} epoch(s) each, default imf; torch threads in this process: "
+        f"{torch.get_num_threads()}",
+        flush=True,
+    )
+    config = make_config(
+        features=tuple(C.REAL_DIMS), folds=args.folds, epochs=args.epochs, patience=args.epochs, device="cpu"
+    )
     ways = {"jobs 1": (1, None), "jobs 1, 1 thread": (1, 1), "jobs 2": (2, None)}
     times: dict[str, list[float]] = {w: [] for w in ways}
     scores: dict[str, float] = {}
@@ -67,27 +71,64 @@ def cv_jobs_speedup(args: argparse.Namespace, tmp: Path) -> None:
             n += 1
             out: dict = {}
             torch.set_num_threads(threads or default_threads)
-            times[way].append(C.timed(lambda: out.update(cross_validate(
-                tmp / "cache", tmp / f"runs{n}", config, progress=False, report=False, workers=workers))))
+            times[way].append(
+                C.timed(
+                    lambda out=out, n=n, workers=workers: out.update(
+                        cross_validate(
+                            tmp / "cache",
+                            tmp / f"runs{n}",
+                            config,
+                            progress=False,
+                            report=False,
+                            workers=workers,
+                        )
+                    )
+                )
+            )
             torch.set_num_threads(default_threads)
             scores[way] = out["p"]["mean"]
-        print(f"  repeat {r + 1}: " + ", ".join(f"{w} {times[w][-1]:.1f} s (mean P {scores[w]:.4f})" for w in ways),
-              flush=True)
+        print(
+            f"  repeat {r + 1}: " + ", ".join(f"{w} {times[w][-1]:.1f} s (mean P {scores[w]:.4f})" for w in ways),
+            flush=True,
+        )
     med = {w: C.median(t) for w, t in times.items()}
     print("median wall time: " + ", ".join(f"{w} {t:.1f} s" for w, t in med.items()))
-    print(f"jobs 1 at 1 thread / jobs 2: {med['jobs 1, 1 thread'] / med['jobs 2']:.3f} (processes alone); "
-          f"jobs 1 / jobs 1 at 1 thread: {med['jobs 1'] / med['jobs 1, 1 thread']:.3f} (the second thread)")
+    print(
+        f"jobs 1 at 1 thread / jobs 2: {med['jobs 1, 1 thread'] / med['jobs 2']:.3f} (processes alone); "
+        f"jobs 1 / jobs 1 at 1 thread: {med['jobs 1'] / med['jobs 1, 1 thread']:.3f} (the second thread)"
+    )
     C.result("cv_jobs_speedup", med["jobs 1"] / med["jobs 2"], ">=", SPEEDUP_MIN)
 
 
 def _timed_extract(corpus: Path, cache: Path, ranks: int, args: argparse.Namespace) -> float:
     """Wall seconds of one extraction: torchrun with ``ranks`` processes, or (0) one plain process at 1 thread."""
-    options = ["extract", str(corpus), "--cache", str(cache), "--features", f"{args.model},logmel",
-               "--visual-weights", "random", "--image-size", str(args.image_size), "--device", args.device]
+    options = [
+        "extract",
+        str(corpus),
+        "--cache",
+        str(cache),
+        "--features",
+        f"{args.model},logmel",
+        "--visual-weights",
+        "random",
+        "--image-size",
+        str(args.image_size),
+        "--device",
+        args.device,
+    ]
     env = dict(os.environ)
     if ranks:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks), "-m",
-                   "vafusion", *options]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(ranks),
+            "-m",
+            "vafusion",
+            *options,
+        ]
     else:  # the control: what each of 2 ranks gets (1 torch thread, decoding in the process), alone
         command = [sys.executable, "-m", "vafusion", *options, "--workers", "0"]
         env["OMP_NUM_THREADS"] = "1"
@@ -102,8 +143,11 @@ def _timed_extract(corpus: Path, cache: Path, ranks: int, args: argparse.Namespa
 def extract_torchrun_scaling(args: argparse.Namespace, tmp: Path) -> None:
     corpus = make_corpus(tmp / "corpus", n_videos=args.corpus_videos, seconds=args.seconds, seed=0)
     frames = sum(v.n_frames for v in corpus.videos)
-    print(f"corpus: {len(corpus.videos)} ids, {frames} frames; {args.model} (random) at {args.image_size} px + logmel, "
-          f"--device {args.device}, {os.cpu_count()} cores", flush=True)
+    print(
+        f"corpus: {len(corpus.videos)} ids, {frames} frames; {args.model} (random) at {args.image_size} px + logmel, "
+        f"--device {args.device}, {os.cpu_count()} cores",
+        flush=True,
+    )
     ways = {1: "1 rank", 2: "2 ranks", 0: "1 process, 1 thread, no decoding worker"}
     times: dict[int, list[float]] = {w: [] for w in ways}
     n = 0
@@ -111,8 +155,13 @@ def extract_torchrun_scaling(args: argparse.Namespace, tmp: Path) -> None:
         for way in ways:
             n += 1
             times[way].append(_timed_extract(corpus.root, tmp / f"cache{n}", way, args))
-        print(f"  repeat {r + 1}: " + ", ".join(f"{name} {times[w][-1]:.1f} s ({frames / times[w][-1]:.0f} frames/s)"
-                                               for w, name in ways.items()), flush=True)
+        print(
+            f"  repeat {r + 1}: "
+            + ", ".join(
+                f"{name} {times[w][-1]:.1f} s ({frames / times[w][-1]:.0f} frames/s)" for w, name in ways.items()
+            ),
+            flush=True,
+        )
     med = {w: C.median(t) for w, t in times.items()}
     print("median: " + ", ".join(f"{name} {frames / med[w]:.0f} frames/s" for w, name in ways.items()))
     print(f"2 ranks / 1 process at 1 thread: {med[0] / med[2]:.3f} (processes alone)")

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import _common as C
 import torch
 
 from vafusion.cache.derive import derive_pca
@@ -35,8 +35,15 @@ from vafusion.synth import SIZES, make_corpus
 def build_cache(tmp: Path) -> Path:
     """The demo's corpus and cache (random backbone weights, as `vafusion demo`)."""
     corpus = make_corpus(tmp / "corpus", seed=0, progress=False, **SIZES["demo"])
-    opts = ExtractOptions(features=(VISUAL, *AUDIO), visual_weights="random", vggish_weights="random", image_size=48,
-                          batch_size=64, device="cpu", progress=False)
+    opts = ExtractOptions(
+        features=(VISUAL, *AUDIO),
+        visual_weights="random",
+        vggish_weights="random",
+        image_size=48,
+        batch_size=64,
+        device="cpu",
+        progress=False,
+    )
     report = extract(corpus.root, tmp / "cache", opts)
     if not report.ok:
         raise SystemExit(f"extraction failed: {report.failures + report.problems}")
@@ -63,15 +70,26 @@ def main() -> None:
         for k in args.k:
             done = derive_pca(cache, VISUAL, k, progress=False)
             sizes[done.feature] = done.path.stat().st_size
-            print(f"{done.feature}: {100 * done.explained_variance_ratio:.1f}% of the variance of {done.fit_frames} "
-                  f"training frames ({done.fit_ids} ids); file {sizes[done.feature] / 2**20:.2f} MiB "
-                  f"(resnet18.h5 {sizes[VISUAL] / 2**20:.2f} MiB)", flush=True)
+            print(
+                f"{done.feature}: {100 * done.explained_variance_ratio:.1f}% of the variance of {done.fit_frames} "
+                f"training frames ({done.fit_ids} ids); file {sizes[done.feature] / 2**20:.2f} MiB "
+                f"(resnet18.h5 {sizes[VISUAL] / 2**20:.2f} MiB)",
+                flush=True,
+            )
         visuals = [VISUAL, *(f"{VISUAL}-pca{k}" for k in args.k)]
         sets = [(v, *AUDIO) for v in visuals] + ([(v,) for v in visuals] if args.visual_only else [])
         start = time.perf_counter()
-        result = compare(cache, tmp / "runs", ["imf"], sets, data=DataConfig(**DEMO_DATA),
-                         training=TrainingConfig(seed=0, device="cpu", **DEMO_TRAINING), seeds=args.seeds,
-                         model_options=DEMO_MODEL_OPTIONS, progress=False)
+        result = compare(
+            cache,
+            tmp / "runs",
+            ["imf"],
+            sets,
+            data=DataConfig(**DEMO_DATA),
+            training=TrainingConfig(seed=0, device="cpu", **DEMO_TRAINING),
+            seeds=args.seeds,
+            model_options=DEMO_MODEL_OPTIONS,
+            progress=False,
+        )
         print(f"{len(result['runs'])} imf runs in {time.perf_counter() - start:.0f} s; load average {C.load_average()}")
     print("| features (imf) | visual file | CCC_V | CCC_A | P |")
     print("|---|---|---|---|---|")
@@ -84,8 +102,11 @@ def main() -> None:
     for k in args.k:
         derived = by_features[",".join((f"{VISUAL}-pca{k}", *AUDIO))]["p"]["mean"]
         print(f"RESULT name=pca_p_ratio_k{k} value={derived / full:.4g} target=none pass=true")
-        print(f"RESULT name=pca_file_ratio_k{k} value={sizes[VISUAL] / sizes[f'{VISUAL}-pca{k}']:.4g} target=none "
-              f"pass=true", flush=True)
+        print(
+            f"RESULT name=pca_file_ratio_k{k} value={sizes[VISUAL] / sizes[f'{VISUAL}-pca{k}']:.4g} target=none "
+            f"pass=true",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

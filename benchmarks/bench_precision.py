@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 
-import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import _common as C
 import torch
-
 from bench_train import Trainer
+
 from vafusion.device import compute, cpu_bf16_native
 from vafusion.fusion.config import make_config
 from vafusion.fusion.data import Batch
@@ -28,19 +28,23 @@ from vafusion.fusion.data import Batch
 
 def _batch(b: int, w: int, dims: list[int]) -> Batch:
     g = torch.Generator().manual_seed(0)
-    return Batch(streams=[torch.randn(b, w, d, generator=g) for d in dims],
-                 present=[torch.ones(b, w, dtype=torch.bool) for _ in dims], valid=torch.ones(b, w, dtype=torch.bool),
-                 labels=torch.rand(b, w, 2, generator=g) * 2 - 1, windows=torch.zeros(b, 3, dtype=torch.long))
+    return Batch(
+        streams=[torch.randn(b, w, d, generator=g) for d in dims],
+        present=[torch.ones(b, w, dtype=torch.bool) for _ in dims],
+        valid=torch.ones(b, w, dtype=torch.bool),
+        labels=torch.rand(b, w, 2, generator=g) * 2 - 1,
+        windows=torch.zeros(b, 3, dtype=torch.long),
+    )
 
 
 def interleaved(run: dict, steps: int, repeats: int) -> dict[str, float]:
     """Median seconds per call of each ``run[name]()``, blocks of ``steps`` calls interleaved ``repeats`` times."""
     times: dict[str, list[float]] = {name: [] for name in run}
-    for name, fn in run.items():
+    for fn in run.values():
         fn()  # warm-up
     for _ in range(repeats):
         for name, fn in run.items():
-            times[name].append(C.timed(lambda: [fn() for _ in range(steps)]) / steps)
+            times[name].append(C.timed(lambda: [fn() for _ in range(steps)]) / steps)  # noqa: B023
     return {name: C.median(t) for name, t in times.items()}
 
 
@@ -54,11 +58,14 @@ def train_step(batch_size: int, steps: int, repeats: int) -> float:
         def run():
             with compute(torch.get_num_threads(), precision, allow_emulated=True):
                 trainers[precision].step(batch)
+
         return run
 
     t = interleaved({"fp32": step("fp32"), "bf16": step("bf16")}, steps, repeats)
-    print(f"training step, batch {batch_size}: fp32 {t['fp32'] * 1e3:.0f} ms, bf16 {t['bf16'] * 1e3:.0f} ms; "
-          f"losses after the runs fp32 {trainers['fp32'].losses[-1]:.4f}, bf16 {trainers['bf16'].losses[-1]:.4f}")
+    print(
+        f"training step, batch {batch_size}: fp32 {t['fp32'] * 1e3:.0f} ms, bf16 {t['bf16'] * 1e3:.0f} ms; "
+        f"losses after the runs fp32 {trainers['fp32'].losses[-1]:.4f}, bf16 {trainers['bf16'].losses[-1]:.4f}"
+    )
     return t["fp32"] / t["bf16"]
 
 
@@ -75,13 +82,16 @@ def backbone(batch_size: int, steps: int, repeats: int) -> float:
             with torch.inference_mode(), compute(torch.get_num_threads(), precision, allow_emulated=True):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                     return model(x)
+
         return forward
 
     t = interleaved({"fp32": run("fp32"), "bf16": run("bf16")}, steps, repeats)
     a, b = run("fp32")().float(), run("bf16")().float()
     cosine = torch.nn.functional.cosine_similarity(a, b, dim=1).min()
-    print(f"resnet50 224 px, batch {batch_size}: fp32 {batch_size / t['fp32']:.1f} frames/s, bf16 "
-          f"{batch_size / t['bf16']:.1f} frames/s; lowest cosine(bf16, fp32) {float(cosine):.6f}")
+    print(
+        f"resnet50 224 px, batch {batch_size}: fp32 {batch_size / t['fp32']:.1f} frames/s, bf16 "
+        f"{batch_size / t['bf16']:.1f} frames/s; lowest cosine(bf16, fp32) {float(cosine):.6f}"
+    )
     return t["fp32"] / t["bf16"]
 
 
@@ -97,15 +107,18 @@ def main() -> None:
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native bf16: {native}")
     if not native and not args.emulated:
         for name in ("train_step_bf16_speedup", "extract_cpu_bf16_speedup"):
-            print(f"{name}: not supported on this CPU (no AVX512-BF16, AMX or ARM BF16; vafusion refuses "
-                  f"--precision bf16 here); --emulated measures the emulated figure")
+            print(
+                f"{name}: not supported on this CPU (no AVX512-BF16, AMX or ARM BF16; vafusion refuses "
+                f"--precision bf16 here); --emulated measures the emulated figure"
+            )
         return
     suffix = "" if native else "_emulated"
     train_batch = 16 if native else args.emulated_batch
     steps, repeats = (args.steps, args.repeats) if native else (1, 1)
     C.result(f"train_step_bf16_speedup{suffix}", train_step(train_batch, steps, repeats), ">=", 1.0)
-    C.result(f"extract_cpu_bf16_speedup{suffix}", backbone(16 if native else args.emulated_batch, steps, repeats),
-             ">=", 1.0)
+    C.result(
+        f"extract_cpu_bf16_speedup{suffix}", backbone(16 if native else args.emulated_batch, steps, repeats), ">=", 1.0
+    )
 
 
 if __name__ == "__main__":

@@ -37,11 +37,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import _common as C
 import numpy as np
 import torch
-
 from bench_train import Trainer, full_steps
+
 from vafusion.cache.reader import open_feature_file
 from vafusion.fusion.config import make_config
 from vafusion.fusion.data import Standardizer, build_batch, load_cache, make_windows, windows_with_labels
@@ -100,9 +100,18 @@ def rss_child(cache: str, run_dir: str, train_windows: int) -> None:
     start = time.perf_counter()
     with loading(True):
         train(cache, run_dir, make_config(epochs=1, device="cpu"), progress=False, report=False)
-    print(json.dumps({"base_kib": base, "peak_anon_kib": max(peak["anon"], rss_kib("RssAnon")),
-                      "peak_file_kib": peak["file"], "batches": peak["batches"], "trace": trace,
-                      "seconds": time.perf_counter() - start}))
+    print(
+        json.dumps(
+            {
+                "base_kib": base,
+                "peak_anon_kib": max(peak["anon"], rss_kib("RssAnon")),
+                "peak_file_kib": peak["file"],
+                "batches": peak["batches"],
+                "trace": trace,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    )
 
 
 def measure_rss(tmp: Path, gib: float, train_windows: int) -> dict:
@@ -111,18 +120,24 @@ def measure_rss(tmp: Path, gib: float, train_windows: int) -> dict:
     videos = max(10, frames // 4800)  # Aff-Wild2's mean video length
     start = time.perf_counter()
     info = C.write_random_cache(cache, frames, videos)
-    print(f"{gib:g} GiB cache: {videos} videos, {frames} frames, {info['feature_bytes'] / 2**30:.2f} GiB of float16 "
-          f"features; written in {time.perf_counter() - start:.0f} s", flush=True)
+    print(
+        f"{gib:g} GiB cache: {videos} videos, {frames} frames, {info['feature_bytes'] / 2**30:.2f} GiB of float16 "
+        f"features; written in {time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
     cmd = [sys.executable, __file__, "--rss-child", str(cache), str(tmp / f"run-{gib:g}"), str(train_windows)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     result = json.loads(out.stdout.strip().splitlines()[-1])
     shutil.rmtree(cache)
     result["feature_bytes"] = info["feature_bytes"]
     mib = 1 / 1024
-    print(f"  streamed train ({result['batches']} batches, {result['seconds']:.0f} s): peak RssAnon "
-          f"{result['peak_anon_kib'] * mib:.0f} MiB (after imports {result['base_kib'] * mib:.0f} MiB); peak RssFile "
-          f"(mapped cache pages, the OS's to drop) {result['peak_file_kib'] * mib:.0f} MiB; load average "
-          f"{C.load_average()}", flush=True)
+    print(
+        f"  streamed train ({result['batches']} batches, {result['seconds']:.0f} s): peak RssAnon "
+        f"{result['peak_anon_kib'] * mib:.0f} MiB (after imports {result['base_kib'] * mib:.0f} MiB); peak RssFile "
+        f"(mapped cache pages, the OS's to drop) {result['peak_file_kib'] * mib:.0f} MiB; load average "
+        f"{C.load_average()}",
+        flush=True,
+    )
     print("  RssAnon (MiB) along the run: " + ", ".join(f"{when} {kib * mib:.0f}" for when, kib in result["trace"]))
     return result
 
@@ -145,11 +160,15 @@ def speed(tmp: Path, frames: int, steps: int, repeats: int) -> None:
     ram = load_cache(cache, data.features, progress=False, stream=False)
     train_ids = [e.id for e in ram.index.by_partition("train")]
     standardizer = Standardizer.fit(ram, train_ids)
-    windows = windows_with_labels(ram, make_windows(offsets=ram.offsets, window=data.window, hop=data.hop,
-                                                    videos=ram.positions(train_ids)))
+    windows = windows_with_labels(
+        ram, make_windows(offsets=ram.offsets, window=data.window, hop=data.hop, videos=ram.positions(train_ids))
+    )
     trainer = Trainer(config, list(ram.dims), torch.device("cpu"), total_steps=10_000)
-    print(f"speed cache: {frames} frames, {ram.feature_bytes / 1e6:.0f} MB; default config, batch {tc.batch_size}, "
-          f"{torch.get_num_threads()} threads; {steps} steps per block, {repeats} repeats", flush=True)
+    print(
+        f"speed cache: {frames} frames, {ram.feature_bytes / 1e6:.0f} MB; default config, batch {tc.batch_size}, "
+        f"{torch.get_num_threads()} threads; {steps} steps per block, {repeats} repeats",
+        flush=True,
+    )
 
     def fresh_stream():
         gc.collect()
@@ -159,11 +178,14 @@ def speed(tmp: Path, frames: int, steps: int, repeats: int) -> None:
     rows = windows[: tc.batch_size]
     build = {"ram": [], "stream": []}
     for _ in range(repeats * 10):  # batch assembly alone: the only work that differs
-        build["ram"].append(C.timed(lambda: build_batch(ram, standardizer, rows, window=data.window)))
-        build["stream"].append(C.timed(lambda: build_batch(stream, standardizer, rows, window=data.window)))
+        build["ram"].append(C.timed(lambda: build_batch(ram, standardizer, rows, window=data.window)))  # noqa: F821
+        build["stream"].append(C.timed(lambda: build_batch(stream, standardizer, rows, window=data.window)))  # noqa: F821
     b_ram, b_stream = C.median(build["ram"]), C.median(build["stream"])
-    print(f"one batch assembled (build_batch, {tc.batch_size} windows, warm): in RAM {b_ram * 1e3:.2f} ms, streamed "
-          f"{b_stream * 1e3:.2f} ms", flush=True)
+    print(
+        f"one batch assembled (build_batch, {tc.batch_size} windows, warm): in RAM {b_ram * 1e3:.2f} ms, streamed "
+        f"{b_stream * 1e3:.2f} ms",
+        flush=True,
+    )
     full_steps(trainer, ram, standardizer, windows, 2, seed=99)  # warm-up
     full_steps(trainer, stream, standardizer, windows, 2, seed=98)
     in_ram, warm, cold = [], [], []
@@ -177,11 +199,16 @@ def speed(tmp: Path, frames: int, steps: int, repeats: int) -> None:
         evict(files)
         stream = fresh_stream()
         cold.append(full_steps(trainer, stream, standardizer, windows, steps, seed=r))
-        print(f"  repeat {r + 1}: in RAM {in_ram[-1] * 1e3:.0f} ms/step, streamed warm {warm[-1] * 1e3:.0f}, "
-              f"streamed cold {cold[-1] * 1e3:.0f}", flush=True)
+        print(
+            f"  repeat {r + 1}: in RAM {in_ram[-1] * 1e3:.0f} ms/step, streamed warm {warm[-1] * 1e3:.0f}, "
+            f"streamed cold {cold[-1] * 1e3:.0f}",
+            flush=True,
+        )
     m_ram, m_warm, m_cold = C.median(in_ram), C.median(warm), C.median(cold)
-    print(f"medians: in RAM {m_ram * 1e3:.0f} ms/step, streamed warm {m_warm * 1e3:.0f}, cold {m_cold * 1e3:.0f}; "
-          f"load average {C.load_average()}")
+    print(
+        f"medians: in RAM {m_ram * 1e3:.0f} ms/step, streamed warm {m_warm * 1e3:.0f}, cold {m_cold * 1e3:.0f}; "
+        f"load average {C.load_average()}"
+    )
     C.result("train_stream_speed_ratio_warm", m_ram / m_warm, ">=", 0.95)
     print(f"RESULT name=train_stream_speed_ratio_cold value={m_ram / m_cold:.4g} target=none pass=true", flush=True)
     stream.close()
@@ -212,9 +239,11 @@ def derive_speed(cache: Path, repeats: int) -> None:
         reads.append(C.timed(read_all))
         derives.append(C.timed(derive))
     r, d = C.median(reads), C.median(derives)
-    print(f"cache derive --pca 256 of resnet50 ({frames} frames, {len(ids)} ids, fit on the training ids): "
-          f"{d:.2f} s = {frames / d:.0f} frames/s; reading resnet50 alone {r:.2f} s = {frames / r:.0f} frames/s "
-          f"({torch.get_num_threads()} threads); Aff-Wild2 scale (2.8M frames): ~{2.8e6 / (frames / d) / 60:.1f} min")
+    print(
+        f"cache derive --pca 256 of resnet50 ({frames} frames, {len(ids)} ids, fit on the training ids): "
+        f"{d:.2f} s = {frames / d:.0f} frames/s; reading resnet50 alone {r:.2f} s = {frames / r:.0f} frames/s "
+        f"({torch.get_num_threads()} threads); Aff-Wild2 scale (2.8M frames): ~{2.8e6 / (frames / d) / 60:.1f} min"
+    )
     print(f"RESULT name=derive_pca_speed value={frames / d:.4g} target=none pass=true")
     print(f"RESULT name=derive_pca_speed_vs_read value={r / d:.4g} target=none pass=true", flush=True)
 

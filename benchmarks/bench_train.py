@@ -47,15 +47,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common as C  # noqa: I001  (puts the repository root on sys.path)
+import _common as C
 import numpy as np
 import torch
 
 from vafusion.device import resolve_device
 from vafusion.fusion.config import FusionConfig, make_config
-from vafusion.fusion.data import Standardizer, build_batch, iterate_batches, load_cache, make_windows, windows_with_labels
-from vafusion.fusion.train import gradient_step
+from vafusion.fusion.data import (
+    Standardizer,
+    build_batch,
+    iterate_batches,
+    load_cache,
+    make_windows,
+    windows_with_labels,
+)
 from vafusion.fusion.models import count_parameters
+from vafusion.fusion.train import gradient_step
 
 AFFWILD2_FRAMES = 2_800_000
 AFFWILD2_VIDEOS = 564
@@ -70,22 +77,34 @@ class Trainer:
         self.config, self.device = config, device
         self.model = config.build_model(dims).to(device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 0.5 + 0.5 * math.cos(s / total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: 0.5 + 0.5 * math.cos(s / total_steps)
+        )
         scaler_enabled = device.type == "cuda" and tc.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaler_enabled)
         self.losses: list[float] = []
 
     def step(self, batch) -> None:
         batch = batch.to(self.device, non_blocking=True)
-        self.losses.append(gradient_step(self.model, self.optimizer, self.scheduler, self.scaler, batch,
-                                         self.config.training, self.device))
+        self.losses.append(
+            gradient_step(
+                self.model, self.optimizer, self.scheduler, self.scaler, batch, self.config.training, self.device
+            )
+        )
 
 
 def full_steps(trainer: Trainer, loaded, standardizer, windows, n: int, seed: int) -> float:
     """Seconds per step of n steps fed by iterate_batches (shuffled), as the trainer does."""
     rng = np.random.default_rng(seed)
-    it = iterate_batches(loaded, standardizer, windows, trainer.config.training.batch_size, shuffle=True,
-                         generator=rng, window=trainer.config.data.window)
+    it = iterate_batches(
+        loaded,
+        standardizer,
+        windows,
+        trainer.config.training.batch_size,
+        shuffle=True,
+        generator=rng,
+        window=trainer.config.data.window,
+    )
     start = time.perf_counter()
     for _ in range(n):
         trainer.step(next(it))
@@ -121,8 +140,16 @@ def rss_child(cache: str, run_dir: str) -> None:
     train_mod.load_cache = load_and_mark
     start = time.perf_counter()
     train_mod.train(cache, run_dir, make_config(epochs=1, device="cpu"), progress=False, report=False)
-    print(json.dumps({"baseline_kib": baseline, "peak_kib": C.vm_status_kib("VmHWM"), "seconds": time.perf_counter() - start,
-                      **marks}))
+    print(
+        json.dumps(
+            {
+                "baseline_kib": baseline,
+                "peak_kib": C.vm_status_kib("VmHWM"),
+                "seconds": time.perf_counter() - start,
+                **marks,
+            }
+        )
+    )
 
 
 def measure_rss(cache: Path, tmp: Path) -> dict:
@@ -153,9 +180,13 @@ def step_child(mode: str, steps: int) -> None:
     trainer = Trainer(config, dims, torch.device("cpu"), total_steps=10_000)
     g = torch.Generator().manual_seed(0)
     b, w = config.training.batch_size, config.data.window
-    batch = Batch(streams=[torch.randn(b, w, d, generator=g) for d in dims],
-                  present=[torch.ones(b, w, dtype=torch.bool) for _ in dims], valid=torch.ones(b, w, dtype=torch.bool),
-                  labels=torch.rand(b, w, 2, generator=g) * 2 - 1, windows=torch.zeros(b, 3, dtype=torch.long))
+    batch = Batch(
+        streams=[torch.randn(b, w, d, generator=g) for d in dims],
+        present=[torch.ones(b, w, dtype=torch.bool) for _ in dims],
+        valid=torch.ones(b, w, dtype=torch.bool),
+        labels=torch.rand(b, w, 2, generator=g) * 2 - 1,
+        windows=torch.zeros(b, 3, dtype=torch.long),
+    )
     trainer.step(batch)
     times = [C.timed(lambda: trainer.step(batch)) for _ in range(steps)]
     print(json.dumps({"seconds": C.median(times), "threads": torch.get_num_threads()}))
@@ -168,14 +199,22 @@ def timed_child(mode: str, steps: int) -> dict:
             env.pop(key, None)
         else:
             env[key] = value
-    out = subprocess.run([sys.executable, __file__, "--step-child", mode, str(steps)], check=True, capture_output=True,
-                         text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, __file__, "--step-child", mode, str(steps)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def busy_machine(steps: int, repeats: int) -> None:
-    print(f"busy machine: default config, one pre-built batch, {steps} steps per run (median), each run a fresh "
-          f"process; competitor: one process spinning on a core; load average {C.load_average()}", flush=True)
+    print(
+        f"busy machine: default config, one pre-built batch, {steps} steps per run (median), each run a fresh "
+        f"process; competitor: one process spinning on a core; load average {C.load_average()}",
+        flush=True,
+    )
     quiet: dict[str, list[float]] = {m: [] for m in _THREAD_MODES}
     busy: dict[str, list[float]] = {m: [] for m in _THREAD_MODES}
     threads: dict[str, set] = {m: set() for m in _THREAD_MODES}
@@ -192,20 +231,32 @@ def busy_machine(steps: int, repeats: int) -> None:
             quiet[mode].append(q["seconds"])
             busy[mode].append(bz["seconds"])
             threads[mode] |= {f"quiet {q['threads']}", f"busy {bz['threads']}"}
-            print(f"  repeat {r + 1}, {mode}: quiet {q['seconds'] * 1e3:.0f} ms ({q['threads']} threads), busy "
-                  f"{bz['seconds'] * 1e3:.0f} ms ({bz['threads']} threads): ratio {q['seconds'] / bz['seconds']:.3f}",
-                  flush=True)
+            print(
+                f"  repeat {r + 1}, {mode}: quiet {q['seconds'] * 1e3:.0f} ms ({q['threads']} threads), busy "
+                f"{bz['seconds'] * 1e3:.0f} ms ({bz['threads']} threads): ratio {q['seconds'] / bz['seconds']:.3f}",
+                flush=True,
+            )
     for mode in _THREAD_MODES:
         q, bz = C.median(quiet[mode]), C.median(busy[mode])
-        print(f"{mode} ({', '.join(sorted(threads[mode]))} threads): quiet {q * 1e3:.0f} ms, busy {bz * 1e3:.0f} ms, "
-              f"ratio {q / bz:.3f}")
-    print(f"quiet step, vafusion default / torch default: "
-          f"{C.median(quiet['vafusion default']) / C.median(quiet['torch default']):.3f}; load average {C.load_average()}")
+        print(
+            f"{mode} ({', '.join(sorted(threads[mode]))} threads): quiet {q * 1e3:.0f} ms, busy {bz * 1e3:.0f} ms, "
+            f"ratio {q / bz:.3f}"
+        )
+    print(
+        f"quiet step, vafusion default / torch default: "
+        f"{C.median(quiet['vafusion default']) / C.median(quiet['torch default']):.3f}; load average {C.load_average()}"
+    )
     for mode, name in (("torch default", "torch_default"), ("all cores, passive", "passive_all_cores")):
-        print(f"RESULT name=train_step_busy_machine_ratio_{name} "
-              f"value={C.median(quiet[mode]) / C.median(busy[mode]):.4g} target=none pass=true")
-    C.result("train_step_busy_machine_ratio",
-             C.median(quiet["vafusion default"]) / C.median(busy["vafusion default"]), ">=", 0.4)
+        print(
+            f"RESULT name=train_step_busy_machine_ratio_{name} "
+            f"value={C.median(quiet[mode]) / C.median(busy[mode]):.4g} target=none pass=true"
+        )
+    C.result(
+        "train_step_busy_machine_ratio",
+        C.median(quiet["vafusion default"]) / C.median(busy["vafusion default"]),
+        ">=",
+        0.4,
+    )
 
 
 def main() -> None:
@@ -243,18 +294,24 @@ def main() -> None:
         cache = tmp / "cache"
         start = time.perf_counter()
         info = C.write_random_cache(cache, args.frames, args.videos)
-        print(f"cache: {args.videos} videos, {args.frames} frames, dims {C.REAL_DIMS}, "
-              f"{info['feature_bytes'] / 1e6:.0f} MB float16 features; written in {time.perf_counter() - start:.1f} s")
+        print(
+            f"cache: {args.videos} videos, {args.frames} frames, dims {C.REAL_DIMS}, "
+            f"{info['feature_bytes'] / 1e6:.0f} MB float16 features; written in {time.perf_counter() - start:.1f} s"
+        )
 
         # 1. step efficiency
         loaded = load_cache(cache, data.features, progress=False)
         train_ids = [e.id for e in loaded.index.by_partition("train")]
         standardizer = Standardizer.fit(loaded, train_ids)
-        windows = windows_with_labels(loaded, make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop,
-                                                           videos=loaded.positions(train_ids)))
+        windows = windows_with_labels(
+            loaded,
+            make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop, videos=loaded.positions(train_ids)),
+        )
         trainer = Trainer(config, list(loaded.dims), device, total_steps=10_000)
-        print(f"model: {count_parameters(trainer.model):,} parameters; device {device}, {torch.get_num_threads()} "
-              f"threads; batch {tc.batch_size} x window {data.window}; {len(windows)} training windows")
+        print(
+            f"model: {count_parameters(trainer.model):,} parameters; device {device}, {torch.get_num_threads()} "
+            f"threads; batch {tc.batch_size} x window {data.window}; {len(windows)} training windows"
+        )
         fixed_batch = build_batch(loaded, standardizer, windows[: tc.batch_size], window=data.window)
         model_steps(trainer, fixed_batch, 2)  # warm-up (allocator, oneDNN kernels)
         full_steps(trainer, loaded, standardizer, windows, 2, seed=99)
@@ -262,14 +319,21 @@ def main() -> None:
         for r in range(args.repeats):
             full.append(full_steps(trainer, loaded, standardizer, windows, args.steps, seed=r))
             model.append(model_steps(trainer, fixed_batch, args.steps))
-            print(f"  repeat {r + 1}: full step {full[-1] * 1e3:.0f} ms, model-only step {model[-1] * 1e3:.0f} ms "
-                  f"(ratio {model[-1] / full[-1]:.3f})", flush=True)
-        assembly = [C.timed(lambda: build_batch(loaded, standardizer, windows[: tc.batch_size], window=data.window))
-                    for _ in range(10)]
+            print(
+                f"  repeat {r + 1}: full step {full[-1] * 1e3:.0f} ms, model-only step {model[-1] * 1e3:.0f} ms "
+                f"(ratio {model[-1] / full[-1]:.3f})",
+                flush=True,
+            )
+        assembly = [
+            C.timed(lambda: build_batch(loaded, standardizer, windows[: tc.batch_size], window=data.window))  # noqa: F821
+            for _ in range(10)
+        ]
         f, m = C.median(full), C.median(model)
-        print(f"full step {f * 1e3:.0f} ms, model-only step {m * 1e3:.0f} ms (medians of {args.repeats} x "
-              f"{args.steps} steps); one build_batch alone {C.median(assembly) * 1e3:.1f} ms; "
-              f"load average {C.load_average()}")
+        print(
+            f"full step {f * 1e3:.0f} ms, model-only step {m * 1e3:.0f} ms (medians of {args.repeats} x "
+            f"{args.steps} steps); one build_batch alone {C.median(assembly) * 1e3:.1f} ms; "
+            f"load average {C.load_average()}"
+        )
         C.result("train_step_efficiency", m / f, ">=", 0.9)
 
         # 3. throughput and extrapolation (printed before the RSS child so it shows up early)
@@ -278,13 +342,17 @@ def main() -> None:
         aw_windows = len(make_windows(lengths, window=data.window, hop=data.hop))
         aw_steps = math.ceil(aw_windows / tc.batch_size)
         epoch_s = aw_steps * f
-        print(f"training throughput on {device}: {window_frames_per_s:.0f} window frames/s "
-              f"({tc.batch_size * data.window} per step; with hop {data.hop} each frame is seen "
-              f"~{data.window / data.hop:.1f}x per epoch, so {window_frames_per_s * data.hop / data.window:.0f} "
-              f"corpus frames/s)")
-        print(f"Aff-Wild2 scale ({AFFWILD2_FRAMES / 1e6:.1f}M training frames in {AFFWILD2_VIDEOS} videos): "
-              f"{aw_windows} windows, {aw_steps} steps/epoch -> {epoch_s:.0f} s = {epoch_s / 60:.1f} min per epoch "
-              f"(training steps only; the validation pass comes on top)")
+        print(
+            f"training throughput on {device}: {window_frames_per_s:.0f} window frames/s "
+            f"({tc.batch_size * data.window} per step; with hop {data.hop} each frame is seen "
+            f"~{data.window / data.hop:.1f}x per epoch, so {window_frames_per_s * data.hop / data.window:.0f} "
+            f"corpus frames/s)"
+        )
+        print(
+            f"Aff-Wild2 scale ({AFFWILD2_FRAMES / 1e6:.1f}M training frames in {AFFWILD2_VIDEOS} videos): "
+            f"{aw_windows} windows, {aw_steps} steps/epoch -> {epoch_s:.0f} s = {epoch_s / 60:.1f} min per epoch "
+            f"(training steps only; the validation pass comes on top)"
+        )
         del loaded, trainer, fixed_batch
         shutil.rmtree(cache)
 
@@ -292,28 +360,39 @@ def main() -> None:
         rss_cache = tmp / "rss-cache"
         start = time.perf_counter()
         info = C.write_random_cache(rss_cache, args.rss_frames, args.rss_videos)
-        print(f"peak-RSS cache: {args.rss_videos} videos, {args.rss_frames} frames, "
-              f"{info['feature_bytes'] / 1e6:.0f} MB float16 features; written in {time.perf_counter() - start:.1f} s",
-              flush=True)
+        print(
+            f"peak-RSS cache: {args.rss_videos} videos, {args.rss_frames} frames, "
+            f"{info['feature_bytes'] / 1e6:.0f} MB float16 features; written in {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
         rss = measure_rss(rss_cache, tmp)
         mib = 1 / 1024
         feature_bytes = rss["feature_bytes"]
         peak_over = (rss["peak_kib"] - rss["baseline_kib"]) * 1024
         load_slope = (rss["after_load"] - rss["before_load"]) * 1024 / feature_bytes
         fixed = (rss["peak_kib"] - rss["after_load"]) * 1024
-        print(f"peak RSS of one epoch of vafusion.fusion.train.train ({rss['seconds']:.0f} s): "
-              f"{rss['peak_kib'] * mib:.0f} MiB; after importing python+torch+vafusion {rss['baseline_kib'] * mib:.0f} MiB; "
-              f"float16 features {feature_bytes / 2**20:.0f} MiB")
-        print(f"  load_cache added {(rss['after_load'] - rss['before_load']) * mib:.0f} MiB "
-              f"({load_slope:.3f} bytes per feature byte); training added {fixed / 2**20:.0f} MiB on top "
-              f"(model working set, independent of the cache size)")
-        print(f"  peak - baseline = {peak_over / feature_bytes:.2f} x feature bytes here; "
-              f"peak / feature bytes without subtracting = {rss['peak_kib'] * 1024 / feature_bytes:.2f}")
+        print(
+            f"peak RSS of one epoch of vafusion.fusion.train.train ({rss['seconds']:.0f} s): "
+            f"{rss['peak_kib'] * mib:.0f} MiB; after importing python+torch+vafusion {rss['baseline_kib'] * mib:.0f} "
+            "MiB; "
+            f"float16 features {feature_bytes / 2**20:.0f} MiB"
+        )
+        print(
+            f"  load_cache added {(rss['after_load'] - rss['before_load']) * mib:.0f} MiB "
+            f"({load_slope:.3f} bytes per feature byte); training added {fixed / 2**20:.0f} MiB on top "
+            f"(model working set, independent of the cache size)"
+        )
+        print(
+            f"  peak - baseline = {peak_over / feature_bytes:.2f} x feature bytes here; "
+            f"peak / feature bytes without subtracting = {rss['peak_kib'] * 1024 / feature_bytes:.2f}"
+        )
         C.result("train_peak_rss_ratio", peak_over / feature_bytes, "<=", 1.3)
         aw_bytes = AFFWILD2_FRAMES * sum(C.REAL_DIMS.values()) * 2
         extrapolated = (load_slope * aw_bytes + fixed) / aw_bytes
-        print(f"  extrapolated to Aff-Wild2 scale ({aw_bytes / 2**30:.1f} GiB of features): "
-              f"({load_slope:.3f} x features + {fixed / 2**20:.0f} MiB) / features = {extrapolated:.3f}")
+        print(
+            f"  extrapolated to Aff-Wild2 scale ({aw_bytes / 2**30:.1f} GiB of features): "
+            f"({load_slope:.3f} x features + {fixed / 2**20:.0f} MiB) / features = {extrapolated:.3f}"
+        )
         C.result("train_peak_rss_ratio_affwild2_extrapolated", extrapolated, "<=", 1.3)
         print(f"load average at end {C.load_average()}")
     if not args.skip_busy:

@@ -57,8 +57,14 @@ class Loudness:
     hop = 160  # samples (10 ms)
 
     def provenance(self) -> dict:
-        return {"model": "loudness", "window": self.window, "hop": self.hop, "features": ["rms dB", "zcr"],
-                "pooling": align.SPAN_MEAN, "version": 1}
+        return {
+            "model": "loudness",
+            "window": self.window,
+            "hop": self.hop,
+            "features": ["rms dB", "zcr"],
+            "pooling": align.SPAN_MEAN,
+            "version": 1,
+        }
 
     def to(self, device: torch.device) -> Loudness:
         return self

@@ -10,6 +10,8 @@ and tests/fusion/test_plugins.py runs it.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -18,7 +20,11 @@ class MyFusion(nn.Module):
     """A GRU over all streams, with presence flags: causal by construction, a few lines long."""
 
     # optional: one line of help per option, shown by `vafusion models`
-    option_help = {"hidden": "GRU width", "layers": "stacked GRU layers", "dropout": "dropout between GRU layers"}
+    option_help: ClassVar[dict[str, str]] = {
+        "hidden": "GRU width",
+        "layers": "stacked GRU layers",
+        "dropout": "dropout between GRU layers",
+    }
 
     def __init__(self, dims: list[int], *, hidden: int = 32, layers: int = 1, dropout: float = 0.0) -> None:
         # dims[i]: width of feature stream i, in --features order (the first is the visual one).
@@ -27,8 +33,9 @@ class MyFusion(nn.Module):
         if hidden < 1 or layers < 1:
             raise ValueError(f"need hidden >= 1 and layers >= 1, got {hidden} and {layers}")  # -> a one-line error
         self.dims = list(dims)
-        self.gru = nn.GRU(sum(dims) + len(dims), hidden, num_layers=layers, batch_first=True,
-                          dropout=dropout if layers > 1 else 0.0)
+        self.gru = nn.GRU(
+            sum(dims) + len(dims), hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
         self.out = nn.Linear(hidden, 2)
 
     def forward(self, streams: list[Tensor], present: list[Tensor], valid: Tensor) -> Tensor:

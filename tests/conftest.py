@@ -17,8 +17,9 @@ from tests.toy_cache import write_big_cache, write_toy_cache
 from vafusion.extract.run import ExtractOptions, extract
 from vafusion.synth import SynthCorpus, make_corpus
 
-FAST_EXTRACT = dict(visual_weights="random", vggish_weights="random", image_size=32, batch_size=48, workers=0,
-                    progress=False)
+FAST_EXTRACT = dict(
+    visual_weights="random", vggish_weights="random", image_size=32, batch_size=48, workers=0, progress=False
+)
 """Extraction options for tests: random weights, small crops, no worker processes."""
 
 
@@ -68,8 +69,14 @@ def learnable_cache(tmp_path_factory) -> Path:
     """A 10-id generated corpus (8 s each) extracted at 48 px: big enough for fusion to learn the synthetic task."""
     root = tmp_path_factory.mktemp("e2e")
     make_corpus(root / "corpus", n_videos=10, seconds=8.0, seed=1, n_test=1)
-    opts = ExtractOptions(features=("resnet18", "vggish", "logmel"), visual_weights="random", vggish_weights="random",
-                          image_size=48, batch_size=64, progress=False)
+    opts = ExtractOptions(
+        features=("resnet18", "vggish", "logmel"),
+        visual_weights="random",
+        vggish_weights="random",
+        image_size=48,
+        batch_size=64,
+        progress=False,
+    )
     report = extract(root / "corpus", root / "cache", opts)
     assert report.ok, (report.problems, report.failures)
     return root / "cache"

@@ -16,8 +16,9 @@ def test_demo_tiny_prints_the_table_and_writes_the_reports(tmp_path):
     assert "RANDOM weights" in result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["model", "features", "runs", "CCC_V", "CCC_A", "P"]
-    assert [tuple(line.split()[:3]) for line in lines[1:]] == [(m, ",".join(f), "1") for m in MODELS
-                                                                for f in FEATURE_SETS]
+    assert [tuple(line.split()[:3]) for line in lines[1:]] == [
+        (m, ",".join(f), "1") for m in MODELS for f in FEATURE_SETS
+    ]
     compared = json.loads((out / "runs" / "compare.json").read_text())
     assert len(compared["runs"]) == len(MODELS) * len(FEATURE_SETS)
     assert (out / "runs" / "compare.html").is_file() and (out / "runs" / "figures" / "compare.png").is_file()

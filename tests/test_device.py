@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +13,25 @@ import vafusion.device as device
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion import sources
-from vafusion.fusion.config import make_config
 from vafusion.fusion.checkpoint import load_run
+from vafusion.fusion.config import make_config
 from vafusion.fusion.predict import predict_partition
 from vafusion.fusion.train import train
 
-TOY = dict(features=("visual", "audio"), window=48, hop=32, epochs=3, batch_size=4, d_model=16, heads=2,
-           head_hidden=16, tcn_dilations=(1, 2), patience=10, lr=3e-3, device="cpu")
+TOY = dict(
+    features=("visual", "audio"),
+    window=48,
+    hop=32,
+    epochs=3,
+    batch_size=4,
+    d_model=16,
+    heads=2,
+    head_hidden=16,
+    tcn_dilations=(1, 2),
+    patience=10,
+    lr=3e-3,
+    device="cpu",
+)
 BF16_TOLERANCE = 0.05
 """Stated tolerance: a bf16 run's validation P and predictions within 0.05 of the fp32 run's (toy task)."""
 
@@ -33,9 +44,14 @@ def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch, toy_cache, tmp_path):
     with pytest.raises(VafusionError, match=r"--precision bf16: this CPU .* no native bfloat16.* use --precision fp32"):
         with device.compute(1, "bf16"):
             pass
-    result = CliRunner().invoke(cli, ["train", str(toy_cache), "--run", str(tmp_path / "r"), "--features", "visual",
-                                      "--precision", "bf16"])
-    assert result.exit_code == 1 and result.output.startswith("error: --precision bf16") and "Traceback" not in result.output
+    result = CliRunner().invoke(
+        cli, ["train", str(toy_cache), "--run", str(tmp_path / "r"), "--features", "visual", "--precision", "bf16"]
+    )
+    assert (
+        result.exit_code == 1
+        and result.output.startswith("error: --precision bf16")
+        and "Traceback" not in result.output
+    )
     assert result.output.count("\n") == 1 and not (tmp_path / "r").exists()
     monkeypatch.setenv(device.EMULATED_BF16_ENV, "1")  # forced: runs emulated
     with device.compute(1, "bf16") as (threads, precision):

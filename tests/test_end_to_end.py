@@ -10,7 +10,9 @@ from vafusion.fusion.train import train
 
 TRAIN = dict(window=100, hop=50, epochs=15, batch_size=8, d_model=64, heads=4, patience=15)
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # a small model: one thread is fastest, and no spinning on a busy machine
+pytestmark = pytest.mark.usefixtures(
+    "one_thread"
+)  # a small model: one thread is fastest, and no spinning on a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +22,11 @@ def cache(learnable_cache):
 
 def test_fusion_learns_and_beats_each_single_stream(cache, tmp_path):
     scores = {}
-    for name, features in (("fusion", ("resnet18", "vggish", "logmel")), ("visual", ("resnet18",)),
-                           ("vggish", ("vggish",))):
+    for name, features in (
+        ("fusion", ("resnet18", "vggish", "logmel")),
+        ("visual", ("resnet18",)),
+        ("vggish", ("vggish",)),
+    ):
         result = train(cache, tmp_path / name, make_config(features=features, **TRAIN), progress=False, report=False)
         scores[name] = result.best
     print({k: round(v["p"], 3) for k, v in scores.items()})

@@ -33,6 +33,10 @@ def test_layers_import_only_what_they_may(where: str, forbidden: tuple[str, ...]
     target = PACKAGE / where
     files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
     assert files
-    bad = [f"{f.relative_to(PACKAGE.parent)}: {name}" for f in files for name in sorted(_imports(f))
-           if any(name == x or name.startswith(x + ".") for x in forbidden)]
+    bad = [
+        f"{f.relative_to(PACKAGE.parent)}: {name}"
+        for f in files
+        for name in sorted(_imports(f))
+        if any(name == x or name.startswith(x + ".") for x in forbidden)
+    ]
     assert not bad, "imports across the layering:\n" + "\n".join(bad)

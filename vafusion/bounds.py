@@ -55,8 +55,9 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def bound(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-          optional: bool = False) -> dict[str, Bound]:
+def bound(
+    low: float | None = None, high: float | None = None, *, low_open: bool = False, optional: bool = False
+) -> dict[str, Bound]:
     """Field metadata declaring a range: ``lr: float = field(default=1e-3, metadata=bound(0, low_open=True))``."""
     return {BOUND: Bound(low, high, low_open, optional)}
 
@@ -93,4 +94,4 @@ def require_bounds(obj: Any, what: str) -> None:
         raise VafusionError(f"invalid {what}: " + "; ".join(problems))
 
 
-__all__ = ["Bound", "bound", "bound_of", "check_bounds", "require_bounds", "option_name"]
+__all__ = ["Bound", "bound", "bound_of", "check_bounds", "option_name", "require_bounds"]

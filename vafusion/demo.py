@@ -11,8 +11,8 @@ validation ids.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from vafusion.errors import VafusionError
 from vafusion.extract.run import ExtractOptions, extract
@@ -30,8 +30,15 @@ DEMO_TRAINING = dict(epochs=15, batch_size=8, patience=15)
 DEMO_MODEL_OPTIONS = dict(d_model=64, heads=4, head_hidden=64)
 
 
-def run_demo(out: str | Path, size: str = "demo", device: str = "auto", image_size: int = 48, seed: int = 0,
-             progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+def run_demo(
+    out: str | Path,
+    size: str = "demo",
+    device: str = "auto",
+    image_size: int = 48,
+    seed: int = 0,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Run the whole demo into ``out``; returns the comparison (``out/runs/compare.json``'s content)."""
     if size not in SIZES:
         raise VafusionError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
@@ -48,22 +55,42 @@ def run_demo(out: str | Path, size: str = "demo", device: str = "auto", image_si
     frames = sum(v.n_frames for v in corpus.videos)
     step(f"    {len(corpus.videos)} ids, {frames} frames (valence drawn in the faces, arousal in the voice)")
     step("2/4 extracting resnet18, vggish, logmel features")
-    echo("    NOTE: resnet18 and VGGish use RANDOM weights here (no download needed); for real data use\n"
-         "    --visual-weights imagenet (or a face-trained checkpoint) and --vggish-weights vggish-10086976.pth (README)")
-    opts = ExtractOptions(features=(VISUAL, *AUDIO), visual_weights="random", vggish_weights="random",
-                          image_size=image_size, batch_size=64, device=device, progress=progress)
+    echo(
+        "    NOTE: resnet18 and VGGish use RANDOM weights here (no download needed); for real data use\n"
+        "    --visual-weights imagenet (or a face-trained checkpoint) and --vggish-weights vggish-10086976.pth (README)"
+    )
+    opts = ExtractOptions(
+        features=(VISUAL, *AUDIO),
+        visual_weights="random",
+        vggish_weights="random",
+        image_size=image_size,
+        batch_size=64,
+        device=device,
+        progress=progress,
+    )
     report = extract(corpus.root, out / "cache", opts)
     if not report.ok:
-        raise VafusionError(f"{out / 'cache'}: extraction failed: {'; '.join(map(str, report.failures + report.problems))}")
+        raise VafusionError(
+            f"{out / 'cache'}: extraction failed: {'; '.join(map(str, report.failures + report.problems))}"
+        )
     step(f"3/4 comparing {', '.join(MODELS)} on all features and on each stream alone (vafusion compare)")
-    result = compare(out / "cache", out / "runs", MODELS, FEATURE_SETS, data=DataConfig(**DEMO_DATA),
-                     training=TrainingConfig(seed=seed, device=device, **DEMO_TRAINING),
-                     model_options=DEMO_MODEL_OPTIONS, progress=progress)
+    result = compare(
+        out / "cache",
+        out / "runs",
+        MODELS,
+        FEATURE_SETS,
+        data=DataConfig(**DEMO_DATA),
+        training=TrainingConfig(seed=seed, device=device, **DEMO_TRAINING),
+        model_options=DEMO_MODEL_OPTIONS,
+        progress=progress,
+    )
     for row in result["summary"]:
         step(f"    {row['model']} on {row['features']}: P {row['p']['mean']:.3f}")
     step("4/4 writing the report")
-    rows = [{"name": f"{r['model']} ({r['features']})", **{k: r[k] for k in ("ccc_v", "ccc_a", "p")}, "run": r["run"]}
-            for r in result["runs"]]
+    rows = [
+        {"name": f"{r['model']} ({r['features']})", **{k: r[k] for k in ("ccc_v", "ccc_a", "p")}, "run": r["run"]}
+        for r in result["runs"]
+    ]
     report_path = write_report(Path(rows[0]["run"]), out / "cache", comparison=rows, device=device)
     step(f"    {report_path} and {out / 'runs' / 'compare.html'} (open them in a browser)")
     return result

@@ -43,13 +43,18 @@ def _cuda_problem(dev: torch.device) -> str | None:
     if not torch.cuda.is_available():
         return "CUDA is not available here (no GPU, or a CPU-only PyTorch); use --device cpu"
     if dev.index is not None and dev.index >= torch.cuda.device_count():
-        return f"this machine has {torch.cuda.device_count()} CUDA device(s): cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+        count = torch.cuda.device_count()
+        return f"this machine has {count} CUDA device(s): cuda:0 .. cuda:{count - 1}"
     return None
 
 
 def _mps_problem(dev: torch.device) -> str | None:
     mps = getattr(torch.backends, "mps", None)
-    return None if mps is not None and mps.is_available() else "this PyTorch build has no MPS (Apple GPU); use --device cpu"
+    return (
+        None
+        if mps is not None and mps.is_available()
+        else "this PyTorch build has no MPS (Apple GPU); use --device cpu"
+    )
 
 
 _DEVICE_KINDS = {"cpu": lambda dev: None, "cuda": _cuda_problem, "mps": _mps_problem}
@@ -164,8 +169,11 @@ def physical_cores() -> int:
     for cpu in cpus:
         topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
         try:
-            cores.add((topology / "physical_package_id").read_text().strip() + ":" +
-                      (topology / "core_id").read_text().strip())
+            cores.add(
+                (topology / "physical_package_id").read_text().strip()
+                + ":"
+                + (topology / "core_id").read_text().strip()
+            )
         except OSError:
             return len(cpus)
     return max(1, len(cores))
@@ -242,7 +250,7 @@ def threads_per_process(processes: int, cores: int | None = None) -> int:
 def _malloc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
     try:
-        return getattr(ctypes.CDLL(name), "malloc_trim") if name else None
+        return ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
         return None
 
@@ -260,8 +268,9 @@ def trim_heap() -> None:
 
 
 @contextlib.contextmanager
-def compute(threads: int | None = None, precision: str = "fp32", *,
-            allow_emulated: bool | None = None) -> Iterator[tuple[int, str]]:
+def compute(
+    threads: int | None = None, precision: str = "fp32", *, allow_emulated: bool | None = None
+) -> Iterator[tuple[int, str]]:
     """Within the block: ``threads`` (default :func:`default_threads`) and ``precision``; yields both.
 
     Both are restored afterwards. bf16 on a CPU without native support is an error unless
@@ -278,6 +287,21 @@ def compute(threads: int | None = None, precision: str = "fp32", *,
         set_threads(before[0])
 
 
-__all__ = ["PRECISIONS", "EMULATED_BF16_ENV", "autocast", "available_cores", "busy_cpus", "check_precision", "compute",
-           "cpu_bf16_native", "default_threads", "physical_cores", "precision", "resolve_device", "set_threads",
-           "threads_given", "threads_per_process", "trim_heap"]
+__all__ = [
+    "EMULATED_BF16_ENV",
+    "PRECISIONS",
+    "autocast",
+    "available_cores",
+    "busy_cpus",
+    "check_precision",
+    "compute",
+    "cpu_bf16_native",
+    "default_threads",
+    "physical_cores",
+    "precision",
+    "resolve_device",
+    "set_threads",
+    "threads_given",
+    "threads_per_process",
+    "trim_heap",
+]

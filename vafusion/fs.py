@@ -116,8 +116,9 @@ def list_folder(folder: Path, what: str) -> list[os.DirEntry]:
         with os.scandir(folder) as it:
             return list(it)
     except OSError as e:
-        raise VafusionError(f"{folder}: cannot list the {what} ({e.strerror or e}); check the folder and its "
-                            f"permissions") from None
+        raise VafusionError(
+            f"{folder}: cannot list the {what} ({e.strerror or e}); check the folder and its permissions"
+        ) from None
 
 
 def read_text(path: Path, what: str = "text file") -> str:
@@ -155,8 +156,11 @@ class TemporaryFile:
 
     @property
     def state(self) -> str:
-        return (f"pid {self.pid} still runs here: a write in progress?" if self.running
-                else f"pid {self.pid} no longer runs here: left by a killed writer, safe to delete")
+        return (
+            f"pid {self.pid} still runs here: a write in progress?"
+            if self.running
+            else f"pid {self.pid} no longer runs here: left by a killed writer, safe to delete"
+        )
 
     def __str__(self) -> str:
         return f"{self.path} ({self.state})"

@@ -210,8 +210,12 @@ def test_verify_catches_foreign_file_and_other_corpus(tmp_path):
     other = tmp_path / "other"
     _make_cache(other)
     index = _index()
-    shifted = CorpusIndex(tuple(VideoEntry(e.id, e.fps, e.n_frames, "train" if e.partition == "test" else e.partition,
-                                           e.group, e.labels) for e in index))
+    shifted = CorpusIndex(
+        tuple(
+            VideoEntry(e.id, e.fps, e.n_frames, "train" if e.partition == "test" else e.partition, e.group, e.labels)
+            for e in index
+        )
+    )
     write_corpus_index(other, shifted)
     assert "not a vafusion feature file" in str(verify_cache(tmp_path)[0])
     assert "another corpus index" in "\n".join(map(str, verify_cache(other)))
@@ -253,8 +257,9 @@ def test_linked_merge_with_shard_deleted_fails_verify(tmp_path):
     merge_shards(tmp_path)
     (tmp_path / "toy.shard-2-of-2.h5").unlink()
     (problem,) = verify_cache(tmp_path)
-    assert str(problem).endswith("toy.shard-2-of-2.h5: missing shard of toy.h5 (its links point to it); "
-                                 "copy that shard file back beside toy.h5")
+    assert str(problem).endswith(
+        "toy.shard-2-of-2.h5: missing shard of toy.h5 (its links point to it); copy that shard file back beside toy.h5"
+    )
 
 
 def test_reader_names_missing_video_and_missing_link_target(tmp_path):
@@ -266,7 +271,7 @@ def test_reader_names_missing_video_and_missing_link_target(tmp_path):
     with FeatureFile(tmp_path / "toy.h5") as ff:
         with pytest.raises(VafusionError, match="no video 'nope'"):
             ff.read("nope")
-        feats, mask = ff.read("v2")  # through the external link
+        feats, _mask = ff.read("v2")  # through the external link
         np.testing.assert_array_equal(feats, _features(_index()["v2"])[0].astype(np.float16))
     (tmp_path / "toy.shard-2-of-2.h5").unlink()
     with pytest.raises(VafusionError, match=r"toy.shard-2-of-2.h5: missing shard of toy.h5"):

@@ -1,4 +1,5 @@
-"""``cache derive --pca``: fitted on training ids only, a float16 feature file with masks kept and the transform saved."""
+"""``cache derive --pca``: fitted on training ids only, a float16 feature file with masks kept and the
+transform saved."""
 
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def test_pca_is_fitted_on_training_ids_only_and_projects_every_id(cache, monkeyp
     index = read_corpus_index(cache)
     train_ids = sorted(e.id for e in index.by_partition("train"))
     others = {e.id for e in index if e.partition != "train"}
-    assert others & {e.id for e in index.by_partition("test")} and others & {e.id for e in index.by_partition("validation")}
+    assert others & {e.id for e in index.by_partition("test")} and others & {
+        e.id for e in index.by_partition("validation")
+    }
     fit_reads = _reads_during_fit(monkeypatch)
     result = derive_pca(cache, "visual", 4, progress=False)
     assert fit_reads == train_ids and not others & set(fit_reads)  # test and validation ids never feed the fit
@@ -62,7 +65,10 @@ def test_pca_is_fitted_on_training_ids_only_and_projects_every_id(cache, monkeyp
         variance, vectors = np.linalg.eigh(np.cov(rows, rowvar=False))
         reference = vectors[:, np.argsort(variance)[::-1][:4]].T
         assert derived.dim == 4 and derived.extractor["derived_from"] == {
-            "feature": "visual", "fingerprint": parent.fingerprint, "dim": 24}
+            "feature": "visual",
+            "fingerprint": parent.fingerprint,
+            "dim": 24,
+        }
         assert derived.extractor["k"] == 4 and derived.extractor["fit"]["ids"] == len(train_ids)
         assert derived.extractor["fit"]["frames"] == len(rows)
         with h5py.File(derived.path, "r") as f:
@@ -105,8 +111,9 @@ def test_bad_requests_are_one_line_errors(cache):
 
 def test_cli_derives_once_and_a_rerun_is_up_to_date(cache, monkeypatch):
     runner = CliRunner()
-    result = runner.invoke(cli, ["cache", "derive", str(cache), "--from", "audio", "--pca", "3", "--name", "aud3",
-                                 "--threads", "1"])
+    result = runner.invoke(
+        cli, ["cache", "derive", str(cache), "--from", "audio", "--pca", "3", "--name", "aud3", "--threads", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert "aud3.h5" in result.output and "3 of audio's 12 dims keep" in result.output
     written = (cache / "aud3.h5").stat().st_mtime_ns
@@ -122,7 +129,21 @@ def test_cli_derives_once_and_a_rerun_is_up_to_date(cache, monkeypatch):
     assert f"% of the variance, fitted on {n_train} train ids" in info.output
     # train takes the derived feature by its name, beside another
     run = cache.parent / "run-aud3"
-    trained = runner.invoke(cli, ["train", str(cache), "--run", str(run), "--features", "visual,aud3", "--model",
-                                  "ridge", "--no-report", "--threads", "1"])
+    trained = runner.invoke(
+        cli,
+        [
+            "train",
+            str(cache),
+            "--run",
+            str(run),
+            "--features",
+            "visual,aud3",
+            "--model",
+            "ridge",
+            "--no-report",
+            "--threads",
+            "1",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     assert json.loads((run / "config.json").read_text())["data"]["features"] == ["visual", "aud3"]

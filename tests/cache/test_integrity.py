@@ -25,8 +25,16 @@ def _rewrite_visual(cache: Path, source: Path, shard: tuple[int, int] = (1, 1), 
     with open_feature_file(source, "visual") as ff:
         data = {vid: ff.read(vid) for vid in ff.ids}
         extractor = ff.extractor
-    with FeatureWriter(cache, "visual", 24, extractor, index.fingerprint, shard=shard, compression=compression,
-                       overwrite=shard == (1, 1)) as writer:
+    with FeatureWriter(
+        cache,
+        "visual",
+        24,
+        extractor,
+        index.fingerprint,
+        shard=shard,
+        compression=compression,
+        overwrite=shard == (1, 1),
+    ) as writer:
         for vid in split.shard_ids(index, shard):
             writer.write(vid, *data[vid])
         return writer.finalize()

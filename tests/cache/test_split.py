@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import random
 
 import numpy as np
@@ -36,7 +38,7 @@ def test_balanced_shards_balance_frames_keep_groups_and_do_not_depend_on_order()
     index = _index()
     ids, frames, groups = index.ids, [e.n_frames for e in index], [e.group for e in index]
     parts = balanced_shards(ids, frames, 3, groups)
-    assert sorted(sum(parts, [])) == sorted(ids)  # every id exactly once
+    assert sorted(functools.reduce(operator.iadd, parts, [])) == sorted(ids)  # every id exactly once
     assert all(p == sorted(p) for p in parts)
     assert any({"a_left", "a_right"} <= set(p) for p in parts)  # one video's two people together
     loads = [sum(index[v].n_frames for v in p) for p in parts]
@@ -69,16 +71,19 @@ def test_a_shard_set_of_the_old_rule_merges_and_mixing_rules_is_an_error(tmp_pat
         write_corpus_index(cache, index)
     for k in (1, 2):
         _write_shard(old, index, (k, 2), _legacy(index.ids, (k, 2)), split=None)  # files as 0.1.0 wrote them
-    (merged,) = merge_shards(old)
+    (_merged,) = merge_shards(old)
     with open_feature_file(old, "toy") as ff:
         assert ff.ids == sorted(index.ids) and ff.read("d")[0].shape == (1200, DIM)  # merged by ids, not by rule
 
     _write_shard(new, index, (1, 2), _legacy(index.ids, (1, 2)), split=None)
     _write_shard(new, index, (2, 2), shard_ids(index, (2, 2)), split=schema.SPLIT_RULE)
     assert set(_legacy(index.ids, (1, 2))) & set(shard_ids(index, (2, 2)))
-    with pytest.raises(VafusionError, match=r"shards overlap \(they were split by different rules: every-nth: "
-                                            r"toy.shard-1-of-2.h5; frames: toy.shard-2-of-2.h5; every-nth is vafusion "
-                                            r"0.1.0's: extract every shard of the set with one vafusion"):
+    with pytest.raises(
+        VafusionError,
+        match=r"shards overlap \(they were split by different rules: every-nth: "
+        r"toy.shard-1-of-2.h5; frames: toy.shard-2-of-2.h5; every-nth is vafusion "
+        r"0.1.0's: extract every shard of the set with one vafusion",
+    ):
         merge_shards(new)
 
     same = tmp_path / "same"  # shards merge by their ids: an old file holding exactly its part merges with new ones
@@ -99,16 +104,20 @@ def test_continuing_an_old_shard_with_the_new_rule_is_a_clear_error(tmp_path):
     _write_shard(tmp_path, index, shard, old_ids, split=None)  # a shard of 0.1.0
     writer = FeatureWriter(tmp_path, "toy", DIM, EXTRACTOR, index.fingerprint, shard=shard, split=schema.SPLIT_RULE)
     stray = sorted(set(old_ids) - set(new_ids))
-    with pytest.raises(VafusionError, match=rf"toy.shard-1-of-2.h5: holds {len(stray)} id\(s\) that shard 1/2 does "
-                                            rf"not own \(e.g. '{stray[0]}'\): the shard set was split by another rule"):
+    with pytest.raises(
+        VafusionError,
+        match=rf"toy.shard-1-of-2.h5: holds {len(stray)} id\(s\) that shard 1/2 does "
+        rf"not own \(e.g. '{stray[0]}'\): the shard set was split by another rule",
+    ):
         writer.require_owned(new_ids)
     writer.close()
 
     fresh = tmp_path / "fresh"  # a shard of this rule, interrupted: its parts are its own, it continues
     write_corpus_index(fresh, index)
     writer = FeatureWriter(fresh, "toy", DIM, EXTRACTOR, index.fingerprint, shard=shard, split=schema.SPLIT_RULE)
-    writer.write(new_ids[0], np.zeros((index[new_ids[0]].n_frames, DIM), np.float32),
-                 np.ones(index[new_ids[0]].n_frames, bool))
+    writer.write(
+        new_ids[0], np.zeros((index[new_ids[0]].n_frames, DIM), np.float32), np.ones(index[new_ids[0]].n_frames, bool)
+    )
     writer.require_owned(new_ids)
     assert writer.pending(new_ids) == new_ids[1:]
     for vid in new_ids[1:]:

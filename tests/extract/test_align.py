@@ -40,7 +40,9 @@ def beeps(instants: list[float], duration_s: float, half_width_s: float = 0.005)
     return x
 
 
-@pytest.mark.parametrize("fps,frames", [(25.0, [11, 37, 64, 90]), (30.0, [11, 40, 77, 108]), (30000 / 1001, [5, 50, 99])])
+@pytest.mark.parametrize(
+    "fps,frames", [(25.0, [11, 37, 64, 90]), (30.0, [11, 40, 77, 108]), (30000 / 1001, [5, 50, 99])]
+)
 def test_beeps_peak_at_their_frames(fps: float, frames: list[int]) -> None:
     n_frames = int(4.0 * fps)
     instants = [(k - 1) / fps for k in frames]
@@ -154,7 +156,9 @@ def test_irregular_steps_match_brute_force_with_edge_padding():
     for k, tk in enumerate(t):
         lo, hi = tk - 0.5 / fps, tk + 0.5 / fps
         rows = [values[j] for j in range(60) if lo <= times[j] < hi]
-        rows += [values[0] for v in virtual_before if lo <= v < hi] + [values[-1] for v in virtual_after if lo <= v < hi]
+        rows += [values[0] for v in virtual_before if lo <= v < hi] + [
+            values[-1] for v in virtual_after if lo <= v < hi
+        ]
         if not rows:
             allc = np.concatenate([virtual_before, times, virtual_after])
             j = int(np.argmin(np.abs(allc - tk)))

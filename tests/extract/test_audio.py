@@ -157,7 +157,9 @@ def test_default_origin_is_the_first_video_frame(tmp_path: Path) -> None:
     y = load_audio(path)  # origin = first video frame
     assert np.abs(beep_centres(y, shift=expected[0] - BEEPS[0]) - expected).max() < 0.002
     y_pts0 = load_audio(path, origin_s=0.0)
-    assert np.abs(beep_centres(y_pts0, shift=expected[0] - BEEPS[0] + video_start) - expected - video_start).max() < 0.002
+    assert (
+        np.abs(beep_centres(y_pts0, shift=expected[0] - BEEPS[0] + video_start) - expected - video_start).max() < 0.002
+    )
 
 
 def test_mono_avi_pcm(tmp_path: Path) -> None:
@@ -184,5 +186,5 @@ def test_garbage_raises_vafusion_error(tmp_path: Path, name: str) -> None:
 
 
 def test_missing_file_raises(tmp_path: Path) -> None:
-    with pytest.raises(VafusionError, match="nothing.mp4"):
+    with pytest.raises(VafusionError, match=r"nothing.mp4"):
         load_audio(tmp_path / "nothing.mp4")

@@ -130,7 +130,10 @@ def test_discovery_ids_partitions_groups_and_frame_grid(root: Path):
     assert videos["beta"].video_path == root / "batch1" / "beta.avi"
     assert videos["gamma"].video_path == root / "batch2" / "gamma.mp4"
     assert {i: v.entry.group for i, v in videos.items() if not i.startswith("alpha")} == {
-        "beta": "beta", "delta": "delta", "epsilon": "epsilon", "gamma": "gamma"
+        "beta": "beta",
+        "delta": "delta",
+        "epsilon": "epsilon",
+        "gamma": "gamma",
     }
 
     # T: annotation rows when annotated (even when the container differs), else the container
@@ -138,7 +141,11 @@ def test_discovery_ids_partitions_groups_and_frame_grid(root: Path):
     assert T == {"alpha_left": 20, "alpha_right": 19, "beta": 12, "delta": 17, "epsilon": 20, "gamma": 13}
     fps = {i: v.entry.fps for i, v in videos.items()}
     assert fps == {
-        "alpha_left": 25.0, "alpha_right": 25.0, "beta": 30.0, "delta": 30.0, "epsilon": 25.0,
+        "alpha_left": 25.0,
+        "alpha_right": 25.0,
+        "beta": 30.0,
+        "delta": 30.0,
+        "epsilon": 25.0,
         "gamma": float(NTSC),
     }
 
@@ -200,7 +207,7 @@ def test_probe_video_counts_and_rates(root: Path):
     assert probe_video(root / "batch2" / "gamma.mp4").fps == pytest.approx(29.97002997)
     bad = root / "broken.mp4"
     bad.write_bytes(b"not a video at all")
-    with pytest.raises(VafusionError, match="broken.mp4: cannot read the video"):
+    with pytest.raises(VafusionError, match=r"broken.mp4: cannot read the video"):
         probe_video(bad)
 
 
@@ -212,7 +219,7 @@ def test_test_list_wins_only_for_unannotated_ids(root: Path, tmp_path: Path):
     assert part["gamma"] == part["delta"] == "test"
     assert part["beta"] == "validation"  # annotated: the annotation is kept, with a warning
     assert any("beta is in the test list and annotated" in w for w in corpus.warnings)
-    with pytest.raises(VafusionError, match="nope.txt: test list not found; check --test-list"):
+    with pytest.raises(VafusionError, match=r"nope.txt: test list not found; check --test-list"):
         discover_corpus(root, test_list=tmp_path / "nope.txt")
 
 
@@ -349,8 +356,16 @@ def test_bad_root_errors_name_what_was_looked_for(tmp_path: Path):
         discover_corpus(tmp_path / "junk")
     message = str(err.value)
     assert message.startswith(f"{tmp_path / 'junk'}: not an Aff-Wild2-style corpus")
-    for needle in ("videos/", "raw_videos/", "batch1/", "batch2/", "--videos", "cropped_aligned/", "--faces",
-                   "--annotations"):
+    for needle in (
+        "videos/",
+        "raw_videos/",
+        "batch1/",
+        "batch2/",
+        "--videos",
+        "cropped_aligned/",
+        "--faces",
+        "--annotations",
+    ):
         assert needle in message
     with pytest.raises(VafusionError, match="no corpus folder and no videos folder given"):
         discover_corpus(None)

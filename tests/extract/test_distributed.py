@@ -18,24 +18,38 @@ from click.testing import CliRunner
 
 from vafusion.cache.reader import FeatureFile, open_feature_file
 from vafusion.cli import cli
-from vafusion.errors import VafusionError
 from vafusion.device import compute, threads_per_process
+from vafusion.errors import VafusionError
 from vafusion.extract.distributed import Rank, rank_device, rank_options, rank_threads, torchrun_rank
 from vafusion.extract.run import ExtractOptions
 from vafusion.synth import make_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ("resnet18", "logmel")
-OPTIONS = ["--features", ",".join(FEATURES), "--visual-weights", "random", "--image-size", "32", "--batch-size", "48",
-           "--workers", "0", "--device", "cpu"]  # as tiny_extracted's FAST_EXTRACT
+OPTIONS = [
+    "--features",
+    ",".join(FEATURES),
+    "--visual-weights",
+    "random",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "48",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+]  # as tiny_extracted's FAST_EXTRACT
 
 
 def test_each_rank_reads_its_place_from_torchrun_and_takes_its_shard_and_share():
     assert torchrun_rank({}) is None
     env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
     assert torchrun_rank(env) == Rank(3, 4, 1, 2)
-    for bad, message in (({"RANK": "x", "WORLD_SIZE": "2"}, "must be integers"),
-                         ({"RANK": "2", "WORLD_SIZE": "2"}, "not a valid place")):
+    for bad, message in (
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "must be integers"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "not a valid place"),
+    ):
         with pytest.raises(VafusionError, match=message):
             torchrun_rank(bad)
     rank = Rank(3, 4, 1, 2)
@@ -81,8 +95,21 @@ def _done(cache: Path, feature: str, k: int) -> set[str]:
 def test_two_ranks_equal_one_process_and_a_killed_rank_resumes(tiny_extracted, tmp_path):
     corpus, reference, _ = tiny_extracted
     cache = tmp_path / "cache"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "vafusion",
-               "extract", str(corpus.root), "--cache", str(cache), *OPTIONS]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "-m",
+        "vafusion",
+        "extract",
+        str(corpus.root),
+        "--cache",
+        str(cache),
+        *OPTIONS,
+    ]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = cache / ".parts" / "resnet18.shard-2-of-2"
     end = time.monotonic() + 120
@@ -99,8 +126,9 @@ def test_two_ranks_equal_one_process_and_a_killed_rank_resumes(tiny_extracted, t
     assert again.returncode == 0, again.stderr[-3000:]
     for f in FEATURES:
         for k in (1, 2):  # what was on disk is not extracted again
-            extracted, there = map(int, re.search(rf"rank {k - 1}: {f}: (\d+) extracted, (\d+) already there",
-                                                  again.stdout).groups())
+            extracted, there = map(
+                int, re.search(rf"rank {k - 1}: {f}: (\d+) extracted, (\d+) already there", again.stdout).groups()
+            )
             assert there == len(before[(f, k)]) and extracted + there == len(_done(cache, f, k))
         assert f"wrote {cache / f}.h5" in again.stdout
         with open_feature_file(cache, f) as mine, open_feature_file(reference, f) as theirs:
@@ -124,8 +152,14 @@ def test_a_failing_video_is_reported_with_its_rank_and_id_and_the_rerun_fills_it
     with socket.socket() as s:  # a free port for this process's one-rank gloo group
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+    for key, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }.items():
         monkeypatch.setenv(key, value)
     threads = torch.get_num_threads()
     args = ["extract", str(corpus.root), "--cache", str(tmp_path / "cache"), *OPTIONS]

@@ -33,38 +33,55 @@ FINGERPRINTS = {  # (feature, image size) -> fingerprint, weights "random"
 
 PROVENANCE = {  # the canonical JSON behind three of them, so a failure shows what moved
     "resnet18": '{"dim":512,"input":"face crops","missing":"no crop: zero row, mask False","model":"resnet18",'
-                '"preprocessing":{"color":"RGB","image_size":32,"mean":[0.485,0.456,0.406],"resize":"bilinear-antialias",'
-                '"scale":"1/255","std":[0.229,0.224,0.225]},"sha256":null,"timing":"frame k <-> instant (k - 1) / fps",'
-                '"weights":"random"}',
+    '"preprocessing":{"color":"RGB","image_size":32,"mean":[0.485,0.456,0.406],"resize":"bilinear-antialias",'
+    '"scale":"1/255","std":[0.229,0.224,0.225]},"sha256":null,"timing":"frame k <-> instant (k - 1) / fps",'
+    '"weights":"random"}',
     "vggish": '{"frontend":{"dc_bin":"zeroed","fmax":7500.0,"fmin":125.0,"hop":"10 ms (160)","log":"log(x + 0.01)",'
-              '"mel_bands":64,"mel_scale":"htk","n_fft":512,"sample_rate":16000,"window":"periodic-hann 25 ms (400)"},'
-              '"model":"vggish","patch":"0.96 s (96 log-mel frames) centred on each frame\'s instant, edge-padded",'
-              '"postprocess":null,"sha256":null,"timing":"frame k <-> instant (k - 1) / fps","weights":"random"}',
+    '"mel_bands":64,"mel_scale":"htk","n_fft":512,"sample_rate":16000,"window":"periodic-hann 25 ms (400)"},'
+    '"model":"vggish","patch":"0.96 s (96 log-mel frames) centred on each frame\'s instant, edge-padded",'
+    '"postprocess":null,"sha256":null,"timing":"frame k <-> instant (k - 1) / fps","weights":"random"}',
     "logmel": '{"frontend":{"dc_bin":"zeroed","fmax":7500.0,"fmin":125.0,"hop":"10 ms (160)","log":"log(x + 0.01)",'
-              '"mel_bands":64,"mel_scale":"htk","n_fft":512,"sample_rate":16000,"window":"periodic-hann 25 ms (400)"},'
-              '"model":"logmel","pooling":"mean over [t - 0.5/fps, t + 0.5/fps)","timing":"frame k <-> instant (k - 1) / fps"}',
+    '"mel_bands":64,"mel_scale":"htk","n_fft":512,"sample_rate":16000,"window":"periodic-hann 25 ms (400)"},'
+    '"model":"logmel","pooling":"mean over [t - 0.5/fps, t + 0.5/fps)","timing":"frame k <-> instant (k - 1) / fps"}',
 }
 
 LOG_MEL_HASHES = {  # fps -> (sha256 of pooled_log_mel float32 bytes, sha256 of the VGGish patch indices int64 bytes)
-    25.0: ("92ff46949f5bd8703882f04eda3ea3c5332b8827826e176cbd7deb17f91261d9",
-           "29fc010ca499d022299c273600ed77d45cc3a8f0e0faf2896c243c269112fe5d"),
-    30.0: ("40414a211385705eca644471fa94aadf1106b38865f47850d2bd5ea440b404eb",
-           "d8342b38462a5beec01995d929d8b0d3aee54b284e8a7849d82bec0756f432f9"),
-    30000 / 1001: ("e9d639256b9a9e4792262424ea9bf4e388515a90dab950ea9b98afdc1a936c80",
-                   "f804796846360dbb728a199a83446dde3da6579adb44bef08b7b128ffc3248a4"),
-    40.0: ("fd394ca7de43f164499c07b7aeda791b955806b633d75c46723f76b7ab3d94e8",
-           "65aafacfc0933084c8136e2fd527631d23caae668eef59c52721822c2b819abb"),
-    60.0: ("234ca789a2d8a6ad86395336d5a16f387f771006f3ecff75a9a947a2b947d78a",
-           "04c7ae49ae7bd572ee5b996d77331df420172fa9e8c01ecf87a0d568aa95d5c3"),
-    7.5: ("f09a64d7bed02ce6db0046e7dd8c0d266bc1fd3a70cfc148fe42b8cd7fec059f",
-          "3d7b40201b5533e5d212e63f68353a97f06b797fb5174bd75b02bba129148aa6"),
-    240.0: ("4887d96beab229cbddde71789c49d9c518d40c04cefb40ef234c30bba94c1aa1",
-            "8df7ebccfd951b20824d405a9d471154bef6d4720ce5a5a7f2f6392271895912"),
+    25.0: (
+        "92ff46949f5bd8703882f04eda3ea3c5332b8827826e176cbd7deb17f91261d9",
+        "29fc010ca499d022299c273600ed77d45cc3a8f0e0faf2896c243c269112fe5d",
+    ),
+    30.0: (
+        "40414a211385705eca644471fa94aadf1106b38865f47850d2bd5ea440b404eb",
+        "d8342b38462a5beec01995d929d8b0d3aee54b284e8a7849d82bec0756f432f9",
+    ),
+    30000 / 1001: (
+        "e9d639256b9a9e4792262424ea9bf4e388515a90dab950ea9b98afdc1a936c80",
+        "f804796846360dbb728a199a83446dde3da6579adb44bef08b7b128ffc3248a4",
+    ),
+    40.0: (
+        "fd394ca7de43f164499c07b7aeda791b955806b633d75c46723f76b7ab3d94e8",
+        "65aafacfc0933084c8136e2fd527631d23caae668eef59c52721822c2b819abb",
+    ),
+    60.0: (
+        "234ca789a2d8a6ad86395336d5a16f387f771006f3ecff75a9a947a2b947d78a",
+        "04c7ae49ae7bd572ee5b996d77331df420172fa9e8c01ecf87a0d568aa95d5c3",
+    ),
+    7.5: (
+        "f09a64d7bed02ce6db0046e7dd8c0d266bc1fd3a70cfc148fe42b8cd7fec059f",
+        "3d7b40201b5533e5d212e63f68353a97f06b797fb5174bd75b02bba129148aa6",
+    ),
+    240.0: (
+        "4887d96beab229cbddde71789c49d9c518d40c04cefb40ef234c30bba94c1aa1",
+        "8df7ebccfd951b20824d405a9d471154bef6d4720ce5a5a7f2f6392271895912",
+    ),
 }
 
 OUTPUTS = {  # random-weight networks on fixed inputs: (sum, sum |x|, first 4 values of row 0)
-    "resnet18": (551.9728279897245, 551.9728279897245, [0.12044624984264374, 1.7638369798660278, 0.13209901750087738,
-                                                         0.19776082038879395]),
+    "resnet18": (
+        551.9728279897245,
+        551.9728279897245,
+        [0.12044624984264374, 1.7638369798660278, 0.13209901750087738, 0.19776082038879395],
+    ),
     "vggish": (2.4262573693704326, 2.4262573693704326, [0.0, 0.0, 0.0, 0.0016195218777284026]),
 }
 
@@ -76,8 +93,9 @@ TINY_CACHE = {  # the tiny_extracted fixture's cache: (sum, sum |x|, mask True r
 
 
 def _provenance(feature: str, image_size: int | None) -> dict:
-    opts = ExtractOptions(features=(feature,), visual_weights="random", vggish_weights="random",
-                          image_size=image_size or 224)
+    opts = ExtractOptions(
+        features=(feature,), visual_weights="random", vggish_weights="random", image_size=image_size or 224
+    )
     return build(feature, opts).provenance()
 
 
@@ -118,8 +136,9 @@ def _check_output(y: torch.Tensor, expected) -> None:
 
 
 def test_network_outputs_unchanged():
-    opts = ExtractOptions(features=("resnet18", "vggish"), visual_weights="random", vggish_weights="random",
-                          image_size=32)
+    opts = ExtractOptions(
+        features=("resnet18", "vggish"), visual_weights="random", vggish_weights="random", image_size=32
+    )
     x = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
     resnet = build("resnet18", opts).extractor.to(torch.device("cpu"))
     net = build("vggish", opts).extractor.to(torch.device("cpu"))

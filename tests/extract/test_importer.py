@@ -41,8 +41,10 @@ def test_on_grid_npy_with_nan_rows_and_a_short_file(cache, tmp_path):
     report = import_features(cache, "external", tmp_path / "feats", progress=False)
     assert report.imported == len(arrays) and report.skipped == 0
     assert verify_cache(cache) == []
-    listing = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
-                      for p in sorted((tmp_path / "feats").iterdir(), key=lambda p: p.name))
+    listing = "".join(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
+        for p in sorted((tmp_path / "feats").iterdir(), key=lambda p: p.name)
+    )
     with open_feature_file(cache, "external") as ff:
         assert ff.dim == 3 and ff.extractor["sha256"] == hashlib.sha256(listing.encode()).hexdigest()
         assert ff.extractor["files"] == len(arrays) and ff.extractor["alignment"] == "rows on the frame grid"
@@ -85,13 +87,16 @@ def test_timestamped_csv_goes_through_the_aligner(cache, tmp_path):
         np.testing.assert_allclose(feats[j].astype(np.float64), [held.mean(), 3 * held.mean()], rtol=2e-3)
 
 
-@pytest.mark.parametrize("case,match", [
-    ("unknown_id", r"nobody\.npy: nobody is not a video id"),
-    ("too_long", r"\.npy: \d+ rows, but .* has \d+ frames \(tolerance 5\)"),
-    ("text", r"\.csv:3: non-numeric value 'abc'"),
-    ("widths", r"\.npy: 4 value columns, the other files have 3"),
-    ("object", r"\.npy: not a numpy array file"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("unknown_id", r"nobody\.npy: nobody is not a video id"),
+        ("too_long", r"\.npy: \d+ rows, but .* has \d+ frames \(tolerance 5\)"),
+        ("text", r"\.csv:3: non-numeric value 'abc'"),
+        ("widths", r"\.npy: 4 value columns, the other files have 3"),
+        ("object", r"\.npy: not a numpy array file"),
+    ],
+)
 def test_bad_files_are_one_line_errors_naming_the_file(cache, tmp_path, case, match):
     arrays = _write_grid(tmp_path / "feats", cache)
     vid = sorted(arrays)[-1]

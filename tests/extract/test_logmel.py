@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vafusion.extract import logmel as L
 
 # the reference port is a test-only dependency (setup.cfg [dev]): missing, these tests fail, never skip
 from torchvggish import mel_features, vggish_params
+
+from vafusion.extract import logmel as L
 
 SR = 16000
 

@@ -55,8 +55,16 @@ def test_readme_example_extracts_verifies_and_trains(corpus, tiny_extracted, tmp
         for vid in ff.ids:
             feats, mask = ff.read(vid)
             assert mask.any() == truth[vid].has_audio and feats.shape == (truth[vid].n_frames, 2)
-    config = make_config(features=("colour_hist", "loudness"), window=50, hop=25, epochs=2, batch_size=4,
-                         d_model=16, heads=2, device="cpu")
+    config = make_config(
+        features=("colour_hist", "loudness"),
+        window=50,
+        hop=25,
+        epochs=2,
+        batch_size=4,
+        d_model=16,
+        heads=2,
+        device="cpu",
+    )
     result = train(cache, tmp_path / "run", config, progress=False, report=False)
     assert np.isfinite(result.best["p"])
 
@@ -66,7 +74,8 @@ def test_entry_point_plugin_is_discovered(corpus, tmp_path, monkeypatch):
     sys.path, found by importlib.metadata) is usable by its name."""
     site = tmp_path / "site"
     (site / "edgeplug").mkdir(parents=True)
-    (site / "edgeplug" / "__init__.py").write_text(textwrap.dedent('''
+    (site / "edgeplug" / "__init__.py").write_text(
+        textwrap.dedent("""
         import torch
 
         class Edges:
@@ -76,7 +85,8 @@ def test_entry_point_plugin_is_discovered(corpus, tmp_path, monkeypatch):
             def __call__(self, crops):
                 x = crops.float()
                 return (x[..., 1:] - x[..., :-1]).abs().mean(dim=(1, 2, 3))[:, None]
-    '''))
+    """)
+    )
     dist = site / "edgeplug-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: edgeplug\nVersion: 0.1\n")
@@ -109,7 +119,8 @@ def test_broken_plugins_fail_alone_with_one_line_each(corpus, tiny_extracted, tm
     # Features broken from their first batch leave nothing; bad_rows wrote its no-audio videos
     # (no call needed) before its first call failed: kept for a resume, and verify says so.
     assert [(Path(p.path).name, p.message) for p in verify_cache(tmp_path / "cache")] == [
-        ("bad_rows", "unfinished extraction; rerun `vafusion extract` to resume")]
+        ("bad_rows", "unfinished extraction; rerun `vafusion extract` to resume")
+    ]
     assert all(f.video_id is None for f in report.failures) and len(report.failures) == len(BAD)
     for entry, message in BAD.items():
         (failure,) = [f for f in report.failures if re.search(re.escape(entry) + r"\b", f.reason)]
@@ -118,8 +129,19 @@ def test_broken_plugins_fail_alone_with_one_line_each(corpus, tiny_extracted, tm
 
 
 def test_cli_reports_a_broken_plugin_and_exits_1(corpus, tmp_path):
-    r = CliRunner().invoke(cli, ["extract", str(corpus), "--cache", str(tmp_path / "c"), "--workers", "0",
-                                 "--features", "logmel,tests.extract.bad_plugins:NaNs"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            str(corpus),
+            "--cache",
+            str(tmp_path / "c"),
+            "--workers",
+            "0",
+            "--features",
+            "logmel,tests.extract.bad_plugins:NaNs",
+        ],
+    )
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "failed: [bad_nan]: extractor tests.extract.bad_plugins:NaNs (bad_nan): returned NaN" in r.output
     assert "logmel: 7 extracted" in r.output

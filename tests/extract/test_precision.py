@@ -24,9 +24,29 @@ def test_bf16_extraction_is_recorded_and_never_mixes_with_fp32(tmp_path: Path, m
     with device.compute(1, "fp32"):
         extract(corpus, tmp_path / "fp32", ExtractOptions(**FAST))
     monkeypatch.setenv(device.EMULATED_BF16_ENV, "1")  # this CPU may only emulate bf16
-    result = CliRunner().invoke(cli, ["extract", str(corpus), "--cache", str(tmp_path / "bf16"), "--features",
-                                      "resnet18", "--visual-weights", "random", "--image-size", "32", "--workers", "0",
-                                      "--batch-size", "16", "--precision", "bf16", "--threads", "1"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            str(corpus),
+            "--cache",
+            str(tmp_path / "bf16"),
+            "--features",
+            "resnet18",
+            "--visual-weights",
+            "random",
+            "--image-size",
+            "32",
+            "--workers",
+            "0",
+            "--batch-size",
+            "16",
+            "--precision",
+            "bf16",
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with open_feature_file(tmp_path / "fp32", "resnet18") as a, open_feature_file(tmp_path / "bf16", "resnet18") as b:
         assert "precision" not in a.extractor  # fp32 provenance as it always was (golden fingerprints: test_golden)

@@ -18,18 +18,31 @@ def test_built_ins_are_every_family_name_once():
     assert set(model_names()) | set(speech.MODELS) | {"vggish", "logmel"} == set(table)
     assert len(table) == len(model_names()) + len(speech.MODELS) + 2
     assert {table["resnet50"].key, table["vggish"].key, table["logmel"].key, table["hubert_base"].key} == {
-        "torchvision", "vggish", "logmel", "speech"}
+        "torchvision",
+        "vggish",
+        "logmel",
+        "speech",
+    }
 
 
 def test_legacy_and_per_feature_weights():
-    opts = ExtractOptions(features=("resnet18", "vggish", "efficientnet_b0", "logmel"), visual_weights="v.pt",
-                          vggish_weights="g.pt", vggish_pca="pca.npz", weights={"efficientnet_b0": "random"})
+    opts = ExtractOptions(
+        features=("resnet18", "vggish", "efficientnet_b0", "logmel"),
+        visual_weights="v.pt",
+        vggish_weights="g.pt",
+        vggish_pca="pca.npz",
+        weights={"efficientnet_b0": "random"},
+    )
     requests = {f: registry._request(f, registry.builtins()[f], opts) for f in opts.features}
     assert requests["resnet18"].weights == "v.pt" and requests["efficientnet_b0"].weights == "random"
     assert requests["vggish"].weights == "g.pt" and requests["vggish"].options == {"pca": "pca.npz"}
     assert requests["logmel"].weights is None
-    assert registry._request("hubert_base", registry.builtins()["hubert_base"],
-                             ExtractOptions(features=("hubert_base",))).weights == "default"
+    assert (
+        registry._request(
+            "hubert_base", registry.builtins()["hubert_base"], ExtractOptions(features=("hubert_base",))
+        ).weights
+        == "default"
+    )
     with pytest.raises(VafusionError, match="vggish needs weights: --vggish-weights PATH"):
         ExtractOptions(features=("vggish",))
     with pytest.raises(VafusionError, match="logmel has no weights"):
@@ -39,11 +52,13 @@ def test_legacy_and_per_feature_weights():
 def test_option_syntax_and_names_are_checked_early():
     assert parse_weights(["resnet50=random", "x.y:Z=/w.pt"]) == {"resnet50": "random", "x.y:Z": "/w.pt"}
     assert parse_extractor_options(["wav2vec2_base.layer=6", "a.b:C.bins=4"]) == {
-        "wav2vec2_base": {"layer": "6"}, "a.b:C": {"bins": "4"}}
+        "wav2vec2_base": {"layer": "6"},
+        "a.b:C": {"bins": "4"},
+    }
     for bad, match in ((["resnet50"], "FEATURE=SPEC"), (["a=1", "a=2"], "given twice")):
         with pytest.raises(VafusionError, match=match):
             parse_weights(bad)
-    with pytest.raises(VafusionError, match="FEATURE.KEY=VALUE"):
+    with pytest.raises(VafusionError, match=r"FEATURE.KEY=VALUE"):
         parse_extractor_options(["layer=6"])
     with pytest.raises(VafusionError, match=r"unknown feature 'resnet5'.*did you mean resnet50"):
         ExtractOptions(features=("resnet5",))
@@ -51,23 +66,28 @@ def test_option_syntax_and_names_are_checked_early():
         ExtractOptions(features=("logmel",), weights={"vggish": "random"})
     with pytest.raises(VafusionError, match="logmel has no option 'bins'"):
         ExtractOptions(features=("logmel",), extractor_options={"logmel": {"bins": "3"}})
-    with pytest.raises(VafusionError, match="write package.module:attribute"):
+    with pytest.raises(VafusionError, match=r"write package.module:attribute"):
         ExtractOptions(features=("module_only:",))
 
 
 def test_readme_features_table_is_true():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    table = readme[readme.index("## Features"):readme.index("## Writing your own extractor")]
+    table = readme[readme.index("## Features") : readme.index("## Writing your own extractor")]
     for name in [*speech.MODELS, "vggish", "logmel"]:
         assert f"`{name}`" in table, name
     dims = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
-    dims |= {m.group(1): int(m.group(2)) for m in re.finditer(r"\b([a-z0-9_]+) (\d{3,4})\b", table)
-             if m.group(1) in model_names()}
+    dims |= {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"\b([a-z0-9_]+) (\d{3,4})\b", table)
+        if m.group(1) in model_names()
+    }
     assert len(dims) >= 8
     for name, dim in dims.items():
         assert _architecture(name, "meta")[2] == dim, name
-    widths = {name: speech.architecture(name, "meta").encoder.feature_projection.projection.out_features
-              for name in speech.MODELS}
+    widths = {
+        name: speech.architecture(name, "meta").encoder.feature_projection.projection.out_features
+        for name in speech.MODELS
+    }
     assert "768 base, 1024 large / lv60k / xlsr53, 1280 xlarge" in table
     assert {w for n, w in widths.items() if "base" in n} == {768} and widths["hubert_xlarge"] == 1280
     assert {w for n, w in widths.items() if "base" not in n and n != "hubert_xlarge"} == {1024}

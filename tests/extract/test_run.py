@@ -83,8 +83,9 @@ def test_discovery_warnings_reach_the_caller_once_and_source_is_recorded(tmp_pat
     no_audio = next(v.id for v in corpus.videos if not v.has_audio)
     (tmp_path / "corpus" / "cropped_aligned" / corpus.videos[0].id / "99999.jpg").write_bytes(b"x")
     shown: list[str] = []
-    report = extract(corpus.root, tmp_path / "cache", ExtractOptions(features=("resnet18", "logmel"), **FAST),
-                     warn=shown.append)
+    report = extract(
+        corpus.root, tmp_path / "cache", ExtractOptions(features=("resnet18", "logmel"), **FAST), warn=shown.append
+    )
     assert shown == report.warnings
     assert sum(no_audio in w and "no audio stream" in w for w in shown) == 1
     assert any("99999" in w for w in shown)  # crops numbered beyond T, found while listing
@@ -114,7 +115,7 @@ def test_adding_a_feature_set_to_an_existing_cache(tiny, tmp_path):
     report = extract(corpus.root, copy, ExtractOptions(features=("logmel",), **FAST))
     assert report.extracted == {"logmel": len(corpus.videos)}
     assert verify_cache(copy) == []
-    for vid, (feats, mask) in _read_all(copy, "logmel").items():
+    for vid, (feats, _mask) in _read_all(copy, "logmel").items():
         np.testing.assert_array_equal(feats, _read_all(cache, "logmel")[vid][0])
 
 
@@ -126,13 +127,13 @@ def test_frame_alignment_of_audio_and_visual_rows(tmp_path):
         features = ("resnet18", "squeezenet1_1", "vggish", "logmel")
         report = extract(root / "corpus", root / "cache", ExtractOptions(features=features, **FAST))
         assert report.ok
-        (logmel, mask), = _read_all(root / "cache", "logmel").values()
+        ((logmel, mask),) = _read_all(root / "cache", "logmel").values()
         assert mask.all()
         energy = logmel.astype(np.float32).mean(axis=1)
         loud = set(np.flatnonzero(energy > energy.min() + 0.5 * (energy.max() - energy.min())) + 1)
         assert set(beeps) <= loud  # the beep's own frame stands out ...
         assert all(min(abs(j - k) for k in beeps) <= 1 for j in loud), sorted(loud)  # ... and only its neighbours
-        (vggish, _), = _read_all(root / "cache", "vggish").values()
+        ((vggish, _),) = _read_all(root / "cache", "vggish").values()
         vggish = vggish.astype(np.float32)
         # A 0.96 s patch centred on frame k hears a beep iff |t_k - t_beep| < 0.48 s: the rows that
         # differ from silence form one run per beep, and the run's centre is the beep's frame.
@@ -144,21 +145,34 @@ def test_frame_alignment_of_audio_and_visual_rows(tmp_path):
             assert abs((run.min() + run.max()) / 2 - b) <= 1, (b, run)
             assert 0.6 * 0.96 * fps < len(run) <= 0.96 * fps + 2
         for backbone in ("resnet18", "squeezenet1_1"):  # a ResNet and a non-ResNet (its classifier is a conv)
-            (visual, vmask), = _read_all(root / "cache", backbone).values()
+            ((visual, _vmask),) = _read_all(root / "cache", backbone).values()
             visual = visual.astype(np.float32)
             vdist = np.linalg.norm(visual - np.median(visual, axis=0), axis=1)
-            assert set(np.argsort(vdist)[-len(markers):] + 1) == set(markers), backbone  # each marker in its own row
+            assert set(np.argsort(vdist)[-len(markers) :] + 1) == set(markers), backbone  # each marker in its own row
 
 
 def test_corrupt_crop_and_corrupt_video_are_reported_not_fatal(tmp_path):
     corpus = make_corpus(tmp_path / "corpus", n_videos=4, seconds=1.5, seed=5)
     victims = [v for v in corpus.videos if v.has_audio and not v.id.endswith(("_left", "_right"))][:2]
-    crop_victim, video_victim = victims
+    crop_victim, _video_victim = victims
     crop = sorted((corpus.root / "cropped_aligned" / crop_victim.id).glob("*.jpg"))[3]
     crop.write_bytes(b"not a jpeg at all")
     result = CliRunner().invoke(
-        cli, ["extract", str(corpus.root), "--cache", str(tmp_path / "cache"), "--features", "resnet18,logmel",
-              "--visual-weights", "random", "--image-size", "32", "--workers", "0"],
+        cli,
+        [
+            "extract",
+            str(corpus.root),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--features",
+            "resnet18,logmel",
+            "--visual-weights",
+            "random",
+            "--image-size",
+            "32",
+            "--workers",
+            "0",
+        ],
     )
     assert result.exit_code == 1
     assert f"failed: {crop_victim.id} [resnet18]" in result.output and crop.name in result.output
@@ -205,16 +219,22 @@ def test_shards_merge_into_the_same_cache(tiny, tmp_path):
 def test_continuing_a_shard_split_by_vafusion_0_1_0_is_a_clear_error(tiny, tmp_path):
     corpus, cache, _ = tiny
     index = read_corpus_index(cache)
-    k, old = next((k, sorted(index.ids)[k - 1 :: 3]) for k in (1, 2, 3)
-                  if set(sorted(index.ids)[k - 1 :: 3]) - set(split.shard_ids(index, (k, 3))))
+    k, old = next(
+        (k, sorted(index.ids)[k - 1 :: 3])
+        for k in (1, 2, 3)
+        if set(sorted(index.ids)[k - 1 :: 3]) - set(split.shard_ids(index, (k, 3)))
+    )
     shutil.copy(cache / schema.CORPUS_FILE, tmp_path / schema.CORPUS_FILE)
     with open_feature_file(cache, "logmel") as ff:  # shard k of 3 as 0.1.0 wrote it: every third id, no split rule
         writer = FeatureWriter(tmp_path, "logmel", ff.dim, ff.extractor, index.fingerprint, shard=(k, 3))
         for vid in old:
             writer.write(vid, *ff.read(vid))
         writer.finalize()
-    with pytest.raises(VafusionError, match=rf"logmel.shard-{k}-of-3.h5: holds \d id\(s\) that shard {k}/3 does not "
-                                            rf"own .*: the shard set was split by another rule"):
+    with pytest.raises(
+        VafusionError,
+        match=rf"logmel.shard-{k}-of-3.h5: holds \d id\(s\) that shard {k}/3 does not "
+        rf"own .*: the shard set was split by another rule",
+    ):
         extract(corpus.root, tmp_path, ExtractOptions(features=("logmel",), shard=(k, 3), **FAST))
     with FeatureFile(tmp_path / f"logmel.shard-{k}-of-3.h5") as ff:
         assert ff.ids == old  # left as it was
@@ -222,7 +242,9 @@ def test_continuing_a_shard_split_by_vafusion_0_1_0_is_a_clear_error(tiny, tmp_p
 
 def test_extract_cli_errors_are_one_line(tmp_path):
     runner = CliRunner()
-    r = runner.invoke(cli, ["extract", str(tmp_path / "nowhere"), "--cache", str(tmp_path / "c"), "--features", "logmel"])
+    r = runner.invoke(
+        cli, ["extract", str(tmp_path / "nowhere"), "--cache", str(tmp_path / "c"), "--features", "logmel"]
+    )
     assert r.exit_code != 0 and "Traceback" not in r.output and "nowhere" in r.output
     corpus = make_corpus(tmp_path / "corpus", n_videos=2, seconds=1.0, seed=1)
     r = runner.invoke(cli, ["extract", str(corpus.root), "--cache", str(tmp_path / "c"), "--features", "vggish"])
@@ -233,20 +255,49 @@ def test_extract_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "1 <= K <= N" in r.output
     bad_weights = tmp_path / "w.pt"
     bad_weights.write_bytes(b"garbage")
-    r = runner.invoke(cli, ["extract", str(corpus.root), "--cache", str(tmp_path / "c"), "--features", "resnet18",
-                            "--visual-weights", str(bad_weights)])
+    r = runner.invoke(
+        cli,
+        [
+            "extract",
+            str(corpus.root),
+            "--cache",
+            str(tmp_path / "c"),
+            "--features",
+            "resnet18",
+            "--visual-weights",
+            str(bad_weights),
+        ],
+    )
     assert r.exit_code == 1 and "w.pt" in r.output and "Traceback" not in r.output
 
 
 def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
     corpus = make_corpus(tmp_path / "corpus", n_videos=8, seconds=2.0, seed=11)
-    args = ["extract", str(corpus.root), "--cache", "CACHE", "--features", "resnet18,logmel",
-            "--visual-weights", "random", "--image-size", "32", "--batch-size", "16", "--workers", "0"]
+    args = [
+        "extract",
+        str(corpus.root),
+        "--cache",
+        "CACHE",
+        "--features",
+        "resnet18,logmel",
+        "--visual-weights",
+        "random",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--workers",
+        "0",
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "vafusion"]
     killed_cache = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + [a.replace("CACHE", str(killed_cache)) for a in args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd + [a.replace("CACHE", str(killed_cache)) for a in args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     parts = killed_cache / ".parts" / "resnet18"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:  # kill once some, not all, videos are written
@@ -259,12 +310,14 @@ def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
     assert not (killed_cache / "resnet18.h5").exists()
     done_before = len(list(parts.glob("*.h5")))
     assert 2 <= done_before < len(corpus.videos)
-    rerun = subprocess.run(cmd + [a.replace("CACHE", str(killed_cache)) for a in args], env=env,
-                           capture_output=True, text=True)
+    rerun = subprocess.run(
+        cmd + [a.replace("CACHE", str(killed_cache)) for a in args], env=env, capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert f"resnet18: {len(corpus.videos) - done_before} extracted, {done_before} already there" in rerun.stdout
-    clean = subprocess.run(cmd + [a.replace("CACHE", str(tmp_path / "clean")) for a in args], env=env,
-                           capture_output=True, text=True)
+    clean = subprocess.run(
+        cmd + [a.replace("CACHE", str(tmp_path / "clean")) for a in args], env=env, capture_output=True, text=True
+    )
     assert clean.returncode == 0, clean.stderr
     assert verify_cache(killed_cache) == []
     for feature in ("resnet18", "logmel"):
@@ -281,11 +334,15 @@ def test_vggish_runs_once_for_the_two_persons_of_one_video(tiny, tmp_path, monke
     corpus, cache, _ = tiny
     queued = []
     real_add = track_pass._RowQueue.add
-    monkeypatch.setattr(track_pass._RowQueue, "add", lambda self, vid, *a: (queued.append(vid), real_add(self, vid, *a)))
+    monkeypatch.setattr(
+        track_pass._RowQueue, "add", lambda self, vid, *a: (queued.append(vid), real_add(self, vid, *a))
+    )
     report = extract(corpus.root, tmp_path / "cache", ExtractOptions(features=("vggish",), **FAST))
     assert report.ok and report.extracted["vggish"] == len(corpus.videos)
     with_audio = [v.id for v in corpus.videos if v.has_audio]
     pair = sorted(v for v in with_audio if v.endswith(("_left", "_right")))
     assert len(pair) == 2 and sorted(queued) == sorted(set(with_audio) - {pair[1]})
     np.testing.assert_array_equal(*(_read_all(tmp_path / "cache", "vggish")[v][0] for v in pair))
-    np.testing.assert_array_equal(_read_all(tmp_path / "cache", "vggish")[pair[1]][0], _read_all(cache, "vggish")[pair[1]][0])
+    np.testing.assert_array_equal(
+        _read_all(tmp_path / "cache", "vggish")[pair[1]][0], _read_all(cache, "vggish")[pair[1]][0]
+    )

@@ -27,10 +27,21 @@ def tiny_model(seed: int = 0, layers: int = 2) -> torch.nn.Module:
     """A wav2vec2 with base's conv strides (400-sample field, 320 stride) but 16/32-wide layers."""
     torch.manual_seed(seed)
     return torchaudio.models.wav2vec2_model(
-        extractor_mode="group_norm", extractor_conv_layer_config=TINY_CONV, extractor_conv_bias=False,
-        encoder_embed_dim=32, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=16, encoder_pos_conv_groups=4,
-        encoder_num_layers=layers, encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=64,
-        encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0,
+        extractor_mode="group_norm",
+        extractor_conv_layer_config=TINY_CONV,
+        extractor_conv_bias=False,
+        encoder_embed_dim=32,
+        encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=16,
+        encoder_pos_conv_groups=4,
+        encoder_num_layers=layers,
+        encoder_num_heads=2,
+        encoder_attention_dropout=0.0,
+        encoder_ff_interm_features=64,
+        encoder_ff_interm_dropout=0.0,
+        encoder_dropout=0.0,
+        encoder_layer_norm_first=False,
+        encoder_layer_drop=0.0,
         aux_num_out=None,
     ).eval()
 
@@ -55,17 +66,27 @@ def test_built_in_table_matches_torchaudio_bundles():
     (same parameter names and shapes), with the bundle's weights file and input normalisation."""
     from torchaudio.pipelines._wav2vec2.utils import _get_model
 
-    bundles = {"wav2vec2_base": "WAV2VEC2_BASE", "wav2vec2_large": "WAV2VEC2_LARGE",
-               "wav2vec2_large_lv60k": "WAV2VEC2_LARGE_LV60K", "wav2vec2_xlsr53": "WAV2VEC2_XLSR53",
-               "hubert_base": "HUBERT_BASE", "hubert_large": "HUBERT_LARGE", "hubert_xlarge": "HUBERT_XLARGE",
-               "wavlm_base": "WAVLM_BASE", "wavlm_base_plus": "WAVLM_BASE_PLUS", "wavlm_large": "WAVLM_LARGE"}
+    bundles = {
+        "wav2vec2_base": "WAV2VEC2_BASE",
+        "wav2vec2_large": "WAV2VEC2_LARGE",
+        "wav2vec2_large_lv60k": "WAV2VEC2_LARGE_LV60K",
+        "wav2vec2_xlsr53": "WAV2VEC2_XLSR53",
+        "hubert_base": "HUBERT_BASE",
+        "hubert_large": "HUBERT_LARGE",
+        "hubert_xlarge": "HUBERT_XLARGE",
+        "wavlm_base": "WAVLM_BASE",
+        "wavlm_base_plus": "WAVLM_BASE_PLUS",
+        "wavlm_large": "WAVLM_LARGE",
+    }
     assert set(bundles) == set(speech.MODELS)
     for name, attr in bundles.items():
         bundle = getattr(torchaudio.pipelines, attr)
         with torch.device("meta"):
             theirs = _get_model(bundle._model_type, bundle._params)
         ours = speech.architecture(name, "meta")
-        assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+        assert {k: v.shape for k, v in ours.state_dict().items()} == {
+            k: v.shape for k, v in theirs.state_dict().items()
+        }
         assert speech.MODELS[name].weights_file == bundle._path, name
         assert speech.MODELS[name].normalize_waveform == bundle._normalize_waveform, name
         assert speech.StepGeometry.of(ours) == speech.StepGeometry(400, 320)
@@ -91,12 +112,15 @@ def test_chunk_plan_covers_every_step_once_with_context():
         np.testing.assert_array_equal(owned, np.arange(n_steps))  # each step once, in order
         for start, lo, hi in plan:
             assert 0 <= start and start + min(chunk, n_steps) <= n_steps  # chunks are whole and inside the track
-            assert lo - start >= (context if start > 0 else 0) and start + chunk - hi >= (context if hi < n_steps else 0)
+            assert lo - start >= (context if start > 0 else 0) and start + chunk - hi >= (
+                context if hi < n_steps else 0
+            )
 
 
 def test_chunked_rows_are_their_chunks_rows_and_memory_is_bounded(monkeypatch):
-    ext = speech.SpeechExtractor("tiny", tiny_model(), {"weights": "random"}, False, layer="mean",
-                                 chunk_s=1.0, context_s=0.2)
+    ext = speech.SpeechExtractor(
+        "tiny", tiny_model(), {"weights": "random"}, False, layer="mean", chunk_s=1.0, context_s=0.2
+    )
     wave = torch.randn(int(5.3 * SR), generator=torch.Generator().manual_seed(1)) * 0.1
     calls = []
     real_run = ext._run
@@ -118,8 +142,12 @@ def test_one_chunk_is_the_whole_track_and_layers_are_selected():
     wave = torch.randn(int(0.9 * SR), generator=torch.Generator().manual_seed(2)) * 0.1
     with torch.inference_mode():
         layers, _ = model.extract_features(wave[None])
-        for option, expected in (("1", layers[0]), ("2", layers[1]), ("1-2", (layers[0] + layers[1]) / 2),
-                                 ("mean", (layers[0] + layers[1]) / 2)):
+        for option, expected in (
+            ("1", layers[0]),
+            ("2", layers[1]),
+            ("1-2", (layers[0] + layers[1]) / 2),
+            ("mean", (layers[0] + layers[1]) / 2),
+        ):
             ext = speech.SpeechExtractor("tiny", model, {}, False, layer=option)
             torch.testing.assert_close(ext.step_features(wave), expected[0], rtol=1e-6, atol=1e-6)
     with pytest.raises(VafusionError, match=r"tiny.layer=3: use a layer 1..2"):
@@ -127,9 +155,12 @@ def test_one_chunk_is_the_whole_track_and_layers_are_selected():
 
 
 def test_options_are_checked_before_any_work():
-    for option, match in (({"layer": "13"}, r"wav2vec2_base.layer=13: use a layer 1..12"),
-                          ({"layer": "x"}, "layer=x"), ({"chunk": "-1"}, "chunk=-1: give a positive"),
-                          ({"depth": "3"}, r"wav2vec2_base has no option 'depth' \(its options: layer, chunk, context\)")):
+    for option, match in (
+        ({"layer": "13"}, r"wav2vec2_base.layer=13: use a layer 1..12"),
+        ({"layer": "x"}, "layer=x"),
+        ({"chunk": "-1"}, "chunk=-1: give a positive"),
+        ({"depth": "3"}, r"wav2vec2_base has no option 'depth' \(its options: layer, chunk, context\)"),
+    ):
         with pytest.raises(VafusionError, match=match):
             ExtractOptions(features=("wav2vec2_base",), extractor_options={"wav2vec2_base": option})
 
@@ -159,8 +190,13 @@ def test_a_speech_extractors_steps_land_on_the_beeps_frames(beep_corpus, tmp_pat
 
 
 def test_wav2vec2_base_random_end_to_end(beep_corpus, tmp_path):
-    opts = ExtractOptions(features=("wav2vec2_base", "logmel"), weights={"wav2vec2_base": "random"},
-                          extractor_options={"wav2vec2_base": {"layer": "6"}}, workers=0, progress=False)
+    opts = ExtractOptions(
+        features=("wav2vec2_base", "logmel"),
+        weights={"wav2vec2_base": "random"},
+        extractor_options={"wav2vec2_base": {"layer": "6"}},
+        workers=0,
+        progress=False,
+    )
     report = extract(beep_corpus, tmp_path / "cache", opts)
     assert report.ok and report.extracted == {"wav2vec2_base": 1, "logmel": 1}
     assert verify_cache(tmp_path / "cache") == []
@@ -186,8 +222,12 @@ def test_default_weights_come_from_torchaudios_url_and_failures_are_one_line(tmp
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
     model, prov = speech._load_weights("hubert_base", "default")
     url = "https://download.pytorch.org/torchaudio/models/hubert_fairseq_base_ls960.pth"
-    assert seen == [(url, True)] and prov == {"model": "hubert_base", "weights": "torchaudio:default", "url": url,
-                                              "sha256": None}
+    assert seen == [(url, True)] and prov == {
+        "model": "hubert_base",
+        "weights": "torchaudio:default",
+        "url": url,
+        "sha256": None,
+    }
     assert all(not p.is_meta and not p.any() for p in model.parameters())
 
     def offline(url, **kwargs):

@@ -161,7 +161,7 @@ def test_dict_without_tensors_is_rejected(tmp_path: Path):
 
 
 def test_missing_file_and_unknown_model(tmp_path: Path):
-    with pytest.raises(VafusionError, match="nothere.pth: no such weights file"):
+    with pytest.raises(VafusionError, match=r"nothere.pth: no such weights file"):
         build_resnet("resnet18", str(tmp_path / "nothere.pth"))
     with pytest.raises(VafusionError, match="resnet99: not a torchvision classification model"):
         build_resnet("resnet99", "random")
@@ -261,21 +261,33 @@ def test_decode_crop_jpeg_png_and_corrupt(tmp_path: Path):
 
     bad = tmp_path / "00004.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    with pytest.raises(VafusionError, match="00004.jpg: unreadable face crop") as err:
+    with pytest.raises(VafusionError, match=r"00004.jpg: unreadable face crop") as err:
         decode_crop(bad, 16)
     assert "\n" not in str(err.value)
-    with pytest.raises(VafusionError, match="00009.jpg"):
+    with pytest.raises(VafusionError, match=r"00009.jpg"):
         decode_crop(tmp_path / "00009.jpg", 16)
 
 
 # ------------------------------------------------------- any torchvision model ---
 
 REPRESENTATIVES = {  # torchvision module -> one of its models (the head is defined once per module)
-    "alexnet": "alexnet", "convnext": "convnext_tiny", "densenet": "densenet121", "efficientnet": "efficientnet_b0",
-    "googlenet": "googlenet", "inception": "inception_v3", "maxvit": "maxvit_t", "mnasnet": "mnasnet0_5",
-    "mobilenetv2": "mobilenet_v2", "mobilenetv3": "mobilenet_v3_small", "regnet": "regnet_x_400mf",
-    "resnet": "resnet18", "shufflenetv2": "shufflenet_v2_x0_5", "squeezenet": "squeezenet1_1",
-    "swin_transformer": "swin_t", "vgg": "vgg11", "vision_transformer": "vit_b_32",
+    "alexnet": "alexnet",
+    "convnext": "convnext_tiny",
+    "densenet": "densenet121",
+    "efficientnet": "efficientnet_b0",
+    "googlenet": "googlenet",
+    "inception": "inception_v3",
+    "maxvit": "maxvit_t",
+    "mnasnet": "mnasnet0_5",
+    "mobilenetv2": "mobilenet_v2",
+    "mobilenetv3": "mobilenet_v3_small",
+    "regnet": "regnet_x_400mf",
+    "resnet": "resnet18",
+    "shufflenetv2": "shufflenet_v2_x0_5",
+    "squeezenet": "squeezenet1_1",
+    "swin_transformer": "swin_t",
+    "vgg": "vgg11",
+    "vision_transformer": "vit_b_32",
 }
 
 
@@ -290,7 +302,7 @@ def test_every_torchvision_family_gives_the_input_of_its_classifier():
             full = torchvision.models.get_model(name, weights=None)  # regnet computes while building: CPU
         _, layer = classifier_layer(full)
         assert (getattr(layer, "out_features", None) or layer.out_channels) == 1000, name  # the logits layer
-        trunk, prefix, dim = _architecture(name, "meta")
+        trunk, _prefix, dim = _architecture(name, "meta")
         device = next(trunk.parameters()).device
         with torch.no_grad():
             emb = trunk.eval()(torch.zeros(1, 3, 224, 224, device=device))
@@ -309,7 +321,10 @@ def test_non_resnet_checkpoint_ignores_its_classifier(tmp_path: Path, inputs):
         source.set_submodule(head, torch.nn.Identity())
         with torch.no_grad():
             assert torch.equal(backbone.model(inputs), source(inputs))
-        assert backbone.provenance["weights"] == f"file:{path.name}" and backbone.provenance["dim"] == source(inputs).shape[1]
+        assert (
+            backbone.provenance["weights"] == f"file:{path.name}"
+            and backbone.provenance["dim"] == source(inputs).shape[1]
+        )
 
 
 def test_mobilenet_frame_extractor_random_and_default_offline(tmp_path: Path, monkeypatch):
@@ -324,7 +339,9 @@ def test_mobilenet_frame_extractor_random_and_default_offline(tmp_path: Path, mo
     assert ext.kind == "frame" and ext.dim == 1024 and ext.image_size == 32 and out.shape == (3, 1024)
     prov = ext.provenance()
     assert prov["model"] == "mobilenet_v3_small" and prov["weights"] == "random" and prov["dim"] == 1024
-    assert prov["preprocessing"]["mean"] == list(IMAGENET_MEAN) and prov["timing"] == "frame k <-> instant (k - 1) / fps"
+    assert (
+        prov["preprocessing"]["mean"] == list(IMAGENET_MEAN) and prov["timing"] == "frame k <-> instant (k - 1) / fps"
+    )
 
     # default weights: torchvision's builder reads them from the hub cache (no network here)
     weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT

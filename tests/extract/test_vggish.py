@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vafusion.errors import VafusionError
-from vafusion.extract import vggish as V
 
 # the reference port is a test-only dependency (setup.cfg [dev]): missing, these tests fail, never skip
 from torchvggish import torchvggish as ref_vggish
 
+from vafusion.errors import VafusionError
+from vafusion.extract import vggish as V
 
 # ------------------------------------------------------------------ network ---
 
@@ -80,15 +80,17 @@ def test_vggish_rejects_wrong_files(tmp_path) -> None:
     wrong_shape = {k: torch.zeros(1) for k in keys}
     p2 = tmp_path / "shapes.pth"
     torch.save(wrong_shape, p2)
-    with pytest.raises(VafusionError, match=r"shapes.pth: .*features.0.weight has shape \(1,\), VGGish needs \(64, 1, 3, 3\)"):
+    with pytest.raises(
+        VafusionError, match=r"shapes.pth: .*features.0.weight has shape \(1,\), VGGish needs \(64, 1, 3, 3\)"
+    ):
         V.load_vggish(p2)
 
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00\x01not a checkpoint" * 100)
-    with pytest.raises(VafusionError, match="garbage.pth"):
+    with pytest.raises(VafusionError, match=r"garbage.pth"):
         V.load_vggish(garbage)
 
-    with pytest.raises(VafusionError, match="nope.pth"):
+    with pytest.raises(VafusionError, match=r"nope.pth"):
         V.load_vggish(tmp_path / "nope.pth")
 
 
@@ -151,13 +153,13 @@ def test_pca_from_pth_numpy_and_tensor_dicts(tmp_path) -> None:
 def test_pca_rejects_bad_files(tmp_path) -> None:
     bad = tmp_path / "bad.npz"
     np.savez(bad, pca_eigen_vectors=np.zeros((10, 10)), pca_means=np.zeros(10))
-    with pytest.raises(VafusionError, match="bad.npz"):
+    with pytest.raises(VafusionError, match=r"bad.npz"):
         V.VGGishPCA.from_file(bad)
     keys = tmp_path / "keys.npz"
     np.savez(keys, something=np.zeros(3))
-    with pytest.raises(VafusionError, match="keys.npz.*pca_eigen_vectors"):
+    with pytest.raises(VafusionError, match=r"keys.npz.*pca_eigen_vectors"):
         V.VGGishPCA.from_file(keys)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"garbage")
-    with pytest.raises(VafusionError, match="garbage.pth"):
+    with pytest.raises(VafusionError, match=r"garbage.pth"):
         V.VGGishPCA.from_file(garbage)

@@ -64,8 +64,19 @@ def _every_test_on_one_thread(one_thread):
 def toy_run(toy_cache: Path, tmp_path_factory) -> Path:
     """A ridge run trained on ``toy_cache`` (seconds), for predict and evaluate on damaged copies."""
     run = tmp_path_factory.mktemp("faults") / "run"
-    result = invoke("train", toy_cache, "--run", run, "--model", "ridge", "--features", "visual,audio",
-                    "--no-report", "--device", "cpu")
+    result = invoke(
+        "train",
+        toy_cache,
+        "--run",
+        run,
+        "--model",
+        "ridge",
+        "--features",
+        "visual,audio",
+        "--no-report",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     return run
 
@@ -123,8 +134,10 @@ def read_only(folder: Path) -> Iterator[None]:
     if done < len(steps):
         if done:
             subprocess.run(["umount", str(folder)], check=True)
-        pytest.fail("running as root without the right to mount: cannot make a read-only folder; run the suite "
-                    "as a normal user or where root may mount (a skipped check would pass for nothing)")
+        pytest.fail(
+            "running as root without the right to mount: cannot make a read-only folder; run the suite "
+            "as a normal user or where root may mount (a skipped check would pass for nothing)"
+        )
     try:
         assert not os.access(folder, os.W_OK)
         yield
@@ -140,8 +153,12 @@ def small_disk(folder: Path, disk_kib: int, file_kib: int) -> Iterator[Callable[
     """
     if os.geteuid() == 0 and shutil.which("mount"):
         folder.mkdir(parents=True, exist_ok=True)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={disk_kib}k", "tmpfs", str(folder)],
-                          capture_output=True).returncode == 0:
+        if (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={disk_kib}k", "tmpfs", str(folder)], capture_output=True
+            ).returncode
+            == 0
+        ):
             try:
                 yield lambda: subprocess.run(["mount", "-o", "remount,size=16m", str(folder)], check=True)
             finally:  # lazy: files a failed test left open must not keep the mount
@@ -186,8 +203,11 @@ class ChildRun:
 
 
 @contextmanager
-def counting_writes(also_count: tuple[tuple[object, str], ...] = (), kill_at: int | None = None,
-                    report: Callable[[], None] = lambda: None) -> Iterator[list[int]]:
+def counting_writes(
+    also_count: tuple[tuple[object, str], ...] = (),
+    kill_at: int | None = None,
+    report: Callable[[], None] = lambda: None,
+) -> Iterator[list[int]]:
     """Count the writes of this process: ``os.replace`` calls (every file written through ``atomic_path``,
     every folder renamed into place) and calls of the functions in ``also_count`` (``(module, name)``);
     with ``kill_at``, SIGKILL this process just before the ``kill_at``-th (the way a kill lands in the
@@ -203,6 +223,7 @@ def counting_writes(also_count: tuple[tuple[object, str], ...] = (), kill_at: in
             if count[0] == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*a, **k)
+
         return call
 
     for (module, name), real in zip(patched, originals):
@@ -214,8 +235,13 @@ def counting_writes(also_count: tuple[tuple[object, str], ...] = (), kill_at: in
             setattr(module, name, real)
 
 
-def run_in_child(args: list[object], log: Path, kill_at: int | None = None,
-                 also_count: tuple[tuple[object, str], ...] = (), timeout: float = 90.0) -> ChildRun:
+def run_in_child(
+    args: list[object],
+    log: Path,
+    kill_at: int | None = None,
+    also_count: tuple[tuple[object, str], ...] = (),
+    timeout: float = 90.0,
+) -> ChildRun:
     """Run ``vafusion ARGS`` in a forked copy of this process (no imports to pay; run the command once
     in-process first to warm it up), and, with ``kill_at``, SIGKILL it at its ``kill_at``-th write
     (see :func:`counting_writes`).
@@ -228,12 +254,14 @@ def run_in_child(args: list[object], log: Path, kill_at: int | None = None,
     and run once more: a second hang is a failure.
     """
     _stop_tqdm_monitor()
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         run = _fork_once(args, log, kill_at, also_count, timeout)
         if run is not None:
             return run
-    raise AssertionError(f"vafusion {' '.join(map(str, args))} did not end within {timeout} s, twice; "
-                         f"its stacks:\n{log.read_text(errors='replace')}")
+    raise AssertionError(
+        f"vafusion {' '.join(map(str, args))} did not end within {timeout} s, twice; "
+        f"its stacks:\n{log.read_text(errors='replace')}"
+    )
 
 
 def _stop_tqdm_monitor() -> None:
@@ -243,8 +271,9 @@ def _stop_tqdm_monitor() -> None:
         tqdm.monitor = None
 
 
-def _fork_once(args: list[object], log: Path, kill_at: int | None, also_count: tuple[tuple[object, str], ...],
-               timeout: float) -> ChildRun | None:
+def _fork_once(
+    args: list[object], log: Path, kill_at: int | None, also_count: tuple[tuple[object, str], ...], timeout: float
+) -> ChildRun | None:
     """One forked run (see :func:`run_in_child`); None if it had to be killed after ``timeout``."""
     import faulthandler
     import sys
@@ -271,7 +300,7 @@ def _fork_once(args: list[object], log: Path, kill_at: int | None, also_count: t
                     code = 0
                 except SystemExit as e:
                     code = e.code if isinstance(e.code, int) else 1
-        except BaseException:  # a bug: show it in the log
+        except BaseException:  # noqa: BLE001 - a bug: show it in the log
             import traceback
 
             traceback.print_exc()

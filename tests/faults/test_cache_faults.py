@@ -21,24 +21,49 @@ import pytest
 from tests.faults.conftest import SHARDED, invoke, one_line_error, read_only, small_disk, write_shards
 from vafusion.cache import schema, split
 from vafusion.cache.corpus_index import read_corpus_index
-from vafusion.cache.lock import WriteLock
 from vafusion.cache.inspect import verify_cache
+from vafusion.cache.lock import WriteLock
 from vafusion.cache.reader import FeatureFile
 from vafusion.cache.writer import FeatureWriter
 from vafusion.errors import VafusionError
 from vafusion.fusion.data import load_cache
 
 FEATURES = "visual,audio"
-FAST_EXTRACT = ["--features", "resnet18,vggish,logmel", "--visual-weights", "random", "--vggish-weights", "random",
-                "--image-size", "32", "--batch-size", "48", "--workers", "0", "--device", "cpu"]
+FAST_EXTRACT = [
+    "--features",
+    "resnet18,vggish,logmel",
+    "--visual-weights",
+    "random",
+    "--vggish-weights",
+    "random",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "48",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+]
 LOGMEL = ["--features", "logmel", "--workers", "0", "--device", "cpu"]  # no backbone: the cheapest extraction
 
 
 def _stage2_commands(cache: Path, run: Path, tmp: Path) -> dict[str, list[object]]:
     """train, predict and evaluate on ``cache``: each loads the features of some ids."""
     return {
-        "train": ["train", cache, "--run", tmp / "new-run", "--model", "ridge", "--features", FEATURES,
-                  "--no-report", "--device", "cpu"],
+        "train": [
+            "train",
+            cache,
+            "--run",
+            tmp / "new-run",
+            "--model",
+            "ridge",
+            "--features",
+            FEATURES,
+            "--no-report",
+            "--device",
+            "cpu",
+        ],
         "predict": ["predict", run, "--cache", cache, "--out", tmp / "pred", "--ids", "all", "--device", "cpu"],
         "evaluate": ["evaluate", run, "--cache", cache, "--device", "cpu"],
     }
@@ -50,7 +75,7 @@ def _everywhere(cache: Path, run: Path, tmp: Path, *names: str) -> None:
     assert verify.exit_code == 1 and "Traceback" not in verify.output, verify.output
     problems = [line for line in verify.output.splitlines() if line.startswith("problem: ")]
     assert any(all(n in line for n in names) for line in problems), (names, verify.output)
-    for command, args in _stage2_commands(cache, run, tmp).items():
+    for _command, args in _stage2_commands(cache, run, tmp).items():
         one_line_error(invoke(*args), *names)
     assert not (tmp / "pred").exists() or not any((tmp / "pred").iterdir())  # no predictions from bad data
 
@@ -76,19 +101,27 @@ def _external_storage(f: h5py.File, vid: str) -> None:
     raw = Path(f.filename).parent / f"{vid}.raw"
     raw.write_bytes(data.tobytes())
     del f[f"videos/{vid}/features"]
-    f.create_dataset(f"videos/{vid}/features", shape=data.shape, dtype=data.dtype, external=[(str(raw), 0, data.nbytes)])
+    f.create_dataset(
+        f"videos/{vid}/features", shape=data.shape, dtype=data.dtype, external=[(str(raw), 0, data.nbytes)]
+    )
 
 
 BOOL8 = h5py.enum_dtype({"FALSE": 0, "TRUE": 1}, basetype=np.int64)
 MUTATIONS: dict[str, tuple[Callable[[h5py.File, str], None], str]] = {
     "mask-int64": (lambda f, v: _rewrite(f, v, "mask", _mask(f, v).astype(np.int64)), "mask is int64 of 8 byte(s)"),
-    "mask-8-byte-bool": (lambda f, v: _rewrite(f, v, "mask", _mask(f, v).astype(np.int64).astype(BOOL8)),
-                         "mask is bool of 8 byte(s), expected 1-byte bool"),
-    "features-float32": (lambda f, v: _rewrite(f, v, "features", _features(f, v).astype(np.float32)),
-                         "features are float32, expected float16"),
+    "mask-8-byte-bool": (
+        lambda f, v: _rewrite(f, v, "mask", _mask(f, v).astype(np.int64).astype(BOOL8)),
+        "mask is bool of 8 byte(s), expected 1-byte bool",
+    ),
+    "features-float32": (
+        lambda f, v: _rewrite(f, v, "features", _features(f, v).astype(np.float32)),
+        "features are float32, expected float16",
+    ),
     "mask-one-short": (lambda f, v: _rewrite(f, v, "mask", _mask(f, v)[:-1]), "rows, but T="),
-    "features-one-short": (lambda f, v: _rewrite(f, v, "features", _features(f, v)[:-1]),
-                           "in corpus.h5 and the mask has"),
+    "features-one-short": (
+        lambda f, v: _rewrite(f, v, "features", _features(f, v)[:-1]),
+        "in corpus.h5 and the mask has",
+    ),
     "features-wrong-dim": (lambda f, v: _rewrite(f, v, "features", _features(f, v)[:, :-1]), ", 23), expected (T, 24)"),
     "features-missing": (lambda f, v: f.__delitem__(f"videos/{v}/features"), "has no features dataset"),
     "mask-missing": (lambda f, v: f.__delitem__(f"videos/{v}/mask"), "has no mask dataset"),
@@ -113,8 +146,9 @@ def test_mask_one_short_names_mask_and_t(toy_cache, copy_cache):
         _rewrite(f, "vid01", "mask", _mask(f, "vid01")[:-1])
     with pytest.raises(VafusionError) as err:
         load_cache(cache, ["visual"], progress=False)
-    assert f"visual.h5: video 'vid01': mask has {t - 1} rows, but T={t} in corpus.h5 and features have {t}" \
-        in str(err.value)
+    assert f"visual.h5: video 'vid01': mask has {t - 1} rows, but T={t} in corpus.h5 and features have {t}" in str(
+        err.value
+    )
 
 
 # --- damaged files: truncation, compressed chunks, flipped bytes --------------------------------
@@ -147,8 +181,9 @@ def test_corrupted_compressed_chunk(toy_cache, toy_run, copy_cache, tmp_path):
         extractor = f.attrs["extractor"]
     import json
 
-    writer = FeatureWriter(cache, "visual", 24, json.loads(extractor), index.fingerprint, overwrite=True,
-                           compression="gzip")
+    writer = FeatureWriter(
+        cache, "visual", 24, json.loads(extractor), index.fingerprint, overwrite=True, compression="gzip"
+    )
     for vid, (feats, mask) in data.items():
         writer.write(vid, feats, mask)
     writer.finalize()
@@ -196,8 +231,10 @@ def test_cache_without_checksums_loads_and_verifies_with_a_note(toy_cache, copy_
                 del f[f"videos/{vid}/{name}"].attrs[schema.CHECKSUM_ATTR]
     result = invoke("cache", "verify", cache)
     assert result.exit_code == 0, result.output
-    assert "note: " in result.output and "visual.h5: no checksums for 9 video(s) (written by an older vafusion)" \
-        in result.output
+    assert (
+        "note: " in result.output
+        and "visual.h5: no checksums for 9 video(s) (written by an older vafusion)" in result.output
+    )
     assert "checksums: none (written by an older vafusion)" in invoke("cache", "info", cache).output
     load_cache(cache, ["visual"], verify_checksums=True, progress=False)
 
@@ -213,8 +250,9 @@ def _stranger(tmp_path: Path, toy_cache: Path) -> Path:
 
 
 @pytest.mark.parametrize("where", ["cwd", "hdf5-ext-prefix", "cache-folder"])
-def test_missing_shard_is_never_replaced_by_a_strangers_file(where, sharded_cache, toy_cache, toy_run, copy_cache,
-                                                             tmp_path, monkeypatch):
+def test_missing_shard_is_never_replaced_by_a_strangers_file(
+    where, sharded_cache, toy_cache, toy_run, copy_cache, tmp_path, monkeypatch
+):
     cache = copy_cache(sharded_cache)
     assert invoke("cache", "verify", cache).exit_code == 0
     shard = cache / f"{SHARDED}.shard-2-of-2.h5"
@@ -245,8 +283,9 @@ def test_merge_of_shards_from_different_extractors_names_the_odd_one(toy_cache, 
     index = read_corpus_index(cache)
     odd = cache / "visual.shard-2-of-3.h5"
     odd.unlink()
-    writer = FeatureWriter(cache, "visual", 24, {"model": "toy-visual", "weights": "other"}, index.fingerprint,
-                           shard=(2, 3))
+    writer = FeatureWriter(
+        cache, "visual", 24, {"model": "toy-visual", "weights": "other"}, index.fingerprint, shard=(2, 3)
+    )
     for vid in split.shard_ids(index, (2, 3)):
         writer.write(vid, np.zeros((index[vid].n_frames, 24)), np.ones(index[vid].n_frames, bool))
     writer.finalize()
@@ -263,14 +302,25 @@ def test_second_writer_fails_at_once_naming_the_first(tiny_extracted, copy_cache
     cache = copy_cache(source)
     (cache / "logmel.h5").unlink()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pathlib import Path; from vafusion.cache.lock import WriteLock; "
-         "lock = WriteLock(Path(sys.argv[1])); lock.acquire(); print('locked', flush=True); sys.stdin.read()",
-         str(cache / "logmel.h5")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from vafusion.cache.lock import WriteLock; "
+            "lock = WriteLock(Path(sys.argv[1])); lock.acquire(); print('locked', flush=True); sys.stdin.read()",
+            str(cache / "logmel.h5"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         result = invoke("extract", corpus.root, "--cache", cache, *LOGMEL)
-        one_line_error(result, f"{cache / 'logmel.h5'} is being written by another process (pid {holder.pid} on ",
-                       "wait for it to finish or use another cache")
+        one_line_error(
+            result,
+            f"{cache / 'logmel.h5'} is being written by another process (pid {holder.pid} on ",
+            "wait for it to finish or use another cache",
+        )
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
@@ -373,7 +423,9 @@ def test_full_disk_loses_nothing_finished(tmp_path):
         message = str(err.value)
         assert "\n" not in message and f"{writer.parts_dir / 'big.h5'}: could not be written (" in message
         assert "what was finished before is kept" in message
-        with pytest.raises(VafusionError, match=r"x\.h5 needs about 0\.1 MiB but only .* free|over this process's file size limit"):
+        with pytest.raises(
+            VafusionError, match=r"x\.h5 needs about 0\.1 MiB but only .* free|over this process's file size limit"
+        ):
             writer.finalize()
         assert writer.done_ids() == set(small) and not list(cache.rglob(".*.tmp-*"))
         assert not (cache / "x.h5").exists()

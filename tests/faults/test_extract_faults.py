@@ -35,8 +35,9 @@ def _loudest_row(cache: Path) -> int:
 
 
 def test_variable_frame_rate_audio_lands_on_its_frame(tmp_path):
-    corpus = make_alignment_corpus(tmp_path / "corpus", fps=30, n_frames=75, beep_frames=[BEEP], marker_frames=[],
-                                   frame_times=VFR_TIMES)
+    corpus = make_alignment_corpus(
+        tmp_path / "corpus", fps=30, n_frames=75, beep_frames=[BEEP], marker_frames=[], frame_times=VFR_TIMES
+    )
     result = invoke("extract", corpus.root, "--cache", tmp_path / "cache", *LOGMEL)
     assert result.exit_code == 0, result.output
     video = corpus.root / "videos" / "align.mp4"
@@ -47,8 +48,10 @@ def test_variable_frame_rate_audio_lands_on_its_frame(tmp_path):
     assert constant_rate_row != BEEP  # where reading it as constant-rate would put the beep (row 54)
     assert _loudest_row(tmp_path / "cache") == BEEP
     assert verify_cache(tmp_path / "cache") == []
-    assert "variable frame rate (rows at each frame's timestamp): align" in invoke("cache", "info",
-                                                                                   tmp_path / "cache").output
+    assert (
+        "variable frame rate (rows at each frame's timestamp): align"
+        in invoke("cache", "info", tmp_path / "cache").output
+    )
 
 
 def test_constant_rate_video_keeps_the_grid(tmp_path):
@@ -80,8 +83,10 @@ def test_a_declared_rate_that_disagrees_with_the_timestamps_is_warned_and_correc
     found = discover_corpus(tmp_path / "corpus")
     entry = found.videos[0].entry
     assert entry.fps == 25.0 and entry.n_frames == 40 and entry.frame_times is None
-    assert any(w.startswith(f"{videos / 'clip.mkv'}: the container declares 30 fps, but its frames are 25 fps apart")
-               for w in found.warnings), found.warnings
+    assert any(
+        w.startswith(f"{videos / 'clip.mkv'}: the container declares 30 fps, but its frames are 25 fps apart")
+        for w in found.warnings
+    ), found.warnings
 
 
 def test_a_damaged_but_decodable_crop_is_named_and_counts_as_no_face(tmp_path):
@@ -90,8 +95,22 @@ def test_a_damaged_but_decodable_crop_is_named_and_counts_as_no_face(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(crop, quality=90)
     data = crop.read_bytes()
     crop.write_bytes(data[: int(len(data) * 0.7)] + b"\xff\xd9")  # the scan cut short: libjpeg fills in grey
-    result = invoke("extract", corpus.root, "--cache", tmp_path / "cache", "--features", "resnet18",
-                    "--visual-weights", "random", "--image-size", "32", "--workers", "0", "--device", "cpu")
+    result = invoke(
+        "extract",
+        corpus.root,
+        "--cache",
+        tmp_path / "cache",
+        "--features",
+        "resnet18",
+        "--visual-weights",
+        "random",
+        "--image-size",
+        "32",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if str(crop) in line]
     assert len(warnings) == 1 and warnings[0].startswith("warning: ") and "Corrupt JPEG data" in warnings[0]
@@ -123,16 +142,18 @@ def test_symlink_loops_in_the_videos_tree_end(tmp_path):
     assert not [w for w in found.warnings if "found in" in w]  # one folder seen once, not as a duplicate
 
 
-
 def test_a_folder_that_cannot_be_listed_is_one_line_naming_it(tmp_path, monkeypatch):
     """Permissions cannot be taken from root (the tests' user), so the listing itself is made to fail."""
     corpus = make_alignment_corpus(tmp_path / "corpus", fps=30, n_frames=30, beep_frames=[], marker_frames=[])
     audio = tmp_path / "audio"
     audio.mkdir()
     real_scandir = os.scandir
-    for folder, what in ((corpus.root / "cropped_aligned", "face crop folders"),
-                         (corpus.root / "annotations" / "VA_Estimation_Challenge" / "Train_Set", "annotation files"),
-                         (audio, "audio files")):
+    for folder, what in (
+        (corpus.root / "cropped_aligned", "face crop folders"),
+        (corpus.root / "annotations" / "VA_Estimation_Challenge" / "Train_Set", "annotation files"),
+        (audio, "audio files"),
+    ):
+
         def scandir(path, _folder=folder):
             if Path(path) == _folder:
                 raise PermissionError(13, "Permission denied")

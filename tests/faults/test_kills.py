@@ -24,13 +24,37 @@ from vafusion.fusion.prediction_files import MANIFEST
 ONE_THREAD = ["--threads", "1"]
 """Every command on one thread: the forked children then never use an OpenMP pool that the fork left
 without its threads (a hang), and the clean and resumed runs reduce in the same order (equal floats)."""
-TINY_IMF = ["--model", "imf", "--model-option", "d_model=8", "--model-option", "heads=2", "--model-option",
-            "tcn_dilations=1,2", "--model-option", "head_hidden=8", "--window", "48", "--hop", "32",
-            "--batch-size", "8", "--device", "cpu", *ONE_THREAD]
+TINY_IMF = [
+    "--model",
+    "imf",
+    "--model-option",
+    "d_model=8",
+    "--model-option",
+    "heads=2",
+    "--model-option",
+    "tcn_dilations=1,2",
+    "--model-option",
+    "head_hidden=8",
+    "--window",
+    "48",
+    "--hop",
+    "32",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+    *ONE_THREAD,
+]
 
 
-def _clean_and_killed(tmp_path: Path, command: list[object], out: Path, rerun: list[object] | None = None,
-                      instants: list[int] | None = None, also_count=()) -> tuple[Path, list[tuple[int, Path]]]:
+def _clean_and_killed(
+    tmp_path: Path,
+    command: list[object],
+    out: Path,
+    rerun: list[object] | None = None,
+    instants: list[int] | None = None,
+    also_count=(),
+) -> tuple[Path, list[tuple[int, Path]]]:
     """Run ``command`` (which writes ``out``) once cleanly, in-process (which warms this process up for
     the children), then, per instant, into its own copy: killed at that write, then rerun (``rerun``:
     the resuming form). Returns the clean output and each rerun's."""
@@ -42,7 +66,7 @@ def _clean_and_killed(tmp_path: Path, command: list[object], out: Path, rerun: l
     finished = []
     for k in instants or range(1, writes[0] + 1):
         target = out.with_name(f"{out.name}-{k}")
-        swap = lambda args: [str(a).replace(str(out), str(target)) for a in args]  # noqa: E731
+        swap = lambda args: [str(a).replace(str(out), str(target)) for a in args]  # noqa: B023, E731
         killed = run_in_child(swap(command), tmp_path / f"kill-{k}.log", kill_at=k, also_count=also_count)
         assert killed.killed, (k, killed.output)
         again = run_in_child(swap(rerun or command), tmp_path / f"rerun-{k}.log")
@@ -59,9 +83,19 @@ def _no_temporaries(folder: Path) -> None:
 
 def test_train_killed_at_every_write_resumes_to_the_clean_result(toy_cache, tmp_path):
     run = tmp_path / "run"
-    command = ["train", toy_cache, "--run", run, "--features", "visual,audio", "--epochs", "2", "--no-report",
-               *TINY_IMF]
-    clean, finished = _clean_and_killed(tmp_path, command, run, rerun=command + ["--resume"])
+    command = [
+        "train",
+        toy_cache,
+        "--run",
+        run,
+        "--features",
+        "visual,audio",
+        "--epochs",
+        "2",
+        "--no-report",
+        *TINY_IMF,
+    ]
+    clean, finished = _clean_and_killed(tmp_path, command, run, rerun=[*command, "--resume"])
     assert len(finished) >= 5  # config, best.pt and last.pt of two epochs, summary
     expected = json.loads((clean / "summary.json").read_text())
     for k, target in finished:
@@ -72,8 +106,22 @@ def test_train_killed_at_every_write_resumes_to_the_clean_result(toy_cache, tmp_
 
 def test_cv_killed_midway_finishes_on_rerun(toy_cache, tmp_path):
     runs = tmp_path / "cv"
-    command = ["cv", toy_cache, "--runs", runs, "--folds", "2", "--model", "ridge", "--features", "visual,audio",
-               "--no-report", "--device", "cpu", *ONE_THREAD]
+    command = [
+        "cv",
+        toy_cache,
+        "--runs",
+        runs,
+        "--folds",
+        "2",
+        "--model",
+        "ridge",
+        "--features",
+        "visual,audio",
+        "--no-report",
+        "--device",
+        "cpu",
+        *ONE_THREAD,
+    ]
     # its 12 writes: per fold config, best.pt, summary; per fold val_predictions; post.json, cv.json, figure, page
     clean, finished = _clean_and_killed(tmp_path, command, runs, instants=[2, 5, 8, 9, 12])
     expected = json.loads((clean / "cv.json").read_text())
@@ -85,8 +133,21 @@ def test_cv_killed_midway_finishes_on_rerun(toy_cache, tmp_path):
 
 def test_compare_killed_midway_finishes_on_rerun(toy_cache, tmp_path):
     runs = tmp_path / "cmp"
-    command = ["compare", toy_cache, "--runs", runs, "--models", "ridge", "--features", "visual;audio",
-               "--seeds", "2", "--device", "cpu", *ONE_THREAD]
+    command = [
+        "compare",
+        toy_cache,
+        "--runs",
+        runs,
+        "--models",
+        "ridge",
+        "--features",
+        "visual;audio",
+        "--seeds",
+        "2",
+        "--device",
+        "cpu",
+        *ONE_THREAD,
+    ]
     # its 15 writes: per run (4) config, best.pt, summary; compare.json, figure, page
     clean, finished = _clean_and_killed(tmp_path, command, runs, instants=[2, 9, 13, 15])
     expected = json.loads((clean / "compare.json").read_text())["summary"]
@@ -120,8 +181,19 @@ def test_predict_killed_leaves_no_partial_set(toy_run, toy_cache, tmp_path):
 def test_extract_killed_at_writes_resumes_to_the_clean_cache(tiny_extracted, tmp_path):
     corpus, _, _ = tiny_extracted
     cache = tmp_path / "cache"
-    command = ["extract", corpus.root, "--cache", cache, "--features", "logmel", "--workers", "0", "--device", "cpu",
-               *ONE_THREAD]
+    command = [
+        "extract",
+        corpus.root,
+        "--cache",
+        cache,
+        "--features",
+        "logmel",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        *ONE_THREAD,
+    ]
     clean, finished = _clean_and_killed(tmp_path, command, cache)
     with h5py.File(clean / "logmel.h5") as f:
         expected = {v: f[f"videos/{v}/features"][()] for v in f["videos"]}
@@ -130,4 +202,3 @@ def test_extract_killed_at_writes_resumes_to_the_clean_cache(tiny_extracted, tmp
             assert sorted(f["videos"]) == sorted(expected), k
             for v, x in expected.items():
                 np.testing.assert_array_equal(f[f"videos/{v}/features"][()], x)
-

@@ -15,10 +15,26 @@ from vafusion.errors import VafusionError
 from vafusion.extract.options import ExtractOptions
 from vafusion.fusion.config import FusionConfig, make_config
 
-TRAINING_VALUES = [("--lr", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--lr", "inf"), ("--weight-decay", "-1"),
-                   ("--weight-decay", "nan"), ("--mse-weight", "-0.5"), ("--epochs", "0"), ("--batch-size", "0"),
-                   ("--window", "0"), ("--hop", "0"), ("--patience", "0"), ("--seed", "-1"), ("--seed", "2.5"),
-                   ("--device", "mps"), ("--device", "xla"), ("--device", "cuda:99"), ("--device", "banana")]
+TRAINING_VALUES = [
+    ("--lr", "-1"),
+    ("--lr", "0"),
+    ("--lr", "nan"),
+    ("--lr", "inf"),
+    ("--weight-decay", "-1"),
+    ("--weight-decay", "nan"),
+    ("--mse-weight", "-0.5"),
+    ("--epochs", "0"),
+    ("--batch-size", "0"),
+    ("--window", "0"),
+    ("--hop", "0"),
+    ("--patience", "0"),
+    ("--seed", "-1"),
+    ("--seed", "2.5"),
+    ("--device", "mps"),
+    ("--device", "xla"),
+    ("--device", "cuda:99"),
+    ("--device", "banana"),
+]
 """Options every training command (train, cv, compare) shares."""
 
 COMMAND_VALUES = {
@@ -28,8 +44,16 @@ COMMAND_VALUES = {
     "predict": [("--smooth", "0"), ("--device", "xla")],
     "evaluate": [("--partition", "test"), ("--device", "mps")],
     "report": [("--ids", "-1"), ("--device", "xla")],
-    "extract": [("--image-size", "8"), ("--image-size", "4096"), ("--batch-size", "0"), ("--workers", "-1"),
-                ("--shard", "3/2"), ("--shard", "x"), ("--compression", "zip"), ("--device", "xla")],
+    "extract": [
+        ("--image-size", "8"),
+        ("--image-size", "4096"),
+        ("--batch-size", "0"),
+        ("--workers", "-1"),
+        ("--shard", "3/2"),
+        ("--shard", "x"),
+        ("--compression", "zip"),
+        ("--device", "xla"),
+    ],
     "demo": [("--seed", "-1"), ("--size", "huge"), ("--device", "mps")],
     "cache import": [("--tolerance", "-1")],
 }
@@ -50,8 +74,9 @@ def _args(command: str, cache, tmp_path) -> list[object]:
     }[command]
 
 
-CASES = [(c, o, v) for c in ("train", "cv", "compare") for o, v in TRAINING_VALUES] + \
-        [(c, o, v) for c, pairs in COMMAND_VALUES.items() for o, v in pairs]
+CASES = [(c, o, v) for c in ("train", "cv", "compare") for o, v in TRAINING_VALUES] + [
+    (c, o, v) for c, pairs in COMMAND_VALUES.items() for o, v in pairs
+]
 
 
 @pytest.mark.parametrize(("command", "option", "value"), CASES, ids=[f"{c}-{o}={v}" for c, o, v in CASES])
@@ -60,30 +85,42 @@ def test_a_bad_value_is_one_line_naming_the_option(command, option, value, toy_c
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-@pytest.mark.parametrize(("command", "extra", "named"), [
-    ("train", ["--features", ""], "--features"),
-    ("train", ["--features", " , "], "--features"),
-    ("train", ["--fold", "9"], "--fold 9: there are only 6 folds"),
-    ("train", ["--fold", "2", "--split", "official"], "--fold 2 and --split official"),
-    ("train", ["--window", "100", "--hop", "200"], "--hop 200: more than --window 100"),
-    ("cv", ["--features", ","], "--features"),
-    ("compare", ["--features", ";"], "--features"),
-    ("compare", ["--models", ","], "--models"),
-    ("cv", ["--devices", "cpu,xla"], "--devices xla"),
-    ("compare", ["--devices", "cuda:7"], "--devices cuda:7"),
-    ("extract", ["--features", ""], "--features"),
-])
+@pytest.mark.parametrize(
+    ("command", "extra", "named"),
+    [
+        ("train", ["--features", ""], "--features"),
+        ("train", ["--features", " , "], "--features"),
+        ("train", ["--fold", "9"], "--fold 9: there are only 6 folds"),
+        ("train", ["--fold", "2", "--split", "official"], "--fold 2 and --split official"),
+        ("train", ["--window", "100", "--hop", "200"], "--hop 200: more than --window 100"),
+        ("cv", ["--features", ","], "--features"),
+        ("compare", ["--features", ";"], "--features"),
+        ("compare", ["--models", ","], "--models"),
+        ("cv", ["--devices", "cpu,xla"], "--devices xla"),
+        ("compare", ["--devices", "cuda:7"], "--devices cuda:7"),
+        ("extract", ["--features", ""], "--features"),
+    ],
+)
 def test_a_bad_combination_is_one_line_naming_the_option(command, extra, named, toy_cache, tmp_path):
     one_line_error(invoke(*_args(command, toy_cache, tmp_path), *extra), named)
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(("settings", "named"), [
-    (dict(lr=-1.0), "--lr -1"), (dict(lr=float("nan")), "--lr nan"), (dict(weight_decay=-1e-4), "--weight-decay"),
-    (dict(mse_weight=-1.0), "--mse-weight"), (dict(epochs=0), "--epochs 0"), (dict(epochs=2.5), "--epochs 2.5"),
-    (dict(seed=-3), "--seed -3"), (dict(fold=0, split="folds"), "--fold 0"), (dict(features=()), "--features"),
-    (dict(grad_clip=float("inf")), "--grad-clip inf"),
-])
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (dict(lr=-1.0), "--lr -1"),
+        (dict(lr=float("nan")), "--lr nan"),
+        (dict(weight_decay=-1e-4), "--weight-decay"),
+        (dict(mse_weight=-1.0), "--mse-weight"),
+        (dict(epochs=0), "--epochs 0"),
+        (dict(epochs=2.5), "--epochs 2.5"),
+        (dict(seed=-3), "--seed -3"),
+        (dict(fold=0, split="folds"), "--fold 0"),
+        (dict(features=()), "--features"),
+        (dict(grad_clip=float("inf")), "--grad-clip inf"),
+    ],
+)
 def test_library_callers_meet_the_same_ranges(settings, named):
     with pytest.raises(VafusionError, match="invalid configuration: .*" + named.replace("-", r"\-")):
         make_config(**settings)
@@ -96,9 +133,15 @@ def test_a_saved_configuration_out_of_range_is_refused_when_read():
         FusionConfig.from_dict(data)
 
 
-@pytest.mark.parametrize(("settings", "named"), [(dict(batch_size=0), "--batch-size 0"),
-                                                 (dict(image_size=8), "--image-size 8"),
-                                                 (dict(workers=-1), "--workers -1"), (dict(features=("",)), "--features")])
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (dict(batch_size=0), "--batch-size 0"),
+        (dict(image_size=8), "--image-size 8"),
+        (dict(workers=-1), "--workers -1"),
+        (dict(features=("",)), "--features"),
+    ],
+)
 def test_extraction_options_of_library_callers(settings, named):
     with pytest.raises(VafusionError, match=named):
         ExtractOptions(**{"features": ("logmel",), **settings})
@@ -107,5 +150,5 @@ def test_extraction_options_of_library_callers(settings, named):
 def test_cv_folds_has_help(toy_cache):
     help_text = invoke("cv", "--help").output
     start = help_text.index("  --folds ")
-    folds = " ".join(help_text[start:help_text.index("  --seeds ", start)].split())
+    folds = " ".join(help_text[start : help_text.index("  --seeds ", start)].split())
     assert "split by video" in folds and "[default: 6; x>=2]" in folds

@@ -17,10 +17,27 @@ from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.checkpoint import read_metrics
 
 FEATURES = ["--features", "visual,audio"]
-TINY_IMF = ["--model", "imf", "--model-option", "d_model=8", "--model-option", "heads=2", "--model-option",
-            "tcn_dilations=1,2", "--model-option", "head_hidden=8", "--window", "48", "--hop", "32",
-            "--batch-size", "8", "--device", "cpu", "--no-report"]
-
+TINY_IMF = [
+    "--model",
+    "imf",
+    "--model-option",
+    "d_model=8",
+    "--model-option",
+    "heads=2",
+    "--model-option",
+    "tcn_dilations=1,2",
+    "--model-option",
+    "head_hidden=8",
+    "--window",
+    "48",
+    "--hop",
+    "32",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+    "--no-report",
+]
 
 
 def _train(cache, run, *extra):
@@ -29,8 +46,12 @@ def _train(cache, run, *extra):
 
 def test_a_diverging_training_ends_with_a_clear_message(toy_cache, tmp_path):
     run = tmp_path / "run"
-    error = one_line_error(_train(toy_cache, run, "--lr", "1000", "--epochs", "3"),
-                           str(run), "no epoch gave a finite validation score", "--lr (now 1000)")
+    error = one_line_error(
+        _train(toy_cache, run, "--lr", "1000", "--epochs", "3"),
+        str(run),
+        "no epoch gave a finite validation score",
+        "--lr (now 1000)",
+    )
     assert "diverged" in error
     assert not (run / ckpt_mod.BEST).exists() and not (run / ckpt_mod.SUMMARY).exists()
     rows = read_metrics(run)

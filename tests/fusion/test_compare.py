@@ -49,8 +49,9 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / ckpt_mod.METRICS).read_text().splitlines()]
 
 
-def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(toy_cache, tmp_path, trainings,
-                                                                        kill_after_last_save):
+def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(
+    toy_cache, tmp_path, trainings, kill_after_last_save
+):
     runs = tmp_path / "cmp"
     kwargs = dict(data=DATA, training=TRAINING, seeds=2, model_options=OPTIONS, progress=False)
     kill_after_last_save(3)  # killed right after the second imf run's first epoch
@@ -69,10 +70,16 @@ def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(toy_cac
     assert _metrics(runs / second) == _metrics(tmp_path / "straight")  # resumed exactly
 
     assert [(r["model"], r["features"], r["n"]) for r in result["summary"]] == [
-        ("imf", "visual,audio", 2), ("imf", "visual", 2), ("ridge", "visual,audio", 2), ("ridge", "visual", 2)]
+        ("imf", "visual,audio", 2),
+        ("imf", "visual", 2),
+        ("ridge", "visual,audio", 2),
+        ("ridge", "visual", 2),
+    ]
     for row in result["summary"]:
         ps = [r["p"] for r in result["runs"] if (r["model"], r["features"]) == (row["model"], row["features"])]
-        assert row["p"]["mean"] == pytest.approx(sum(ps) / 2) and row["p"]["std"] == pytest.approx(abs(ps[0] - ps[1]) / 2)
+        assert row["p"]["mean"] == pytest.approx(sum(ps) / 2) and row["p"]["std"] == pytest.approx(
+            abs(ps[0] - ps[1]) / 2
+        )
     ridge = next(r for r in result["summary"] if r["model"] == "ridge" and r["features"] == "visual,audio")
     assert ridge["p"]["mean"] > 0.8 and ridge["p"]["std"] == 0.0  # the seed does not change a full ridge fit
     assert json.loads((runs / COMPARE_JSON).read_text()) == json.loads(json.dumps(result))
@@ -91,15 +98,16 @@ def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(toy_cac
 def test_compare_cli_folds_json_and_errors(toy_cache, tmp_path):
     runner = CliRunner()
     base = ["compare", str(toy_cache), "--runs", str(tmp_path / "cv"), "--window", "48", "--hop", "32"]
-    result = runner.invoke(cli, base + ["--models", "ridge", "--features", "visual", "--folds", "2", "--json"])
+    result = runner.invoke(cli, [*base, "--models", "ridge", "--features", "visual", "--folds", "2", "--json"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed == json.loads((tmp_path / "cv" / COMPARE_JSON).read_text())
     assert printed["split"] == "folds" and printed["folds"] == 2
-    assert [r["run"] for r in printed["runs"]] == [str(tmp_path / "cv" / "ridge" / "visual" / "seed-0" / f"fold-{k}")
-                                                   for k in (1, 2)]
+    assert [r["run"] for r in printed["runs"]] == [
+        str(tmp_path / "cv" / "ridge" / "visual" / "seed-0" / f"fold-{k}") for k in (1, 2)
+    ]
     assert printed["summary"][0]["n"] == 2
-    table = runner.invoke(cli, base + ["--models", "ridge", "--features", "visual", "--folds", "2"])
+    table = runner.invoke(cli, [*base, "--models", "ridge", "--features", "visual", "--folds", "2"])
     assert table.exit_code == 0
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["model", "features", "runs", "CCC_V", "CCC_A", "P"]

@@ -19,7 +19,9 @@ from vafusion.fusion.config import (
 
 
 def test_parts_round_trip_through_config_json(tmp_path):
-    config = make_config(features=("a", "b"), window=64, hop=32, epochs=3, model="imf", d_model=32, tcn_dilations=[1, 2])
+    config = make_config(
+        features=("a", "b"), window=64, hop=32, epochs=3, model="imf", d_model=32, tcn_dilations=[1, 2]
+    )
     assert config.data == DataConfig(features=("a", "b"), window=64, hop=32)
     assert config.training == TrainingConfig(epochs=3)
     assert config.model.name == "imf" and config.model.options["d_model"] == 32
@@ -37,22 +39,60 @@ def test_differences_name_the_settings_and_ignore_the_device():
     assert base.differences(replace(base, device="cpu")) == []
     assert base.differences(replace(base, epochs=4, d_model=64)) == ["model.options.d_model", "training.epochs"]
     assert base.differences(replace(base, model="concat")) == [
-        "model.name", "model.options.attn_distance_bias", "model.options.heads"]
+        "model.name",
+        "model.options.attn_distance_bias",
+        "model.options.heads",
+    ]
     assert replace(base, model="ridge").model.options == {"alpha": 10.0, "context": 1, "max_frames": 200_000}
 
 
 def test_version_1_configurations_are_converted():
-    flat = {"features": ["v", "a"], "window": 48, "hop": 32, "split": "folds", "folds": 3, "fold": 2,
-            "model": "fusion", "d_model": 16, "tcn_kernel": 3, "tcn_dilations": [1, 2], "causal": True,
-            "dropout": 0.1, "heads": 2, "head_hidden": 16, "attn_distance_bias": False, "ridge_alpha": 10.0,
-            "ridge_context": 1, "ridge_max_frames": 200000, "epochs": 3, "batch_size": 4, "lr": 0.003,
-            "weight_decay": 0.0001, "mse_weight": 0.0, "patience": 10, "grad_clip": 1.0, "seed": 5,
-            "device": "cpu", "amp": True, "config_version": 1}
+    flat = {
+        "features": ["v", "a"],
+        "window": 48,
+        "hop": 32,
+        "split": "folds",
+        "folds": 3,
+        "fold": 2,
+        "model": "fusion",
+        "d_model": 16,
+        "tcn_kernel": 3,
+        "tcn_dilations": [1, 2],
+        "causal": True,
+        "dropout": 0.1,
+        "heads": 2,
+        "head_hidden": 16,
+        "attn_distance_bias": False,
+        "ridge_alpha": 10.0,
+        "ridge_context": 1,
+        "ridge_max_frames": 200000,
+        "epochs": 3,
+        "batch_size": 4,
+        "lr": 0.003,
+        "weight_decay": 0.0001,
+        "mse_weight": 0.0,
+        "patience": 10,
+        "grad_clip": 1.0,
+        "seed": 5,
+        "device": "cpu",
+        "amp": True,
+        "config_version": 1,
+    }
     config = FusionConfig.from_dict(flat)
     assert config.data == DataConfig(("v", "a"), 48, 32, "folds", 3, 2)
-    assert config.model == ModelConfig("imf", {"d_model": 16, "tcn_kernel": 3, "tcn_dilations": (1, 2), "causal": True,
-                                               "dropout": 0.1, "heads": 2, "head_hidden": 16,
-                                               "attn_distance_bias": False})
+    assert config.model == ModelConfig(
+        "imf",
+        {
+            "d_model": 16,
+            "tcn_kernel": 3,
+            "tcn_dilations": (1, 2),
+            "causal": True,
+            "dropout": 0.1,
+            "heads": 2,
+            "head_hidden": 16,
+            "attn_distance_bias": False,
+        },
+    )
     assert config.training == TrainingConfig(3, 4, 0.003, 0.0001, 0.0, 10, 1.0, 5, "cpu", True)
     ridge = FusionConfig.from_dict({**flat, "model": "ridge", "ridge_alpha": 2.0, "ridge_context": 5})
     assert ridge.model == ModelConfig("ridge", {"alpha": 2.0, "context": 5, "max_frames": 200000})

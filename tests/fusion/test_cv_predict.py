@@ -30,8 +30,16 @@ from .conftest import tiny_options
 from .pages import check_page
 from .test_submission import write_sample
 
-CONFIG = make_config(features=("visual", "audio"), window=48, hop=32, epochs=1, batch_size=4, folds=2, device="cpu",
-                     **tiny_options("imf"))
+CONFIG = make_config(
+    features=("visual", "audio"),
+    window=48,
+    hop=32,
+    epochs=1,
+    batch_size=4,
+    folds=2,
+    device="cpu",
+    **tiny_options("imf"),
+)
 RUNS = [("fold-1", "seed-0"), ("fold-1", "seed-1"), ("fold-2", "seed-0"), ("fold-2", "seed-1")]
 
 
@@ -108,8 +116,9 @@ def test_cv_in_two_worker_processes_equals_the_sequential_run(cv_runs, toy_cache
     key = lambda rows: [(r["fold"], r["seed"], r["epoch"]) for r in rows]  # noqa: E731
     assert key(parallel["runs"]) == key(sequential["runs"])  # same rows, same order
     for a, b in zip(parallel["runs"] + parallel["folds"], sequential["runs"] + sequential["folds"]):
-        assert [a[m] for m in ("ccc_v", "ccc_a", "p")] == pytest.approx([b[m] for m in ("ccc_v", "ccc_a", "p")],
-                                                                      abs=1e-5)
+        assert [a[m] for m in ("ccc_v", "ccc_a", "p")] == pytest.approx(
+            [b[m] for m in ("ccc_v", "ccc_a", "p")], abs=1e-5
+        )
     assert parallel["out_of_fold"] == pytest.approx(sequential["out_of_fold"], abs=1e-5)
     for fold, seed in RUNS:
         mine, theirs = read_oof(tmp_path / "runs" / fold / seed), read_oof(seq_runs / fold / seed)
@@ -132,7 +141,7 @@ def test_cv_refuses_runs_it_would_not_include(tmp_path, toy_cache):
     assert [j.run_dir.name for j in jobs] == ["fold-1", "fold-2"]  # one seed: the layout of earlier versions
     (tmp_path / "odd" / "fold-1").mkdir(parents=True)
     (tmp_path / "odd" / "fold-1" / "best.pt").write_bytes(b"")  # checkpoints without a config: cannot continue
-    with pytest.raises(VafusionError, match="fold-1: holds checkpoints but no config.json") as e:
+    with pytest.raises(VafusionError, match=r"fold-1: holds checkpoints but no config.json") as e:
         cross_validate(toy_cache, tmp_path / "odd", CONFIG, progress=False, report=False)
     assert "--resume" not in str(e.value)  # cv has no --resume to offer
 
@@ -172,14 +181,20 @@ def test_predict_applies_post_json_unless_told_otherwise(cv_runs, toy_cache, tmp
     raw = _read_dir(Path(*predict_to_dir(folds, toy_cache, tmp_path / "raw", ids="all", post="none")[0].parts[:-1]))
     mine = Post(valence=DimPost("median", 0.2, 0.1), arousal=DimPost("mean", 0.4, -0.2))
     write_post(tmp_path / "mine.json", mine, {})
-    cases = {"auto": (dict(post="auto"), read_post(runs / "post.json").apply),
-             "file": (dict(post=str(tmp_path / "mine.json")), mine.apply),
-             "smooth": (dict(smooth=5), lambda p, fps: smooth(p, 5, "mean"))}
+    cases = {
+        "auto": (dict(post="auto"), read_post(runs / "post.json").apply),
+        "file": (dict(post=str(tmp_path / "mine.json")), mine.apply),
+        "smooth": (dict(smooth=5), lambda p, fps: smooth(p, 5, "mean")),
+    }
     for name, (kwargs, step) in cases.items():
         got = _read_dir(predict_to_dir(folds, toy_cache, tmp_path / name, ids="all", **kwargs)[0].parent)
         for vid, values in got.items():
-            np.testing.assert_allclose(values, np.clip(step(raw[vid].astype(np.float32), index[vid].fps), -1, 1),
-                                       atol=2e-6, err_msg=f"{name} {vid}")
+            np.testing.assert_allclose(
+                values,
+                np.clip(step(raw[vid].astype(np.float32), index[vid].fps), -1, 1),
+                atol=2e-6,
+                err_msg=f"{name} {vid}",
+            )
     assert not np.allclose(_read_dir(tmp_path / "file")["vid01"], raw["vid01"])
     with pytest.raises(VafusionError, match="give one of them"):
         predict_to_dir(folds, toy_cache, tmp_path / "x", smooth=3, post=str(tmp_path / "mine.json"))
@@ -193,12 +208,25 @@ def test_predict_writes_the_submission_file_that_check_submission_accepts(cv_run
     runs = cv_runs[0]
     index = read_corpus_index(toy_cache)
     # the sample's order is not alphabetical; counts differ by +3 and -3; the _left/_right pair included
-    counts = {e.id: e.n_frames + (3 if e.id.endswith("_left") else -3 if e.id == "vid03" else 0)
-              for e in sorted(index, key=lambda e: e.id, reverse=True)}
+    counts = {
+        e.id: e.n_frames + (3 if e.id.endswith("_left") else -3 if e.id == "vid03" else 0)
+        for e in sorted(index, key=lambda e: e.id, reverse=True)
+    }
     sample = write_sample(tmp_path / "VA_test_set_sample.txt", counts)
     out = tmp_path / "upload" / "predictions.txt"
-    result = _invoke("predict", runs / "fold-1", runs / "fold-2", "--cache", toy_cache, "--sample", sample,
-                     "--out", out, "--device", "cpu")
+    result = _invoke(
+        "predict",
+        runs / "fold-1",
+        runs / "fold-2",
+        "--cache",
+        toy_cache,
+        "--sample",
+        sample,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert "2 video(s) whose sample row count differs" in result.stderr
     assert "vid03: sample" in result.stderr and "vid00_left: sample" in result.stderr
@@ -220,9 +248,11 @@ def test_a_sample_naming_a_video_the_cache_lacks_leaves_no_file(cv_runs, toy_cac
     out = tmp_path / "out" / "predictions.txt"
     result = _invoke("predict", runs, "--cache", toy_cache, "--sample", sample, "--out", out, "--device", "cpu")
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.splitlines()[-1] == (f"error: {sample} line 6: video ghost_left is not in the cache "
-                                              f"{toy_cache}; extract it into the cache (e.g. with --test-list), or "
-                                              f"give the cache that has it")
+    assert result.output.splitlines()[-1] == (
+        f"error: {sample} line 6: video ghost_left is not in the cache "
+        f"{toy_cache}; extract it into the cache (e.g. with --test-list), or "
+        f"give the cache that has it"
+    )
     assert not out.parent.exists()
     result = _invoke("predict", runs, "--cache", toy_cache, "--sample", sample, "--out", out, "--ids", "all")
     assert result.exit_code == 1 and "--ids all and --sample" in result.output

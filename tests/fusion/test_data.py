@@ -65,11 +65,24 @@ def _index(videos: dict = VIDEOS) -> CorpusIndex:
 
 
 def _write_feature(
-    cache: Path, feature: str, fingerprint: str, videos: dict = VIDEOS, t_delta: dict | None = None,
-    compression: str | None = None, shard: tuple[int, int] = (1, 1),
+    cache: Path,
+    feature: str,
+    fingerprint: str,
+    videos: dict = VIDEOS,
+    t_delta: dict | None = None,
+    compression: str | None = None,
+    shard: tuple[int, int] = (1, 1),
 ) -> None:
-    writer = FeatureWriter(cache, feature, DIMS[feature], {"model": f"test-{feature}"}, fingerprint, overwrite=True,
-                           compression=compression, shard=shard)
+    writer = FeatureWriter(
+        cache,
+        feature,
+        DIMS[feature],
+        {"model": f"test-{feature}"},
+        fingerprint,
+        overwrite=True,
+        compression=compression,
+        shard=shard,
+    )
     for vid, (_, _, n) in videos.items():
         if shard == (1, 1) or vid in split.shard_ids(_index(videos), shard):
             x, m = _features(feature, vid, n + (t_delta or {}).get(vid, 0))
@@ -150,7 +163,7 @@ def test_refuses_missing_id_and_frame_count_mismatch(cache: Path) -> None:
 def test_unknown_feature_and_unknown_id(cache: Path) -> None:
     with pytest.raises(VafusionError, match="'resnet50' is not in this cache; available: aud, vis"):
         load_cache(cache, ["vis", "resnet50"], progress=False)
-    with pytest.raises(VafusionError, match="corpus.h5: no id.*'zz'"):
+    with pytest.raises(VafusionError, match=r"corpus.h5: no id.*'zz'"):
         load_cache(cache, ["vis"], ["q", "zz"], progress=False)
 
 
@@ -231,7 +244,7 @@ def test_make_windows_cover_every_frame_right_aligned() -> None:
     assert starts[1] == [0] and starts[2] == [0] and starts[4] == [0]
     assert starts[3] == [0, 200, 400]  # 400 + 300 == 700 already aligned: no extra window
     assert starts[6] == [0, 200]
-    np.testing.assert_array_equal(make_windows(offsets=np.cumsum([0] + lengths), window=300, hop=200), w)
+    np.testing.assert_array_equal(make_windows(offsets=np.cumsum([0, *lengths]), window=300, hop=200), w)
     only = make_windows(lengths, 300, 200, videos=[3, 1])
     assert [tuple(r) for r in only] == [(3, 0, 300), (3, 200, 300), (3, 400, 300), (1, 0, 300)]
     assert len(make_windows([10], window=4, hop=4)) == 3  # 0, 4, 6
@@ -461,11 +474,16 @@ def test_streamed_batches_are_identical_to_in_memory(cache: Path, tmp_path: Path
     for a, b in zip(st_ram.mean + st_ram.std, st_stream.mean + st_stream.std):
         assert a.tobytes() == b.tobytes()  # the same statistics, bit for bit
     windows = make_windows(ram.lengths, window=10, hop=6)
-    pairs = zip(iterate_batches(ram, st_ram, windows, 4, shuffle=True, seed=5),
-                iterate_batches(streamed, st_stream, windows, 4, shuffle=True, seed=5), strict=True)
+    pairs = zip(
+        iterate_batches(ram, st_ram, windows, 4, shuffle=True, seed=5),
+        iterate_batches(streamed, st_stream, windows, 4, shuffle=True, seed=5),
+        strict=True,
+    )
     for x, y in pairs:
-        for a, b in zip(x.streams + x.present + [x.valid, x.labels, x.windows],
-                        y.streams + y.present + [y.valid, y.labels, y.windows]):
+        for a, b in zip(
+            x.streams + x.present + [x.valid, x.labels, x.windows],
+            y.streams + y.present + [y.valid, y.labels, y.windows],
+        ):
             assert a.dtype == b.dtype and a.shape == b.shape
             assert a.numpy().tobytes() == b.numpy().tobytes()  # same values, NaN labels included
     streamed.close()

@@ -116,7 +116,9 @@ def test_partition_without_labels_is_an_error() -> None:
     # folds still work: only the labelled train groups count
     train, val = split_ids(index, DataConfig(split="folds", folds=2, fold=1))
     assert sorted(train + val) == ["a", "b"]
-    nothing = CorpusIndex((_entry("t", "test", "t", 10, labelled="none"), _entry("x", "train", "x", 10, labelled="nan")))
+    nothing = CorpusIndex(
+        (_entry("t", "test", "t", 10, labelled="none"), _entry("x", "train", "x", 10, labelled="nan"))
+    )
     with pytest.raises(VafusionError, match="labels all missing"):
         split_ids(nothing, DataConfig(split="folds", folds=2, fold=1))
     with pytest.raises(VafusionError, match="labels all missing in partition 'train'"):

@@ -22,7 +22,9 @@ def test_ccc_matches_direct_formula_on_random_data() -> None:
         t = rng.uniform(-1, 1, 500)
         p = 0.6 * t + rng.normal(0, 0.3, 500) + 0.1
         assert ccc(p, t) == pytest.approx(_numpy_ccc(p, t), abs=1e-12)
-        assert ccc(torch.from_numpy(p).float(), torch.from_numpy(t).float()) == pytest.approx(_numpy_ccc(p, t), abs=1e-6)
+        assert ccc(torch.from_numpy(p).float(), torch.from_numpy(t).float()) == pytest.approx(
+            _numpy_ccc(p, t), abs=1e-6
+        )
 
 
 def test_ccc_hand_computed() -> None:
@@ -72,10 +74,14 @@ def test_loss_zero_for_perfect_prediction_and_matches_metric() -> None:
     target[0, :5, 1] = float("nan")
     keep_v = valid.numpy()
     keep_a = keep_v & ~np.isnan(target[..., 1].numpy())
-    expected = 1 - (
-        ccc(pred[..., 0].numpy()[keep_v], target[..., 0].numpy()[keep_v])
-        + ccc(pred[..., 1].numpy()[keep_a], target[..., 1].numpy()[keep_a])
-    ) / 2
+    expected = (
+        1
+        - (
+            ccc(pred[..., 0].numpy()[keep_v], target[..., 0].numpy()[keep_v])
+            + ccc(pred[..., 1].numpy()[keep_a], target[..., 1].numpy()[keep_a])
+        )
+        / 2
+    )
     assert ccc_loss(pred, target, valid).item() == pytest.approx(expected, abs=1e-5)
 
 

@@ -135,8 +135,10 @@ def test_learns_the_toy_task_and_round_trips_through_its_checkpoint(name, toy_ca
     result = train(toy_cache, tmp_path / "run", config, progress=False, report=False)
     assert result.best["p"] > 0.6, result.best  # visual carries valence, audio arousal; chance is 0
     ckpt = torch.load(tmp_path / "run" / ckpt_mod.BEST, weights_only=True)  # no pickle
-    assert json.loads(ckpt["config"])["model"] == {"name": name, "options": json.loads(
-        json.dumps(config.model.options))}
+    assert json.loads(ckpt["config"])["model"] == {
+        "name": name,
+        "options": json.loads(json.dumps(config.model.options)),
+    }
     run = load_run(tmp_path / "run")
     assert type(run.model) is resolve_model(name).cls
     assert evaluate_run(tmp_path / "run", device="cpu")["p"] == pytest.approx(result.best["p"], abs=1e-6)

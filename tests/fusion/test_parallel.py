@@ -17,16 +17,26 @@ import pytest
 from click.testing import CliRunner
 
 from vafusion.cli import cli
+from vafusion.device import threads_per_process
 from vafusion.errors import VafusionError
 from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.config import make_config
-from vafusion.device import threads_per_process
 from vafusion.fusion.parallel import parse_devices, run_in_workers, worker_devices
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--window", "48", "--hop", "32", "--batch-size", "4", "--device", "cpu", "--no-report"]
-IMF = ["--model-option", "d_model=16", "--model-option", "heads=2", "--model-option", "tcn_kernel=3",
-       "--model-option", "tcn_dilations=1,2", "--model-option", "head_hidden=16"]
+IMF = [
+    "--model-option",
+    "d_model=16",
+    "--model-option",
+    "heads=2",
+    "--model-option",
+    "tcn_kernel=3",
+    "--model-option",
+    "tcn_dilations=1,2",
+    "--model-option",
+    "head_hidden=16",
+]
 
 
 def task(spec: dict, device: str | None, log) -> int:
@@ -64,11 +74,21 @@ def test_workers_run_with_the_commands_thread_share_precision_and_loading():
 
 def test_a_failing_or_dying_task_fails_alone_and_logs_come_back_named():
     logged, ended = [], []
-    values, failures = run_in_workers(task, [{"x": i} for i in range(6)], workers=2, names=[f"t{i}" for i in range(6)],
-                                      devices=["cpu", "cpu"], log=logged.append, on_end=ended.append)
+    values, failures = run_in_workers(
+        task,
+        [{"x": i} for i in range(6)],
+        workers=2,
+        names=[f"t{i}" for i in range(6)],
+        devices=["cpu", "cpu"],
+        log=logged.append,
+        on_end=ended.append,
+    )
     assert values == {0: 0, 4: 40, 5: 50}
     assert [(f.index, f.message) for f in failures] == [
-        (1, "one is bad"), (2, "its worker process ended (exit code 3) inside the task"), (3, "ValueError: three")]
+        (1, "one is bad"),
+        (2, "its worker process ended (exit code 3) inside the task"),
+        (3, "ValueError: three"),
+    ]
     assert sorted(ended) == list(range(6))
     for i in range(6):
         assert f"[t{i}] x={i} on cpu" in logged
@@ -110,10 +130,29 @@ def _wait_for(condition, timeout: float, what: str) -> None:
 def test_a_killed_parallel_cv_stops_its_workers_resumes_and_reports_a_failing_run_at_the_end(toy_cache, tmp_path):
     """Killed midway, then rerun with one run made to fail: the finished runs are kept, the others finish."""
     runs = tmp_path / "runs"
-    args = ["cv", str(toy_cache), "--runs", str(runs), "--folds", "3", "--features", "visual,audio", "--epochs", "4",
-            "--patience", "4", *TINY, *IMF]
-    proc = subprocess.Popen([sys.executable, "-m", "vafusion", *args, "--jobs", "2"], cwd=ROOT,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "cv",
+        str(toy_cache),
+        "--runs",
+        str(runs),
+        "--folds",
+        "3",
+        "--features",
+        "visual,audio",
+        "--epochs",
+        "4",
+        "--patience",
+        "4",
+        *TINY,
+        *IMF,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vafusion", *args, "--jobs", "2"],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     summaries = lambda: sorted(p.parent.name for p in runs.glob(f"fold-*/{ckpt_mod.SUMMARY}"))  # noqa: E731
     try:
         _wait_for(lambda: summaries() or proc.poll() is not None, 120, "a first finished run")
@@ -131,14 +170,17 @@ def test_a_killed_parallel_cv_stops_its_workers_resumes_and_reports_a_failing_ru
     odd.mkdir(exist_ok=True)
     make_config(features=("visual",), model="ridge").save(odd)  # a run of other settings there: that run fails
 
-    again = CliRunner().invoke(cli, args + ["--devices", "cpu,cpu"])  # two workers, each given the CPU
+    again = CliRunner().invoke(cli, [*args, "--devices", "cpu,cpu"])  # two workers, each given the CPU
     assert again.exit_code == 1 and "Traceback" not in again.output
     error, failed = again.stderr.splitlines()[-2:]
-    assert error == ("error: 1 of 3 runs failed (the others are finished and kept; fix the cause and rerun the same "
-                     "command to continue):")
+    assert error == (
+        "error: 1 of 3 runs failed (the others are finished and kept; fix the cause and rerun the same "
+        "command to continue):"
+    )
     assert failed.startswith(f"  {odd}: holds a run with other settings (data.features, ")
-    assert failed.endswith("; rerun with the same options to continue it, or use another directory "
-                           "(or delete this one)")
+    assert failed.endswith(
+        "; rerun with the same options to continue it, or use another directory (or delete this one)"
+    )
     for fold in finished:
         assert f"[fold {fold[-1]}] {runs / fold}: finished before, not trained again" in again.stderr
     assert summaries() == sorted({"fold-1", "fold-2", "fold-3"} - {odd.name})  # the others finished

@@ -26,8 +26,22 @@ from vafusion.fusion.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "my_model.py"
-SETTINGS = ["--features", "visual,audio", "--window", "48", "--hop", "32", "--batch-size", "4", "--lr", "0.003",
-            "--device", "cpu", "--patience", "10"]
+SETTINGS = [
+    "--features",
+    "visual,audio",
+    "--window",
+    "48",
+    "--hop",
+    "32",
+    "--batch-size",
+    "4",
+    "--lr",
+    "0.003",
+    "--device",
+    "cpu",
+    "--patience",
+    "10",
+]
 
 
 def _cli(*args) -> str:
@@ -44,7 +58,7 @@ def _forget(prefix: str) -> None:
 def test_readme_shows_the_example_that_runs():
     readme = (ROOT / "README.md").read_text()
     source = EXAMPLE.read_text()
-    assert source[source.index("class MyFusion"):].strip() in readme
+    assert source[source.index("class MyFusion") :].strip() in readme
 
 
 def test_example_model_trains_evaluates_predicts_reports_and_resumes(toy_cache, tmp_path, kill_after_last_save):
@@ -53,9 +67,24 @@ def test_example_model_trains_evaluates_predicts_reports_and_resumes(toy_cache, 
     _cli("train", toy_cache, "--run", tmp_path / "straight", *model, *SETTINGS, "--epochs", "6", "--no-report")
     kill_after_last_save(2)  # as if killed after epoch 2
     with pytest.raises(KeyboardInterrupt):
-        train(toy_cache, tmp_path / "run", make_config(model=ref, features=("visual", "audio"), window=48, hop=32,
-                                                       epochs=6, batch_size=4, lr=3e-3, patience=10, device="cpu",
-                                                       hidden=16), progress=False, report=False)
+        train(
+            toy_cache,
+            tmp_path / "run",
+            make_config(
+                model=ref,
+                features=("visual", "audio"),
+                window=48,
+                hop=32,
+                epochs=6,
+                batch_size=4,
+                lr=3e-3,
+                patience=10,
+                device="cpu",
+                hidden=16,
+            ),
+            progress=False,
+            report=False,
+        )
     _cli("train", toy_cache, "--run", tmp_path / "run", *model, *SETTINGS, "--epochs", "6", "--resume")
     metrics = [(tmp_path / r / ckpt_mod.METRICS).read_text() for r in ("straight", "run")]
     assert metrics[0] == metrics[1]  # resumed exactly
@@ -79,14 +108,27 @@ def test_example_model_from_the_current_directory(toy_cache, tmp_path, monkeypat
     shutil.copy(EXAMPLE, work / "my_model.py")
     monkeypatch.chdir(work)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(work))])
-    _cli("train", toy_cache, "--run", tmp_path / "run", "--model", "my_model:MyFusion", *SETTINGS, "--epochs", "1",
-         "--no-report")
+    _cli(
+        "train",
+        toy_cache,
+        "--run",
+        tmp_path / "run",
+        "--model",
+        "my_model:MyFusion",
+        *SETTINGS,
+        "--epochs",
+        "1",
+        "--no-report",
+    )
     assert str(work) in sys.path  # found in the current directory
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(work)])
     _forget("my_model")
-    with pytest.raises(VafusionError, match=r"run: model 'my_model:MyFusion': cannot import module 'my_model' .*"
-                                            r"make 'my_model' importable"):
+    with pytest.raises(
+        VafusionError,
+        match=r"run: model 'my_model:MyFusion': cannot import module 'my_model' .*"
+        r"make 'my_model' importable",
+    ):
         load_run(tmp_path / "run")
     _forget("my_model")
 
@@ -117,10 +159,12 @@ def installed_plugin(tmp_path, monkeypatch) -> Path:
     site = tmp_path / "site"
     (site / "vafusion_gain-0.1.dist-info").mkdir(parents=True)
     (site / "vafusion_gain.py").write_text(textwrap.dedent(PLUGIN))
-    (site / "vafusion_gain-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: vafusion-gain\n"
-                                                                   "Version: 0.1\n")
+    (site / "vafusion_gain-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: vafusion-gain\nVersion: 0.1\n"
+    )
     (site / "vafusion_gain-0.1.dist-info" / "entry_points.txt").write_text(
-        "[vafusion.models]\ngain = vafusion_gain:Gain\nbroken = vafusion_gain:Missing\nridge = vafusion_gain:Gain\n")
+        "[vafusion.models]\ngain = vafusion_gain:Gain\nbroken = vafusion_gain:Missing\nridge = vafusion_gain:Gain\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     yield site
     _forget("vafusion_gain")
@@ -136,12 +180,25 @@ def test_entry_point_plugin_is_listed_trained_and_needed_to_load(installed_plugi
     listing = CliRunner().invoke(cli, ["models"])
     assert "gain  (entry point of vafusion-gain)" in listing.output and "gain=1.0" in listing.output
 
-    _cli("train", toy_cache, "--run", tmp_path / "run", "--model", "gain", "--model-option", "gain=2", *SETTINGS,
-         "--epochs", "2", "--no-report")
+    _cli(
+        "train",
+        toy_cache,
+        "--run",
+        tmp_path / "run",
+        "--model",
+        "gain",
+        "--model-option",
+        "gain=2",
+        *SETTINGS,
+        "--epochs",
+        "2",
+        "--no-report",
+    )
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["model"] == {"name": "vafusion_gain:Gain", "options": {"gain": 2.0}}
     assert json.loads(_cli("evaluate", tmp_path / "run", "--json"))["p"] == pytest.approx(
-        json.loads((tmp_path / "run" / ckpt_mod.SUMMARY).read_text())["best"]["p"], abs=1e-6)
+        json.loads((tmp_path / "run" / ckpt_mod.SUMMARY).read_text())["best"]["p"], abs=1e-6
+    )
 
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(installed_plugin)])
     _forget("vafusion_gain")

@@ -14,8 +14,9 @@ from vafusion.fusion.oof import RunPredictions
 from vafusion.fusion.postfit import SHIFT_STEP_S, fit_post
 
 
-def _task(delays_s=(0.3, 0.1), noise=(0.3, 0.3), folds=3, videos=4, frames=500, seed=0,
-          white=False) -> dict[int, RunPredictions]:
+def _task(
+    delays_s=(0.3, 0.1), noise=(0.3, 0.3), folds=3, videos=4, frames=500, seed=0, white=False
+) -> dict[int, RunPredictions]:
     """Per fold, videos at 25 or 30 fps whose predictions lead their labels by ``delays_s`` (a label lag)
     plus white noise; ``white``: labels without temporal structure, predictions 0.8 x labels + 0.05."""
     rng = np.random.default_rng(seed)
@@ -32,10 +33,10 @@ def _task(delays_s=(0.3, 0.1), noise=(0.3, 0.3), folds=3, videos=4, frames=500, 
                 curves = [smooth_curve(rng, frames + k) for k in lag]
                 lab = np.stack([c[:frames] for c in curves], axis=1)
                 # the model sees the stimulus: its prediction at t is the label annotated k frames later
-                pred = np.stack([c[k:k + frames] for c, k in zip(curves, lag)], axis=1)
+                pred = np.stack([c[k : k + frames] for c, k in zip(curves, lag)], axis=1)
                 pred = pred + np.asarray(noise) * rng.normal(size=pred.shape)
             lab = lab.copy()
-            lab[rng.integers(0, frames - 20):][:20] = np.nan  # frames without a label
+            lab[rng.integers(0, frames - 20) :][:20] = np.nan  # frames without a label
             preds.append(pred.astype(np.float32))
             labels.append(lab)
             fps.append(rate)

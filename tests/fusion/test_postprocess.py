@@ -14,7 +14,7 @@ from vafusion.fusion.postprocess import DimPost, Post, read_post, shift, smooth,
 
 def _brute(x: np.ndarray, n: int, reduce) -> np.ndarray:
     before, after = (n - 1) // 2, n // 2
-    return np.stack([reduce(x[max(0, t - before): t + after + 1], axis=0) for t in range(len(x))])
+    return np.stack([reduce(x[max(0, t - before) : t + after + 1], axis=0) for t in range(len(x))])
 
 
 @pytest.mark.parametrize("length", [1, 2, 5, 40])

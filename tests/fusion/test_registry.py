@@ -27,8 +27,9 @@ def test_builtins_and_the_old_name():
     assert resolve_model("fusion").ref == "imf"
     assert resolve_model("ridge").closed_form and not resolve_model("imf").closed_form
     assert not resolve_model("ridge").can_be_causal and resolve_model("late").can_be_causal
-    with pytest.raises(VafusionError, match="unknown model; built-ins: imf, interactive, transformer, concat, late, "
-                                            "ridge"):
+    with pytest.raises(
+        VafusionError, match="unknown model; built-ins: imf, interactive, transformer, concat, late, ridge"
+    ):
         resolve_model("imff")
 
 
@@ -47,7 +48,7 @@ def test_options_are_typed_by_the_declaration():
         spec.with_defaults({"causal": "1"})
     with pytest.raises(VafusionError, match=r"model 'imf' has no such option; its options: d_model, tcn_kernel"):
         spec.with_defaults({"alpha": "1"})
-    with pytest.raises(VafusionError, match="model 'ridge' cannot run causally.*imf, interactive, transformer"):
+    with pytest.raises(VafusionError, match=r"model 'ridge' cannot run causally.*imf, interactive, transformer"):
         resolve_model("ridge").with_defaults({"causal": True})
     with pytest.raises(VafusionError, match="write KEY=VALUE"):
         parse_model_options(["d_model"])
@@ -59,7 +60,14 @@ def test_options_are_typed_by_the_declaration():
 
 def test_unannotated_options_follow_the_generic_rule():
     assert [parse_value(t) for t in ("3", "-2.5", "1e-3", "TRUE", "false", "gelu", "1,2")] == [
-        3, -2.5, 1e-3, True, False, "gelu", "1,2"]
+        3,
+        -2.5,
+        1e-3,
+        True,
+        False,
+        "gelu",
+        "1,2",
+    ]
     untyped = Option("x", None, None)
     assert untyped.coerce("7") == 7 and untyped.coerce("relu") == "relu"
     assert Option("act", str, "gelu").coerce("1") == "1"  # a text option keeps the text
@@ -81,7 +89,10 @@ def plugin_dir(tmp_path, monkeypatch):
 
 
 def test_module_class_references_and_plugin_author_errors(plugin_dir):
-    _write_module(plugin_dir, "plug_ok", '''
+    _write_module(
+        plugin_dir,
+        "plug_ok",
+        '''
         from torch import nn
 
         class Fine(nn.Module):
@@ -116,13 +127,17 @@ def test_module_class_references_and_plugin_author_errors(plugin_dir):
             def __init__(self, dims, *, act=nn.GELU): ...
 
         thing = 3
-    ''')
+    ''',
+    )
     _write_module(plugin_dir, "plug_needs", "import not_installed_anywhere_xyz\n")
     spec = resolve_model("plug_ok:Fine")
     assert spec.ref == spec.name == "plug_ok:Fine" and spec.origin == "module"
     assert spec.description == "First line is the description."
     assert [(o.name, o.type_name, o.default, o.help) for o in spec.options.values()] == [
-        ("width", "int", 3, "how wide"), ("act", "str", "gelu", ""), ("scale", "float", 0.5, "")]
+        ("width", "int", 3, "how wide"),
+        ("act", "str", "gelu", ""),
+        ("scale", "float", 0.5, ""),
+    ]
     assert resolve_model("plug_ok:Closed").closed_form
     cases = {
         "plug_ok:NoDefault": "constructor argument 'size' has no default",
@@ -157,8 +172,9 @@ def test_models_command_lists_every_builtin_with_options_and_defaults():
 
 def test_cli_model_errors_are_one_line(toy_cache, tmp_path):
     def fails(*args: str) -> str:
-        result = CliRunner().invoke(cli, ["train", str(toy_cache), "--run", str(tmp_path / "r"),
-                                          "--features", "visual,audio", *args])
+        result = CliRunner().invoke(
+            cli, ["train", str(toy_cache), "--run", str(tmp_path / "r"), "--features", "visual,audio", *args]
+        )
         assert result.exit_code == 1 and result.output.startswith("error: ") and "Traceback" not in result.output
         assert not (tmp_path / "r").exists()  # checked before anything is written
         return result.output
@@ -172,15 +188,50 @@ def test_cli_model_errors_are_one_line(toy_cache, tmp_path):
 
 
 def test_deprecated_flags_still_work_with_a_note(toy_cache, tmp_path):
-    result = CliRunner().invoke(cli, ["train", str(toy_cache), "--run", str(tmp_path / "r"), "--features", "visual",
-                                      "--d-model", "8", "--heads", "2", "--epochs", "1", "--window", "48", "--hop",
-                                      "32", "--no-report", "--device", "cpu"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(toy_cache),
+            "--run",
+            str(tmp_path / "r"),
+            "--features",
+            "visual",
+            "--d-model",
+            "8",
+            "--heads",
+            "2",
+            "--epochs",
+            "1",
+            "--window",
+            "48",
+            "--hop",
+            "32",
+            "--no-report",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "note: --d-model is deprecated; use --model-option d_model=8" in result.output
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["model"]["name"] == "imf" and config["model"]["options"]["d_model"] == 8
-    ridge = CliRunner().invoke(cli, ["train", str(toy_cache), "--run", str(tmp_path / "ridge"), "--features",
-                                     "visual", "--model", "ridge", "--ridge-context", "3", "--no-report"])
+    ridge = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(toy_cache),
+            "--run",
+            str(tmp_path / "ridge"),
+            "--features",
+            "visual",
+            "--model",
+            "ridge",
+            "--ridge-context",
+            "3",
+            "--no-report",
+        ],
+    )
     assert ridge.exit_code == 0, ridge.output
     assert json.loads((tmp_path / "ridge" / "config.json").read_text())["model"]["options"]["context"] == 3
 
@@ -189,7 +240,7 @@ def test_readme_models_table_matches_the_declarations():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("## Models"):readme.index("## Writing your own model")]
+    section = readme[readme.index("## Models") : readme.index("## Writing your own model")]
     cells = {}
     for line in section.splitlines():
         if line.startswith("| `"):

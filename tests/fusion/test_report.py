@@ -17,10 +17,22 @@ from vafusion.fusion.report import pick_ids, write_report
 from vafusion.fusion.train import train
 
 from ..toy_cache import write_toy_cache
-from .pages import PNG_SIGNATURE, check_page as _check_page
+from .pages import PNG_SIGNATURE
+from .pages import check_page as _check_page
 
-FAST = dict(features=("visual", "audio"), window=48, hop=32, epochs=2, batch_size=4, d_model=16, heads=2,
-            head_hidden=16, tcn_dilations=(1, 2))
+FAST = dict(
+    features=("visual", "audio"),
+    window=48,
+    hop=32,
+    epochs=2,
+    batch_size=4,
+    d_model=16,
+    heads=2,
+    head_hidden=16,
+    tcn_dilations=(1, 2),
+)
+
+
 def _shown(page) -> set[str]:
     return {Path(src).name for src in page.images}
 
@@ -31,8 +43,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     write_toy_cache(root / "cache")
     train(root / "cache", root / "fusion", make_config(**FAST), progress=False)  # train writes a report by default
     assert (root / "fusion" / "report.html").is_file()
-    train(root / "cache", root / "ridge", make_config(features=("visual", "audio"), model="ridge"), progress=False,
-          report=False)
+    train(
+        root / "cache",
+        root / "ridge",
+        make_config(features=("visual", "audio"), model="ridge"),
+        progress=False,
+        report=False,
+    )
     assert not (root / "ridge" / "report.html").exists()
     return {"cache": root / "cache", "fusion": root / "fusion", "ridge": root / "ridge"}
 
@@ -55,8 +72,14 @@ def test_fusion_report_with_comparison(runs):
     best = _best(run)
     assert f"{best['p']:.4f}" in source and f"{best['ccc_v']:.4f}" in source
     # two validation ids in the toy cache: best and worst by P
-    assert _shown(page) == {"curves.png", "series-1.png", "series-2.png", "va_scatter.png", "per_id_ccc.png",
-                            "comparison.png"}
+    assert _shown(page) == {
+        "curves.png",
+        "series-1.png",
+        "series-2.png",
+        "va_scatter.png",
+        "per_id_ccc.png",
+        "comparison.png",
+    }
     text = " ".join(page.text)
     assert "Comparison" in text and "0.5650" in text and "visual only <v>" in text  # escaped in the source
     assert "visual only &lt;v&gt;" in source
@@ -89,8 +112,9 @@ def test_cli_report_prints_the_path_and_drops_stale_figures(runs):
 def test_report_when_the_cache_moved(runs, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(runs["cache"], cache)
-    train(cache, tmp_path / "run", make_config(features=("visual", "audio"), model="ridge"), progress=False,
-          report=False)
+    train(
+        cache, tmp_path / "run", make_config(features=("visual", "audio"), model="ridge"), progress=False, report=False
+    )
     moved = tmp_path / "moved-cache"
     cache.rename(moved)
     page = _check_page(write_report(tmp_path / "run", device="cpu"))

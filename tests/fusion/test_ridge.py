@@ -109,6 +109,7 @@ def test_state_dict_round_trip_without_pickle(tmp_path):
 
 def test_state_dict_through_a_weights_only_torch_checkpoint(tmp_path):
     import torch
+
     rng = np.random.default_rng(4)
     feats, pres = _videos(rng)
     labels = [np.tanh(f[0][:, :2]) for f in feats]

@@ -60,8 +60,13 @@ print(json.dumps({"base": base, "peak": peak[0], "batches": peak[1], "after_one_
 def test_streamed_training_anonymous_memory_stays_far_below_the_cache(big_cache, tmp_path: Path) -> None:
     cache, feature_bytes = big_cache
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(cache), str(tmp_path / "run")], capture_output=True,
-                         text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(cache), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     m = json.loads(out.stdout.strip().splitlines()[-1])
     assert m["feature_bytes"] == feature_bytes and m["batches"] > 50  # a whole epoch and its validation pass ran

@@ -27,8 +27,9 @@ COUNTS = {"zeta": 6, "alpha_right": 5, "alpha_left": 7, "mid": 4}
 
 def write_sample(path: Path, counts: dict[str, int] = COUNTS, *, bom: bool = True, crlf: bool = True) -> Path:
     """A sample as the organisers ship it: header, then ``<id>/<00001>.jpg`` rows with empty value columns."""
-    rows = ["image_location,valence,arousal"] + [f"{vid}/{k:05d}.jpg,," for vid, n in counts.items()
-                                                 for k in range(1, n + 1)]
+    rows = ["image_location,valence,arousal"] + [
+        f"{vid}/{k:05d}.jpg,," for vid, n in counts.items() for k in range(1, n + 1)
+    ]
     end = "\r\n" if crlf else "\n"
     path.write_bytes((("\ufeff" if bom else "") + end.join(rows) + end).encode("utf-8"))
     return path
@@ -50,14 +51,17 @@ def test_sample_with_bom_crlf_and_extra_columns(tmp_path):
     assert parse_location("a/b_left/00012.jpg") == ("a/b_left", 12)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("", "line 1: header must start with 'image_location'"),
-    ("valence,arousal\n0,0\n", "line 1: header must start with 'image_location'"),
-    ("image_location,valence,arousal\nv/00001.jpg,,\nv/1.jpg,,\n", "line 3: 'v/1.jpg' is not"),
-    ("image_location,valence,arousal\nv/00000.jpg,,\n", "line 2: 'v/00000.jpg'"),
-    ("image_location,valence,arousal\nv/00001.jpg,,\nv/00001.jpg,,\n", "line 3: v/00001.jpg listed twice"),
-    ("image_location,valence,arousal\n", "no rows after the header"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("", "line 1: header must start with 'image_location'"),
+        ("valence,arousal\n0,0\n", "line 1: header must start with 'image_location'"),
+        ("image_location,valence,arousal\nv/00001.jpg,,\nv/1.jpg,,\n", "line 3: 'v/1.jpg' is not"),
+        ("image_location,valence,arousal\nv/00000.jpg,,\n", "line 2: 'v/00000.jpg'"),
+        ("image_location,valence,arousal\nv/00001.jpg,,\nv/00001.jpg,,\n", "line 3: v/00001.jpg listed twice"),
+        ("image_location,valence,arousal\n", "no rows after the header"),
+    ],
+)
 def test_malformed_sample_is_one_error_naming_the_line(tmp_path, text, problem):
     (tmp_path / "s.txt").write_text(text)
     with pytest.raises(VafusionError, match=problem.replace("(", r"\(")):
@@ -74,10 +78,15 @@ def test_predictions_are_mapped_onto_the_sample_rows_padded_or_trimmed(tmp_path)
     np.testing.assert_array_equal(values[6:11], preds["alpha_right"][[0, 1, 1, 1, 1]])  # padded with the last
     np.testing.assert_array_equal(values[11:18], preds["alpha_left"])
     assert [(d.video, d.rows, d.frames, d.padded, d.left_out) for d in differences] == [
-        ("zeta", 6, 9, 0, 3), ("alpha_right", 5, 2, 3, 0)]
-    assert differences[0].describe() == "zeta: sample 6 rows, cache 9 frames (-3: 3 frame(s) not in the sample left out)"
-    assert differences[1].describe() == ("alpha_right: sample 5 rows, cache 2 frames (+3: 3 row(s) padded with the "
-                                         "last frame's prediction)")
+        ("zeta", 6, 9, 0, 3),
+        ("alpha_right", 5, 2, 3, 0),
+    ]
+    assert (
+        differences[0].describe() == "zeta: sample 6 rows, cache 9 frames (-3: 3 frame(s) not in the sample left out)"
+    )
+    assert differences[1].describe() == (
+        "alpha_right: sample 5 rows, cache 2 frames (+3: 3 row(s) padded with the last frame's prediction)"
+    )
 
 
 def test_a_video_without_predictions_or_with_nan_is_an_error(tmp_path):
@@ -111,13 +120,13 @@ def test_check_names_every_kind_of_problem_with_its_line(tmp_path):
     sample_path = write_sample(tmp_path / "s.txt")
     lines = _good_lines(sample_path)
     lines[0] = "image_location,arousal,valence"
-    lines[2] = "zeta/00002.jpg,abc,nan"          # line 3: not a number, not finite
-    lines[3] = "zeta/00003.jpg,1.5,0.1"          # line 4: out of range
-    lines[4] = "zeta/00004.jpg,0.1"              # line 5: a field missing
-    lines[5], lines[6] = lines[6], lines[5]      # lines 6-7: swapped
-    lines[8] = "nobody/00001.jpg,0.1,0.1"        # line 9: not in the sample (alpha_right/00002 missing)
-    lines[10] = lines[9]                         # line 11 repeats line 10 (alpha_right/00004 missing)
-    lines.insert(12, "")                         # line 13: blank
+    lines[2] = "zeta/00002.jpg,abc,nan"  # line 3: not a number, not finite
+    lines[3] = "zeta/00003.jpg,1.5,0.1"  # line 4: out of range
+    lines[4] = "zeta/00004.jpg,0.1"  # line 5: a field missing
+    lines[5], lines[6] = lines[6], lines[5]  # lines 6-7: swapped
+    lines[8] = "nobody/00001.jpg,0.1,0.1"  # line 9: not in the sample (alpha_right/00002 missing)
+    lines[10] = lines[9]  # line 11 repeats line 10 (alpha_right/00004 missing)
+    lines.insert(12, "")  # line 13: blank
     (tmp_path / "bad.txt").write_text("\n".join(lines) + "\n")
     result = check_submission(tmp_path / "bad.txt", read_sample(sample_path))
     assert not result.ok
@@ -130,8 +139,10 @@ def test_check_names_every_kind_of_problem_with_its_line(tmp_path):
         "unknown row": ["line 9: 'nobody/00001.jpg' is not a row of the sample"],
         "repeated row": ["line 11: alpha_right/00003.jpg repeats line 10"],
         "blank line": ["line 13: empty"],
-        "missing row": ["alpha_right/00002.jpg (sample line 9) has no row",
-                        "alpha_right/00004.jpg (sample line 11) has no row"],
+        "missing row": [
+            "alpha_right/00002.jpg (sample line 9) has no row",
+            "alpha_right/00004.jpg (sample line 11) has no row",
+        ],
         "order": ["line 6: zeta/00006.jpg is out of the sample's order (sample line 7)"],  # one of the swapped two
     }
     assert result.total == 11
@@ -162,10 +173,14 @@ def test_check_submission_command(tmp_path):
     ok = runner.invoke(cli, ["check-submission", str(tmp_path / "good.txt"), "--sample", str(sample_path)])
     assert ok.exit_code == 0 and "ok (22 rows, 4 videos" in ok.stdout
     lines = _good_lines(sample_path)
-    (tmp_path / "bad.txt").write_text("\n".join(lines[:-1] + ["mid/00004.jpg,2,0"]) + "\n")
+    (tmp_path / "bad.txt").write_text("\n".join([*lines[:-1], "mid/00004.jpg,2,0"]) + "\n")
     bad = runner.invoke(cli, ["check-submission", str(tmp_path / "bad.txt"), "--sample", str(sample_path)])
     assert bad.exit_code == 1
     assert "problem: out of range: line 23: valence 2 is outside [-1, 1]" in bad.stderr
     assert bad.stderr.strip().endswith("bad.txt: 1 problem(s)")
     missing = runner.invoke(cli, ["check-submission", str(tmp_path / "good.txt"), "--sample", str(tmp_path / "no")])
-    assert missing.exit_code == 1 and missing.output.startswith(f"error: {tmp_path / 'no'}: no such file") and missing.output.count("\n") == 1
+    assert (
+        missing.exit_code == 1
+        and missing.output.startswith(f"error: {tmp_path / 'no'}: no such file")
+        and missing.output.count("\n") == 1
+    )

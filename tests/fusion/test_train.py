@@ -22,8 +22,18 @@ from vafusion.fusion.train import train
 
 from ..toy_cache import write_toy_cache
 
-FAST = dict(features=("visual", "audio"), window=48, hop=32, epochs=4, batch_size=4, d_model=16, heads=2,
-            head_hidden=16, tcn_dilations=(1, 2), patience=10)
+FAST = dict(
+    features=("visual", "audio"),
+    window=48,
+    hop=32,
+    epochs=4,
+    batch_size=4,
+    d_model=16,
+    heads=2,
+    head_hidden=16,
+    tcn_dilations=(1, 2),
+    patience=10,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +57,9 @@ def test_training_learns_and_writes_a_run(cache, tmp_path):
     # evaluate recomputes the best epoch's validation score from the checkpoint alone
     scores = evaluate_run(tmp_path / "run")
     assert scores["p"] == pytest.approx(result.best["p"], abs=1e-6)
-    assert {r["id"] for r in scores["per_id"]} == {e.id for e in read_corpus_index(cache) if e.partition == "validation"}
+    assert {r["id"] for r in scores["per_id"]} == {
+        e.id for e in read_corpus_index(cache) if e.partition == "validation"
+    }
 
 
 def test_checkpoint_is_plain_data(cache, tmp_path):
@@ -77,19 +89,29 @@ def test_resume_continues_exactly(cache, tmp_path, kill_after_last_save):
     with pytest.raises(VafusionError, match="already holds a run"):
         train(cache, tmp_path / "resumed", cfg, progress=False, report=False)
     with pytest.raises(VafusionError, match="other settings"):
-        train(cache, tmp_path / "resumed", make_config(**dict(FAST, epochs=5)), resume=True, progress=False, report=False)
+        train(
+            cache, tmp_path / "resumed", make_config(**dict(FAST, epochs=5)), resume=True, progress=False, report=False
+        )
     train(cache, tmp_path / "resumed", cfg, resume=True, progress=False, report=False)
     assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "straight")
 
 
 def test_ridge_baseline_run(cache, tmp_path):
-    result = train(cache, tmp_path / "ridge", make_config(features=("visual", "audio"), model="ridge"), progress=False, report=False)
+    result = train(
+        cache,
+        tmp_path / "ridge",
+        make_config(features=("visual", "audio"), model="ridge"),
+        progress=False,
+        report=False,
+    )
     assert result.best["p"] > 0.5
     assert evaluate_run(tmp_path / "ridge")["p"] == pytest.approx(result.best["p"])
 
 
 def test_folds_and_cv_summary(cache, tmp_path):
-    summary = cross_validate(cache, tmp_path / "cv", make_config(**dict(FAST, epochs=1, folds=3)), progress=False, report=False)
+    summary = cross_validate(
+        cache, tmp_path / "cv", make_config(**dict(FAST, epochs=1, folds=3)), progress=False, report=False
+    )
     assert [r["fold"] for r in summary["folds"]] == [1, 2, 3]
     ps = np.array([r["p"] for r in summary["folds"]])
     assert summary["p"]["mean"] == pytest.approx(ps.mean()) and summary["p"]["std"] == pytest.approx(ps.std())
@@ -135,7 +157,9 @@ def test_bad_input_is_one_line_and_writes_nothing(cache, tmp_path):
         return result.output
 
     assert "available: audio, visual" in run("train", cache, "--run", tmp_path / "r", "--features", "resnet50")
-    assert "fold" in run("train", cache, "--run", tmp_path / "r2", "--features", "visual", "--fold", "9", "--folds", "3")
+    assert "fold" in run(
+        "train", cache, "--run", tmp_path / "r2", "--features", "visual", "--fold", "9", "--folds", "3"
+    )
     assert "no such run directory" in run("evaluate", tmp_path / "nowhere")
     train(cache, tmp_path / "ok", make_config(**dict(FAST, epochs=1)), progress=False, report=False)
     out = run("predict", tmp_path / "ok", "--cache", cache, "--out", tmp_path / "pred", "--ids", tmp_path / "nofile")
@@ -153,7 +177,9 @@ def test_bad_input_is_one_line_and_writes_nothing(cache, tmp_path):
     (tmp_path / "broken").mkdir()
     for f in ("corpus.h5", "visual.h5"):
         (tmp_path / "broken" / f).write_bytes((cache / f).read_bytes())
-    assert "available: visual" in run("train", tmp_path / "broken", "--run", tmp_path / "r3", "--features", "visual,audio")
+    assert "available: visual" in run(
+        "train", tmp_path / "broken", "--run", tmp_path / "r3", "--features", "visual,audio"
+    )
     # labels all missing in a partition
     (tmp_path / "nolabels").mkdir()
     write_toy_cache(tmp_path / "nolabels", n_videos=3, n_test=3, pairs=0)

@@ -67,16 +67,43 @@ def test_report_of_old_runs(toy_cache, runs):
         result = CliRunner().invoke(cli, ["report", str(runs / name), "--cache", str(toy_cache), "--device", "cpu"])
         assert result.exit_code == 0, result.output
         page = (runs / name / "report.html").read_text()
-        assert f"{EXPECTED[f'{name}_evaluate']['p']:.4f}" in page and (runs / name / "figures" / "va_scatter.png").is_file()
+        assert (
+            f"{EXPECTED[f'{name}_evaluate']['p']:.4f}" in page
+            and (runs / name / "figures" / "va_scatter.png").is_file()
+        )
     assert "imf — The paper&#x27;s model" in (runs / "imf" / "report.html").read_text()
 
 
 def test_an_interrupted_old_run_resumes_to_the_old_result(toy_cache, runs):
     """The v1 run stopped after epoch 2 of 3; resumed with the old flags, epoch 3 is what v1 computed."""
     options = ["d_model=16", "heads=2", "head_hidden=16", "tcn_kernel=3", "tcn_dilations=1,2"]
-    args = ["train", str(toy_cache), "--run", str(runs / "imf"), "--resume", "--model", "fusion", "--features",
-            "visual,audio", "--window", "48", "--hop", "32", "--epochs", "3", "--batch-size", "4", "--patience", "10",
-            "--lr", "0.003", "--device", "cpu", "--no-report", *[a for o in options for a in ("--model-option", o)]]
+    args = [
+        "train",
+        str(toy_cache),
+        "--run",
+        str(runs / "imf"),
+        "--resume",
+        "--model",
+        "fusion",
+        "--features",
+        "visual,audio",
+        "--window",
+        "48",
+        "--hop",
+        "32",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--patience",
+        "10",
+        "--lr",
+        "0.003",
+        "--device",
+        "cpu",
+        "--no-report",
+        *[a for o in options for a in ("--model-option", o)],
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (runs / "imf" / "metrics.jsonl").read_text().splitlines()]
@@ -85,5 +112,5 @@ def test_an_interrupted_old_run_resumes_to_the_old_result(toy_cache, runs):
     for row, old in zip(rows, expected):
         for key in ("loss", "ccc_v", "ccc_a", "p", "lr"):
             assert row[key] == pytest.approx(old[key], abs=1e-4), (row["epoch"], key)
-    other = CliRunner().invoke(cli, args[:-10] + ["--model-option", "d_model=32"])
+    other = CliRunner().invoke(cli, [*args[:-10], "--model-option", "d_model=32"])
     assert other.exit_code == 1 and "other settings (model.options.d_model" in other.output

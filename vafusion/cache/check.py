@@ -74,8 +74,9 @@ _FLOAT16 = h5py.h5t.IEEE_F16LE
 _BOOL = h5py.h5t.py_create(np.dtype(bool))  # the 1-byte enum {FALSE: 0, TRUE: 1} h5py writes for bool
 
 
-def video_problem(features: h5py.h5d.DatasetID, mask: h5py.h5d.DatasetID, dim: int,
-                  f_shape: Shape, m_shape: Shape) -> str | None:
+def video_problem(
+    features: h5py.h5d.DatasetID, mask: h5py.h5d.DatasetID, dim: int, f_shape: Shape, m_shape: Shape
+) -> str | None:
     """What is wrong with one video's datasets (dtype, rank, dim, storage), naming what differs.
 
     None if they are well-formed. Row counts are compared by :func:`rows_problem`. Exact HDF5
@@ -91,12 +92,16 @@ def video_problem(features: h5py.h5d.DatasetID, mask: h5py.h5d.DatasetID, dim: i
         return f"mask has shape {m_shape}, expected ({f_shape[0]},)"
     if not mask.get_type().equal(_BOOL):
         return f"mask is {mask.dtype} of {mask.get_type().get_size()} byte(s), expected 1-byte bool"
-    return ((features.get_offset() is None and _storage_problem(schema.FEATURES_DATASET, features))
-            or (mask.get_offset() is None and _storage_problem(schema.MASK_DATASET, mask)) or None)
+    return (
+        (features.get_offset() is None and _storage_problem(schema.FEATURES_DATASET, features))
+        or (mask.get_offset() is None and _storage_problem(schema.MASK_DATASET, mask))
+        or None
+    )
 
 
-def check_video(path: Path, video_id: str, features: h5py.h5d.DatasetID, mask: h5py.h5d.DatasetID,
-                dim: int) -> tuple[Shape, Shape]:
+def check_video(
+    path: Path, video_id: str, features: h5py.h5d.DatasetID, mask: h5py.h5d.DatasetID, dim: int
+) -> tuple[Shape, Shape]:
     """Raise one VafusionError naming file, id and what differs if the datasets are malformed.
 
     Returns the shapes ``(features, mask)`` (each costs an HDF5 call: callers keep them).
@@ -129,7 +134,7 @@ class Agreement:
         return not (self.corpus or self.malformed)
 
 
-def corpus_agreement(ff: "FeatureFile", index: CorpusIndex, ids: Sequence[str]) -> Agreement:
+def corpus_agreement(ff: FeatureFile, index: CorpusIndex, ids: Sequence[str]) -> Agreement:
     """Compare ``ff`` with the corpus index for ``ids``: fingerprint, presence and frame count of each."""
     result = Agreement(ff.path)
     if ff.corpus_fingerprint != index.fingerprint:
@@ -165,12 +170,16 @@ def corpus_agreement(ff: "FeatureFile", index: CorpusIndex, ids: Sequence[str]) 
     return result
 
 
-def require_agreement(cache_dir: Path, index: CorpusIndex, files: Sequence["FeatureFile"], ids: Sequence[str]) -> None:
+def require_agreement(cache_dir: Path, index: CorpusIndex, files: Sequence[FeatureFile], ids: Sequence[str]) -> None:
     """What ``load_cache`` runs before reading: one VafusionError for everything that would go wrong."""
     results = [corpus_agreement(ff, index, ids) for ff in files]
     for r in results:
         if r.malformed:
-            more = f"; {len(r.malformed) - 1} more video(s) of {r.path.name} are malformed too" if len(r.malformed) > 1 else ""
+            more = (
+                f"; {len(r.malformed) - 1} more video(s) of {r.path.name} are malformed too"
+                if len(r.malformed) > 1
+                else ""
+            )
             raise VafusionError(r.malformed[0] + more)
     bad = [(ff, r) for ff, r in zip(files, results) if r.corpus]
     if bad:

@@ -61,6 +61,8 @@ def mismatch(video_id: str, name: str, dataset: h5py.h5d.DatasetID, data: np.nda
         return f"{name}: checksum {want!r} of an unknown kind (this vafusion knows {ALGORITHM})"
     got = checksum(video_id, name, data)
     if got != want:
-        return (f"{name} checksum mismatch (stored {want}, data gives {got}): the data was altered or "
-                f"damaged in storage or in a copy")
+        return (
+            f"{name} checksum mismatch (stored {want}, data gives {got}): the data was altered or "
+            f"damaged in storage or in a copy"
+        )
     return None

@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -19,8 +19,8 @@ import numpy as np
 from vafusion import __version__
 from vafusion.atomic import atomic_path
 from vafusion.cache import checksum, schema
-from vafusion.fs import make_dir, require_writable, write_error
 from vafusion.errors import VafusionError
+from vafusion.fs import make_dir, require_writable, write_error
 
 
 def grid_instants(fps: float, n_frames: int) -> np.ndarray:
@@ -112,7 +112,7 @@ class CorpusIndex:
                 h.update(b"<frame_times>" + np.ascontiguousarray(e.frame_times, dtype="<f8").tobytes())
         return h.hexdigest()
 
-    def differences(self, other: "CorpusIndex") -> list[str]:
+    def differences(self, other: CorpusIndex) -> list[str]:
         """How ``other`` differs from this index, per id (for an error that says what changed)."""
         added = sorted(set(other.ids) - set(self.ids))
         gone = sorted(set(self.ids) - set(other.ids))
@@ -130,9 +130,14 @@ def _entry_differences(a: VideoEntry, b: VideoEntry) -> list[str]:
     def same(x: np.ndarray | None, y: np.ndarray | None) -> bool:
         return (x is None) == (y is None) and (x is None or np.array_equal(x, y, equal_nan=True))
 
-    checks = {"fps": a.fps == b.fps, "frame count": a.n_frames == b.n_frames, "partition": a.partition == b.partition,
-              "group": a.group == b.group, "labels": same(a.labels, b.labels),
-              "frame instants (variable frame rate)": same(a.frame_times, b.frame_times)}
+    checks = {
+        "fps": a.fps == b.fps,
+        "frame count": a.n_frames == b.n_frames,
+        "partition": a.partition == b.partition,
+        "group": a.group == b.group,
+        "labels": same(a.labels, b.labels),
+        "frame instants (variable frame rate)": same(a.frame_times, b.frame_times),
+    }
     return [name for name, ok in checks.items() if not ok]
 
 
@@ -158,7 +163,7 @@ def _write(path: Path, index: CorpusIndex, source: str) -> None:
         f.attrs["format_version"] = schema.FORMAT_VERSION
         f.attrs["fingerprint"] = index.fingerprint
         f.attrs["vafusion_version"] = __version__
-        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         f.attrs["source"] = source
         f.create_dataset("ids", data=np.array(index.ids, dtype=object), dtype=str_dtype)
         f.create_dataset("fps", data=np.array([e.fps for e in index], dtype=np.float64))
@@ -170,22 +175,22 @@ def _write(path: Path, index: CorpusIndex, source: str) -> None:
             if e.labels is not None:
                 data = e.labels.astype(np.float32)
                 labels.create_dataset(e.id, data=data).attrs[schema.CHECKSUM_ATTR] = checksum.checksum(
-                    e.id, schema.LABELS_GROUP, data)
+                    e.id, schema.LABELS_GROUP, data
+                )
         timed = [e for e in index if e.frame_times is not None]
         times = f.create_group(schema.FRAME_TIMES_GROUP) if timed else None  # absent when every id is constant-rate
         for e in timed:
             data = e.frame_times.astype(np.float64)
             times.create_dataset(e.id, data=data).attrs[schema.CHECKSUM_ATTR] = checksum.checksum(
-                e.id, schema.FRAME_TIMES_GROUP, data)
+                e.id, schema.FRAME_TIMES_GROUP, data
+            )
 
 
 def read_corpus_index(cache_dir: str | Path) -> CorpusIndex:
     """Read and check corpus.h5; every problem is one VafusionError naming the file and the fix."""
     path = Path(cache_dir) / schema.CORPUS_FILE
     if not path.is_file():
-        raise VafusionError(
-            f"{path}: no corpus index here; is {cache_dir} a cache written by `vafusion extract`?"
-        )
+        raise VafusionError(f"{path}: no corpus index here; is {cache_dir} a cache written by `vafusion extract`?")
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != schema.CORPUS_FORMAT:
@@ -207,9 +212,7 @@ def read_corpus_index(cache_dir: str | Path) -> CorpusIndex:
             for i, vid in enumerate(ids):
                 labels = labels_group[vid][()] if vid in labels_group else None
                 times = np.asarray(times_group[vid][()], dtype=np.float64) if vid in times_group else None
-                entries.append(
-                    VideoEntry(vid, float(fps[i]), int(n_frames[i]), partition[i], group[i], labels, times)
-                )
+                entries.append(VideoEntry(vid, float(fps[i]), int(n_frames[i]), partition[i], group[i], labels, times))
             stored = f.attrs.get("fingerprint", "")
     except VafusionError:
         raise
@@ -221,9 +224,14 @@ def read_corpus_index(cache_dir: str | Path) -> CorpusIndex:
     index = CorpusIndex(tuple(entries))
     if index.fingerprint != stored:
         damaged = _damaged(path)
-        what = "; ".join(f"the {kind} of {len(ids)} id(s) do not match their checksums "
-                         f"({', '.join(map(repr, ids[:3]))}{' ...' if len(ids) > 3 else ''})"
-                         for kind, ids in damaged.items()) or "content does not match its fingerprint"
+        what = (
+            "; ".join(
+                f"the {kind} of {len(ids)} id(s) do not match their checksums "
+                f"({', '.join(map(repr, ids[:3]))}{' ...' if len(ids) > 3 else ''})"
+                for kind, ids in damaged.items()
+            )
+            or "content does not match its fingerprint"
+        )
         raise VafusionError(f"{path}: {what}; the file was altered or damaged: copy it again or re-extract")
     return index
 

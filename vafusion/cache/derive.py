@@ -84,8 +84,10 @@ def fit_pca(ff: FeatureFile, ids: Sequence[str], k: int, progress: bool = True) 
 def _fit_ids(cache_dir: Path, index: CorpusIndex, partition: str) -> list[str]:
     ids = [e.id for e in index.by_partition(partition)]
     if not ids:
-        raise VafusionError(f"{cache_dir / schema.CORPUS_FILE}: no {partition} ids to fit the PCA on; extract the "
-                            f"cache with its training annotations")
+        raise VafusionError(
+            f"{cache_dir / schema.CORPUS_FILE}: no {partition} ids to fit the PCA on; extract the "
+            f"cache with its training annotations"
+        )
     return ids
 
 
@@ -95,8 +97,12 @@ def _provenance(ff: FeatureFile, pca: Pca, k: int, fit_ids: Sequence[str], parti
         "model": "pca",
         "derived_from": {"feature": ff.feature, "fingerprint": ff.fingerprint, "dim": ff.dim},
         "k": k,
-        "fit": {"partition": partition, "ids": len(fit_ids), "ids_sha256": schema.fingerprint(sorted(fit_ids)),
-                "frames": pca.frames},
+        "fit": {
+            "partition": partition,
+            "ids": len(fit_ids),
+            "ids_sha256": schema.fingerprint(sorted(fit_ids)),
+            "frames": pca.frames,
+        },
         "transform_sha256": digest,
         "explained_variance_ratio": round(float(pca.explained_variance.sum() / max(pca.total_variance, 1e-300)), 6),
         schema.STANDARDIZE_KEY: schema.STANDARDIZE_SHARED,
@@ -115,8 +121,16 @@ class Derived:
     written: int  # videos projected in this run (a resumed run skips those already written)
 
 
-def derive_pca(cache_dir: str | Path, source: str, k: int, *, name: str | None = None, partition: str = "train",
-               overwrite: bool = False, progress: bool = True) -> Derived:
+def derive_pca(
+    cache_dir: str | Path,
+    source: str,
+    k: int,
+    *,
+    name: str | None = None,
+    partition: str = "train",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Derived:
     """Write ``CACHE/<name>.h5``: ``source`` projected on its first ``k`` principal components.
 
     Fitted on the ids of ``partition`` (the training partition of corpus.h5) only; applied to
@@ -134,21 +148,29 @@ def derive_pca(cache_dir: str | Path, source: str, k: int, *, name: str | None =
         fit_ids = _fit_ids(cache_dir, index, partition)
         pca = fit_pca(ff, fit_ids, k, progress)
         provenance = _provenance(ff, pca, k, fit_ids, partition)
-        extra = {f"{schema.TRANSFORM_GROUP}/components": pca.components.astype(np.float32),
-                 f"{schema.TRANSFORM_GROUP}/mean": pca.mean.astype(np.float32),
-                 f"{schema.TRANSFORM_GROUP}/explained_variance": pca.explained_variance.astype(np.float32)}
-        with FeatureWriter(cache_dir, name, k, provenance, index.fingerprint, overwrite=overwrite, extra=extra) as writer:
+        extra = {
+            f"{schema.TRANSFORM_GROUP}/components": pca.components.astype(np.float32),
+            f"{schema.TRANSFORM_GROUP}/mean": pca.mean.astype(np.float32),
+            f"{schema.TRANSFORM_GROUP}/explained_variance": pca.explained_variance.astype(np.float32),
+        }
+        with FeatureWriter(
+            cache_dir, name, k, provenance, index.fingerprint, overwrite=overwrite, extra=extra
+        ) as writer:
             pending = writer.pending(sorted(index.ids))
             for vid in tqdm(pending, desc=f"writing {name}", unit="video", disable=None if progress else True):
                 x, mask = ff.read(vid)
                 y = pca.transform(x)
                 y[~mask] = 0.0  # absent rows are zeros, as in every feature file
                 if not np.isfinite(y.astype(np.float16)).all():
-                    raise VafusionError(f"{ff.path}: video {vid!r}: the projection overflows float16; "
-                                        f"the features are far out of range: check {source}")
+                    raise VafusionError(
+                        f"{ff.path}: video {vid!r}: the projection overflows float16; "
+                        f"the features are far out of range: check {source}"
+                    )
                 writer.write(vid, y, mask)
             path = writer.finalize()
-    return Derived(path, name, k, ff.dim, len(fit_ids), pca.frames, provenance["explained_variance_ratio"], len(pending))
+    return Derived(
+        path, name, k, ff.dim, len(fit_ids), pca.frames, provenance["explained_variance_ratio"], len(pending)
+    )
 
 
 __all__ = ["Derived", "Pca", "derive_pca", "fit_pca"]

@@ -113,8 +113,11 @@ def format_info(info: dict[str, Any]) -> str:
         f"cache {info['cache']}",
         f"  corpus: {c['ids']} ids from {c['videos']} videos, {c['frames']} frames, fps {c['fps']}",
         f"          {parts}",
-        *([f"          variable frame rate (rows at each frame's timestamp): {', '.join(c['variable_frame_rate'])}"]
-          if c["variable_frame_rate"] else []),
+        *(
+            [f"          variable frame rate (rows at each frame's timestamp): {', '.join(c['variable_frame_rate'])}"]
+            if c["variable_frame_rate"]
+            else []
+        ),
         f"          fingerprint {c['fingerprint'][:16]}",
     ]
     if not info["features"]:
@@ -127,17 +130,23 @@ def format_info(info: dict[str, Any]) -> str:
         weights = f"weights {ex['weights']}" if "weights" in ex else "no learned weights"
         if "derived_from" in ex:  # cache derive
             parent, fit = ex["derived_from"], ex.get("fit", {})
-            weights = (f"of {parent['feature']} (fingerprint {str(parent.get('fingerprint'))[:16]}), {ex.get('k')} "
-                       f"components, {100 * float(ex.get('explained_variance_ratio', 0)):.1f}% of the variance, "
-                       f"fitted on {fit.get('ids')} {fit.get('partition')} ids")
+            weights = (
+                f"of {parent['feature']} (fingerprint {str(parent.get('fingerprint'))[:16]}), {ex.get('k')} "
+                f"components, {100 * float(ex.get('explained_variance_ratio', 0)):.1f}% of the variance, "
+                f"fitted on {fit.get('ids')} {fit.get('partition')} ids"
+            )
         lines.append(
             f"  {f['file']}: dim {f['dim']} {f['dtype']}, {f['ids']} ids, {f['frames']} frames, "
             f"{_human_bytes(f['bytes'])}, compression {f['compression']}"
         )
-        lines.append(f"      extractor {ex.get('model', f['feature'])} ({weights}), fingerprint {f['fingerprint'][:16]}")
+        lines.append(
+            f"      extractor {ex.get('model', f['feature'])} ({weights}), fingerprint {f['fingerprint'][:16]}"
+        )
         checksums = {"all": "every dataset", "none": "none (written by an older vafusion)", "some": "some datasets"}
-        lines.append(f"      checksums: {checksums[f['checksums']]}"
-                     + (f"; links to shards {', '.join(f['shards'])}" if f["shards"] else ""))
+        lines.append(
+            f"      checksums: {checksums[f['checksums']]}"
+            + (f"; links to shards {', '.join(f['shards'])}" if f["shards"] else "")
+        )
         if not f["corpus_matches"]:
             lines.append("      WARNING: made for another corpus index (run `vafusion cache verify`)")
     if info["shards"]:
@@ -155,7 +164,7 @@ class Problem:
     message: str
 
     @classmethod
-    def from_error(cls, error: VafusionError) -> "Problem":
+    def from_error(cls, error: VafusionError) -> Problem:
         """A VafusionError's ``<path>: <message>`` (the path may be a shard's, not the checked file's)."""
         path, _, message = str(error).partition(": ")
         return cls(path, message)
@@ -217,11 +226,21 @@ def _verify_feature_file(path: Path, index: CorpusIndex, report: VerifyReport) -
             except VafusionError as e:
                 report.append(Problem.from_error(e))
         if without:
-            report.notes.append(Problem(str(path), f"no checksums for {without} video(s) (written by an older "
-                                                   f"vafusion): their content cannot be proven intact"))
+            report.notes.append(
+                Problem(
+                    str(path),
+                    f"no checksums for {without} video(s) (written by an older "
+                    f"vafusion): their content cannot be proven intact",
+                )
+            )
         if ff.sources and ff.shard_records is None:
-            report.notes.append(Problem(str(path), "merged by an older vafusion: shard identities not recorded; "
-                                                   "rerun `vafusion cache merge` to record them"))
+            report.notes.append(
+                Problem(
+                    str(path),
+                    "merged by an older vafusion: shard identities not recorded; "
+                    "rerun `vafusion cache merge` to record them",
+                )
+            )
 
 
 def verify_cache(cache_dir: str | Path) -> VerifyReport:
@@ -243,9 +262,15 @@ def verify_cache(cache_dir: str | Path) -> VerifyReport:
         return report
     features = list_features(cache_dir)
     if not features:
-        report.append(Problem(str(cache_dir), "no feature files (run `vafusion extract`, or `vafusion cache merge` for shards)"))
+        report.append(
+            Problem(str(cache_dir), "no feature files (run `vafusion extract`, or `vafusion cache merge` for shards)")
+        )
     for name in features:
         _verify_feature_file(schema.feature_path(cache_dir, name), index, report)
     for stem in _unfinished(cache_dir):
-        report.append(Problem(str(cache_dir / schema.PARTS_DIR / stem), "unfinished extraction; rerun `vafusion extract` to resume"))
+        report.append(
+            Problem(
+                str(cache_dir / schema.PARTS_DIR / stem), "unfinished extraction; rerun `vafusion extract` to resume"
+            )
+        )
     return report

@@ -70,4 +70,3 @@ class WriteLock:
     def __del__(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
-

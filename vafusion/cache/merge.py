@@ -24,14 +24,22 @@ from vafusion.atomic import atomic_path
 from vafusion.cache import schema, shards
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cache.lock import WriteLock
-from vafusion.fs import require_space, require_writable, write_error
 from vafusion.cache.reader import FeatureFile
 from vafusion.cache.writer import write_header
 from vafusion.errors import VafusionError
+from vafusion.fs import require_space, require_writable, write_error
 
 _MERGED_FROM = "merged_from"  # root attribute of a copied merge: the shard records (provenance only)
-_NOT_COPIED = {"complete", "created", "vafusion_version", "shard", schema.SPLIT_ATTR, schema.FILE_ID_ATTR,
-               schema.SHARDS_ATTR, _MERGED_FROM}
+_NOT_COPIED = {
+    "complete",
+    "created",
+    "vafusion_version",
+    "shard",
+    schema.SPLIT_ATTR,
+    schema.FILE_ID_ATTR,
+    schema.SHARDS_ATTR,
+    _MERGED_FROM,
+}
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,9 @@ def merge_shards(cache_dir: str | Path, copy: bool = False, features: list[str] 
     if features:
         unknown = sorted(set(features) - set(shard_files))
         if unknown:
-            raise VafusionError(f"{cache_dir}: no shard files for {', '.join(unknown)}; found: {', '.join(shard_files) or 'none'}")
+            raise VafusionError(
+                f"{cache_dir}: no shard files for {', '.join(unknown)}; found: {', '.join(shard_files) or 'none'}"
+            )
         shard_files = {f: shard_files[f] for f in features}
     if not shard_files:
         raise VafusionError(f"{cache_dir}: no shard files (<feature>.shard-K-of-N.h5) to merge")
@@ -68,14 +78,17 @@ def merge_shards(cache_dir: str | Path, copy: bool = False, features: list[str] 
     for feature, by_n in sorted(shard_files.items()):
         if len(by_n) > 1:
             raise VafusionError(
-                f"{cache_dir}: {feature} has shards of different splits ({', '.join(f'of-{n}' for n in sorted(by_n))}); "
+                f"{cache_dir}: {feature} has shards of different splits "
+                f"({', '.join(f'of-{n}' for n in sorted(by_n))}); "
                 f"remove the stale ones"
             )
-        (n, by_k), = by_n.items()
+        ((n, by_k),) = by_n.items()
         missing = [k for k in range(1, n + 1) if k not in by_k]
         if missing:
             names = ", ".join(schema.feature_file_name(feature, (k, n)) for k in missing)
-            raise VafusionError(f"{cache_dir}: cannot merge {feature}: missing shard file(s) {names}; copy them here first")
+            raise VafusionError(
+                f"{cache_dir}: cannot merge {feature}: missing shard file(s) {names}; copy them here first"
+            )
         merged.append(_merge_feature(cache_dir, feature, [by_k[k] for k in range(1, n + 1)], index.fingerprint, copy))
     return merged
 
@@ -103,8 +116,10 @@ def _split_rules(files: list[FeatureFile]) -> str:
     if len(rules) == 1:
         return ""
     found = "; ".join(f"{rule}: {', '.join(names)}" for rule, names in sorted(rules.items()))
-    return (f" (they were split by different rules: {found}; {schema.LEGACY_SPLIT} is vafusion 0.1.0's: extract "
-            f"every shard of the set with one vafusion, --overwrite starts one afresh)")
+    return (
+        f" (they were split by different rules: {found}; {schema.LEGACY_SPLIT} is vafusion 0.1.0's: extract "
+        f"every shard of the set with one vafusion, --overwrite starts one afresh)"
+    )
 
 
 def _up_to_date(out_path: Path, records: list[shards.ShardRecord], copy: bool) -> bool:
@@ -128,11 +143,15 @@ def _merge_feature(cache_dir: Path, feature: str, paths: list[Path], corpus_fp: 
             if ff.shard_records is not None:
                 raise VafusionError(f"{ff.path}: a merged file, not a shard; remove it or give it its shard name back")
             if ff.corpus_fingerprint != corpus_fp:
-                raise VafusionError(f"{ff.path}: made for another corpus index than {cache_dir / schema.CORPUS_FILE}; re-extract that shard")
+                raise VafusionError(
+                    f"{ff.path}: made for another corpus index than {cache_dir / schema.CORPUS_FILE}; re-extract "
+                    "that shard"
+                )
             for vid in ff.ids:
                 if vid in owner:
-                    raise VafusionError(f"{ff.path}: video {vid!r} also in {owner[vid].path.name}; shards overlap"
-                                        + _split_rules(files))
+                    raise VafusionError(
+                        f"{ff.path}: video {vid!r} also in {owner[vid].path.name}; shards overlap" + _split_rules(files)
+                    )
                 if ff.holder(vid) != ff.path:  # also runs the dataset checks on every video
                     raise VafusionError(f"{ff.path}: video {vid!r} links to another file; a shard holds its own data")
                 owner[vid] = ff
@@ -154,8 +173,9 @@ def _merge_feature(cache_dir: Path, feature: str, paths: list[Path], corpus_fp: 
     return Merged(out_path, written=True)
 
 
-def _write_merged(out_path: Path, attrs: dict, owner: dict[str, FeatureFile], records: list[shards.ShardRecord],
-                  copy: bool) -> None:
+def _write_merged(
+    out_path: Path, attrs: dict, owner: dict[str, FeatureFile], records: list[shards.ShardRecord], copy: bool
+) -> None:
     with ExitStack() as stack, atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
         sources = {ff.path: stack.enter_context(h5py.File(ff.path, "r")) for ff in set(owner.values())} if copy else {}
         write_header(out, {k: v for k, v in attrs.items() if k not in _NOT_COPIED})

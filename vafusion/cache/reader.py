@@ -34,7 +34,6 @@ from vafusion.cache.check import check_video, malformed, rows_problem
 from vafusion.errors import VafusionError
 
 
-
 class _Video(NamedTuple):
     """One video's checked, open datasets, the file holding them, and their shapes."""
 
@@ -94,8 +93,10 @@ class FeatureFile:
             raise
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
             self.close()
-            raise VafusionError(f"{self.path}: header unreadable ({_first_line(e)}); the file is damaged: copy it "
-                                f"again or re-extract with --overwrite") from None
+            raise VafusionError(
+                f"{self.path}: header unreadable ({_first_line(e)}); the file is damaged: copy it "
+                f"again or re-extract with --overwrite"
+            ) from None
 
     def _read_header(self) -> None:
         attrs = self._file.attrs
@@ -125,7 +126,9 @@ class FeatureFile:
         try:
             kind = _link_type(self._file.id, schema.VIDEOS_GROUP.encode())
         except KeyError:
-            raise VafusionError(f"{self.path}: no '{schema.VIDEOS_GROUP}' group; the file is damaged: re-extract") from None
+            raise VafusionError(
+                f"{self.path}: no '{schema.VIDEOS_GROUP}' group; the file is damaged: re-extract"
+            ) from None
         if kind != h5py.h5l.TYPE_HARD:
             raise VafusionError(f"{self.path}: '{schema.VIDEOS_GROUP}' is a link, not a group; not a vafusion file")
         self._videos = self._file[schema.VIDEOS_GROUP]
@@ -161,12 +164,15 @@ class FeatureFile:
             try:
                 names = list(self._videos.keys())
             except (OSError, RuntimeError) as e:
-                raise VafusionError(f"{self.path}: the list of videos is unreadable ({_first_line(e)}); "
-                                    f"copy the file again") from None
+                raise VafusionError(
+                    f"{self.path}: the list of videos is unreadable ({_first_line(e)}); copy the file again"
+                ) from None
             garbled = [n for n in names if not isinstance(n, str)]
             if garbled:
-                raise VafusionError(f"{self.path}: {len(garbled)} video name(s) are not valid text ({garbled[0]!r}); "
-                                    f"the file is damaged: copy it again")
+                raise VafusionError(
+                    f"{self.path}: {len(garbled)} video name(s) are not valid text ({garbled[0]!r}); "
+                    f"the file is damaged: copy it again"
+                )
             self._ids = sorted(names)
         return list(self._ids)
 
@@ -174,7 +180,7 @@ class FeatureFile:
         return self._videos.id.links.exists(video_id.encode())  # the link itself: never followed
 
     # -- datasets -----------------------------------------------------------------------
-    def _locate(self, video_id: str) -> tuple[h5py.h5g.GroupID, "FeatureFile"]:
+    def _locate(self, video_id: str) -> tuple[h5py.h5g.GroupID, FeatureFile]:
         """``(videos group, file)`` that hold the video: this file, or the recorded shard its link names."""
         name = video_id.encode()
         try:
@@ -184,10 +190,14 @@ class FeatureFile:
         if kind == h5py.h5l.TYPE_HARD:
             return self._videos.id, self
         if kind != h5py.h5l.TYPE_EXTERNAL or self._merged_into is not None:
-            raise VafusionError(f"{self.path}: video {video_id!r} is a link where a group was expected; not a vafusion file")
+            raise VafusionError(
+                f"{self.path}: video {video_id!r} is a link where a group was expected; not a vafusion file"
+            )
         filename, target = (x.decode() for x in self._videos.id.links.get_val(name))
         if target.strip("/") != f"{schema.VIDEOS_GROUP}/{video_id}":
-            raise VafusionError(f"{self.path}: video {video_id!r} links to {target!r} in {filename}; the file is damaged")
+            raise VafusionError(
+                f"{self.path}: video {video_id!r} links to {target!r} in {filename}; the file is damaged"
+            )
         source = self._sources.get(filename)
         if source is None:
             source = shards.open_unrecorded(self, filename)
@@ -212,11 +222,15 @@ class FeatureFile:
             except KeyError:
                 raise VafusionError(f"{holder.path}: video {video_id!r} has no {name} dataset; re-extract it") from None
             except (OSError, RuntimeError) as e:
-                raise VafusionError(f"{holder.path}: video {video_id!r}: {name} unreadable ({_first_line(e)}); the "
-                                    f"file is damaged: copy it again or re-extract it") from None
+                raise VafusionError(
+                    f"{holder.path}: video {video_id!r}: {name} unreadable ({_first_line(e)}); the "
+                    f"file is damaged: copy it again or re-extract it"
+                ) from None
             if dataset.fileno != videos.fileno:  # cheaper than asking first; the video group is a hard link
-                raise VafusionError(f"{holder.path}: video {video_id!r}: {name} links to another file; "
-                                    f"a cache never does: re-extract it")
+                raise VafusionError(
+                    f"{holder.path}: video {video_id!r}: {name} links to another file; "
+                    f"a cache never does: re-extract it"
+                )
             opened.append(dataset)
         shapes = check_video(holder.path, video_id, opened[0], opened[1], self.dim)
         handles = _Video(opened[0], opened[1], holder.path, *shapes)
@@ -237,7 +251,8 @@ class FeatureFile:
 
     def _unreadable(self, video_id: str, name: str, error: Exception) -> VafusionError:
         return VafusionError(
-            f"{self.holder(video_id)}: video {video_id!r}: {name} unreadable ({_first_line(error)}); the file is damaged "
+            f"{self.holder(video_id)}: video {video_id!r}: {name} unreadable ({_first_line(error)}); the file is "
+            "damaged "
             f"(a corrupted chunk or a truncated copy): copy it again or re-extract {self.feature}"
         )
 
@@ -262,8 +277,10 @@ class FeatureFile:
         """
         feats, mask, _, f_shape, m_shape = self._datasets(video_id)
         if features_out.shape != f_shape or mask_out.shape != m_shape:
-            raise ValueError(f"{video_id}: out arrays features {features_out.shape} / mask {mask_out.shape} do not "
-                             f"fit the file's features {f_shape} / mask {m_shape}")
+            raise ValueError(
+                f"{video_id}: out arrays features {features_out.shape} / mask {mask_out.shape} do not "
+                f"fit the file's features {f_shape} / mask {m_shape}"
+            )
         if features_out.dtype != np.float16 or mask_out.dtype != bool:
             raise ValueError(f"{video_id}: out arrays must be float16 / bool")
         if f_shape[0] == 0:
@@ -284,8 +301,10 @@ class FeatureFile:
         except (OSError, RuntimeError) as e:
             raise self._unreadable(video_id, name, e) from None
         if mask_out.view(np.uint8).max() > 1:
-            raise VafusionError(f"{self.holder(video_id)}: video {video_id!r}: mask holds values other than 0 and 1; "
-                                f"the file is damaged: re-extract {self.feature}")
+            raise VafusionError(
+                f"{self.holder(video_id)}: video {video_id!r}: mask holds values other than 0 and 1; "
+                f"the file is damaged: re-extract {self.feature}"
+            )
         if verify:
             self.verify_checksums(video_id, features_out, mask_out)
 
@@ -293,7 +312,9 @@ class FeatureFile:
         """Read only the video's mask into a preallocated bool array (what streaming keeps in RAM)."""
         _, mask, _, _, m_shape = self._datasets(video_id)
         if mask_out.shape != m_shape or mask_out.dtype != bool or not mask_out.flags.c_contiguous:
-            raise ValueError(f"{video_id}: mask out array {mask_out.shape} {mask_out.dtype} does not fit {m_shape} bool")
+            raise ValueError(
+                f"{video_id}: mask out array {mask_out.shape} {mask_out.dtype} does not fit {m_shape} bool"
+            )
         if m_shape[0] == 0:
             return
         try:  # raw bytes of the checked 1-byte enum, as in read_into
@@ -301,8 +322,10 @@ class FeatureFile:
         except (OSError, RuntimeError) as e:
             raise self._unreadable(video_id, schema.MASK_DATASET, e) from None
         if mask_out.view(np.uint8).max() > 1:
-            raise VafusionError(f"{self.holder(video_id)}: video {video_id!r}: mask holds values other than 0 and 1; "
-                                f"the file is damaged: re-extract {self.feature}")
+            raise VafusionError(
+                f"{self.holder(video_id)}: video {video_id!r}: mask holds values other than 0 and 1; "
+                f"the file is damaged: re-extract {self.feature}"
+            )
 
     def _file_map(self, holder: Path) -> mmap.mmap:
         found = self._maps.get(holder)
@@ -330,8 +353,10 @@ class FeatureFile:
         count = f_shape[0] * f_shape[1]
         mapped = self._file_map(holder)
         if offset + 2 * count > len(mapped):
-            raise VafusionError(f"{holder}: video {video_id!r}: features reach past the end of the file (a truncated "
-                                f"copy); copy the file again or re-extract {self.feature}")
+            raise VafusionError(
+                f"{holder}: video {video_id!r}: features reach past the end of the file (a truncated "
+                f"copy); copy the file again or re-extract {self.feature}"
+            )
         return np.frombuffer(mapped, dtype="<f2", count=count, offset=offset).reshape(f_shape)
 
     def read_rows(self, video_id: str, start: int, stop: int) -> np.ndarray:
@@ -349,8 +374,10 @@ class FeatureFile:
         :meth:`has_checksums`.
         """
         feats_id, mask_id = self._datasets(video_id)[:2]
-        found = [checksum.mismatch(video_id, schema.FEATURES_DATASET, feats_id, features),
-                 checksum.mismatch(video_id, schema.MASK_DATASET, mask_id, mask)]
+        found = [
+            checksum.mismatch(video_id, schema.FEATURES_DATASET, feats_id, features),
+            checksum.mismatch(video_id, schema.MASK_DATASET, mask_id, mask),
+        ]
         return [f for f in found if f]
 
     def has_checksums(self, video_id: str) -> bool:
@@ -364,8 +391,10 @@ class FeatureFile:
     def verify_checksums(self, video_id: str, features: np.ndarray, mask: np.ndarray) -> None:
         problems = self.checksum_problems(video_id, features, mask)
         if problems:
-            raise VafusionError(f"{self.holder(video_id)}: video {video_id!r}: {problems[0]}; copy the file again "
-                                f"or re-extract {self.feature}")
+            raise VafusionError(
+                f"{self.holder(video_id)}: video {video_id!r}: {problems[0]}; copy the file again "
+                f"or re-extract {self.feature}"
+            )
 
     def close(self) -> None:
         # The file first: h5py closes its open ids in one sweep, far cheaper than freeing them one by one.
@@ -375,7 +404,7 @@ class FeatureFile:
         self._handles = {}
         self._maps = {}  # views handed out keep their map alive; it closes with the last of them
 
-    def __enter__(self) -> "FeatureFile":
+    def __enter__(self) -> FeatureFile:
         return self
 
     def __exit__(

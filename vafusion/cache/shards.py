@@ -46,7 +46,7 @@ def identity(attrs: Mapping[str, Any], ids: list[str]) -> str:
     return "legacy-" + schema.fingerprint([str(attrs.get("created", "")), str(attrs.get("fingerprint", "")), ids])[:32]
 
 
-def record(ff: "FeatureFile") -> ShardRecord:
+def record(ff: FeatureFile) -> ShardRecord:
     return ShardRecord(ff.path.name, ff.file_id, ff.fingerprint, ff.shard)
 
 
@@ -62,7 +62,7 @@ def read_records(attrs: Mapping[str, Any]) -> list[ShardRecord] | None:
     return [ShardRecord(**r) for r in json.loads(raw)]
 
 
-def _plain_name(merged: "FeatureFile", name: str) -> Path:
+def _plain_name(merged: FeatureFile, name: str) -> Path:
     if not name or name in (".", "..") or Path(name).name != name or Path(name).is_absolute():
         raise VafusionError(
             f"{merged.path}: links to {name!r}, which is not a file beside it; a cache never links "
@@ -71,7 +71,7 @@ def _plain_name(merged: "FeatureFile", name: str) -> Path:
     return merged.path.parent / name
 
 
-def _open_shard(merged: "FeatureFile", name: str) -> "FeatureFile":
+def _open_shard(merged: FeatureFile, name: str) -> FeatureFile:
     from vafusion.cache.reader import FeatureFile  # local: the reader imports this module
 
     path = _plain_name(merged, name)
@@ -81,8 +81,11 @@ def _open_shard(merged: "FeatureFile", name: str) -> "FeatureFile":
             f"file back beside {merged.path.name}"
         )
     source = FeatureFile(path, merged_into=merged.path)
-    if source.fingerprint != merged.fingerprint or source.corpus_fingerprint != merged.corpus_fingerprint \
-            or source.dim != merged.dim:
+    if (
+        source.fingerprint != merged.fingerprint
+        or source.corpus_fingerprint != merged.corpus_fingerprint
+        or source.dim != merged.dim
+    ):
         source.close()
         raise VafusionError(
             f"{path}: not a shard of {merged.path.name} (made by another extractor or for another "
@@ -91,7 +94,7 @@ def _open_shard(merged: "FeatureFile", name: str) -> "FeatureFile":
     return source
 
 
-def open_recorded(merged: "FeatureFile", rec: ShardRecord) -> "FeatureFile":
+def open_recorded(merged: FeatureFile, rec: ShardRecord) -> FeatureFile:
     """Open the shard ``rec`` names, proving it is the file the merge recorded."""
     source = _open_shard(merged, rec.file)
     found = source.file_id
@@ -105,7 +108,7 @@ def open_recorded(merged: "FeatureFile", rec: ShardRecord) -> "FeatureFile":
     return source
 
 
-def open_unrecorded(merged: "FeatureFile", name: str) -> "FeatureFile":
+def open_unrecorded(merged: FeatureFile, name: str) -> FeatureFile:
     """A link of a merged file that records no shards: only allowed where the merge kept no records.
 
     Files merged before records existed still read (from the merged file's folder only, with

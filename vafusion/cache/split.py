@@ -19,8 +19,9 @@ from vafusion.cache.corpus_index import CorpusIndex
 from vafusion.errors import VafusionError
 
 
-def balanced_shards(ids: Sequence[str], frames: Sequence[int], n: int,
-                    groups: Sequence[str] | None = None) -> list[list[str]]:
+def balanced_shards(
+    ids: Sequence[str], frames: Sequence[int], n: int, groups: Sequence[str] | None = None
+) -> list[list[str]]:
     """``n`` lists of sorted ids whose frame totals are about equal; ids of one group stay together.
 
     Greedy longest-first: the groups, largest first (ties by their first id), each go to the
@@ -55,8 +56,7 @@ def shard_ids(index: CorpusIndex, shard: tuple[int, int]) -> list[str]:
     if n == 1:
         return sorted(index.ids)
     entries = list(index)
-    return balanced_shards([e.id for e in entries], [e.n_frames for e in entries], n,
-                           [e.group for e in entries])[k - 1]
+    return balanced_shards([e.id for e in entries], [e.n_frames for e in entries], n, [e.group for e in entries])[k - 1]
 
 
 __all__ = ["balanced_shards", "shard_ids"]

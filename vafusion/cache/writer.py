@@ -31,19 +31,20 @@ from vafusion import __version__
 from vafusion.atomic import atomic_path
 from vafusion.cache import checksum, schema
 from vafusion.cache.lock import WriteLock
-from vafusion.fs import make_dir, require_space, require_writable, write_error
 from vafusion.errors import VafusionError
+from vafusion.fs import make_dir, require_space, require_writable, write_error
 
 _PART_SUFFIX = ".h5"
 _MANIFEST = "extractor.json"
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _compression_kwargs(compression: str | None) -> dict:
-    """h5py dataset options: uncompressed contiguous by default, so loading runs close to disk speed (BENCHMARKS.md, 3)."""
+    """h5py dataset options: uncompressed contiguous by default, so loading runs close to disk speed
+    (BENCHMARKS.md, 3)."""
     if compression in (None, "none"):
         return {}
     if compression == "lzf":
@@ -63,8 +64,10 @@ def write_video_group(
     kw = _compression_kwargs(compression)
     if kw.get("chunks") and len(features) == 0:
         kw = {}
-    for name, data, options in ((schema.FEATURES_DATASET, features.astype(schema.FEATURE_DTYPE, copy=False), kw),
-                                (schema.MASK_DATASET, mask.astype(bool, copy=False), {})):
+    for name, data, options in (
+        (schema.FEATURES_DATASET, features.astype(schema.FEATURE_DTYPE, copy=False), kw),
+        (schema.MASK_DATASET, mask.astype(bool, copy=False), {}),
+    ):
         dataset = group.create_dataset(name, data=data, **options)
         dataset.attrs[schema.CHECKSUM_ATTR] = checksum.checksum(video_id, name, data)
 
@@ -145,7 +148,7 @@ class FeatureWriter:
         """
         self._lock.release()
 
-    def __enter__(self) -> "FeatureWriter":
+    def __enter__(self) -> FeatureWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -235,10 +238,14 @@ class FeatureWriter:
         features = np.asarray(features)
         mask = np.asarray(mask, dtype=bool)
         if features.ndim != 2 or features.shape[1] != self.dim:
-            raise ValueError(f"{video_id}: {self.feature} features have shape {features.shape}, expected (T, {self.dim})")
+            raise ValueError(
+                f"{video_id}: {self.feature} features have shape {features.shape}, expected (T, {self.dim})"
+            )
         if mask.shape != (features.shape[0],):
-            raise ValueError(f"{video_id}: {self.feature} mask has shape {mask.shape} but features have "
-                             f"{features.shape[0]} rows; each frame needs one of each")
+            raise ValueError(
+                f"{video_id}: {self.feature} mask has shape {mask.shape} but features have "
+                f"{features.shape[0]} rows; each frame needs one of each"
+            )
         if not np.isfinite(features).all():
             raise ValueError(f"{video_id}: non-finite {self.feature} values")
         self._begin_writing()
@@ -286,10 +293,16 @@ class FeatureWriter:
         from vafusion.cache.reader import FeatureFile  # local: reader imports writer helpers
 
         header = {
-            "format": schema.FEATURE_FORMAT, "format_version": schema.FORMAT_VERSION, "feature": self.feature,
-            "dim": self.dim, "dtype": schema.FEATURE_DTYPE, "extractor": schema.canonical_json(self.extractor),
-            "fingerprint": self.fingerprint, "corpus_fingerprint": self.corpus_fingerprint,
-            "shard": f"{self.shard[0]}/{self.shard[1]}", "compression": self.compression or "none",
+            "format": schema.FEATURE_FORMAT,
+            "format_version": schema.FORMAT_VERSION,
+            "feature": self.feature,
+            "dim": self.dim,
+            "dtype": schema.FEATURE_DTYPE,
+            "extractor": schema.canonical_json(self.extractor),
+            "fingerprint": self.fingerprint,
+            "corpus_fingerprint": self.corpus_fingerprint,
+            "shard": f"{self.shard[0]}/{self.shard[1]}",
+            "compression": self.compression or "none",
             **({schema.SPLIT_ATTR: self.split} if self.split and self.shard[1] > 1 else {}),
         }
         parts_by_id = {p.name[: -len(_PART_SUFFIX)]: p for p in parts}
@@ -312,8 +325,9 @@ class FeatureWriter:
                         if self.compression in (None, "none"):
                             src.copy(g, videos, name=vid)  # datasets keep their checksum attributes
                         else:
-                            write_video_group(out, vid, g[schema.FEATURES_DATASET][()], g[schema.MASK_DATASET][()],
-                                              self.compression)
+                            write_video_group(
+                                out, vid, g[schema.FEATURES_DATASET][()], g[schema.MASK_DATASET][()], self.compression
+                            )
                 out.attrs["complete"] = True
         finally:
             if earlier is not None:

@@ -54,8 +54,12 @@ def cache_verify_cmd(cache_dir: Path) -> None:
 
 @cache.command("merge")
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--copy", is_flag=True, help="Copy the shards' data into one self-contained file per feature "
-              "instead of linking to the shard files (the default: instant, no extra disk).")
+@click.option(
+    "--copy",
+    is_flag=True,
+    help="Copy the shards' data into one self-contained file per feature "
+    "instead of linking to the shard files (the default: instant, no extra disk).",
+)
 @click.option("--feature", "features", multiple=True, help="Merge only this feature (repeatable).")
 def cache_merge_cmd(cache_dir: Path, copy: bool, features: tuple[str, ...]) -> None:
     """Combine the shard files written by `extract --shard K/N` (all N copied into CACHE)
@@ -72,29 +76,54 @@ def cache_merge_cmd(cache_dir: Path, copy: bool, features: tuple[str, ...]) -> N
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("feature", metavar="FEATURE_NAME")
 @click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
-@click.option("--timestamps", is_flag=True, help="The first column of every file is the time in seconds of its row; "
-              "rows are averaged over each frame's span (the aligner of the built-in audio features). "
-              "Without it, row k of a file is frame k.")
-@click.option("--tolerance", default=5, show_default=True, type=click.IntRange(0),
-              help="Frames by which a file may be shorter or longer than its video (missing rows are masked).")
+@click.option(
+    "--timestamps",
+    is_flag=True,
+    help="The first column of every file is the time in seconds of its row; "
+    "rows are averaged over each frame's span (the aligner of the built-in audio features). "
+    "Without it, row k of a file is frame k.",
+)
+@click.option(
+    "--tolerance",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Frames by which a file may be shorter or longer than its video (missing rows are masked).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace FEATURE_NAME if the cache has it from other files.")
-def cache_import_cmd(cache_dir: Path, feature: str, folder: Path, timestamps: bool, tolerance: int,
-                     overwrite: bool) -> None:
+def cache_import_cmd(
+    cache_dir: Path, feature: str, folder: Path, timestamps: bool, tolerance: int, overwrite: bool
+) -> None:
     """Import features computed elsewhere as CACHE/FEATURE_NAME.h5: DIR holds one <video_id>.npy
     (2-D array) or <video_id>.csv (numbers, optional header) per video id. NaN rows become
     masked rows; the files' sha256 go into the provenance. Resumable like extract."""
     from vafusion.extract.importer import import_features
 
-    report = import_features(cache_dir, feature, folder, timestamps=timestamps, tolerance=tolerance,
-                             overwrite=overwrite, warn=_warn_beside_bars)
+    report = import_features(
+        cache_dir,
+        feature,
+        folder,
+        timestamps=timestamps,
+        tolerance=tolerance,
+        overwrite=overwrite,
+        warn=_warn_beside_bars,
+    )
     click.echo(f"{feature}: {report.imported} imported, {report.skipped} already there -> {report.path}")
 
 
 @cache.command("derive")
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--from", "source", required=True, metavar="FEATURE", help="The feature set to derive from, e.g. resnet50.")
-@click.option("--pca", "k", required=True, type=click.IntRange(1), metavar="K",
-              help="Keep the first K principal components (K <= the feature's dim).")
+@click.option(
+    "--from", "source", required=True, metavar="FEATURE", help="The feature set to derive from, e.g. resnet50."
+)
+@click.option(
+    "--pca",
+    "k",
+    required=True,
+    type=click.IntRange(1),
+    metavar="K",
+    help="Keep the first K principal components (K <= the feature's dim).",
+)
 @click.option("--name", default=None, help="Name of the new feature set  [default: FEATURE-pcaK]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file of that name made from another fit.")
 @_compute_options(precision=False, stream=False)
@@ -107,7 +136,8 @@ def cache_derive_cmd(cache_dir: Path, source: str, k: int, name: str | None, ove
     from vafusion.cache.derive import derive_pca
 
     done = derive_pca(cache_dir, source, k, name=name, overwrite=overwrite)
-    click.echo(f"{done.path}: {done.k} of {source}'s {done.source_dim} dims keep "
-               f"{100 * done.explained_variance_ratio:.1f}% of the variance of {done.fit_frames} training frames ({done.fit_ids} ids); {done.written} videos written")
-
-
+    click.echo(
+        f"{done.path}: {done.k} of {source}'s {done.source_dim} dims keep "
+        f"{100 * done.explained_variance_ratio:.1f}% of the variance of {done.fit_frames} training frames "
+        f"({done.fit_ids} ids); {done.written} videos written"
+    )

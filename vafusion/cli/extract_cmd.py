@@ -26,60 +26,154 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 @cli.command()
 @click.argument("corpus", required=False, type=click.Path(path_type=Path))
-@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Cache directory to create or complete (corpus.h5 + one <feature>.h5 per feature).")
-@click.option("--features", default="resnet50,vggish,logmel", show_default=True,
-              help="Comma-separated, mixable: any torchvision classification model (resnet50, efficientnet_b0, "
-                   "convnext_tiny, ...), vggish, logmel, a speech model (wav2vec2_base, hubert_base, wavlm_base_plus, "
-                   "...; see README, Features), package.module:attribute for your own extractor, or a name an "
-                   "installed package registers (entry points vafusion.extractors).")
-@click.option("--videos", "videos_dirs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of <name>.mp4|.avi (repeatable). Default: CORPUS/videos, raw_videos, batch1, batch2.")
-@click.option("--faces", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of <video_id>/00001.jpg face crops. Default: CORPUS/cropped_aligned.")
-@click.option("--annotations", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder holding Train_Set/ and Validation_Set/. Default: CORPUS/annotations/VA_Estimation_Challenge.")
-@click.option("--audio", "audio_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of <name>.wav to use instead of the containers' audio tracks.")
-@click.option("--test-list", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Text file of test video ids (one per line); they are extracted unlabelled.")
-@click.option("--weights", "weights", multiple=True, metavar="FEATURE=SPEC",
-              help="Weights of one feature (repeatable): random, default (the published weights, downloaded once "
-                   "to TORCH_HOME) or a local PATH. Overrides --visual-weights/--vggish-weights for that feature.")
-@click.option("--extractor-option", "extractor_options", multiple=True, metavar="FEATURE.KEY=VALUE",
-              help="An option of one extractor (repeatable), recorded in the cache's provenance, e.g. "
-                   "wav2vec2_base.layer=6 (see README, Features).")
-@click.option("--visual-weights", default="imagenet", show_default=True,
-              help="Weights of every torchvision model: imagenet (= default: torchvision's, downloads once to "
-                   "TORCH_HOME), a local checkpoint PATH (state_dict, nested state_dict/model, module. prefixes ok), "
-                   "or random.")
-@click.option("--image-size", default=224, show_default=True, type=_ranged(ExtractOptions, "image_size"),
-              help="Crops are resized to this square size (Aff-Wild2 crops are 112).")
-@click.option("--vggish-weights", help="VGGish state_dict PATH (e.g. vggish-10086976.pth; see README) or random. "
-              "Required when vggish is extracted.")
-@click.option("--vggish-pca", type=click.Path(exists=True, dir_okay=False),
-              help="Optional published PCA parameter file (.npz or .pth): PCA, clip and 8-bit quantisation.")
+@click.option(
+    "--cache",
+    "cache_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Cache directory to create or complete (corpus.h5 + one <feature>.h5 per feature).",
+)
+@click.option(
+    "--features",
+    default="resnet50,vggish,logmel",
+    show_default=True,
+    help="Comma-separated, mixable: any torchvision classification model (resnet50, efficientnet_b0, "
+    "convnext_tiny, ...), vggish, logmel, a speech model (wav2vec2_base, hubert_base, wavlm_base_plus, "
+    "...; see README, Features), package.module:attribute for your own extractor, or a name an "
+    "installed package registers (entry points vafusion.extractors).",
+)
+@click.option(
+    "--videos",
+    "videos_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of <name>.mp4|.avi (repeatable). Default: CORPUS/videos, raw_videos, batch1, batch2.",
+)
+@click.option(
+    "--faces",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of <video_id>/00001.jpg face crops. Default: CORPUS/cropped_aligned.",
+)
+@click.option(
+    "--annotations",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder holding Train_Set/ and Validation_Set/. Default: CORPUS/annotations/VA_Estimation_Challenge.",
+)
+@click.option(
+    "--audio",
+    "audio_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of <name>.wav to use instead of the containers' audio tracks.",
+)
+@click.option(
+    "--test-list",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Text file of test video ids (one per line); they are extracted unlabelled.",
+)
+@click.option(
+    "--weights",
+    "weights",
+    multiple=True,
+    metavar="FEATURE=SPEC",
+    help="Weights of one feature (repeatable): random, default (the published weights, downloaded once "
+    "to TORCH_HOME) or a local PATH. Overrides --visual-weights/--vggish-weights for that feature.",
+)
+@click.option(
+    "--extractor-option",
+    "extractor_options",
+    multiple=True,
+    metavar="FEATURE.KEY=VALUE",
+    help="An option of one extractor (repeatable), recorded in the cache's provenance, e.g. "
+    "wav2vec2_base.layer=6 (see README, Features).",
+)
+@click.option(
+    "--visual-weights",
+    default="imagenet",
+    show_default=True,
+    help="Weights of every torchvision model: imagenet (= default: torchvision's, downloads once to "
+    "TORCH_HOME), a local checkpoint PATH (state_dict, nested state_dict/model, module. prefixes ok), "
+    "or random.",
+)
+@click.option(
+    "--image-size",
+    default=224,
+    show_default=True,
+    type=_ranged(ExtractOptions, "image_size"),
+    help="Crops are resized to this square size (Aff-Wild2 crops are 112).",
+)
+@click.option(
+    "--vggish-weights",
+    help="VGGish state_dict PATH (e.g. vggish-10086976.pth; see README) or random. Required when vggish is extracted.",
+)
+@click.option(
+    "--vggish-pca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Optional published PCA parameter file (.npz or .pth): PCA, clip and 8-bit quantisation.",
+)
 @click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
-@click.option("--batch-size", default=64, show_default=True, type=_ranged(ExtractOptions, "batch_size"),
-              help="Frames per backbone batch "
-              "(batches span video boundaries).")
-@click.option("--workers", type=_ranged(ExtractOptions, "workers"), help="DataLoader decoding processes [default: min(8, cores - 1)].")
-@click.option("--shard", callback=_parse_shard, metavar="K/N",
-              help="Extract only part K of N of the ids (parts of about equal frames, a video's _left/_right ids "
-                   "together; the same split on every machine), into <feature>.shard-K-of-N.h5 files; combine "
-                   "them later with `vafusion cache merge`.")
-@click.option("--overwrite", is_flag=True, help="Discard what exists for these features and start afresh "
-              "(by default a rerun resumes and extracts only what is missing).")
-@click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True,
-              help="HDF5 compression (none loads fastest; lzf/gzip for transfer).")
-@click.option("--copy", is_flag=True, help="Under torchrun: rank 0 merges the ranks' shards by copying them into "
-              "self-contained <feature>.h5 files instead of linking to them.")
+@click.option(
+    "--batch-size",
+    default=64,
+    show_default=True,
+    type=_ranged(ExtractOptions, "batch_size"),
+    help="Frames per backbone batch (batches span video boundaries).",
+)
+@click.option(
+    "--workers",
+    type=_ranged(ExtractOptions, "workers"),
+    help="DataLoader decoding processes [default: min(8, cores - 1)].",
+)
+@click.option(
+    "--shard",
+    callback=_parse_shard,
+    metavar="K/N",
+    help="Extract only part K of N of the ids (parts of about equal frames, a video's _left/_right ids "
+    "together; the same split on every machine), into <feature>.shard-K-of-N.h5 files; combine "
+    "them later with `vafusion cache merge`.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Discard what exists for these features and start afresh "
+    "(by default a rerun resumes and extracts only what is missing).",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "lzf", "gzip"]),
+    default="none",
+    show_default=True,
+    help="HDF5 compression (none loads fastest; lzf/gzip for transfer).",
+)
+@click.option(
+    "--copy",
+    is_flag=True,
+    help="Under torchrun: rank 0 merges the ranks' shards by copying them into "
+    "self-contained <feature>.h5 files instead of linking to them.",
+)
 @_compute_options(stream=False)
-def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tuple[Path, ...], faces: Path | None,
-            annotations: Path | None, audio_dir: Path | None, test_list: Path | None, weights: tuple[str, ...],
-            extractor_options: tuple[str, ...], visual_weights: str, image_size: int, vggish_weights: str | None,
-            vggish_pca: str | None, device: str, batch_size: int, workers: int | None, shard: tuple[int, int],
-            overwrite: bool, compression: str, copy: bool) -> None:
+def extract(
+    corpus: Path | None,
+    cache_dir: Path,
+    features: str,
+    videos_dirs: tuple[Path, ...],
+    faces: Path | None,
+    annotations: Path | None,
+    audio_dir: Path | None,
+    test_list: Path | None,
+    weights: tuple[str, ...],
+    extractor_options: tuple[str, ...],
+    visual_weights: str,
+    image_size: int,
+    vggish_weights: str | None,
+    vggish_pca: str | None,
+    device: str,
+    batch_size: int,
+    workers: int | None,
+    shard: tuple[int, int],
+    overwrite: bool,
+    compression: str,
+    copy: bool,
+) -> None:
     """Extract frame-level features of CORPUS (Aff-Wild2 layout) into a feature cache.
 
     Resumable: rerun the same command after an interruption and only the missing videos
@@ -98,18 +192,33 @@ def extract(corpus: Path | None, cache_dir: Path, features: str, videos_dirs: tu
     from vafusion.extract.run import extract as run_extract
 
     opts = ExtractOptions(
-        features=tuple(f.strip() for f in features.split(",") if f.strip()), weights=parse_weights(weights),
-        extractor_options=parse_extractor_options(extractor_options), visual_weights=visual_weights,
-        image_size=image_size, vggish_weights=vggish_weights, vggish_pca=vggish_pca, device=device,
-        batch_size=batch_size, workers=workers, shard=shard, overwrite=overwrite,
+        features=tuple(f.strip() for f in features.split(",") if f.strip()),
+        weights=parse_weights(weights),
+        extractor_options=parse_extractor_options(extractor_options),
+        visual_weights=visual_weights,
+        image_size=image_size,
+        vggish_weights=vggish_weights,
+        vggish_pca=vggish_pca,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        shard=shard,
+        overwrite=overwrite,
         compression=None if compression == "none" else compression,
     )
     rank = torchrun_rank()
     if copy and rank is None:
-        raise VafusionError("--copy: only under torchrun (shards of --shard K/N merge with "
-                            "`vafusion cache merge --copy`)")
-    found = discover_corpus(corpus, videos_dirs=list(videos_dirs) or None, faces_dir=faces,
-                            annotations_dir=annotations, audio_dir=audio_dir, test_list=test_list)
+        raise VafusionError(
+            "--copy: only under torchrun (shards of --shard K/N merge with `vafusion cache merge --copy`)"
+        )
+    found = discover_corpus(
+        corpus,
+        videos_dirs=list(videos_dirs) or None,
+        faces_dir=faces,
+        annotations_dir=annotations,
+        audio_dir=audio_dir,
+        test_list=test_list,
+    )
     if rank is not None:
         return _extract_distributed(found, cache_dir, opts, rank, copy)
     click.echo(f"corpus: {len(found.videos)} ids; cache: {cache_dir}; features: {', '.join(opts.features)}", err=True)
@@ -130,24 +239,31 @@ def _extract_distributed(found, cache_dir: Path, opts, rank, copy: bool) -> None
     from vafusion.extract.distributed import extract_distributed
 
     if rank.rank == 0:
-        click.echo(f"corpus: {len(found.videos)} ids; cache: {cache_dir}; features: {', '.join(opts.features)}; "
-                   f"{rank.world_size} ranks", err=True)
-    result = extract_distributed(found, cache_dir, opts, rank, copy=copy,
-                                 warn=lambda m: click.echo(f"warning: {m}", err=True))
+        click.echo(
+            f"corpus: {len(found.videos)} ids; cache: {cache_dir}; features: {', '.join(opts.features)}; "
+            f"{rank.world_size} ranks",
+            err=True,
+        )
+    result = extract_distributed(
+        found, cache_dir, opts, rank, copy=copy, warn=lambda m: click.echo(f"warning: {m}", err=True)
+    )
     if rank.rank == 0:
         for r in result.ranks:
             for f in r["written"]:
-                click.echo(f"rank {r['rank']}: {f}: {r['extracted'].get(f, 0)} extracted, "
-                           f"{r['skipped'].get(f, 0)} already there")
+                click.echo(
+                    f"rank {r['rank']}: {f}: {r['extracted'].get(f, 0)} extracted, "
+                    f"{r['skipped'].get(f, 0)} already there"
+                )
         for merged in result.merged:
             click.echo(f"{'wrote' if merged.written else 'up to date'} {merged.path}")
-        problems = [f"skipped id: {p}" for p in result.report.problems] + [
-            f"rank {r['rank']} failed: {fail}" for r in result.ranks for fail in r["failures"]] + [
-            f"not merged: {f}: {why}" for f, why in result.not_merged.items()]
+        problems = (
+            [f"skipped id: {p}" for p in result.report.problems]
+            + [f"rank {r['rank']} failed: {fail}" for r in result.ranks for fail in r["failures"]]
+            + [f"not merged: {f}: {why}" for f, why in result.not_merged.items()]
+        )
         if problems:
             click.echo(f"{len(problems)} problem(s) (rerun the same command to resume):", err=True)
             for line in problems:
                 click.echo(f"  {line}", err=True)
     if not result.ok:
         sys.exit(1)
-

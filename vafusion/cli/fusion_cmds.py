@@ -25,23 +25,39 @@ from vafusion.fusion.config import DataConfig, TrainingConfig
 
 @cli.command()
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory to create (config.json, best.pt, last.pt, metrics.jsonl, summary.json).")
-@click.option("--split", type=click.Choice(["official", "folds"]), default=None,
-              help="official: Train_Set trains, Validation_Set validates [default]. folds: both merged and "
-                   "split by video (see --folds/--fold).")
-@click.option("--folds", default=6, show_default=True, type=_ranged(DataConfig, "folds"),
-              help="Number of folds (implies --split folds with --fold).")
-@click.option("--fold", type=_ranged(DataConfig, "fold"), default=None,
-              help="Which fold (1..N) validates; implies --split folds.")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory to create (config.json, best.pt, last.pt, metrics.jsonl, summary.json).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["official", "folds"]),
+    default=None,
+    help="official: Train_Set trains, Validation_Set validates [default]. folds: both merged and "
+    "split by video (see --folds/--fold).",
+)
+@click.option(
+    "--folds",
+    default=6,
+    show_default=True,
+    type=_ranged(DataConfig, "folds"),
+    help="Number of folds (implies --split folds with --fold).",
+)
+@click.option(
+    "--fold", type=_ranged(DataConfig, "fold"), default=None, help="Which fold (1..N) validates; implies --split folds."
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN with the same options.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write RUN/report.html at the end.")
 @_model_options()
 @_data_options()
 @_training_options
 @_compute_options()
-def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: int | None, resume: bool,
-          report: bool, **kw) -> None:
+def train(
+    cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: int | None, resume: bool, report: bool, **kw
+) -> None:
     """Train a model (by default imf, the paper's) on the features of CACHE.
 
     Needs only the cache: no corpus, no GPU, no extraction backbones. The best epoch by
@@ -59,23 +75,46 @@ def train(cache_dir: Path, run_dir: Path, split: str | None, folds: int, fold: i
 
 @cli.command()
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--runs", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the fold runs (RUNS/fold-1 ... fold-N; with --seeds K > 1 RUNS/fold-K/seed-S), "
-                   "cv.json, post.json and cv.html. Rerun the same command to continue: finished runs are kept, an "
-                   "interrupted one resumes.")
-@click.option("--folds", default=6, show_default=True, type=_ranged(DataConfig, "folds"),
-              help="Folds: train and validation ids merged and split by video (a video's _left/_right ids stay "
-                   "together) into N parts; each validates once.")
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1),
-              help="Runs per fold: seeds --seed, --seed + 1, ...; `predict RUNS/fold-*` averages them all.")
+@click.option(
+    "--runs",
+    "runs_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the fold runs (RUNS/fold-1 ... fold-N; with --seeds K > 1 RUNS/fold-K/seed-S), "
+    "cv.json, post.json and cv.html. Rerun the same command to continue: finished runs are kept, an "
+    "interrupted one resumes.",
+)
+@click.option(
+    "--folds",
+    default=6,
+    show_default=True,
+    type=_ranged(DataConfig, "folds"),
+    help="Folds: train and validation ids merged and split by video (a video's _left/_right ids stay "
+    "together) into N parts; each validates once.",
+)
+@click.option(
+    "--seeds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Runs per fold: seeds --seed, --seed + 1, ...; `predict RUNS/fold-*` averages them all.",
+)
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html in each fold's run.")
 @_parallel_options
 @_model_options()
 @_data_options()
 @_training_options
 @_compute_options()
-def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, workers: int | None,
-       devices: list[str] | None, **kw) -> None:
+def cv(
+    cache_dir: Path,
+    runs_dir: Path,
+    folds: int,
+    seeds: int,
+    report: bool,
+    workers: int | None,
+    devices: list[str] | None,
+    **kw,
+) -> None:
     """Cross-validate: train every fold (train and validation ids merged, split by video)
     and report each fold's CCC_V, CCC_A, P and their mean ± std.
 
@@ -89,8 +128,16 @@ def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, wo
     from vafusion.fusion.postprocess import DimPost
 
     config = _config(split="folds", folds=folds, fold=1, **kw)
-    summary = cross_validate(cache_dir, runs_dir, config, seeds=seeds, report=report, workers=workers, devices=devices,
-                             log=lambda m: click.echo(m, err=True))
+    summary = cross_validate(
+        cache_dir,
+        runs_dir,
+        config,
+        seeds=seeds,
+        report=report,
+        workers=workers,
+        devices=devices,
+        log=lambda m: click.echo(m, err=True),
+    )
     click.echo(f"{'fold':>6} {'CCC_V':>8} {'CCC_A':>8} {'P':>8}" + ("  (mean over seeds)" if seeds > 1 else ""))
     for row in summary["folds"]:
         click.echo(f"{row['fold']:>6} {row['ccc_v']:>8.4f} {row['ccc_a']:>8.4f} {row['p']:>8.4f}")
@@ -100,24 +147,44 @@ def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, wo
     click.echo(f"out-of-fold (all folds pooled): CCC_V {oof['ccc_v']:.4f}  CCC_A {oof['ccc_a']:.4f}  P {oof['p']:.4f}")
     for name in ("valence", "arousal"):
         d = summary["post"]["fit"][name]
-        click.echo(f"post-processing {name}: {DimPost(**d['best']).describe()}: CCC {d['ccc_before']:.4f} -> "
-                   f"{d['ccc_nested']:.4f} nested ({d['gain_nested']:+.4f}; in-sample {d['gain_in_sample']:+.4f})"
-                   + ("" if d["applied"] else "; not applied (no nested gain)"))
+        click.echo(
+            f"post-processing {name}: {DimPost(**d['best']).describe()}: CCC {d['ccc_before']:.4f} -> "
+            f"{d['ccc_nested']:.4f} nested ({d['gain_nested']:+.4f}; in-sample {d['gain_in_sample']:+.4f})"
+            + ("" if d["applied"] else "; not applied (no nested gain)")
+        )
     click.echo(f"wrote {runs_dir / 'post.json'}, {runs_dir / 'cv.json'}, {runs_dir / 'cv.html'}")
 
 
 @cli.command()
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--runs", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the runs (RUNS/<model>/<features>/seed-<s>[/fold-<k>]), compare.json and "
-                   "compare.html. Rerun the same command to continue: finished runs are kept, an interrupted "
-                   "one resumes from its last.pt.")
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1),
-              help="Seeds per model and feature set: --seed, --seed + 1, ...")
-@click.option("--split", type=click.Choice(["official", "folds"]), default=None,
-              help="official: Train_Set trains, Validation_Set validates [default]. folds: every fold of --folds.")
-@click.option("--folds", type=_ranged(DataConfig, "folds"), default=None,
-              help="Cross-validate every run over N folds (implies --split folds)  [default with --split folds: 6].")
+@click.option(
+    "--runs",
+    "runs_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the runs (RUNS/<model>/<features>/seed-<s>[/fold-<k>]), compare.json and "
+    "compare.html. Rerun the same command to continue: finished runs are kept, an interrupted "
+    "one resumes from its last.pt.",
+)
+@click.option(
+    "--seeds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Seeds per model and feature set: --seed, --seed + 1, ...",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["official", "folds"]),
+    default=None,
+    help="official: Train_Set trains, Validation_Set validates [default]. folds: every fold of --folds.",
+)
+@click.option(
+    "--folds",
+    type=_ranged(DataConfig, "folds"),
+    default=None,
+    help="Cross-validate every run over N folds (implies --split folds)  [default with --split folds: 6].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print compare.json instead of the table.")
 @click.option("--report/--no-report", default=False, show_default=True, help="Also write each run's report.html.")
 @_parallel_options
@@ -125,23 +192,49 @@ def cv(cache_dir: Path, runs_dir: Path, folds: int, seeds: int, report: bool, wo
 @_data_options(feature_sets=True)
 @_training_options
 @_compute_options()
-def compare(cache_dir: Path, runs_dir: Path, seeds: int, split: str | None, folds: int | None, as_json: bool,
-            report: bool, workers: int | None, devices: list[str] | None, models: str, model_options: tuple[str, ...],
-            causal: bool, features: tuple[str, ...], **kw) -> None:
+def compare(
+    cache_dir: Path,
+    runs_dir: Path,
+    seeds: int,
+    split: str | None,
+    folds: int | None,
+    as_json: bool,
+    report: bool,
+    workers: int | None,
+    devices: list[str] | None,
+    models: str,
+    model_options: tuple[str, ...],
+    causal: bool,
+    features: tuple[str, ...],
+    **kw,
+) -> None:
     """Train every model x feature set x seed (x fold) on CACHE with the same data, and compare them:
     CCC_V, CCC_A, P as mean ± std over seeds and folds, in RUNS/compare.json and RUNS/compare.html
     (table and bar chart). Prints the table."""
-    from vafusion.fusion.compare import compare as run_compare, format_table
+    from vafusion.fusion.compare import compare as run_compare
+    from vafusion.fusion.compare import format_table
 
     options = _model_option_values(model_options, causal=False, kw=kw)
     data, training = _parts(kw)
     split = split or ("folds" if folds is not None else "official")
-    sets = [tuple(f.strip() for f in s.split(",") if f.strip()) for group in features for s in group.split(";")
-            if s.strip()]
-    result = run_compare(cache_dir, runs_dir, [m.strip() for m in models.split(",") if m.strip()], sets,
-                         data=DataConfig(split=split, folds=folds or 6, **data), training=TrainingConfig(**training),
-                         seeds=seeds, model_options=options, causal=causal, report=report, workers=workers,
-                         devices=devices, log=lambda m: click.echo(m, err=True))
+    sets = [
+        tuple(f.strip() for f in s.split(",") if f.strip()) for group in features for s in group.split(";") if s.strip()
+    ]
+    result = run_compare(
+        cache_dir,
+        runs_dir,
+        [m.strip() for m in models.split(",") if m.strip()],
+        sets,
+        data=DataConfig(split=split, folds=folds or 6, **data),
+        training=TrainingConfig(**training),
+        seeds=seeds,
+        model_options=options,
+        causal=causal,
+        report=report,
+        workers=workers,
+        devices=devices,
+        log=lambda m: click.echo(m, err=True),
+    )
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result["summary"]))
 
 
@@ -155,10 +248,26 @@ def models(as_json: bool) -> None:
     specs, problems = list_models()
     aliases = {target: [a for a, t in ALIASES.items() if t == target] for target in set(ALIASES.values())}
     if as_json:
-        click.echo(json.dumps([{"name": s.name, "ref": s.ref, "origin": s.origin, "description": s.description,
-                                "aliases": aliases.get(s.name, []), "closed_form": s.closed_form,
-                                "options": [{"name": o.name, "type": o.type_name, "default": o.default, "help": o.help}
-                                            for o in s.options.values()]} for s in specs], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "ref": s.ref,
+                        "origin": s.origin,
+                        "description": s.description,
+                        "aliases": aliases.get(s.name, []),
+                        "closed_form": s.closed_form,
+                        "options": [
+                            {"name": o.name, "type": o.type_name, "default": o.default, "help": o.help}
+                            for o in s.options.values()
+                        ],
+                    }
+                    for s in specs
+                ],
+                indent=2,
+            )
+        )
     else:
         for spec in specs:
             also = f", also '{', '.join(aliases[spec.name])}'" if spec.name in aliases else ""
@@ -174,10 +283,19 @@ def models(as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
-@click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Cache to evaluate on [default: the one RUN was trained on].")
-@click.option("--partition", type=click.Choice(["validation", "train"]), default="validation", show_default=True,
-              help="The run's own validation (or training) ids.")
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Cache to evaluate on [default: the one RUN was trained on].",
+)
+@click.option(
+    "--partition",
+    type=click.Choice(["validation", "train"]),
+    default="validation",
+    show_default=True,
+    help="The run's own validation (or training) ids.",
+)
 @click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @_compute_options()
@@ -198,10 +316,20 @@ def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str,
 
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
-@click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Cache to predict the validation ids from [default: the one RUN was trained on].")
-@click.option("--ids", "n_ids", default=3, show_default=True, type=click.IntRange(0),
-              help="Validation ids shown over time (spread over the ranking by P: best, median, worst).")
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Cache to predict the validation ids from [default: the one RUN was trained on].",
+)
+@click.option(
+    "--ids",
+    "n_ids",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Validation ids shown over time (spread over the ranking by P: best, median, worst).",
+)
 @click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
 @_compute_options()
 def report(run_dir: Path, cache_dir: Path | None, n_ids: int, device: str) -> None:
@@ -214,13 +342,28 @@ def report(run_dir: Path, cache_dir: Path | None, n_ids: int, device: str) -> No
 
 
 @cli.command()
-@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Empty or new directory for the corpus, cache, runs and report.")
-@click.option("--size", default="demo", show_default=True, type=click.Choice(["tiny", "small", "demo", "large"]),
-              help="Corpus size preset (vafusion.synth.SIZES).")
+@click.option(
+    "--out",
+    default="demo-out",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Empty or new directory for the corpus, cache, runs and report.",
+)
+@click.option(
+    "--size",
+    default="demo",
+    show_default=True,
+    type=click.Choice(["tiny", "small", "demo", "large"]),
+    help="Corpus size preset (vafusion.synth.SIZES).",
+)
 @click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
-@click.option("--seed", default=0, show_default=True, type=_ranged(TrainingConfig, "seed"),
-              help="Seed of the corpus and of every run.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=_ranged(TrainingConfig, "seed"),
+    help="Seed of the corpus and of every run.",
+)
 def demo(out: Path, size: str, device: str, seed: int) -> None:
     """Generate a corpus, extract features (random backbone weights), and compare the paper's
     model (imf) with the ridge baseline on all features and on each stream alone, on held-out ids."""
@@ -229,5 +372,3 @@ def demo(out: Path, size: str, device: str, seed: int) -> None:
 
     result = run_demo(out, size=size, device=device, seed=seed, echo=lambda m: click.echo(m, err=True))
     click.echo(format_table(result["summary"]))
-
-

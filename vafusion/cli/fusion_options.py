@@ -16,27 +16,43 @@ if TYPE_CHECKING:
 
 # Flags of the CLI before models declared their own options: still accepted (hidden), each
 # mapped onto the model option of that name, with a note pointing to --model-option.
-_DEPRECATED_MODEL_FLAGS = {"--d-model": ("d_model", int), "--heads": ("heads", int), "--dropout": ("dropout", float),
-                           "--ridge-alpha": ("alpha", float), "--ridge-context": ("context", int)}
+_DEPRECATED_MODEL_FLAGS = {
+    "--d-model": ("d_model", int),
+    "--heads": ("heads", int),
+    "--dropout": ("dropout", float),
+    "--ridge-alpha": ("alpha", float),
+    "--ridge-context": ("context", int),
+}
 
 
 def _data_options(feature_sets: bool = False):
     """--features, --window, --hop (DataConfig); ``feature_sets``: several sets, as `compare` takes them."""
     d = DataConfig()
     if feature_sets:
-        features = click.option("--features", "features", multiple=True, default=[",".join(d.features)],
-                                show_default=True,
-                                help="Feature sets to compare, ';'-separated (repeatable), each comma-separated; "
-                                     "the first feature of a set is its visual query stream.")
+        features = click.option(
+            "--features",
+            "features",
+            multiple=True,
+            default=[",".join(d.features)],
+            show_default=True,
+            help="Feature sets to compare, ';'-separated (repeatable), each comma-separated; "
+            "the first feature of a set is its visual query stream.",
+        )
     else:
-        features = click.option("--features", default=",".join(d.features), show_default=True,
-                                help="Comma-separated feature sets of the cache; the first is the visual query "
-                                     "stream, the others audio key/value streams (one alone = unimodal).")
-    return _stacked([
-        features,
-        _setting(DataConfig, "window", "Frames per training window."),
-        _setting(DataConfig, "hop", "Frames between window starts."),
-    ])
+        features = click.option(
+            "--features",
+            default=",".join(d.features),
+            show_default=True,
+            help="Comma-separated feature sets of the cache; the first is the visual query "
+            "stream, the others audio key/value streams (one alone = unimodal).",
+        )
+    return _stacked(
+        [
+            features,
+            _setting(DataConfig, "window", "Frames per training window."),
+            _setting(DataConfig, "hop", "Frames between window starts."),
+        ]
+    )
 
 
 def _model_options(several: bool = False):
@@ -45,41 +61,69 @@ def _model_options(several: bool = False):
 
     names = ", ".join(BUILTINS)
     if several:
-        model = click.option("--models", "models", required=True,
-                             help=f"Comma-separated models to compare: built-ins ({names}), package.module:Class, "
-                                  f"or installed plug-in names (see `vafusion models`).")
+        model = click.option(
+            "--models",
+            "models",
+            required=True,
+            help=f"Comma-separated models to compare: built-ins ({names}), package.module:Class, "
+            f"or installed plug-in names (see `vafusion models`).",
+        )
     else:
-        model = click.option("--model", default=DEFAULT_MODEL, show_default=True,
-                             help=f"A built-in ({names}; 'fusion' = imf), package.module:Class, or an installed "
-                                  f"plug-in's name. `vafusion models` lists them with their options.")
+        model = click.option(
+            "--model",
+            default=DEFAULT_MODEL,
+            show_default=True,
+            help=f"A built-in ({names}; 'fusion' = imf), package.module:Class, or an installed "
+            f"plug-in's name. `vafusion models` lists them with their options.",
+        )
     scope = "each model that has it" if several else "the model"
-    hidden = [click.option(flag, hidden=True, default=None, type=kind) for flag, (_, kind) in
-              _DEPRECATED_MODEL_FLAGS.items()]
-    return _stacked([
-        model,
-        click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
-                     help=f"An option of {scope} (repeatable), e.g. d_model=64 or tcn_dilations=1,2,4; values are "
-                          f"typed as the model declares (int, float, true/false, text). See `vafusion models`."),
-        click.option("--causal", is_flag=True,
-                     help="Causal model (no future frames; for online use): the model's 'causal' option. An error "
-                          "for a model without one."),
-        *hidden,
-    ])
+    hidden = [
+        click.option(flag, hidden=True, default=None, type=kind) for flag, (_, kind) in _DEPRECATED_MODEL_FLAGS.items()
+    ]
+    return _stacked(
+        [
+            model,
+            click.option(
+                "--model-option",
+                "model_options",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help=f"An option of {scope} (repeatable), e.g. d_model=64 or tcn_dilations=1,2,4; values are "
+                f"typed as the model declares (int, float, true/false, text). See `vafusion models`.",
+            ),
+            click.option(
+                "--causal",
+                is_flag=True,
+                help="Causal model (no future frames; for online use): the model's 'causal' option. An error "
+                "for a model without one.",
+            ),
+            *hidden,
+        ]
+    )
 
 
 def _training_options(f):
     """--epochs ... --device (TrainingConfig)."""
-    return _stacked([
-        _setting(TrainingConfig, "epochs",
-                 "Training epochs at most (--patience may stop earlier; closed-form models ignore it)."),
-        _setting(TrainingConfig, "batch_size", "Windows per step."),
-        _setting(TrainingConfig, "lr", "Peak AdamW learning rate."),
-        _setting(TrainingConfig, "weight_decay", "AdamW weight decay."),
-        _setting(TrainingConfig, "mse_weight", "Weight of an extra MSE term in the loss."),
-        _setting(TrainingConfig, "patience", "Stop after this many epochs without a better validation P."),
-        _setting(TrainingConfig, "seed", "Seed of the initial weights, the shuffling and dropout (a ridge: its subsample)."),
-        click.option("--device", default=TrainingConfig().device, show_default=True, type=DEVICE, help=DEVICE_HELP),
-    ])(f)
+    return _stacked(
+        [
+            _setting(
+                TrainingConfig,
+                "epochs",
+                "Training epochs at most (--patience may stop earlier; closed-form models ignore it).",
+            ),
+            _setting(TrainingConfig, "batch_size", "Windows per step."),
+            _setting(TrainingConfig, "lr", "Peak AdamW learning rate."),
+            _setting(TrainingConfig, "weight_decay", "AdamW weight decay."),
+            _setting(TrainingConfig, "mse_weight", "Weight of an extra MSE term in the loss."),
+            _setting(TrainingConfig, "patience", "Stop after this many epochs without a better validation P."),
+            _setting(
+                TrainingConfig,
+                "seed",
+                "Seed of the initial weights, the shuffling and dropout (a ridge: its subsample).",
+            ),
+            click.option("--device", default=TrainingConfig().device, show_default=True, type=DEVICE, help=DEVICE_HELP),
+        ]
+    )(f)
 
 
 def _parse_devices(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
@@ -90,15 +134,26 @@ def _parse_devices(ctx: click.Context, param: click.Parameter, value: str | None
 
 def _parallel_options(f):
     """--jobs, --devices: independent runs in worker processes (cv, compare)."""
-    return _stacked([
-        click.option("--jobs", "workers", type=click.IntRange(1), default=None,
-                     help="Runs trained at once, each in its own process with an equal share of the CPU threads "
-                          "(results equal a one-at-a-time run's up to float rounding); a run that fails is "
-                          "reported at the end, the others finish.  [default: 1, or one per --devices entry]"),
-        click.option("--devices", callback=_parse_devices, metavar="D1,D2,...",
-                     help="Devices for the runs, e.g. cuda:0,cuda:1: worker processes go round-robin over them, "
-                          "each keeps its device (overrides --device)."),
-    ])(f)
+    return _stacked(
+        [
+            click.option(
+                "--jobs",
+                "workers",
+                type=click.IntRange(1),
+                default=None,
+                help="Runs trained at once, each in its own process with an equal share of the CPU threads "
+                "(results equal a one-at-a-time run's up to float rounding); a run that fails is "
+                "reported at the end, the others finish.  [default: 1, or one per --devices entry]",
+            ),
+            click.option(
+                "--devices",
+                callback=_parse_devices,
+                metavar="D1,D2,...",
+                help="Devices for the runs, e.g. cuda:0,cuda:1: worker processes go round-robin over them, "
+                "each keeps its device (overrides --device).",
+            ),
+        ]
+    )(f)
 
 
 def _model_option_values(model_options: tuple[str, ...], causal: bool, kw: dict) -> dict:
@@ -121,6 +176,7 @@ def _model_option_values(model_options: tuple[str, ...], causal: bool, kw: dict)
 
 def _parts(kw: dict) -> tuple[dict, dict]:
     """The DataConfig and TrainingConfig fields among the command's keyword arguments."""
+
     def take(cls) -> dict:
         return {f: kw[f] for f in cls.__dataclass_fields__ if f in kw}
 
@@ -138,5 +194,3 @@ def _config(model: str, model_options: tuple[str, ...], causal: bool, features: 
 
 def _print_scores(title: str, scores: dict) -> None:
     click.echo(f"{title}: CCC_V {scores['ccc_v']:.4f}  CCC_A {scores['ccc_a']:.4f}  P {scores['p']:.4f}")
-
-

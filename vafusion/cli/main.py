@@ -29,8 +29,10 @@ class _Group(click.Group):
             ctx.exit(e.exit_code)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
-                                           "terminal_width": 100})
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100},
+)
 @click.version_option(__version__, prog_name="vafusion")
 def cli() -> None:
     """Audio-visual valence/arousal estimation from in-the-wild video.
@@ -53,7 +55,7 @@ def reference_markdown() -> str:
         sections.append(f"### `{' '.join(path)}`\n\n```\n{command.get_help(ctx)}\n```\n")
         if isinstance(command, click.Group):
             for name in sorted(command.commands):
-                walk(command.commands[name], path + [name], ctx)
+                walk(command.commands[name], [*path, name], ctx)
 
     walk(cli, ["vafusion"], None)
     return "\n".join(sections)
@@ -64,4 +66,3 @@ def main() -> None:
     # needs is not taken from it (BENCHMARKS.md, section 8). A value set by the user is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="vafusion")
-

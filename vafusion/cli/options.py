@@ -34,8 +34,13 @@ def _ranged(cls: type, name: str) -> click.ParamType:
 def _setting(cls: type, name: str, help: str) -> Callable:
     """``--<name>`` for setting ``name`` of dataclass ``cls``: its default (shown) and its checked range
     come from the dataclass, so the option, the library and a saved config cannot disagree."""
-    return click.option(f"--{name.replace('_', '-')}", default=getattr(cls(), name), show_default=True,
-                        type=_ranged(cls, name), help=help)
+    return click.option(
+        f"--{name.replace('_', '-')}",
+        default=getattr(cls(), name),
+        show_default=True,
+        type=_ranged(cls, name),
+        help=help,
+    )
 
 
 class _Device(click.ParamType):
@@ -80,27 +85,44 @@ def _compute_options(precision: bool = True, stream: bool = True):
     The command body runs inside :func:`vafusion.device.compute` (threads, precision) and
     :func:`vafusion.fusion.sources.loading` (how caches load), which the library reads.
     """
-    options = [click.option(
-        "--threads", type=click.IntRange(1), default=None,
-        help="Compute threads (torch and BLAS; cv and compare --jobs N share them among their workers; under torchrun, "
-             "per rank, by default each rank's share of its machine's cores)  [default: "
-             "the physical cores minus those other processes keep busy "
-             "now (sampled for 0.1 s), at least 1, so a busy laptop is not oversubscribed; OpenMP threads wait "
-             "passively]")]
+    options = [
+        click.option(
+            "--threads",
+            type=click.IntRange(1),
+            default=None,
+            help="Compute threads (torch and BLAS; cv and compare --jobs N share them among their workers; "
+            "under torchrun, "
+            "per rank, by default each rank's share of its machine's cores)  [default: "
+            "the physical cores minus those other processes keep busy "
+            "now (sampled for 0.1 s), at least 1, so a busy laptop is not oversubscribed; OpenMP threads wait "
+            "passively]",
+        )
+    ]
     if precision:
         from vafusion.device import EMULATED_BF16_ENV
 
-        options.append(click.option(
-            "--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-            help="CPU forward passes in fp32 or under bfloat16 autocast; bf16 needs a CPU with native bfloat16 "
-                 f"(AVX512-BF16, AMX or ARM BF16; elsewhere an error, or {EMULATED_BF16_ENV}=1 to emulate it, "
-                 "1.4-1.7x slower on an AVX2 CPU). On a GPU, autocast is always on."))
+        options.append(
+            click.option(
+                "--precision",
+                type=click.Choice(["fp32", "bf16"]),
+                default="fp32",
+                show_default=True,
+                help="CPU forward passes in fp32 or under bfloat16 autocast; bf16 needs a CPU with native bfloat16 "
+                f"(AVX512-BF16, AMX or ARM BF16; elsewhere an error, or {EMULATED_BF16_ENV}=1 to emulate it, "
+                "1.4-1.7x slower on an AVX2 CPU). On a GPU, autocast is always on.",
+            )
+        )
     if stream:
-        options.append(click.option(
-            "--in-memory/--stream", "in_memory", default=None,
-            help="Load the features into RAM (fastest), or stream them from the cache files (only masks and labels "
-                 "in RAM; for caches larger than memory)  [default: in RAM if the features take at most half of "
-                 "the memory available now (MemAvailable), else streamed]"))
+        options.append(
+            click.option(
+                "--in-memory/--stream",
+                "in_memory",
+                default=None,
+                help="Load the features into RAM (fastest), or stream them from the cache files (only masks and labels "
+                "in RAM; for caches larger than memory)  [default: in RAM if the features take at most half of "
+                "the memory available now (MemAvailable), else streamed]",
+            )
+        )
 
     def decorate(f: Callable) -> Callable:
         @functools.wraps(f)
@@ -118,5 +140,3 @@ def _compute_options(precision: bool = True, stream: bool = True):
         return _stacked(options)(run)
 
     return decorate
-
-

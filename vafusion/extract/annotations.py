@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vafusion.errors import VafusionError
 from vafusion.affwild2 import ANNOTATION_HEADER, NO_LABEL, VIDEO_EXTENSIONS
+from vafusion.errors import VafusionError
 
 
 class AnnotationFormatError(VafusionError):
@@ -104,7 +104,9 @@ def read_test_list(path: str | Path) -> list[str]:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise VafusionError(f"{path}: cannot read the test list ({e}); pass a UTF-8 text file with one id per line") from None
+        raise VafusionError(
+            f"{path}: cannot read the test list ({e}); pass a UTF-8 text file with one id per line"
+        ) from None
     ids: list[str] = []
     for line in text.splitlines():
         name = line.strip()

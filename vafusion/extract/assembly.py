@@ -9,9 +9,9 @@ kill -9 cost only the videos in flight.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -27,7 +27,9 @@ class Failure:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.video_id} [{self.feature}]: {self.reason}" if self.video_id else f"[{self.feature}]: {self.reason}"
+        return (
+            f"{self.video_id} [{self.feature}]: {self.reason}" if self.video_id else f"[{self.feature}]: {self.reason}"
+        )
 
 
 @dataclass
@@ -100,7 +102,7 @@ class Assembler:
         """The extractor broke: drop every video in progress; finished ones stay written (for a resume)."""
         self.aborted = reason
         for video_id in list(self.rows):
-            for vid in [video_id] + self.copies.pop(video_id, []):
+            for vid in [video_id, *self.copies.pop(video_id, [])]:
                 self.on_done(vid)
         self.rows.clear()
         self.mask.clear()
@@ -110,7 +112,7 @@ class Assembler:
         feats = self.rows.pop(video_id)
         mask = self.mask.pop(video_id)
         del self.remaining[video_id]
-        for vid in [video_id] + self.copies.pop(video_id, []):
+        for vid in [video_id, *self.copies.pop(video_id, [])]:
             self.futures.append((vid, self.pool.submit(self.writer.write, vid, feats, mask)))
             self.on_done(vid)
 

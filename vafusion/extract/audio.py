@@ -23,10 +23,14 @@ with soundfile. torchaudio itself no longer decodes files (2.9).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vafusion.errors import VafusionError
+
+if TYPE_CHECKING:
+    import av
 
 SAMPLE_RATE = 16000
 """The sample rate of every waveform this module returns (the VGGish rate)."""
@@ -161,7 +165,7 @@ class _MonoBuffer:
         self.key: tuple[str, bool, int] | None = None  # (format name, planar, channels)
         self.dtype: np.dtype | None = None
 
-    def add(self, frame: "av.AudioFrame") -> None:
+    def add(self, frame: av.AudioFrame) -> None:
         """Buffer one decoded ``av.AudioFrame`` with at least one sample."""
         n = frame.samples
         fmt = frame.format
@@ -194,7 +198,7 @@ class _MonoBuffer:
         return np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
 
 
-def _first_video_start(container: "av.container.InputContainer") -> float:
+def _first_video_start(container: av.container.InputContainer) -> float:
     """The instant frame 1 is shown, in seconds (0 without a video stream or start time)."""
     if container.streams.video:
         v = container.streams.video[0]
@@ -203,7 +207,7 @@ def _first_video_start(container: "av.container.InputContainer") -> float:
     return 0.0
 
 
-def _decode_mono(container: "av.container.InputContainer", path: Path) -> tuple[np.ndarray, int, float] | None:
+def _decode_mono(container: av.container.InputContainer, path: Path) -> tuple[np.ndarray, int, float] | None:
     """Decode the first audio stream: (mono waveform, its rate, the time of its first sample
     in seconds), or None when the stream has not a single decodable sample."""
     import av

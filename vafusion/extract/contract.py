@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal, Protocol, Union, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ class TrackExtractor(Protocol):
     def __call__(self, wave: torch.Tensor, frame_times: np.ndarray) -> torch.Tensor: ...
 
 
-Extractor = Union[FrameExtractor, TrackExtractor]
+Extractor = FrameExtractor | TrackExtractor
 
 KIND_ATTRIBUTES = {"frame": "image_size", "track": "sample_rate"}
 
@@ -95,14 +95,17 @@ def check_declaration(ext: object, source: str) -> Extractor:
         raise ExtractorError(f"extractor {source}: kind must be 'frame' or 'track', got {kind!r}")
     name = getattr(ext, "name", None)
     if not isinstance(name, str) or not FEATURE_NAME.match(name) or name in RESERVED_NAMES:
-        raise ExtractorError(f"extractor {source}: name {name!r} is not a usable feature (file) name; "
-                             "use letters, digits, _ . + -")
+        raise ExtractorError(
+            f"extractor {source}: name {name!r} is not a usable feature (file) name; use letters, digits, _ . + -"
+        )
     for attr in ("dim", KIND_ATTRIBUTES[kind]):
         if not _positive_int(getattr(ext, attr, None)):
             raise ExtractorError(f"extractor {source}: {attr} must be a positive int, got {getattr(ext, attr, None)!r}")
     for method in ("provenance", "to", "__call__"):
         if not callable(getattr(ext, method, None)):
-            raise ExtractorError(f"extractor {source}: has no {method}() method (see README, Writing your own extractor)")
+            raise ExtractorError(
+                f"extractor {source}: has no {method}() method (see README, Writing your own extractor)"
+            )
     prov = ext.provenance()
     if not isinstance(prov, dict):
         raise ExtractorError(f"extractor {source}: provenance() must return a dict, got {type(prov).__name__}")
@@ -128,29 +131,39 @@ def check_rows(ext: Any, out: object, n_rows: int, what: str, source: str) -> np
     """
     if isinstance(out, torch.Tensor):
         if not out.is_floating_point():
-            raise ExtractorError(f"extractor {source} ({ext.name}): returned dtype {out.dtype} for {what}; "
-                                 "return a floating-point tensor")
+            raise ExtractorError(
+                f"extractor {source} ({ext.name}): returned dtype {out.dtype} for {what}; "
+                "return a floating-point tensor"
+            )
         arr = out.detach().float().cpu().numpy()
     elif isinstance(out, np.ndarray):
         if out.dtype.kind != "f":
-            raise ExtractorError(f"extractor {source} ({ext.name}): returned dtype {out.dtype} for {what}; "
-                                 "return a floating-point tensor")
+            raise ExtractorError(
+                f"extractor {source} ({ext.name}): returned dtype {out.dtype} for {what}; "
+                "return a floating-point tensor"
+            )
         arr = out.astype(np.float32, copy=False)
     else:
-        raise ExtractorError(f"extractor {source} ({ext.name}): returned {type(out).__name__} for {what}; "
-                             "return a torch.Tensor")
+        raise ExtractorError(
+            f"extractor {source} ({ext.name}): returned {type(out).__name__} for {what}; return a torch.Tensor"
+        )
     if arr.ndim != 2 or arr.shape[0] != n_rows:
-        raise ExtractorError(f"extractor {source} ({ext.name}): returned shape {tuple(arr.shape)} for {what}; "
-                             f"expected ({n_rows}, {ext.dim})")
+        raise ExtractorError(
+            f"extractor {source} ({ext.name}): returned shape {tuple(arr.shape)} for {what}; "
+            f"expected ({n_rows}, {ext.dim})"
+        )
     if arr.shape[1] != ext.dim:
-        raise ExtractorError(f"extractor {source} ({ext.name}): returned {arr.shape[1]} columns for {what} "
-                             f"but declares dim = {ext.dim}")
+        raise ExtractorError(
+            f"extractor {source} ({ext.name}): returned {arr.shape[1]} columns for {what} but declares dim = {ext.dim}"
+        )
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(axis=1).sum())
         raise ExtractorError(f"extractor {source} ({ext.name}): returned NaN or inf in {bad} row(s) for {what}")
     if arr.size and float(np.abs(arr).max()) > FLOAT16_MAX:
-        raise ExtractorError(f"extractor {source} ({ext.name}): returned values beyond +-{FLOAT16_MAX:g} for {what}; "
-                             "the cache stores float16: scale the output")
+        raise ExtractorError(
+            f"extractor {source} ({ext.name}): returned values beyond +-{FLOAT16_MAX:g} for {what}; "
+            "the cache stores float16: scale the output"
+        )
     return arr
 
 
@@ -162,4 +175,6 @@ def guarded_call(fn: Any, source: str, name: str, *args: Any) -> Any:
         raise
     except Exception as e:  # noqa: BLE001 - foreign code: any failure stops this feature only
         text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise ExtractorError(f"extractor {source} ({name}) raised {type(e).__name__}{': ' + text if text else ''}") from None
+        raise ExtractorError(
+            f"extractor {source} ({name}) raised {type(e).__name__}{': ' + text if text else ''}"
+        ) from None

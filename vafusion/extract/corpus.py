@@ -34,9 +34,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vafusion.cache.corpus_index import CorpusIndex, VideoEntry
-from vafusion.errors import VafusionError
-from vafusion.fs import list_folder
 from vafusion.affwild2 import (  # noqa: F401  (re-exported: importable from here as before)
     ANNOTATION_DIR_CANDIDATES,
     ANNOTATION_HEADER,
@@ -52,8 +49,10 @@ from vafusion.affwild2 import (  # noqa: F401  (re-exported: importable from her
     video_name_of,
     video_names_for,
 )
+from vafusion.cache.corpus_index import CorpusIndex, VideoEntry
+from vafusion.errors import VafusionError
 from vafusion.extract.annotations import AnnotationFormatError, read_annotation, read_test_list
-from vafusion.extract.layout import (  # noqa: F401  (OPTION_NAMES re-exported)
+from vafusion.extract.layout import (
     OPTION_NAMES,
     CorpusFolders,
     audio_files_in,
@@ -63,6 +62,7 @@ from vafusion.extract.layout import (  # noqa: F401  (OPTION_NAMES re-exported)
     split_dirs_of,
 )
 from vafusion.extract.media import VideoInfo, probe_video
+from vafusion.fs import list_folder
 
 FRAME_MISMATCH_TOLERANCE = 5
 """Aff-Wild2 annotation row counts differ from container frame counts by a frame or two;
@@ -117,9 +117,7 @@ class Corpus:
 # ---- face crops ---------------------------------------------------------------------------
 
 
-def crop_paths(
-    crops_dir: str | Path | None, n_frames: int, warnings: list[str] | None = None
-) -> list[Path | None]:
+def crop_paths(crops_dir: str | Path | None, n_frames: int, warnings: list[str] | None = None) -> list[Path | None]:
     """Index k-1 -> the crop image of frame k, or None where there is no face.
 
     One directory listing (not ``n_frames`` stat calls). Images numbered beyond ``n_frames``
@@ -294,7 +292,8 @@ def _video_names(
                     source.path,
                     None,
                     f"no video file {candidates} in "
-                    f"{', '.join(str(d) for d in video_dirs)}; add it or point {OPTION_NAMES['videos_dirs']} at its folder",
+                    f"{', '.join(str(d) for d in video_dirs)}; add it or point {OPTION_NAMES['videos_dirs']} at its "
+                    "folder",
                 )
             )
             continue
@@ -302,8 +301,9 @@ def _video_names(
     return resolved
 
 
-def _frame_count(video_id: str, labels: np.ndarray | None, video_path: Path, info: VideoInfo,
-                 warnings: list[str]) -> int:
+def _frame_count(
+    video_id: str, labels: np.ndarray | None, video_path: Path, info: VideoInfo, warnings: list[str]
+) -> int:
     """T: the annotation's row count (warned when far from the container's), else the container's."""
     if labels is None:
         return info.n_frames
@@ -316,15 +316,20 @@ def _frame_count(video_id: str, labels: np.ndarray | None, video_path: Path, inf
     return n_frames
 
 
-def _audio_path(video_id: str, name: str, video_path: Path, info: VideoInfo, audio: Path | None,
-                audio_files: dict[str, Path], warnings: list[str]) -> Path | None:
+def _audio_path(
+    video_id: str,
+    name: str,
+    video_path: Path,
+    info: VideoInfo,
+    audio: Path | None,
+    audio_files: dict[str, Path],
+    warnings: list[str],
+) -> Path | None:
     """The id's (else its video's) file in the audio folder; warns when audio comes from nowhere
     expected (no file there, or a container without sound)."""
     audio_path = audio_files.get(video_id) or audio_files.get(name)
     if audio is not None and audio_path is None:
-        warnings.append(
-            f"{video_id}: no {name}.wav in {audio}; using the sound track of {video_path.name}"
-        )
+        warnings.append(f"{video_id}: no {name}.wav in {audio}; using the sound track of {video_path.name}")
     if audio_path is None and not info.has_audio:
         warnings.append(f"{video_id}: {video_path.name} has no audio stream; audio features will be masked")
     return audio_path
@@ -340,8 +345,15 @@ class _Listings:
     audio_files: dict[str, Path]
 
 
-def _discovered(video_id: str, name: str, source: _IdSource, info: VideoInfo, folders: CorpusFolders,
-                listings: _Listings, warnings: list[str]) -> DiscoveredVideo:
+def _discovered(
+    video_id: str,
+    name: str,
+    source: _IdSource,
+    info: VideoInfo,
+    folders: CorpusFolders,
+    listings: _Listings,
+    warnings: list[str],
+) -> DiscoveredVideo:
     """One id's inputs and corpus-index entry, with the warnings its files deserve."""
     video_path = listings.videos[name]
     n_frames = _frame_count(video_id, source.labels, video_path, info, warnings)
@@ -351,15 +363,26 @@ def _discovered(video_id: str, name: str, source: _IdSource, info: VideoInfo, fo
         warnings.append(f"{video_id}: no crop folder {faces / video_id}; visual features will be masked")
     audio_path = _audio_path(video_id, name, video_path, info, folders.audio, listings.audio_files, warnings)
     entry = VideoEntry(
-        id=video_id, fps=info.fps, n_frames=n_frames, partition=source.partition, group=name, labels=source.labels,
+        id=video_id,
+        fps=info.fps,
+        n_frames=n_frames,
+        partition=source.partition,
+        group=name,
+        labels=source.labels,
         frame_times=None if info.frame_times is None else fit_frame_times(info.frame_times, n_frames),
     )
     return DiscoveredVideo(entry, video_path, crops, audio_path, info)
 
 
-def _discover_all(ids: dict[str, _IdSource], resolved: dict[str, str], infos: dict[Path, VideoInfo | str],
-                  folders: CorpusFolders, listings: _Listings, problems: list[Problem],
-                  warnings: list[str]) -> list[DiscoveredVideo]:
+def _discover_all(
+    ids: dict[str, _IdSource],
+    resolved: dict[str, str],
+    infos: dict[Path, VideoInfo | str],
+    folders: CorpusFolders,
+    listings: _Listings,
+    problems: list[Problem],
+    warnings: list[str],
+) -> list[DiscoveredVideo]:
     """Every resolved id whose video probed well, sorted by id; a failed probe is a problem of
     each id of that video, a timing note a warning once per video file."""
     found: list[DiscoveredVideo] = []
@@ -397,8 +420,13 @@ def discover_corpus(
     warnings: list[str] = []
     problems: list[Problem] = []
     folders = find_folders(
-        root, videos_dirs=videos_dirs, faces_dir=faces_dir, annotations_dir=annotations_dir,
-        audio_dir=audio_dir, test_list=test_list, warnings=warnings,
+        root,
+        videos_dirs=videos_dirs,
+        faces_dir=faces_dir,
+        annotations_dir=annotations_dir,
+        audio_dir=audio_dir,
+        test_list=test_list,
+        warnings=warnings,
     )
     videos = index_videos(folders.video_dirs, warnings)
     crop_dirs = list_names(folders.faces, dirs=True, what="face crop folders")

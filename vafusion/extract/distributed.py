@@ -63,11 +63,14 @@ def torchrun_rank(environ: Mapping[str, str] | None = None) -> Rank | None:
         local = int(env.get("LOCAL_RANK", rank))
         local_world = int(env.get("LOCAL_WORLD_SIZE", world))
     except ValueError:
-        raise VafusionError("RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them); unset them to run "
-                            "without torchrun") from None
+        raise VafusionError(
+            "RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them); unset them to run without torchrun"
+        ) from None
     if not (0 <= rank < world and 0 <= local < local_world):
-        raise VafusionError(f"RANK {rank} of WORLD_SIZE {world} (LOCAL_RANK {local} of {local_world}): not a valid "
-                            f"place; start vafusion with torchrun, or unset these variables")
+        raise VafusionError(
+            f"RANK {rank} of WORLD_SIZE {world} (LOCAL_RANK {local} of {local_world}): not a valid "
+            f"place; start vafusion with torchrun, or unset these variables"
+        )
     return Rank(rank, world, local, local_world)
 
 
@@ -80,8 +83,10 @@ def rank_device(device: str, rank: Rank) -> str:
             raise VafusionError("--device cuda: CUDA is not available here; use --device cpu")
         return "cpu"
     if rank.local_rank >= torch.cuda.device_count():
-        raise VafusionError(f"LOCAL_RANK {rank.local_rank}: this machine has {torch.cuda.device_count()} GPU(s); "
-                            f"start at most that many processes per node (torchrun --nproc_per_node)")
+        raise VafusionError(
+            f"LOCAL_RANK {rank.local_rank}: this machine has {torch.cuda.device_count()} GPU(s); "
+            f"start at most that many processes per node (torchrun --nproc_per_node)"
+        )
     return f"cuda:{rank.local_rank}"
 
 
@@ -93,13 +98,20 @@ def rank_threads(rank: Rank) -> int:
 def rank_options(opts: ExtractOptions, rank: Rank) -> ExtractOptions:
     """``opts`` for this rank: its shard and device, its share of the machine's decoding workers; bars on rank 0."""
     if opts.shard != (1, 1):
-        raise VafusionError(f"--shard {opts.shard[0]}/{opts.shard[1]} under torchrun: torchrun splits the ids "
-                            f"itself (rank R extracts shard R+1 of WORLD_SIZE); drop --shard")
+        raise VafusionError(
+            f"--shard {opts.shard[0]}/{opts.shard[1]} under torchrun: torchrun splits the ids "
+            f"itself (rank R extracts shard R+1 of WORLD_SIZE); drop --shard"
+        )
     workers = opts.workers
     if workers is None:  # the single-process default, min(8, cores - 1), shared by the ranks of a machine
         workers = max(0, min(8, threads_per_process(rank.local_world_size) - 1))
-    return dataclasses.replace(opts, shard=(rank.rank + 1, rank.world_size), device=rank_device(opts.device, rank),
-                               workers=workers, progress=opts.progress and rank.rank == 0)
+    return dataclasses.replace(
+        opts,
+        shard=(rank.rank + 1, rank.world_size),
+        device=rank_device(opts.device, rank),
+        workers=workers,
+        progress=opts.progress and rank.rank == 0,
+    )
 
 
 @dataclass
@@ -120,10 +132,16 @@ class DistributedReport:
 
 
 def _summary(report: ExtractReport, rank: Rank) -> dict[str, Any]:
-    return {"rank": rank.rank, "ok": report.ok, "written": sorted(report.written),
-            "extracted": dict(report.extracted), "skipped": dict(report.skipped),
-            "failures": [str(f) for f in report.failures], "problems": list(report.problems),
-            "warnings": list(report.warnings)}
+    return {
+        "rank": rank.rank,
+        "ok": report.ok,
+        "written": sorted(report.written),
+        "extracted": dict(report.extracted),
+        "skipped": dict(report.skipped),
+        "failures": [str(f) for f in report.failures],
+        "problems": list(report.problems),
+        "warnings": list(report.warnings),
+    }
 
 
 def _all_gather_json(obj: Any, world_size: int) -> list[Any]:
@@ -143,8 +161,11 @@ def _merge_finished(cache: Path, ranks: list[dict[str, Any]], copy: bool) -> tup
     """Rank 0's part: merge each feature that every rank finished; say why the others are not merged."""
     features = sorted({f for r in ranks for f in r["written"]})
     done = [f for f in features if all(f in r["written"] for r in ranks)]
-    not_merged = {f: "not finished by rank(s) " + ", ".join(str(r["rank"]) for r in ranks if f not in r["written"])
-                  for f in features if f not in done}
+    not_merged = {
+        f: "not finished by rank(s) " + ", ".join(str(r["rank"]) for r in ranks if f not in r["written"])
+        for f in features
+        if f not in done
+    }
     try:
         merged = merge_shards(cache, copy=copy, features=done) if done else []
     except VafusionError as e:
@@ -152,8 +173,15 @@ def _merge_finished(cache: Path, ranks: list[dict[str, Any]], copy: bool) -> tup
     return merged, not_merged
 
 
-def extract_distributed(corpus: Corpus, cache: str | Path, opts: ExtractOptions, rank: Rank, *, copy: bool = False,
-                        warn: Callable[[str], None] | None = None) -> DistributedReport:
+def extract_distributed(
+    corpus: Corpus,
+    cache: str | Path,
+    opts: ExtractOptions,
+    rank: Rank,
+    *,
+    copy: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> DistributedReport:
     """This rank's shard of ``corpus`` into ``cache``, then (rank 0) the merge; see the module docstring.
 
     ``copy``: the merged files copy the shards' data (self-contained) instead of linking to them.
@@ -180,5 +208,13 @@ def extract_distributed(corpus: Corpus, cache: str | Path, opts: ExtractOptions,
         dist.destroy_process_group()
 
 
-__all__ = ["Rank", "DistributedReport", "torchrun_rank", "rank_device", "rank_options", "rank_threads", "extract_distributed",
-           "BARRIER_TIMEOUT"]
+__all__ = [
+    "BARRIER_TIMEOUT",
+    "DistributedReport",
+    "Rank",
+    "extract_distributed",
+    "rank_device",
+    "rank_options",
+    "rank_threads",
+    "torchrun_rank",
+]

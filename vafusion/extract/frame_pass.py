@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,7 +29,6 @@ from vafusion.extract.contract import ExtractorError, check_rows, guarded_call
 from vafusion.extract.corpus import DiscoveredVideo, crop_paths
 from vafusion.extract.options import ExtractOptions
 from vafusion.extract.registry import Resolved
-
 
 _CORRUPT_JPEG = ("Corrupt JPEG data", "Premature end of JPEG file")
 """libjpeg's words for data it could not decode but filled in (grey blocks): the image decodes, wrongly."""
@@ -79,15 +78,17 @@ def decode_crop(path: str | Path, image_size: int) -> torch.Tensor:
 
     try:
         img, said = _MESSAGES.run(lambda: decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
-    except Exception as e:  # RuntimeError from libjpeg/libpng, missing file ...
+    except Exception as e:  # noqa: BLE001 - RuntimeError from libjpeg/libpng, missing file ...
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise VafusionError(
             f"{path}: unreadable face crop ({reason}); replace or delete the file (a missing crop counts as no face)"
         ) from None
     if any(words in said for words in _CORRUPT_JPEG):
         first = next(line for line in said.splitlines() if any(words in line for words in _CORRUPT_JPEG))
-        raise CorruptCrop(f"{path}: damaged face crop ({first.strip()[:200]}); used as no face: replace the file "
-                          f"and extract again with --overwrite to use it")
+        raise CorruptCrop(
+            f"{path}: damaged face crop ({first.strip()[:200]}); used as no face: replace the file "
+            f"and extract again with --overwrite to use it"
+        )
     if said:
         print(said, file=sys.stderr)  # not about damage: let it through as the decoder said it
     if img.dtype != torch.uint8:  # 16-bit PNG
@@ -123,8 +124,9 @@ class _CropDataset(Dataset):
             return blank, video, row, str(e), ""
 
 
-def _open_videos(videos: list[DiscoveredVideo], assembler: Assembler, feature: str,
-                 warn: Callable[[str], None]) -> list[tuple[int, int, str]]:
+def _open_videos(
+    videos: list[DiscoveredVideo], assembler: Assembler, feature: str, warn: Callable[[str], None]
+) -> list[tuple[int, int, str]]:
     """Open every video in the assembler; return the crops to decode (video number, row, path)."""
     items: list[tuple[int, int, str]] = []
     for n, video in enumerate(videos):
@@ -142,8 +144,13 @@ def _open_videos(videos: list[DiscoveredVideo], assembler: Assembler, feature: s
 
 
 def frame_pass(
-    videos: list[DiscoveredVideo], writer: FeatureWriter, resolved: Resolved, opts: ExtractOptions,
-    device: torch.device, pool: ThreadPoolExecutor, warn: Callable[[str], None],
+    videos: list[DiscoveredVideo],
+    writer: FeatureWriter,
+    resolved: Resolved,
+    opts: ExtractOptions,
+    device: torch.device,
+    pool: ThreadPoolExecutor,
+    warn: Callable[[str], None],
 ) -> Outcome:
     """Run one frame extractor over the crops of ``videos``; a contract breach stops this feature only."""
     ext = resolved.extractor
@@ -153,9 +160,14 @@ def frame_pass(
     ids = [v.entry.id for v in videos]
     workers = opts.workers if opts.workers is not None else default_workers()
     loader = DataLoader(
-        _CropDataset(items, ext.image_size), batch_size=opts.batch_size, shuffle=False,
-        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None, worker_init_fn=worker_init,
+        _CropDataset(items, ext.image_size),
+        batch_size=opts.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=worker_init,
     )
     frames = 0
     with torch.inference_mode():

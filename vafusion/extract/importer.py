@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -60,8 +60,9 @@ def _read_csv(path: Path) -> np.ndarray:
                 if line_no == 1 and not rows:  # a header
                     continue
                 bad = next(x for x in fields if not _is_number(x))
-                raise VafusionError(f"{path}:{line_no}: non-numeric value {bad!r}; write numbers only "
-                                    "(NaN for a missing row)") from None
+                raise VafusionError(
+                    f"{path}:{line_no}: non-numeric value {bad!r}; write numbers only (NaN for a missing row)"
+                ) from None
     if rows and len({len(r) for r in rows}) > 1:
         raise VafusionError(f"{path}: rows have different numbers of columns; write one table")
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
@@ -83,7 +84,9 @@ def read_table(path: Path) -> np.ndarray:
         try:
             table = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
-            raise VafusionError(f"{path}: not a numpy array file ({str(e).splitlines()[0]}); write it with np.save") from None
+            raise VafusionError(
+                f"{path}: not a numpy array file ({str(e).splitlines()[0]}); write it with np.save"
+            ) from None
         if table.dtype.kind not in "iuf":
             raise VafusionError(f"{path}: holds {table.dtype} values; write numbers (float or int)")
         table = table.astype(np.float64)
@@ -95,8 +98,10 @@ def read_table(path: Path) -> np.ndarray:
 def _on_grid(path: Path, table: np.ndarray, entry: VideoEntry, tolerance: int) -> tuple[np.ndarray, np.ndarray]:
     n, t = len(table), entry.n_frames
     if abs(n - t) > tolerance:
-        raise VafusionError(f"{path}: {n} rows, but {entry.id} has {t} frames (tolerance {tolerance}); "
-                            "check the id, or pass --timestamps if the first column is time")
+        raise VafusionError(
+            f"{path}: {n} rows, but {entry.id} has {t} frames (tolerance {tolerance}); "
+            "check the id, or pass --timestamps if the first column is time"
+        )
     rows = np.zeros((t, table.shape[1]))
     rows[: min(n, t)] = table[:t]
     mask = np.arange(t) < n
@@ -114,8 +119,10 @@ def _timestamped(path: Path, table: np.ndarray, entry: VideoEntry, tolerance: in
     frame_times = entry.instants()
     slack = tolerance / entry.fps
     if times[0] < -slack or times[-1] > frame_times[-1] + slack:
-        raise VafusionError(f"{path}: times {times[0]:g}..{times[-1]:g} s run beyond {entry.id}'s frames "
-                            f"(0..{frame_times[-1]:g} s, tolerance {tolerance} frames); check the id and the unit (seconds)")
+        raise VafusionError(
+            f"{path}: times {times[0]:g}..{times[-1]:g} s run beyond {entry.id}'s frames "
+            f"(0..{frame_times[-1]:g} s, tolerance {tolerance} frames); check the id and the unit (seconds)"
+        )
     import torch
 
     nan = np.isnan(values).any(axis=1)
@@ -144,18 +151,28 @@ def _files(folder: Path) -> dict[str, Path]:
 def _provenance(feature: str, files: dict[str, Path], timestamps: bool, tolerance: int, width: int) -> dict:
     listing = "".join(f"{sha256_file(p)}  {p.name}\n" for p in sorted(files.values(), key=lambda p: p.name))
     return {
-        "model": "imported", "feature": feature, "dim": width, "files": len(files),
+        "model": "imported",
+        "feature": feature,
+        "dim": width,
+        "files": len(files),
         "sha256": hashlib.sha256(listing.encode()).hexdigest(),
         "sha256_of": "`sha256sum` lines of the files, sorted by name (LC_ALL=C), concatenated",
         "alignment": align.SPAN_MEAN + " (first column: seconds)" if timestamps else "rows on the frame grid",
-        "tolerance_frames": tolerance, "missing": "NaN rows and frames the file does not cover: mask False",
+        "tolerance_frames": tolerance,
+        "missing": "NaN rows and frames the file does not cover: mask False",
         "timing": align.GRID_TIMING,
     }
 
 
 def import_features(
-    cache: str | Path, feature: str, folder: str | Path, *, timestamps: bool = False,
-    tolerance: int = FRAME_MISMATCH_TOLERANCE, overwrite: bool = False, progress: bool = True,
+    cache: str | Path,
+    feature: str,
+    folder: str | Path,
+    *,
+    timestamps: bool = False,
+    tolerance: int = FRAME_MISMATCH_TOLERANCE,
+    overwrite: bool = False,
+    progress: bool = True,
     warn: Callable[[str], None] | None = None,
 ) -> ImportReport:
     """Import ``folder``'s files as feature ``feature`` of ``cache``; resumable; see the module doc."""
@@ -166,15 +183,19 @@ def import_features(
     files = _files(folder)
     unknown = sorted(set(files) - set(index.ids))
     if unknown:
-        raise VafusionError(f"{files[unknown[0]]}: {unknown[0]} is not a video id of {cache} "
-                            f"({len(unknown)} such file(s)); rename or remove them")
+        raise VafusionError(
+            f"{files[unknown[0]]}: {unknown[0]} is not a video id of {cache} "
+            f"({len(unknown)} such file(s)); rename or remove them"
+        )
     place = _timestamped if timestamps else _on_grid
     width = None
     for vid, path in files.items():  # everything checked before anything is written
         table = read_table(path)
         cols = table.shape[1] - (1 if timestamps else 0)
         if width is not None and cols != width:
-            raise VafusionError(f"{path}: {cols} value columns, the other files have {width}; import one feature at a time")
+            raise VafusionError(
+                f"{path}: {cols} value columns, the other files have {width}; import one feature at a time"
+            )
         width = cols
         rows, _ = place(path, table, index[vid], tolerance)
         if np.abs(np.nan_to_num(rows)).max(initial=0.0) > FLOAT16_MAX:
@@ -182,8 +203,10 @@ def import_features(
     report = ImportReport(path=cache)
     absent = [i for i in index.ids if i not in files]
     if absent:
-        report.warnings.append(f"{len(absent)} id(s) of the corpus have no file in {folder} (e.g. {absent[0]}); "
-                               f"{feature} will lack them (`vafusion cache verify` lists them)")
+        report.warnings.append(
+            f"{len(absent)} id(s) of the corpus have no file in {folder} (e.g. {absent[0]}); "
+            f"{feature} will lack them (`vafusion cache verify` lists them)"
+        )
         (warn or (lambda m: None))(report.warnings[-1])
     prov = _provenance(feature, files, timestamps, tolerance, width)
     with FeatureWriter(cache, feature, width, prov, index.fingerprint, overwrite=overwrite) as writer:

@@ -15,8 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vafusion.errors import VafusionError
-from vafusion.fs import list_folder
 from vafusion.affwild2 import (
     ANNOTATION_DIR_CANDIDATES,
     ANNOTATION_SUBDIRS,
@@ -27,6 +25,8 @@ from vafusion.affwild2 import (
     VIDEO_DIR_NAMES,
     VIDEO_EXTENSIONS,
 )
+from vafusion.errors import VafusionError
+from vafusion.fs import list_folder
 
 # How the CLI spells each override; error messages name these so users know what to pass.
 OPTION_NAMES = {

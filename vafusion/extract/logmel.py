@@ -14,6 +14,7 @@ reads the same log-mel; the track pass computes it once per track in a decoding 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -42,6 +43,7 @@ LOG_MEL_CENTRE_OFFSET_S = WINDOW_SAMPLES / 2 / SAMPLE_RATE  # 0.0125
 SILENCE_LOG_MEL = math.log(LOG_OFFSET)
 """The log-mel value of digital silence; used when a track is too short for one frame."""
 
+
 def frontend_params() -> dict[str, object]:
     """What :func:`log_mel` computes, for the extractor provenance (and so the cache fingerprint)."""
     return {
@@ -56,6 +58,7 @@ def frontend_params() -> dict[str, object]:
         "dc_bin": "zeroed",
         "log": f"log(x + {LOG_OFFSET})",
     }
+
 
 # Frames are processed in chunks with buffers allocated once per call: fresh
 # multi-megabyte temporaries per chunk cost page faults, and a whole-track batch
@@ -133,7 +136,7 @@ def _band_blocks(weights: np.ndarray, n_blocks: int = 4) -> list[tuple[int, int,
     """
     blocks = []
     edges = np.linspace(0, weights.shape[1], n_blocks + 1).astype(int)
-    for b0, b1 in zip(edges[:-1], edges[1:]):
+    for b0, b1 in itertools.pairwise(edges):
         rows = np.flatnonzero(weights[:, b0:b1].any(axis=1))
         blocks.append((int(b0), int(b1), int(rows[0]), int(rows[-1]) + 1))
     return blocks
@@ -279,8 +282,6 @@ def log_mel(waveform: Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE, *, pr
     return out
 
 
-
-
 # -------------------------------------------------------------- on the frame grid ---
 
 
@@ -336,8 +337,12 @@ class LogMelExtractor:
     frontend = LOG_MEL
 
     def provenance(self) -> dict:
-        return {"model": "logmel", "frontend": frontend_params(), "pooling": align.SPAN_MEAN,
-                "timing": align.GRID_TIMING}
+        return {
+            "model": "logmel",
+            "frontend": frontend_params(),
+            "pooling": align.SPAN_MEAN,
+            "timing": align.GRID_TIMING,
+        }
 
     def to(self, device: torch.device) -> LogMelExtractor:
         return self  # CPU work in the decoding workers; nothing to move

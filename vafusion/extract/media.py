@@ -44,7 +44,7 @@ class VideoInfo:
     timing_note: str = ""
 
 
-def _rate(stream: "av.video.stream.VideoStream") -> Fraction | None:
+def _rate(stream: av.video.stream.VideoStream) -> Fraction | None:
     """The stream's frame rate: average_rate, else FFmpeg's guess, else the base rate."""
     for name in ("average_rate", "guessed_rate", "base_rate"):
         rate = getattr(stream, name, None)
@@ -53,7 +53,7 @@ def _rate(stream: "av.video.stream.VideoStream") -> Fraction | None:
     return None
 
 
-def _index_times(stream: "av.video.stream.VideoStream", n_frames: int) -> np.ndarray | None:
+def _index_times(stream: av.video.stream.VideoStream, n_frames: int) -> np.ndarray | None:
     """The timestamps (stream time base) of the container's index, when it lists every frame (mp4, avi)."""
     try:
         entries = stream.index_entries
@@ -64,8 +64,9 @@ def _index_times(stream: "av.video.stream.VideoStream", n_frames: int) -> np.nda
         return None
 
 
-def _packet_times(container: "av.container.InputContainer",
-                  stream: "av.video.stream.VideoStream") -> tuple[int, np.ndarray | None]:
+def _packet_times(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> tuple[int, np.ndarray | None]:
     """The number of video packets (flush packets of size 0 carry no frame) and their presentation
     timestamps (dts where a packet has no pts), sorted; None where some have neither. No decoding."""
     stamps = [p.pts if p.pts is not None else p.dts for p in container.demux(stream) if p.size > 0]
@@ -74,8 +75,9 @@ def _packet_times(container: "av.container.InputContainer",
     return len(stamps), np.sort(np.array(stamps, dtype=np.int64))
 
 
-def _timing(container: "av.container.InputContainer", stream: "av.video.stream.VideoStream",
-            declared: Fraction) -> tuple[int, Fraction, np.ndarray | None, str]:
+def _timing(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, declared: Fraction
+) -> tuple[int, Fraction, np.ndarray | None, str]:
     """``(n_frames, rate, frame_times, note)``: the index's timestamps where they list every frame on a
     regular grid (nothing read), else the packets' (see :func:`frame_timing`)."""
     n_frames = int(stream.frames or 0)
@@ -109,12 +111,24 @@ def frame_timing(times: np.ndarray, declared: Fraction) -> tuple[Fraction, np.nd
     if step > 0:
         rate = Fraction(1 / step).limit_denominator(1001)
         if _deviation(t, float(rate)) <= GRID_TOLERANCE:
-            return rate, None, (f"the container declares {float(declared):g} fps, but its frames are "
-                                f"{float(rate):g} fps apart; using {float(rate):g} fps")
+            return (
+                rate,
+                None,
+                (
+                    f"the container declares {float(declared):g} fps, but its frames are "
+                    f"{float(rate):g} fps apart; using {float(rate):g} fps"
+                ),
+            )
     gaps = np.diff(t) * 1000
-    return declared, t, (f"variable frame rate (frames {gaps.min():.1f} to {gaps.max():.1f} ms apart; "
-                         f"{_deviation(t, float(declared)):.1f} frames off a constant {float(declared):g} fps): "
-                         f"each frame's audio is taken at its own timestamp")
+    return (
+        declared,
+        t,
+        (
+            f"variable frame rate (frames {gaps.min():.1f} to {gaps.max():.1f} ms apart; "
+            f"{_deviation(t, float(declared)):.1f} frames off a constant {float(declared):g} fps): "
+            f"each frame's audio is taken at its own timestamp"
+        ),
+    )
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -134,7 +148,9 @@ def probe_video(path: str | Path) -> VideoInfo:
             stream = container.streams.video[0]
             rate = _rate(stream)
             if rate is None or rate <= 0:
-                raise VafusionError(f"{path}: the container gives no frame rate; re-mux the video (ffmpeg -i IN -c copy OUT.mp4)")
+                raise VafusionError(
+                    f"{path}: the container gives no frame rate; re-mux the video (ffmpeg -i IN -c copy OUT.mp4)"
+                )
             n_frames, rate, frame_times, note = _timing(container, stream, rate)
             if container.duration:
                 duration = container.duration / av.time_base
@@ -150,5 +166,11 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise VafusionError(f"{path}: cannot read the video ({reason}); check or replace the file") from None
     if n_frames <= 0:
         raise VafusionError(f"{path}: the video stream holds no frames; check or replace the file")
-    return VideoInfo(fps=float(rate), n_frames=n_frames, has_audio=has_audio, duration_s=float(duration),
-                     frame_times=frame_times, timing_note=note)
+    return VideoInfo(
+        fps=float(rate),
+        n_frames=n_frames,
+        has_audio=has_audio,
+        duration_s=float(duration),
+        frame_times=frame_times,
+        timing_note=note,
+    )

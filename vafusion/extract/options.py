@@ -38,8 +38,10 @@ class ExtractOptions:
     def __post_init__(self) -> None:
         self.features = tuple(self.features)
         if not self.features or not all(isinstance(f, str) and f.strip() for f in self.features):
-            raise VafusionError(f"--features {','.join(map(str, self.features))!r}: name at least one feature, "
-                                f"comma-separated (e.g. resnet50,vggish,logmel)")
+            raise VafusionError(
+                f"--features {','.join(map(str, self.features))!r}: name at least one feature, "
+                f"comma-separated (e.g. resnet50,vggish,logmel)"
+            )
         if len(set(self.features)) != len(self.features):
             raise VafusionError(f"feature named twice in {','.join(self.features)}")
         for option, given in (("--weights", self.weights), ("--extractor-option", self.extractor_options)):

@@ -27,7 +27,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,12 +82,12 @@ class Family:
     default_weights: str | None = None
 
 
-@lru_cache(maxsize=None)
+@cache
 def families() -> tuple[Family, ...]:
     return tuple(importlib.import_module(m).FAMILY for m in FAMILY_MODULES)
 
 
-@lru_cache(maxsize=None)
+@cache
 def builtins() -> dict[str, Family]:
     """Every built-in name -> its family."""
     table: dict[str, Family] = {}
@@ -145,8 +145,10 @@ def _import_attribute(spec: str, origin: str) -> Plugin:
             raise VafusionError(f"{origin} {spec}: {module_name} has no attribute {attr}; check the name")
         obj = getattr(obj, part)
     if not callable(obj) or (not isinstance(obj, type) and hasattr(obj, "kind")):
-        raise VafusionError(f"{origin} {spec}: {attr} must be an extractor class or a function returning an "
-                            "extractor, not an extractor object")
+        raise VafusionError(
+            f"{origin} {spec}: {attr} must be an extractor class or a function returning an "
+            "extractor, not an extractor object"
+        )
     return Plugin(spec, obj)
 
 
@@ -171,8 +173,9 @@ def _request(entry: str, family: Family, opts: ExtractOptions) -> BuildRequest:
     unknown = sorted(set(options) - set(family.options))
     if unknown:
         accepted = ", ".join(family.options) or "none"
-        raise VafusionError(f"--extractor-option {entry}.{unknown[0]}: {entry} has no option {unknown[0]!r} "
-                            f"(its options: {accepted})")
+        raise VafusionError(
+            f"--extractor-option {entry}.{unknown[0]}: {entry} has no option {unknown[0]!r} (its options: {accepted})"
+        )
     weights = opts.weights.get(entry)
     if weights is None and family.key in LEGACY_WEIGHTS:
         weights = getattr(opts, LEGACY_WEIGHTS[family.key])
@@ -217,8 +220,10 @@ class Resolved:
         prov = self.extractor.provenance()
         if self.plugin is not None:
             if "plugin" in prov:
-                raise ExtractorError(f"extractor {self.source}: provenance() may not use the key 'plugin' "
-                                     "(vafusion records the plug-in's source and options there)")
+                raise ExtractorError(
+                    f"extractor {self.source}: provenance() may not use the key 'plugin' "
+                    "(vafusion records the plug-in's source and options there)"
+                )
             prov = dict(prov, plugin=self.plugin)
         return prov
 

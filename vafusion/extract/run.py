@@ -9,10 +9,10 @@ the other features are still written, and the failed one resumes from what it wr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -60,8 +60,9 @@ def _provenance(resolved: Resolved, device: torch.device) -> dict:
     return prov
 
 
-def _build_all(opts: ExtractOptions, report: ExtractReport, note: Callable[[str], None],
-               device: torch.device) -> list[Resolved]:
+def _build_all(
+    opts: ExtractOptions, report: ExtractReport, note: Callable[[str], None], device: torch.device
+) -> list[Resolved]:
     """Build every extractor before anything is written (a bad weights file fails the run early).
 
     A user's extractor that cannot be imported, built or moved fails its own feature only.
@@ -105,15 +106,29 @@ def _prepare_cache(cache: Path, index: CorpusIndex, source: str, opts: ExtractOp
     write_corpus_index(cache, index, source=source)
 
 
-def _open_writers(cache: Path, built: list[Resolved], corpus_fingerprint: str, opts: ExtractOptions,
-                  ids: list[str], device: torch.device) -> dict[str, FeatureWriter]:
+def _open_writers(
+    cache: Path,
+    built: list[Resolved],
+    corpus_fingerprint: str,
+    opts: ExtractOptions,
+    ids: list[str],
+    device: torch.device,
+) -> dict[str, FeatureWriter]:
     """One writer per feature, each refusing a shard whose files hold ids it does not own (another split)."""
     writers: dict[str, FeatureWriter] = {}
     try:
         for r in built:
-            writers[r.name] = FeatureWriter(cache, r.name, r.extractor.dim, _provenance(r, device), corpus_fingerprint,
-                                            shard=opts.shard, overwrite=opts.overwrite, compression=opts.compression,
-                                            split=schema.SPLIT_RULE)
+            writers[r.name] = FeatureWriter(
+                cache,
+                r.name,
+                r.extractor.dim,
+                _provenance(r, device),
+                corpus_fingerprint,
+                shard=opts.shard,
+                overwrite=opts.overwrite,
+                compression=opts.compression,
+                split=schema.SPLIT_RULE,
+            )
             writers[r.name].require_owned(ids)
     except VafusionError:
         for writer in writers.values():
@@ -132,7 +147,9 @@ def _record(report: ExtractReport, feature: str, writer: FeatureWriter, outcome:
 
 
 def extract(
-    corpus: Corpus | str | Path, cache: str | Path, opts: ExtractOptions | None = None,
+    corpus: Corpus | str | Path,
+    cache: str | Path,
+    opts: ExtractOptions | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> ExtractReport:
     """Extract ``opts.features`` for every video of ``corpus`` (or of ``opts.shard``) into ``cache``.

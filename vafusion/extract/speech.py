@@ -135,8 +135,10 @@ def _parse_layers(text: str, n_layers: int, name: str) -> tuple[int, int]:
     except ValueError:
         first = last = -1
     if not 1 <= first <= last <= n_layers:
-        raise VafusionError(f"--extractor-option {name}.layer={text}: use a layer 1..{n_layers}, A-B (the mean of "
-                            f"layers A..B) or mean (all {n_layers})")
+        raise VafusionError(
+            f"--extractor-option {name}.layer={text}: use a layer 1..{n_layers}, A-B (the mean of "
+            f"layers A..B) or mean (all {n_layers})"
+        )
     return first, last
 
 
@@ -156,8 +158,16 @@ class SpeechExtractor:
     kind = "track"
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, name: str, model: nn.Module, weights_provenance: dict[str, Any], normalize_waveform: bool,
-                 layer: str = "mean", chunk_s: float = DEFAULT_CHUNK_S, context_s: float = DEFAULT_CONTEXT_S) -> None:
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        weights_provenance: dict[str, Any],
+        normalize_waveform: bool,
+        layer: str = "mean",
+        chunk_s: float = DEFAULT_CHUNK_S,
+        context_s: float = DEFAULT_CONTEXT_S,
+    ) -> None:
         self.name = name
         self.model = model.eval()
         self.normalize_waveform = normalize_waveform
@@ -169,16 +179,22 @@ class SpeechExtractor:
         self.chunk_steps = max(1, g.n_steps(int(round(chunk_s * SAMPLE_RATE))))
         self.context_steps = int(round(context_s * SAMPLE_RATE / g.stride))
         if self.chunk_steps - 2 * self.context_steps < 1:
-            raise VafusionError(f"--extractor-option {name}.chunk={chunk_s:g}: a chunk must be longer than twice "
-                                f"the context ({context_s:g} s)")
+            raise VafusionError(
+                f"--extractor-option {name}.chunk={chunk_s:g}: a chunk must be longer than twice "
+                f"the context ({context_s:g} s)"
+            )
         self.device = torch.device("cpu")
         first, last = self.layers
         self._provenance = dict(
-            weights_provenance, dim=self.dim, sample_rate=SAMPLE_RATE, normalize_waveform=normalize_waveform,
+            weights_provenance,
+            dim=self.dim,
+            sample_rate=SAMPLE_RATE,
+            normalize_waveform=normalize_waveform,
             layer=str(first) if first == last else f"mean of {first}-{last} (of {n_layers})",
             step=f"{1000 * g.stride / SAMPLE_RATE:g} ms ({g.stride} samples), window {g.receptive_field} samples",
             chunk=f"{self.chunk_steps} steps, {self.context_steps} steps of context each side",
-            pooling=align.SPAN_MEAN, timing=align.GRID_TIMING,
+            pooling=align.SPAN_MEAN,
+            timing=align.GRID_TIMING,
         )
 
     def provenance(self) -> dict:
@@ -233,16 +249,25 @@ def _load_weights(name: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
         cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
         try:
             state = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True)
-        except Exception as e:  # URLError, HTTPError, truncated file ...
+        except Exception as e:  # noqa: BLE001 - URLError, HTTPError, truncated file ...
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise VafusionError(f"{url}: could not get {name} weights ({reason}); on a machine with network download "
-                                f"the file into {cache_dir}, or pass a local state_dict path as weights") from None
+            raise VafusionError(
+                f"{url}: could not get {name} weights ({reason}); on a machine with network download "
+                f"the file into {cache_dir}, or pass a local state_dict path as weights"
+            ) from None
         assign_state_dict(model, state, url, name, "delete the cached file to download it again")
         cached = cache_dir / os.path.basename(urlparse(url).path)
-        return model, {"model": name, "weights": "torchaudio:default", "url": url,
-                       "sha256": sha256_file(cached) if cached.is_file() else None}
+        return model, {
+            "model": name,
+            "weights": "torchaudio:default",
+            "url": url,
+            "sha256": sha256_file(cached) if cached.is_file() else None,
+        }
     path = Path(spec)
-    fix = f"pass a state_dict of torchaudio's {MODELS[name].factory} (torch.save(model.state_dict(), PATH)), default or random"
+    fix = (
+        f"pass a state_dict of torchaudio's {MODELS[name].factory} (torch.save(model.state_dict(), PATH)), "
+        "default or random"
+    )
     assign_state_dict(model, read_state_dict(path, fix), path, name, fix)
     return model, {"model": name, "weights": f"file:{path.name}", "sha256": sha256_file(path)}
 
@@ -259,13 +284,22 @@ def _build(request: BuildRequest) -> SpeechExtractor:
     _check(request)
     options = dict(request.options)
     model, prov = _load_weights(request.name, request.weights or "default")
-    return SpeechExtractor(request.name, model, prov, MODELS[request.name].normalize_waveform,
-                           layer=options.get("layer", "mean"),
-                           chunk_s=_parse_seconds(options, "chunk", DEFAULT_CHUNK_S, request.name),
-                           context_s=_parse_seconds(options, "context", DEFAULT_CONTEXT_S, request.name))
+    return SpeechExtractor(
+        request.name,
+        model,
+        prov,
+        MODELS[request.name].normalize_waveform,
+        layer=options.get("layer", "mean"),
+        chunk_s=_parse_seconds(options, "chunk", DEFAULT_CHUNK_S, request.name),
+        context_s=_parse_seconds(options, "context", DEFAULT_CONTEXT_S, request.name),
+    )
 
 
 FAMILY = Family(
-    key="speech", names=lambda: tuple(MODELS), build=_build, check=_check, options=OPTIONS,
+    key="speech",
+    names=lambda: tuple(MODELS),
+    build=_build,
+    check=_check,
+    options=OPTIONS,
     default_weights="default",
 )

@@ -150,15 +150,20 @@ def _load_published(name: str, spec: str) -> Backbone:
         # The builder, not a bare state_dict: some models take other settings with their
         # published weights (e.g. inception_v3's transform_input).
         model, _, dim = _architecture(name, weights=member)
-    except Exception as e:  # URLError, HTTPError, hash mismatch, truncated file ...
+    except Exception as e:  # noqa: BLE001 - URLError, HTTPError, hash mismatch, truncated file ...
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise VafusionError(
             f"{member.url}: could not get {name} weights ({reason}); on a machine with network "
             f"download the file into {cache_dir}, or pass a local checkpoint path as weights"
         ) from None
     transforms = member.transforms()
-    prov = {"model": name, "weights": f"imagenet:{member.name}", "url": member.url,
-            "sha256": sha256_file(cached) if cached.is_file() else None, "dim": dim}
+    prov = {
+        "model": name,
+        "weights": f"imagenet:{member.name}",
+        "url": member.url,
+        "sha256": sha256_file(cached) if cached.is_file() else None,
+        "dim": dim,
+    }
     return Backbone(model, prov, tuple(transforms.mean), tuple(transforms.std))
 
 
@@ -171,8 +176,9 @@ def _load_checkpoint(name: str, path: Path) -> tuple[Backbone, int]:
     return Backbone(model, {"model": name, "weights": f"file:{path.name}", "sha256": sha256_file(path)}), dim
 
 
-def preprocess_params(image_size: int, mean: tuple[float, ...] = IMAGENET_MEAN,
-                      std: tuple[float, ...] = IMAGENET_STD) -> dict[str, Any]:
+def preprocess_params(
+    image_size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> dict[str, Any]:
     """What the frame pass's decoding + :func:`preprocess_batch` do, for the provenance."""
     return {
         "image_size": int(image_size),
@@ -184,8 +190,13 @@ def preprocess_params(image_size: int, mean: tuple[float, ...] = IMAGENET_MEAN,
     }
 
 
-def preprocess_batch(images: torch.Tensor, image_size: int, dtype: torch.dtype = torch.float32,
-                     mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+def preprocess_batch(
+    images: torch.Tensor,
+    image_size: int,
+    dtype: torch.dtype = torch.float32,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
     """uint8 (N, 3, H, W) on the compute device -> normalised float (N, 3, S, S).
 
     Resizes (antialiased bilinear) only when H, W differ from ``image_size``; then scales to
@@ -215,8 +226,11 @@ class TorchvisionExtractor:
         self.mean, self.std = backbone.mean, backbone.std
         self.device = torch.device("cpu")
         self._provenance = dict(
-            backbone.provenance, preprocessing=preprocess_params(image_size, self.mean, self.std),
-            input="face crops", missing="no crop: zero row, mask False", timing=align.GRID_TIMING,
+            backbone.provenance,
+            preprocessing=preprocess_params(image_size, self.mean, self.std),
+            input="face crops",
+            missing="no crop: zero row, mask False",
+            timing=align.GRID_TIMING,
         )
 
     def provenance(self) -> dict:
@@ -245,5 +259,4 @@ def _build(request: BuildRequest) -> TorchvisionExtractor:
     return TorchvisionExtractor(request.name, build_backbone(request.name, request.weights), request.image_size)
 
 
-FAMILY = Family(
-    key="torchvision", names=model_names, build=_build, check=_check, default_weights="default")
+FAMILY = Family(key="torchvision", names=model_names, build=_build, check=_check, default_weights="default")

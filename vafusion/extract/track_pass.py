@@ -23,8 +23,9 @@ Optional hooks of built-in track extractors (a user's extractor needs none of th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -142,13 +143,24 @@ def _loader(tracks: list[str], features: list[_Feature], opts: ExtractOptions) -
     frontends = {f.frontend.key: f.frontend for f in features if f.frontend is not None}
     workers = opts.workers if opts.workers is not None else default_workers()
     return DataLoader(
-        _TrackDataset(tracks, rates, frontends), batch_size=None, shuffle=False, num_workers=min(workers, len(tracks)),
-        prefetch_factor=2 if workers > 0 and tracks else None, worker_init_fn=worker_init,
+        _TrackDataset(tracks, rates, frontends),
+        batch_size=None,
+        shuffle=False,
+        num_workers=min(workers, len(tracks)),
+        prefetch_factor=2 if workers > 0 and tracks else None,
+        worker_init_fn=worker_init,
     )
 
 
-def _video(feature: _Feature, video: DiscoveredVideo, waves: dict | None, duration: float, fronts: dict,
-           done: dict, device: torch.device) -> None:
+def _video(
+    feature: _Feature,
+    video: DiscoveredVideo,
+    waves: dict | None,
+    duration: float,
+    fronts: dict,
+    done: dict,
+    device: torch.device,
+) -> None:
     """Start (or compute) one video's rows of one feature.
 
     ``done`` maps this track's frame grids already handled to ``(first id, rows)``; rows are
@@ -176,8 +188,13 @@ def _video(feature: _Feature, video: DiscoveredVideo, waves: dict | None, durati
 
 
 def track_pass(
-    videos: list[DiscoveredVideo], writers: dict[str, FeatureWriter], extractors: dict[str, Resolved],
-    pending: dict[str, set[str]], opts: ExtractOptions, device: torch.device, pool: ThreadPoolExecutor,
+    videos: list[DiscoveredVideo],
+    writers: dict[str, FeatureWriter],
+    extractors: dict[str, Resolved],
+    pending: dict[str, set[str]],
+    opts: ExtractOptions,
+    device: torch.device,
+    pool: ThreadPoolExecutor,
     warn: Callable[[str], None],
 ) -> dict[str, Outcome]:
     """Decode each track once and run every track extractor on it; returns each feature's outcome."""
@@ -206,8 +223,17 @@ def track_pass(
     return {f.assembler.writer.feature: f.assembler.wait() for f in features}
 
 
-def _track(features: list[_Feature], track_videos: list[DiscoveredVideo], waves: dict | None, duration: float,
-           fronts: dict, error: str, opts: ExtractOptions, device: torch.device, warn: Callable[[str], None]) -> None:
+def _track(
+    features: list[_Feature],
+    track_videos: list[DiscoveredVideo],
+    waves: dict | None,
+    duration: float,
+    fronts: dict,
+    error: str,
+    opts: ExtractOptions,
+    device: torch.device,
+    warn: Callable[[str], None],
+) -> None:
     """All features of one decoded track; batched features run their full batches afterwards."""
     for v in track_videos:
         e = v.entry

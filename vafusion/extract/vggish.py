@@ -140,11 +140,15 @@ class VGGishPCA:
                     params = {k: z[k] for k in z.files}
             else:
                 params = torch_load_plain(path)
-        except Exception as exc:  # noqa: BLE001
-            raise VafusionError(f"{path}: cannot read PCA parameters ({type(exc).__name__}); pass vggish_pca_params.npz or .pth") from exc
+        except Exception as exc:
+            raise VafusionError(
+                f"{path}: cannot read PCA parameters ({type(exc).__name__}); pass vggish_pca_params.npz or .pth"
+            ) from exc
         if not isinstance(params, dict) or not {"pca_eigen_vectors", "pca_means"} <= set(params):
             keys = sorted(params)[:5] if isinstance(params, dict) else type(params).__name__
-            raise VafusionError(f"{path}: expected keys pca_eigen_vectors and pca_means, found {keys}; pass the published PCA file")
+            raise VafusionError(
+                f"{path}: expected keys pca_eigen_vectors and pca_means, found {keys}; pass the published PCA file"
+            )
 
         def as_np(v: object) -> np.ndarray:
             return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
@@ -235,8 +239,11 @@ class VGGishExtractor:
         self.pca = pca
         self.device = torch.device("cpu")
         self._provenance = dict(
-            weights_provenance, frontend=frontend_params(), postprocess=getattr(pca, "provenance", None),
-            patch="0.96 s (96 log-mel frames) centred on each frame's instant, edge-padded", timing=align.GRID_TIMING,
+            weights_provenance,
+            frontend=frontend_params(),
+            postprocess=getattr(pca, "provenance", None),
+            patch="0.96 s (96 log-mel frames) centred on each frame's instant, edge-padded",
+            timing=align.GRID_TIMING,
         )
 
     def provenance(self) -> dict:
@@ -273,8 +280,10 @@ def _build(request: BuildRequest) -> VGGishExtractor:
 
 def _check(request: BuildRequest) -> None:
     if request.weights == "default":
-        raise VafusionError("--weights vggish=default: VGGish weights are not downloaded by vafusion; pass the "
-                            "published vggish-10086976.pth as a PATH (see README, Pretrained weights) or random")
+        raise VafusionError(
+            "--weights vggish=default: VGGish weights are not downloaded by vafusion; pass the "
+            "published vggish-10086976.pth as a PATH (see README, Pretrained weights) or random"
+        )
     if not request.weights:
         raise VafusionError(
             "vggish needs weights: --vggish-weights PATH (the published vggish-10086976.pth, see README) "
@@ -282,5 +291,4 @@ def _check(request: BuildRequest) -> None:
         )
 
 
-FAMILY = Family(
-    key="vggish", names=lambda: ("vggish",), build=_build, check=_check, options=("pca",))
+FAMILY = Family(key="vggish", names=lambda: ("vggish",), build=_build, check=_check, options=("pca",))

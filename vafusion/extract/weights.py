@@ -74,9 +74,11 @@ def read_state_dict(path: Path, fix: str) -> dict[str, torch.Tensor]:
         raise VafusionError(f"{path}: no such weights file; {fix}")
     try:
         obj = torch_load_plain(path)
-    except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError ...
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError (not a zip), EOFError ...
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise VafusionError(f"{path}: not a PyTorch checkpoint readable with weights_only=True ({reason}); {fix}") from None
+        raise VafusionError(
+            f"{path}: not a PyTorch checkpoint readable with weights_only=True ({reason}); {fix}"
+        ) from None
     state = _unwrap(obj)
     if state is None:
         raise VafusionError(f"{path}: holds no tensors (nor a 'state_dict'/'model' entry with tensors); {fix}")

@@ -58,8 +58,13 @@ def _tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def make_checkpoint(
-    config: FusionConfig, dims: list[int], standardizer: Standardizer, model: Any,
-    fingerprints: dict[str, Any], metrics: dict[str, Any], epoch: int,
+    config: FusionConfig,
+    dims: list[int],
+    standardizer: Standardizer,
+    model: Any,
+    fingerprints: dict[str, Any],
+    metrics: dict[str, Any],
+    epoch: int,
 ) -> dict[str, Any]:
     weights = _tensors(model.state_dict())
     return {
@@ -130,8 +135,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise VafusionError(f"{path}: no checkpoint; is {path.parent} a run directory of `vafusion train`?") from None
-    except Exception as e:  # pickle/zip errors of a damaged or foreign file
-        raise VafusionError(f"{path}: unreadable checkpoint ({type(e).__name__}); retrain, or copy the run again") from None
+    except Exception as e:  # noqa: BLE001 - pickle/zip errors of a damaged or foreign file
+        raise VafusionError(
+            f"{path}: unreadable checkpoint ({type(e).__name__}); retrain, or copy the run again"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise VafusionError(f"{path}: not a vafusion run checkpoint")
     if ckpt.get("format_version") != CHECKPOINT_VERSION:

@@ -38,7 +38,9 @@ def _dir_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
 
 
-def _model_configs(models: Sequence[str], options: Mapping[str, Any], causal: bool) -> list[tuple[ModelSpec, ModelConfig]]:
+def _model_configs(
+    models: Sequence[str], options: Mapping[str, Any], causal: bool
+) -> list[tuple[ModelSpec, ModelConfig]]:
     specs = [resolve_model(m) for m in models]
     if not specs:
         raise VafusionError("--models: name at least one model (`vafusion models` lists them)")
@@ -48,8 +50,10 @@ def _model_configs(models: Sequence[str], options: Mapping[str, Any], causal: bo
         raise VafusionError(f"--models: {twice[0]} is named twice; name each model once")
     unused = [k for k in options if not any(k in s.options for s in specs)]
     if unused:
-        raise VafusionError(f"--model-option {unused[0]}: none of the models {', '.join(s.name for s in specs)} has "
-                            f"this option (`vafusion models` lists their options)")
+        raise VafusionError(
+            f"--model-option {unused[0]}: none of the models {', '.join(s.name for s in specs)} has "
+            f"this option (`vafusion models` lists their options)"
+        )
     out = []
     for spec in specs:
         given = {k: v for k, v in options.items() if k in spec.options}
@@ -59,10 +63,18 @@ def _model_configs(models: Sequence[str], options: Mapping[str, Any], causal: bo
     return out
 
 
-def compare_jobs(cache_dir: str | Path, runs_dir: str | Path, models: Sequence[str],
-                 feature_sets: Sequence[Sequence[str]], *, data: DataConfig | None = None,
-                 training: TrainingConfig | None = None, seeds: int = 1, model_options: Mapping[str, Any] | None = None,
-                 causal: bool = False) -> list[Job]:
+def compare_jobs(
+    cache_dir: str | Path,
+    runs_dir: str | Path,
+    models: Sequence[str],
+    feature_sets: Sequence[Sequence[str]],
+    *,
+    data: DataConfig | None = None,
+    training: TrainingConfig | None = None,
+    seeds: int = 1,
+    model_options: Mapping[str, Any] | None = None,
+    causal: bool = False,
+) -> list[Job]:
     """One job per model x feature set x seed (x fold of ``data.folds`` when ``data.split`` is "folds").
 
     ``data`` gives window, hop and the split (its features and fold are replaced);
@@ -84,8 +96,11 @@ def compare_jobs(cache_dir: str | Path, runs_dir: str | Path, models: Sequence[s
                 for fold in folds:
                     run = Path(runs_dir) / _dir_name(spec.name) / _dir_name("+".join(features)) / f"seed-{seed}"
                     run = run / f"fold-{fold}" if fold is not None else run
-                    config = FusionConfig(dataclasses.replace(data, features=features, fold=fold or data.fold), model,
-                                          dataclasses.replace(training, seed=seed))
+                    config = FusionConfig(
+                        dataclasses.replace(data, features=features, fold=fold or data.fold),
+                        model,
+                        dataclasses.replace(training, seed=seed),
+                    )
                     labels = {"model": spec.name, "features": ",".join(features), "seed": seed}
                     jobs.append(Job(Path(cache_dir), run, config, labels if fold is None else {**labels, "fold": fold}))
     return jobs
@@ -99,19 +114,40 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"model": m, "features": f, "n": len(g), **mean_std(g)} for (m, f), g in groups.items()]
 
 
-def compare(cache_dir: str | Path, runs_dir: str | Path, models: Sequence[str], feature_sets: Sequence[Sequence[str]],
-            *, data: DataConfig | None = None, training: TrainingConfig | None = None, seeds: int = 1,
-            model_options: Mapping[str, Any] | None = None, causal: bool = False, progress: bool = True,
-            log: Callable[[str], None] | None = None, report: bool = False, workers: int | None = None,
-            devices: Sequence[str] | None = None) -> dict[str, Any]:
+def compare(
+    cache_dir: str | Path,
+    runs_dir: str | Path,
+    models: Sequence[str],
+    feature_sets: Sequence[Sequence[str]],
+    *,
+    data: DataConfig | None = None,
+    training: TrainingConfig | None = None,
+    seeds: int = 1,
+    model_options: Mapping[str, Any] | None = None,
+    causal: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    report: bool = False,
+    workers: int | None = None,
+    devices: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Train (or continue) every job of :func:`compare_jobs`; write and return ``compare.json``'s content.
 
     ``report``: also write each run's own report.html. ``RUNS/compare.html`` is always written.
     ``workers``, ``devices``: the runs in parallel processes (:func:`~vafusion.fusion.experiments.run_jobs`).
     """
     data, training = data or DataConfig(), training or TrainingConfig()
-    jobs = compare_jobs(cache_dir, runs_dir, models, feature_sets, data=data, training=training, seeds=seeds,
-                        model_options=model_options, causal=causal)
+    jobs = compare_jobs(
+        cache_dir,
+        runs_dir,
+        models,
+        feature_sets,
+        data=data,
+        training=training,
+        seeds=seeds,
+        model_options=model_options,
+        causal=causal,
+    )
     rows = run_jobs(jobs, progress=progress, log=log, report=report, workers=workers, devices=devices)
     runs_dir = Path(runs_dir)
     result = {
@@ -158,31 +194,62 @@ def write_compare_page(runs_dir: Path, result: Mapping[str, Any]) -> Path:
     page = Page(runs_dir)
     spread = "seeds and folds" if result["split"] == "folds" else "seeds"
     page.add("<h2>Results</h2>")
-    page.add(f"<p>Validation scores of each run's best checkpoint (CCC over all validation frames, the "
-             f"challenge's way; P = (CCC_V + CCC_A) / 2), mean ± std over {spread}.</p>")
+    page.add(
+        f"<p>Validation scores of each run's best checkpoint (CCC over all validation frames, the "
+        f"challenge's way; P = (CCC_V + CCC_A) / 2), mean ± std over {spread}.</p>"
+    )
     best = max(range(len(summary)), key=lambda i: summary[i]["p"]["mean"]) if summary else None
-    page.add(table([(r["model"], r["features"], r["n"], *(_mean_pm_std(r[m], 4) for m in METRIC_KEYS))
-                    for r in summary], header=["model", "features", "runs", "CCC_V", "CCC_A", "P"],
-                   numeric=(2, 3, 4, 5), highlight=best))
-    chart = [{"name": f"{r['model']} · {r['features'].replace(',', ', ')}",
-              **{m: r[m]["mean"] for m in METRIC_KEYS}, **{f"{m}_std": r[m]["std"] for m in METRIC_KEYS}}
-             for r in summary]
+    page.add(
+        table(
+            [(r["model"], r["features"], r["n"], *(_mean_pm_std(r[m], 4) for m in METRIC_KEYS)) for r in summary],
+            header=["model", "features", "runs", "CCC_V", "CCC_A", "P"],
+            numeric=(2, 3, 4, 5),
+            highlight=best,
+        )
+    )
+    chart = [
+        {
+            "name": f"{r['model']} · {r['features'].replace(',', ', ')}",
+            **{m: r[m]["mean"] for m in METRIC_KEYS},
+            **{f"{m}_std": r[m]["std"] for m in METRIC_KEYS},
+        }
+        for r in summary
+    ]
     if chart:
-        score_chart(page, chart, _FIGURE, "validation scores by model and features",
-                    f"Mean CCC_V, CCC_A and P; error bars ± one std over {spread}.")
+        score_chart(
+            page,
+            chart,
+            _FIGURE,
+            "validation scores by model and features",
+            f"Mean CCC_V, CCC_A and P; error bars ± one std over {spread}.",
+        )
     page.add("<h2>Runs</h2>")
     keys = [k for k in ("model", "features", "seed", "fold") if any(k in r for r in result["runs"])]
-    page.add(table([(*(r.get(k, "") for k in keys), *(num(r[m]) for m in METRIC_KEYS), r.get("epoch"),
-                     Path(r["run"]).relative_to(runs_dir) if Path(r["run"]).is_relative_to(runs_dir) else r["run"])
-                    for r in result["runs"]],
-                   header=[*keys, "CCC_V", "CCC_A", "P", "best epoch", "run directory"],
-                   numeric=tuple(range(len(keys), len(keys) + 3))))
+    page.add(
+        table(
+            [
+                (
+                    *(r.get(k, "") for k in keys),
+                    *(num(r[m]) for m in METRIC_KEYS),
+                    r.get("epoch"),
+                    Path(r["run"]).relative_to(runs_dir) if Path(r["run"]).is_relative_to(runs_dir) else r["run"],
+                )
+                for r in result["runs"]
+            ],
+            header=[*keys, "CCC_V", "CCC_A", "P", "best epoch", "run directory"],
+            numeric=tuple(range(len(keys), len(keys) + 3)),
+        )
+    )
     page.add("<h2>Settings</h2>")
-    settings = [("cache", result["cache"]), ("split", result["split"] + (f", {result['folds']} folds"
-                                                                          if result["folds"] else "")),
-                ("seeds", ", ".join(map(str, result["seeds"])))]
-    settings += [(f"model {name}", " ".join(f"{k}={v}" for k, v in m["options"].items()) or "—")
-                 for name, m in result["models"].items()]
+    settings = [
+        ("cache", result["cache"]),
+        ("split", result["split"] + (f", {result['folds']} folds" if result["folds"] else "")),
+        ("seeds", ", ".join(map(str, result["seeds"]))),
+    ]
+    settings += [
+        (f"model {name}", " ".join(f"{k}={v}" for k, v in m["options"].items()) or "—")
+        for name, m in result["models"].items()
+    ]
     settings += [(f"data.{k}", v) for k, v in result["data"].items()]
     settings += [(f"training.{k}", v) for k, v in result["training"].items()]
     page.add(table(settings, header=["setting", "value"], row_headers=True))
@@ -190,5 +257,4 @@ def write_compare_page(runs_dir: Path, result: Mapping[str, Any]) -> Path:
     return page.write(runs_dir / COMPARE_HTML, "vafusion comparison", subtitle)
 
 
-__all__ = ["compare", "compare_jobs", "summarise", "format_table", "write_compare_page", "COMPARE_JSON",
-           "COMPARE_HTML"]
+__all__ = ["COMPARE_HTML", "COMPARE_JSON", "compare", "compare_jobs", "format_table", "summarise", "write_compare_page"]

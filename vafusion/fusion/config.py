@@ -52,11 +52,15 @@ class DataConfig:
         self.features = tuple(self.features)
         problems = check_bounds(self)
         if not self.features or not all(isinstance(f, str) and f.strip() for f in self.features):
-            problems.append(f"--features {','.join(map(str, self.features))!r}: name at least one feature set, "
-                            f"comma-separated (e.g. resnet50,vggish)")
+            problems.append(
+                f"--features {','.join(map(str, self.features))!r}: name at least one feature set, "
+                f"comma-separated (e.g. resnet50,vggish)"
+            )
         if not problems and self.hop > self.window:
-            problems.append(f"--hop {self.hop}: more than --window {self.window} (frames between windows would "
-                            f"never be trained on); need hop <= window")
+            problems.append(
+                f"--hop {self.hop}: more than --window {self.window} (frames between windows would "
+                f"never be trained on); need hop <= window"
+            )
         if self.split not in SPLITS:
             problems.append(f"--split {self.split!r}: use one of {', '.join(SPLITS)}")
         if not problems and self.split == "folds" and self.fold > self.folds:
@@ -111,7 +115,7 @@ class FusionConfig:
         """The model this configuration names, for feature widths ``dims``; weights from ``training.seed``."""
         return self.model.spec.build(dims, self.model.options, self.training.seed)
 
-    def differences(self, other: "FusionConfig") -> list[str]:
+    def differences(self, other: FusionConfig) -> list[str]:
         """Settings (``part.key``) in which ``other`` describes another experiment than this one.
 
         ``training.device`` is not one of them: a run may continue on another device.
@@ -121,12 +125,15 @@ class FusionConfig:
         return [k for k in keys if k != "training.device" and mine.get(k) != theirs.get(k)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config_version": CONFIG_VERSION, "data": dataclasses.asdict(self.data),
-                "model": {"name": self.model.name, "options": dict(self.model.options)},
-                "training": dataclasses.asdict(self.training)}
+        return {
+            "config_version": CONFIG_VERSION,
+            "data": dataclasses.asdict(self.data),
+            "model": {"name": self.model.name, "options": dict(self.model.options)},
+            "training": dataclasses.asdict(self.training),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FusionConfig":
+    def from_dict(cls, data: dict[str, Any]) -> FusionConfig:
         version = data.get("config_version")
         if version == 1:
             return _from_v1(data)
@@ -139,11 +146,15 @@ class FusionConfig:
         if unknown:
             raise VafusionError(f"run configuration has unknown keys {unknown}; made by another vafusion version?")
         try:
-            return cls(DataConfig(**data.get("data", {})), ModelConfig(**data.get("model", {})),
-                       TrainingConfig(**data.get("training", {})))
+            return cls(
+                DataConfig(**data.get("data", {})),
+                ModelConfig(**data.get("model", {})),
+                TrainingConfig(**data.get("training", {})),
+            )
         except TypeError as e:
-            raise VafusionError(f"run configuration does not fit this version ({e}); made by another version?") \
-                from None
+            raise VafusionError(
+                f"run configuration does not fit this version ({e}); made by another version?"
+            ) from None
 
     def save(self, run_dir: str | Path) -> Path:
         path = Path(run_dir) / CONFIG_FILE
@@ -152,12 +163,14 @@ class FusionConfig:
         return path
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "FusionConfig":
+    def load(cls, run_dir: str | Path) -> FusionConfig:
         path = Path(run_dir) / CONFIG_FILE
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise VafusionError(f"{path}: no run configuration; is {run_dir} a run directory of `vafusion train`?") from None
+            raise VafusionError(
+                f"{path}: no run configuration; is {run_dir} a run directory of `vafusion train`?"
+            ) from None
         except json.JSONDecodeError as e:
             raise VafusionError(f"{path}: not valid JSON ({e}); the run directory is damaged") from None
         return cls.from_dict(data)
@@ -184,9 +197,11 @@ def _from_v1(flat: dict[str, Any]) -> FusionConfig:
     if unknown:
         raise VafusionError(f"run configuration (version 1) has unknown keys {unknown}; the run directory is damaged")
     name, options = model_from_v1(flat)
-    return FusionConfig(DataConfig(**{k: v for k, v in flat.items() if k in _DATA_FIELDS}),
-                        ModelConfig(name, options),
-                        TrainingConfig(**{k: v for k, v in flat.items() if k in _TRAINING_FIELDS}))
+    return FusionConfig(
+        DataConfig(**{k: v for k, v in flat.items() if k in _DATA_FIELDS}),
+        ModelConfig(name, options),
+        TrainingConfig(**{k: v for k, v in flat.items() if k in _TRAINING_FIELDS}),
+    )
 
 
 def make_config(model: str = DEFAULT_MODEL, options: dict[str, Any] | None = None, **settings: Any) -> FusionConfig:
@@ -200,8 +215,9 @@ def make_config(model: str = DEFAULT_MODEL, options: dict[str, Any] | None = Non
     data = {k: v for k, v in settings.items() if k in _DATA_FIELDS}
     training = {k: v for k, v in settings.items() if k in _TRAINING_FIELDS}
     model_options = {k: v for k, v in settings.items() if k not in _DATA_FIELDS and k not in _TRAINING_FIELDS}
-    return FusionConfig(DataConfig(**data), ModelConfig(model, {**(options or {}), **model_options}),
-                        TrainingConfig(**training))
+    return FusionConfig(
+        DataConfig(**data), ModelConfig(model, {**(options or {}), **model_options}), TrainingConfig(**training)
+    )
 
 
 def replace(config: FusionConfig, model: str | None = None, **changes: Any) -> FusionConfig:
@@ -213,8 +229,9 @@ def replace(config: FusionConfig, model: str | None = None, **changes: Any) -> F
     training = {**dataclasses.asdict(config.training), **{k: v for k, v in changes.items() if k in _TRAINING_FIELDS}}
     options = {} if model is not None else dict(config.model.options)
     options.update({k: v for k, v in changes.items() if k not in _DATA_FIELDS and k not in _TRAINING_FIELDS})
-    return FusionConfig(DataConfig(**data), ModelConfig(model or config.model.name, options),
-                        TrainingConfig(**training))
+    return FusionConfig(
+        DataConfig(**data), ModelConfig(model or config.model.name, options), TrainingConfig(**training)
+    )
 
 
-__all__ = ["FusionConfig", "DataConfig", "ModelConfig", "TrainingConfig", "CONFIG_FILE", "make_config", "replace"]
+__all__ = ["CONFIG_FILE", "DataConfig", "FusionConfig", "ModelConfig", "TrainingConfig", "make_config", "replace"]

@@ -43,13 +43,17 @@ CV_JSON = "cv.json"
 def _check_layout(fold_directory: Path, seed_dirs: Sequence[Path], seeds: int) -> None:
     """Refuse a fold folder that holds runs this cross-validation would not include."""
     if seeds > 1 and (fold_directory / CONFIG_FILE).is_file():
-        raise VafusionError(f"{fold_directory}: holds a one-seed run; rerun without --seeds, or use another --runs "
-                            f"directory for {seeds} seeds")
+        raise VafusionError(
+            f"{fold_directory}: holds a one-seed run; rerun without --seeds, or use another --runs "
+            f"directory for {seeds} seeds"
+        )
     expected = {d.name for d in seed_dirs}
     extra = sorted(p.name for p in fold_directory.glob("seed-*") if p.is_dir() and p.name not in expected)
     if extra:
-        raise VafusionError(f"{fold_directory}: holds {', '.join(extra)}, not among this cross-validation's seeds; "
-                            f"rerun with the same --seeds and --seed, or use another --runs directory")
+        raise VafusionError(
+            f"{fold_directory}: holds {', '.join(extra)}, not among this cross-validation's seeds; "
+            f"rerun with the same --seeds and --seed, or use another --runs directory"
+        )
 
 
 def cv_jobs(cache_dir: str | Path, runs_dir: str | Path, config: FusionConfig, seeds: int = 1) -> list[Job]:
@@ -73,8 +77,10 @@ def _fold_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     folds: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         folds.setdefault(row["fold"], []).append(row)
-    return [{"fold": k, **{m: float(np.mean([r[m] for r in g])) for m in METRIC_KEYS}, "seeds": len(g)}
-            for k, g in folds.items()]
+    return [
+        {"fold": k, **{m: float(np.mean([r[m] for r in g])) for m in METRIC_KEYS}, "seeds": len(g)}
+        for k, g in folds.items()
+    ]
 
 
 def _pooled(per_fold: dict[int, RunPredictions]) -> dict[str, float]:
@@ -88,9 +94,18 @@ def _post_summary(fit: PostFit) -> dict[str, Any]:
     return {**fit.post.to_dict(), **fit.details()}
 
 
-def cross_validate(cache_dir: str | Path, runs_dir: str | Path, config: FusionConfig, *, seeds: int = 1,
-                   progress: bool = True, log: Callable[[str], None] | None = None, report: bool = True,
-                   workers: int | None = None, devices: Sequence[str] | None = None) -> dict[str, Any]:
+def cross_validate(
+    cache_dir: str | Path,
+    runs_dir: str | Path,
+    config: FusionConfig,
+    *,
+    seeds: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    report: bool = True,
+    workers: int | None = None,
+    devices: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Train every fold x seed (resumably), keep OOF predictions, choose post-processing; ``cv.json``'s content.
 
     Returns ``folds`` (per fold: CCC_V, CCC_A, P, mean over its seeds), their mean ± std
@@ -103,8 +118,9 @@ def cross_validate(cache_dir: str | Path, runs_dir: str | Path, config: FusionCo
     jobs = cv_jobs(cache_dir, runs_dir, config, seeds)
     remove_stale_temporaries(runs_dir)  # of a killed cv: post.json, cv.json
     rows = run_jobs(jobs, progress=progress, log=log, report=report, workers=workers, devices=devices)
-    kept = keep_oof([j.run_dir for j in jobs], Path(cache_dir), device=config.training.device, progress=progress,
-                    log=log)
+    kept = keep_oof(
+        [j.run_dir for j in jobs], Path(cache_dir), device=config.training.device, progress=progress, log=log
+    )
     per_fold = {}
     for k in range(1, config.data.folds + 1):
         mine = [i for i, j in enumerate(jobs) if j.labels["fold"] == k]
@@ -112,13 +128,18 @@ def cross_validate(cache_dir: str | Path, runs_dir: str | Path, config: FusionCo
     fit = fit_post(per_fold)
     write_post(runs_dir / POST_FILE, fit.post, fit.details())
     folds = _fold_rows(rows)
-    summary: dict[str, Any] = {"folds": folds, **mean_std(folds),
-                               "seeds": list(range(config.training.seed, config.training.seed + seeds)),
-                               "runs": rows, "out_of_fold": _pooled(per_fold), "post": _post_summary(fit)}
+    summary: dict[str, Any] = {
+        "folds": folds,
+        **mean_std(folds),
+        "seeds": list(range(config.training.seed, config.training.seed + seeds)),
+        "runs": rows,
+        "out_of_fold": _pooled(per_fold),
+        "post": _post_summary(fit),
+    }
     with atomic_path(runs_dir / CV_JSON) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     log(f"cross-validation page: {write_cv_page(runs_dir, summary, fit, config)}")
     return summary
 
 
-__all__ = ["cross_validate", "cv_jobs", "CV_JSON", "CV_HTML"]
+__all__ = ["CV_HTML", "CV_JSON", "cross_validate", "cv_jobs"]

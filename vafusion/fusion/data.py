@@ -179,10 +179,19 @@ def load_cache(
         streamed = choose_stream(stream, int(offsets[-1]) * sum(ff.dim for ff in files) * 2)
         read = _open_streamed if streamed else _read_into_ram
         sources, masks = read(files, ids, offsets, verify_checksums, progress)
-        return LoadedCache(cache_dir=cache_dir, index=index, ids=ids, features=features,
-                           dims=tuple(ff.dim for ff in files), sources=sources, masks=masks, offsets=offsets,
-                           labels=labels, extractors={ff.feature: ff.extractor for ff in files},
-                           feature_fingerprints={ff.feature: ff.fingerprint for ff in files})
+        return LoadedCache(
+            cache_dir=cache_dir,
+            index=index,
+            ids=ids,
+            features=features,
+            dims=tuple(ff.dim for ff in files),
+            sources=sources,
+            masks=masks,
+            offsets=offsets,
+            labels=labels,
+            extractors={ff.feature: ff.extractor for ff in files},
+            feature_fingerprints={ff.feature: ff.fingerprint for ff in files},
+        )
     except BaseException:
         streamed = False  # close every file below
         raise
@@ -253,8 +262,9 @@ def _frame_labels(index: CorpusIndex, ids: list[str], offsets: np.ndarray) -> np
     return labels
 
 
-def _open_streamed(files: list[FeatureFile], ids: list[str], offsets: np.ndarray, verify: bool,
-                   progress: bool) -> tuple[list[FeatureSource], list[np.ndarray]]:
+def _open_streamed(
+    files: list[FeatureFile], ids: list[str], offsets: np.ndarray, verify: bool, progress: bool
+) -> tuple[list[FeatureSource], list[np.ndarray]]:
     """Masks into RAM; features left in the (open) files, read when used."""
     sources: list[FeatureSource] = []
     masks: list[np.ndarray] = []
@@ -267,8 +277,9 @@ def _open_streamed(files: list[FeatureFile], ids: list[str], offsets: np.ndarray
     return sources, masks
 
 
-def _read_into_ram(files: list[FeatureFile], ids: list[str], offsets: np.ndarray, verify: bool,
-                   progress: bool) -> tuple[list[FeatureSource], list[np.ndarray]]:
+def _read_into_ram(
+    files: list[FeatureFile], ids: list[str], offsets: np.ndarray, verify: bool, progress: bool
+) -> tuple[list[FeatureSource], list[np.ndarray]]:
     """Every video of every file straight into its rows of one float16 block per feature, scanned for inf/NaN."""
     total = int(offsets[-1])
     sources: list[FeatureSource] = []
@@ -396,7 +407,7 @@ class Standardizer:
         self._shift = [-(torch.from_numpy(m) * inv) for m, inv in zip(self.mean, self._inv_std)]
 
     @classmethod
-    def fit(cls, loaded: LoadedCache, ids: Sequence[str], min_std: float = 1e-6) -> "Standardizer":
+    def fit(cls, loaded: LoadedCache, ids: Sequence[str], min_std: float = 1e-6) -> Standardizer:
         """Statistics over the present frames of ``ids`` (the training ids) of ``loaded``."""
         ranges = _merged_ranges(loaded.offsets, loaded.positions(ids))
         means, stds = [], []
@@ -429,7 +440,7 @@ class Standardizer:
         return state
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> "Standardizer":
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Standardizer:
         names: list[str] = []
         for key in state:
             name, _, kind = key.rpartition(".")
@@ -518,7 +529,7 @@ class Batch:
     labels: Tensor  # (B, W, 2) float32, NaN = no label (also NaN on padding)
     windows: Tensor  # (B, 3) long [video_idx, start, length] — for overlap-averaging
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         def move(t: Tensor) -> Tensor:
             return t.to(device, non_blocking=non_blocking)
 
@@ -551,7 +562,8 @@ class BufferPool:
 
     Why: a fresh (16, 300, 2048) float32 buffer is 39 MB of new pages, and the page faults
     of touching them cost more than the gather and standardisation themselves (one-off
-    measurement, B=16, W=300, 2048+128+64: ~3x faster recycled than fresh). A buffer is handed out again only when no tensor anywhere (a view, an
+    measurement, B=16, W=300, 2048+128+64: ~3x faster recycled than fresh). A buffer is handed out again only
+    when no tensor anywhere (a view, an
     autograd saved tensor, a numpy alias) still uses its storage, so reuse can never
     overwrite data someone holds; without the storage use count (other torch builds) it
     simply allocates. Holds at most ``slots`` buffers per shape.
@@ -599,7 +611,8 @@ def build_batch(
     predictions of many batches will be stacked for :func:`overlap_average`. A window is a
     contiguous run of float16 rows (in RAM, or a mapped view of the cache file when streamed),
     so each is copied (and converted to float32) straight into its slot of the output: no
-    float16 intermediate, one ``copy_`` per window and feature (~5 us each). Then one fused pass ``x * (1/std) - mean/std`` over the output,
+    float16 intermediate, one ``copy_`` per window and feature (~5 us each). Then one fused pass ``x * (1/std)
+    - mean/std`` over the output,
     and the absent/padding rows are zeroed. Masks and labels (small) use one index_select.
     ``pool`` (see :class:`BufferPool`; :func:`iterate_batches` uses one) recycles outputs.
     ``pin_memory`` (needs CUDA) puts every tensor of the batch in page-locked memory.
@@ -717,7 +730,7 @@ def _in_background(items: Iterator[Any], depth: int) -> Iterator[Any]:
                 if stopped.is_set():
                     return
             queue.put(_DONE)
-        except BaseException as e:  # forwarded to the consumer, which re-raises it
+        except BaseException as e:  # noqa: BLE001 - forwarded to the consumer, which re-raises it
             queue.put(e)
 
     thread = threading.Thread(target=run, name="vafusion-batches", daemon=True)

@@ -39,8 +39,9 @@ class Job:
     labels: dict[str, Any] = field(default_factory=dict)
 
 
-def run_job(job: Job, *, progress: bool = True, log: Callable[[str], None] | None = None,
-            report: bool = False) -> dict[str, Any]:
+def run_job(
+    job: Job, *, progress: bool = True, log: Callable[[str], None] | None = None, report: bool = False
+) -> dict[str, Any]:
     """Train ``job`` (or continue it, or read it back if finished); its best ``{epoch, ccc_v, ccc_a, p, ...}``.
 
     Exactly ``train --resume`` (the rules of :mod:`vafusion.fusion.run_dir`).
@@ -54,13 +55,23 @@ def job_name(job: Job) -> str:
 
 
 def _row(job: Job, best: dict[str, Any]) -> dict[str, Any]:
-    return {**job.labels, **{m: float(best[m]) for m in METRIC_KEYS}, "epoch": best.get("epoch"),
-            "run": str(job.run_dir)}
+    return {
+        **job.labels,
+        **{m: float(best[m]) for m in METRIC_KEYS},
+        "epoch": best.get("epoch"),
+        "run": str(job.run_dir),
+    }
 
 
-def run_jobs(jobs: Sequence[Job], *, progress: bool = True, log: Callable[[str], None] | None = None,
-             report: bool = False, workers: int | None = None,
-             devices: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    report: bool = False,
+    workers: int | None = None,
+    devices: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
     """Run every job; one row per job, in job order: its labels, ``ccc_v``, ``ccc_a``, ``p``, ``epoch`` and ``run``.
 
     ``workers`` > 1 or ``devices``: in that many worker processes (default: one per device),
@@ -76,8 +87,7 @@ def run_jobs(jobs: Sequence[Job], *, progress: bool = True, log: Callable[[str],
     if workers > 1 or devices:
         return run_jobs_parallel(jobs, workers=workers, devices=devices, progress=progress, log=log, report=report)
     rows = []
-    bar = tqdm(jobs, desc="runs", unit="run", disable=None if progress and len(jobs) > 1 else True,
-               dynamic_ncols=True)
+    bar = tqdm(jobs, desc="runs", unit="run", disable=None if progress and len(jobs) > 1 else True, dynamic_ncols=True)
     for k, job in enumerate(bar, start=1):
         log(f"[{k}/{len(jobs)}] {job_name(job)}")
         best = run_job(job, progress=progress, log=log, report=report)
@@ -91,10 +101,13 @@ class JobsFailed(VafusionError):
 
     def __init__(self, failures: list[tuple[Job, str]], total: int):
         self.failures = failures
-        lines = "".join(f"\n  {m}" if m.startswith(str(job.run_dir)) else f"\n  {job.run_dir}: {m}"
-                        for job, m in failures)
-        super().__init__(f"{len(failures)} of {total} runs failed (the others are finished and kept; fix the cause "
-                         f"and rerun the same command to continue):{lines}")
+        lines = "".join(
+            f"\n  {m}" if m.startswith(str(job.run_dir)) else f"\n  {job.run_dir}: {m}" for job, m in failures
+        )
+        super().__init__(
+            f"{len(failures)} of {total} runs failed (the others are finished and kept; fix the cause "
+            f"and rerun the same command to continue):{lines}"
+        )
 
 
 def _run_spec(spec: dict[str, Any], device: str | None, log: Callable[[str], None]) -> dict[str, Any]:
@@ -106,9 +119,15 @@ def _run_spec(spec: dict[str, Any], device: str | None, log: Callable[[str], Non
     return run_job(job, progress=False, log=log, report=spec["report"])
 
 
-def run_jobs_parallel(jobs: Sequence[Job], *, workers: int, devices: Sequence[str] | None = None,
-                      progress: bool = True, log: Callable[[str], None] | None = None,
-                      report: bool = False) -> list[dict[str, Any]]:
+def run_jobs_parallel(
+    jobs: Sequence[Job],
+    *,
+    workers: int,
+    devices: Sequence[str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    report: bool = False,
+) -> list[dict[str, Any]]:
     """The jobs in ``workers`` processes (:mod:`vafusion.fusion.parallel`); rows as :func:`run_jobs` gives them.
 
     Every job runs as it would alone (same seed, same data), so the results equal a sequential
@@ -116,13 +135,33 @@ def run_jobs_parallel(jobs: Sequence[Job], *, workers: int, devices: Sequence[st
     job that fails does not stop the others; at the end, :class:`JobsFailed` names each
     failed job's run directory. Resumable like the sequential loop.
     """
-    specs = [{"cache_dir": str(j.cache_dir), "run_dir": str(j.run_dir), "config": j.config.to_dict(),
-              "labels": dict(j.labels), "report": report} for j in jobs]
-    bar = tqdm(total=len(jobs), desc="runs", unit="run", disable=None if progress and len(jobs) > 1 else True,
-               dynamic_ncols=True)
+    specs = [
+        {
+            "cache_dir": str(j.cache_dir),
+            "run_dir": str(j.run_dir),
+            "config": j.config.to_dict(),
+            "labels": dict(j.labels),
+            "report": report,
+        }
+        for j in jobs
+    ]
+    bar = tqdm(
+        total=len(jobs),
+        desc="runs",
+        unit="run",
+        disable=None if progress and len(jobs) > 1 else True,
+        dynamic_ncols=True,
+    )
     try:
-        bests, failures = run_in_workers(_run_spec, specs, workers=workers, devices=devices,
-                                         names=[job_name(j) for j in jobs], log=log, on_end=lambda i: bar.update())
+        bests, failures = run_in_workers(
+            _run_spec,
+            specs,
+            workers=workers,
+            devices=devices,
+            names=[job_name(j) for j in jobs],
+            log=log,
+            on_end=lambda i: bar.update(),
+        )
     finally:
         bar.close()
     if failures:
@@ -139,4 +178,4 @@ def mean_std(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-__all__ = ["Job", "JobsFailed", "job_name", "run_job", "run_jobs", "run_jobs_parallel", "mean_std", "METRIC_KEYS"]
+__all__ = ["METRIC_KEYS", "Job", "JobsFailed", "job_name", "mean_std", "run_job", "run_jobs", "run_jobs_parallel"]

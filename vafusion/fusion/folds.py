@@ -96,4 +96,4 @@ def split_ids(index: CorpusIndex, config: Any) -> tuple[list[str], list[str]]:
     raise VafusionError(f"--split {split!r}: unknown; use 'official' or 'folds'")
 
 
-__all__ = ["split_ids", "fold_of_groups", "labelled_frames"]
+__all__ = ["fold_of_groups", "labelled_frames", "split_ids"]

@@ -53,11 +53,15 @@ def _sha256(path: Path) -> str:
 def write_oof(run_dir: Path, result: RunPredictions) -> Path:
     path = run_dir / OOF_FILE
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, ids=np.array(result.ids, dtype=str), fps=np.asarray(result.fps, dtype=np.float64),
-                 lengths=np.array([len(p) for p in result.predictions], dtype=np.int64),
-                 predictions=np.concatenate(result.predictions).astype(np.float32),
-                 labels=np.concatenate(result.labels).astype(np.float32),
-                 checkpoint_sha256=np.array(_sha256(run_dir / BEST)))
+        np.savez(
+            tmp,
+            ids=np.array(result.ids, dtype=str),
+            fps=np.asarray(result.fps, dtype=np.float64),
+            lengths=np.array([len(p) for p in result.predictions], dtype=np.int64),
+            predictions=np.concatenate(result.predictions).astype(np.float32),
+            labels=np.concatenate(result.labels).astype(np.float32),
+            checkpoint_sha256=np.array(_sha256(run_dir / BEST)),
+        )
     return path
 
 
@@ -68,14 +72,21 @@ def read_oof(run_dir: Path) -> RunPredictions | None:
             if str(z["checkpoint_sha256"]) != _sha256(run_dir / BEST):
                 return None
             ends = np.cumsum(z["lengths"])[:-1]
-            return RunPredictions([str(v) for v in z["ids"]], z["fps"], np.split(z["predictions"], ends),
-                                  np.split(z["labels"], ends))
+            return RunPredictions(
+                [str(v) for v in z["ids"]], z["fps"], np.split(z["predictions"], ends), np.split(z["labels"], ends)
+            )
     except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):  # missing, damaged or foreign
         return None
 
 
-def keep_oof(run_dirs: Sequence[Path], cache_dir: Path, *, device: str = "auto", progress: bool = True,
-             log: Callable[[str], None] | None = None) -> list[RunPredictions]:
+def keep_oof(
+    run_dirs: Sequence[Path],
+    cache_dir: Path,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[RunPredictions]:
     """Every run's validation predictions: read back where kept and current, else predicted and written.
 
     The cache is read once for all runs that need predicting (their validation ids together).
@@ -89,8 +100,9 @@ def keep_oof(run_dirs: Sequence[Path], cache_dir: Path, *, device: str = "auto",
     needed: dict[tuple[str, ...], set[str]] = {}
     for run in todo.values():
         needed.setdefault(tuple(run.config.data.features), set()).update(split_ids(index, run.config.data)[1])
-    loaded = {key: load_cache(cache_dir, key, sorted(ids), index=index, progress=progress)
-              for key, ids in needed.items()}
+    loaded = {
+        key: load_cache(cache_dir, key, sorted(ids), index=index, progress=progress) for key, ids in needed.items()
+    }
     for i, run in todo.items():
         partition = predict_partition(run, device=device, loaded=loaded[tuple(run.config.data.features)])
         labels = [partition.loaded.labels[partition.loaded.rows(v)] for v in partition.ids]
@@ -105,10 +117,12 @@ def average_runs(runs: Sequence[RunPredictions], names: Sequence[str]) -> RunPre
     first = runs[0]
     for run, name in zip(runs[1:], names[1:]):
         if run.ids != first.ids:
-            raise VafusionError(f"{name}: validates other ids than {names[0]}; the seeds of a fold must share "
-                                f"its split (same cache, same --folds)")
+            raise VafusionError(
+                f"{name}: validates other ids than {names[0]}; the seeds of a fold must share "
+                f"its split (same cache, same --folds)"
+            )
     mean = [np.mean([r.predictions[i] for r in runs], axis=0) for i in range(len(first.ids))]
     return RunPredictions(first.ids, first.fps, mean, first.labels)
 
 
-__all__ = ["OOF_FILE", "RunPredictions", "keep_oof", "read_oof", "write_oof", "average_runs"]
+__all__ = ["OOF_FILE", "RunPredictions", "average_runs", "keep_oof", "read_oof", "write_oof"]

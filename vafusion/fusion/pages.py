@@ -12,10 +12,11 @@ from __future__ import annotations
 import html
 import math
 import textwrap
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,27 +64,31 @@ class Page:
             fig.savefig(tmp, dpi=DPI, format="png")
         rel = Path(FIGURES) / name
         self.figures.append(rel)
-        self.add(f'<figure><img src="{esc(rel.as_posix())}" alt="{esc(alt)}">'
-                 f"<figcaption>{esc(caption)}</figcaption></figure>")
+        self.add(
+            f'<figure><img src="{esc(rel.as_posix())}" alt="{esc(alt)}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
+        )
 
     def write(self, path: Path, title: str, subtitle: str) -> Path:
         """The whole document (title, subtitle, parts, footer) to ``path``, atomically."""
-        created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        document = "\n".join([
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{esc(title)}</title>",
-            f"<style>{_CSS}</style>",
-            "</head><body>",
-            f"<h1>{esc(title)}</h1>",
-            f'<p class="sub">{esc(subtitle)}</p>',
-            *self.parts,
-            f"<footer>Written by vafusion {esc(__version__)} on {esc(created)}. Figures: <code>{FIGURES}/</code> "
-            f"next to this file.</footer>",
-            "</body></html>",
-            "",
-        ])
+        created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        document = "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en"><head><meta charset="utf-8">',
+                '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                f"<title>{esc(title)}</title>",
+                f"<style>{_CSS}</style>",
+                "</head><body>",
+                f"<h1>{esc(title)}</h1>",
+                f'<p class="sub">{esc(subtitle)}</p>',
+                *self.parts,
+                f"<footer>Written by vafusion {esc(__version__)} on {esc(created)}. Figures: <code>{FIGURES}/</code> "
+                f"next to this file.</footer>",
+                "</body></html>",
+                "",
+            ]
+        )
         with atomic_path(path) as tmp:
             tmp.write_text(document, encoding="utf-8")
         return path
@@ -103,8 +108,13 @@ def num(value: Any, digits: int = 4) -> str:
     return "NaN" if math.isnan(x) else f"{x:.{digits}f}"
 
 
-def table(rows: Iterable[Sequence[Any]], header: Sequence[str] | None = None, numeric: Sequence[int] = (),
-          highlight: int | None = None, row_headers: bool = False) -> str:
+def table(
+    rows: Iterable[Sequence[Any]],
+    header: Sequence[str] | None = None,
+    numeric: Sequence[int] = (),
+    highlight: int | None = None,
+    row_headers: bool = False,
+) -> str:
     """Rows of already-formatted cells (escaped here); ``numeric`` columns are right-aligned;
     ``row_headers``: the first cell of each row is a ``<th>`` (key-value tables)."""
     out = ["<table>"]
@@ -112,8 +122,14 @@ def table(rows: Iterable[Sequence[Any]], header: Sequence[str] | None = None, nu
         out.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
     for i, row in enumerate(rows):
         cls = ' class="this"' if i == highlight else ""
-        cells = "".join(f"<th>{esc(c)}</th>" if row_headers and j == 0 else f'<td class="num">{esc(c)}</td>'
-                        if j in numeric else f"<td>{esc(c)}</td>" for j, c in enumerate(row))
+        cells = "".join(
+            f"<th>{esc(c)}</th>"
+            if row_headers and j == 0
+            else f'<td class="num">{esc(c)}</td>'
+            if j in numeric
+            else f"<td>{esc(c)}</td>"
+            for j, c in enumerate(row)
+        )
         out.append(f"<tr{cls}>{cells}</tr>")
     out.append("</table>")
     return "\n".join(out)
@@ -155,8 +171,16 @@ def score_chart(page: Page, rows: Sequence[dict[str, Any]], name: str, title: st
     for j, (key, label) in enumerate(SCORES):
         values = [float(r[key]) for r in rows]
         errors = [float(r.get(f"{key}_std", 0.0)) for r in rows]
-        bars = ax.bar(x + (j - 1) * 0.27, values, width=0.27, color=COLOURS[key], label=label,
-                      yerr=errors if any(errors) else None, capsize=2, error_kw={"lw": 0.8})
+        bars = ax.bar(
+            x + (j - 1) * 0.27,
+            values,
+            width=0.27,
+            color=COLOURS[key],
+            label=label,
+            yerr=errors if any(errors) else None,
+            capsize=2,
+            error_kw={"lw": 0.8},
+        )
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
     # Long names wrap onto several lines instead of running into their neighbours.
     names = [textwrap.fill(str(r["name"]), width=max(12, int(110 / n)), break_long_words=False) for r in rows]
@@ -170,5 +194,16 @@ def score_chart(page: Page, rows: Sequence[dict[str, Any]], name: str, title: st
     page.figure(fig, name, title, caption)
 
 
-__all__ = ["Page", "FIGURES", "COLOURS", "SCORES", "esc", "num", "table", "note", "new_figure", "clear_figures",
-           "score_chart"]
+__all__ = [
+    "COLOURS",
+    "FIGURES",
+    "SCORES",
+    "Page",
+    "clear_figures",
+    "esc",
+    "new_figure",
+    "note",
+    "num",
+    "score_chart",
+    "table",
+]

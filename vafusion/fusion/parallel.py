@@ -80,8 +80,15 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="vafusion-parent-watch", daemon=True).start()
 
 
-def _worker(slot: int, device: str | None, threads: int, fn: Task, tasks: Any, conn: Any,
-            context: tuple[str, bool | None] = ("fp32", None)) -> None:
+def _worker(
+    slot: int,
+    device: str | None,
+    threads: int,
+    fn: Task,
+    tasks: Any,
+    conn: Any,
+    context: tuple[str, bool | None] = ("fp32", None),
+) -> None:
     """A worker's life: take tasks until the ``None`` that ends the queue; report each back on ``conn``.
 
     ``context``: the parent's precision and how it loads caches (``--precision``, ``--stream``/
@@ -104,7 +111,7 @@ def _take_tasks(device: str | None, fn: Task, tasks: Any, conn: Any) -> None:
                 value = fn(spec, device, lambda msg, i=index: conn.send(("log", i, msg)))
             except VafusionError as e:
                 conn.send(("failed", index, str(e)))
-            except Exception as e:  # a bug or a resource error (e.g. out of GPU memory): this task fails alone
+            except Exception as e:  # noqa: BLE001 - a bug or a resource error (e.g. out of GPU memory): this task fails alone
                 conn.send(("log", index, traceback.format_exc().rstrip()))
                 conn.send(("failed", index, f"{type(e).__name__}: {e}"))
             else:
@@ -116,8 +123,14 @@ def _take_tasks(device: str | None, fn: Task, tasks: Any, conn: Any) -> None:
 class _Pool:
     """Spawned worker processes sharing one task queue, each reporting on its own pipe."""
 
-    def __init__(self, fn: Task, specs: Sequence[dict[str, Any]], devices: Sequence[str | None], threads: int,
-                 context: tuple[str, bool | None] = ("fp32", None)):
+    def __init__(
+        self,
+        fn: Task,
+        specs: Sequence[dict[str, Any]],
+        devices: Sequence[str | None],
+        threads: int,
+        context: tuple[str, bool | None] = ("fp32", None),
+    ):
         ctx = mp.get_context("spawn")
         self.tasks = ctx.Queue()
         for item in enumerate(specs):
@@ -127,8 +140,12 @@ class _Pool:
         self.procs, self.conns = [], {}
         for slot, device in enumerate(devices):
             reader, writer = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_worker, args=(slot, device, threads, fn, self.tasks, writer, context),
-                            name=f"vafusion-worker-{slot}", daemon=True)
+            p = ctx.Process(
+                target=_worker,
+                args=(slot, device, threads, fn, self.tasks, writer, context),
+                name=f"vafusion-worker-{slot}",
+                daemon=True,
+            )
             p.start()
             writer.close()  # the worker holds the only writing end: it closes (EOF here) when the worker ends
             self.procs.append(p)
@@ -150,8 +167,12 @@ class _Pool:
                     reader.close()
                     if slot in self.running:
                         self.procs[slot].join(timeout=5)
-                        yield ("failed", slot, self.running.pop(slot),
-                               f"its worker process ended (exit code {self.procs[slot].exitcode}) inside the task")
+                        yield (
+                            "failed",
+                            slot,
+                            self.running.pop(slot),
+                            f"its worker process ended (exit code {self.procs[slot].exitcode}) inside the task",
+                        )
                     continue
                 if kind == "start":
                     self.running[slot] = index
@@ -171,9 +192,16 @@ class _Pool:
             reader.close()
 
 
-def run_in_workers(fn: Task, specs: Sequence[dict[str, Any]], *, workers: int, names: Sequence[str],
-                   devices: Sequence[str] | None = None, log: Callable[[str], None] | None = None,
-                   on_end: Callable[[int], None] | None = None) -> tuple[dict[int, Any], list[TaskFailure]]:
+def run_in_workers(
+    fn: Task,
+    specs: Sequence[dict[str, Any]],
+    *,
+    workers: int,
+    names: Sequence[str],
+    devices: Sequence[str] | None = None,
+    log: Callable[[str], None] | None = None,
+    on_end: Callable[[int], None] | None = None,
+) -> tuple[dict[int, Any], list[TaskFailure]]:
     """Run ``fn(spec, device, log)`` for every spec in ``workers`` processes; ``({index: result}, failures)``.
 
     A task that raises fails alone (the others run on); ``names[i]`` prefixes what task ``i``
@@ -202,13 +230,13 @@ def run_in_workers(fn: Task, specs: Sequence[dict[str, Any]], *, workers: int, n
                     failures.append(TaskFailure(index, payload))
                 on_end(index)
         ended = set(values) | {f.index for f in failures}
-        failures += [TaskFailure(i, "not run: every worker process had ended") for i in range(len(specs))
-                     if i not in ended]  # only when workers died
+        failures += [
+            TaskFailure(i, "not run: every worker process had ended") for i in range(len(specs)) if i not in ended
+        ]  # only when workers died
         finished = True
     finally:
         pool.close(terminate=not finished)
     return values, sorted(failures, key=lambda f: f.index)
 
 
-__all__ = ["parse_devices", "worker_devices", "run_in_workers",
-           "TaskFailure"]
+__all__ = ["TaskFailure", "parse_devices", "run_in_workers", "worker_devices"]

@@ -51,7 +51,7 @@ _STEPS = int(round(MAX_SHIFT_S / SHIFT_STEP_S))
 # 0 first, then +-1, +-2 ... steps: at equal scores the smaller shift wins (argmax keeps the first)
 SHIFTS_S = tuple(s * k * SHIFT_STEP_S for k in range(_STEPS + 1) for s in ((1,) if k == 0 else (1, -1)))
 # no smoothing first: at equal scores it wins
-SMOOTHINGS = (("mean", 0.0),) + tuple((m, w) for w in WINDOWS_S for m in ("mean", "median"))
+SMOOTHINGS = (("mean", 0.0), *tuple((m, w) for w in WINDOWS_S for m in ("mean", "median")))
 
 
 @dataclass
@@ -73,8 +73,15 @@ def _videos(per_fold: Mapping[int, RunPredictions], dim: int) -> list[_Video]:
         for pred, lab, rate in zip(run.predictions, run.labels, run.fps):
             labelled = np.isfinite(lab[:, dim])
             if labelled.any():
-                out.append(_Video(np.asarray(pred[:, dim], dtype=np.float32), labelled.astype(np.float64),
-                                  np.where(labelled, lab[:, dim], 0.0).astype(np.float64), float(rate), f))
+                out.append(
+                    _Video(
+                        np.asarray(pred[:, dim], dtype=np.float32),
+                        labelled.astype(np.float64),
+                        np.where(labelled, lab[:, dim], 0.0).astype(np.float64),
+                        float(rate),
+                        f,
+                    )
+                )
     return out
 
 
@@ -95,22 +102,37 @@ def _sums(videos: list[_Video], n_folds: int) -> np.ndarray:
     """
     out = np.zeros((len(SMOOTHINGS), len(SHIFTS_S), n_folds, 3))
     shifts = np.array(SHIFTS_S)
-    for j, (method, window) in enumerate(tqdm(SMOOTHINGS, desc="post-processing", unit="smoothing", leave=False,
-                                              disable=None if sum(len(v.pred) for v in videos) > 500_000 else True)):
+    for j, (method, window) in enumerate(
+        tqdm(
+            SMOOTHINGS,
+            desc="post-processing",
+            unit="smoothing",
+            leave=False,
+            disable=None if sum(len(v.pred) for v in videos) > 500_000 else True,
+        )
+    ):
         for v in videos:
             pad = int(np.ceil(MAX_SHIFT_S * v.fps)) + 1  # >= every |shift| in frames at this fps
             lags = pad - np.rint(shifts * v.fps).astype(np.int64)  # correlation index of each shift
-            p = np.pad(smooth(v.pred, DimPost(method, window).frames(v.fps)[0], method).astype(np.float64), pad,
-                       mode="edge")
+            p = np.pad(
+                smooth(v.pred, DimPost(method, window).frames(v.fps)[0], method).astype(np.float64), pad, mode="edge"
+            )
             # np.correlate(p, w, "valid")[n] = sum_t p[n + t] w[t]; predictions delayed by k: p[t - k + pad]
-            stats = np.stack([np.correlate(p, v.mask, "valid"), np.correlate(p * p, v.mask, "valid"),
-                              np.correlate(p, v.target, "valid")], axis=-1)
+            stats = np.stack(
+                [
+                    np.correlate(p, v.mask, "valid"),
+                    np.correlate(p * p, v.mask, "valid"),
+                    np.correlate(p, v.target, "valid"),
+                ],
+                axis=-1,
+            )
             out[j, :, v.fold] += stats[lags]
     return out
 
 
-def _ccc(n: np.ndarray, sp: np.ndarray, spp: np.ndarray, spt: np.ndarray, st: np.ndarray,
-         stt: np.ndarray) -> np.ndarray:
+def _ccc(
+    n: np.ndarray, sp: np.ndarray, spp: np.ndarray, spt: np.ndarray, st: np.ndarray, stt: np.ndarray
+) -> np.ndarray:
     """CCC with population moments from sums (broadcasting); 0 where undefined, as :func:`metrics.ccc`."""
     n = np.asarray(n, dtype=np.float64)
     safe = np.where(n > 0, n, 1.0)
@@ -155,12 +177,26 @@ def _fit_dimension(videos: list[_Video], folds: list[int]) -> DimensionFit:
         jf, hf = _choose(ccc(total - sums[:, :, f], total_labels - label_sums[f]))  # fold f's frames unseen
         nested_sums += sums[jf, hf, f]
         choice = _candidate(jf, hf)
-        per_fold.append({"fold": fold, "method": choice.method, "window_s": choice.window_s, "shift_s": choice.shift_s,
-                         "ccc_before": float(ccc(sums[0, 0, f], label_sums[f])),
-                         "ccc_after": float(ccc(sums[jf, hf, f], label_sums[f]))})
+        per_fold.append(
+            {
+                "fold": fold,
+                "method": choice.method,
+                "window_s": choice.window_s,
+                "shift_s": choice.shift_s,
+                "ccc_before": float(ccc(sums[0, 0, f], label_sums[f])),
+                "ccc_after": float(ccc(sums[jf, hf, f], label_sums[f])),
+            }
+        )
     before, in_sample, nested = float(grid[0, 0]), float(grid[best]), float(ccc(nested_sums, total_labels))
-    scores = {"frames": int(total_labels[0]), "ccc_before": before, "ccc_in_sample": in_sample, "ccc_nested": nested,
-              "gain_in_sample": in_sample - before, "gain_nested": nested - before, "per_fold": per_fold}
+    scores = {
+        "frames": int(total_labels[0]),
+        "ccc_before": before,
+        "ccc_in_sample": in_sample,
+        "ccc_nested": nested,
+        "gain_in_sample": in_sample - before,
+        "gain_nested": nested - before,
+        "per_fold": per_fold,
+    }
     order = np.argsort(SHIFTS_S)
     curves = {"shift_s": np.array(SHIFTS_S)[order], "none": grid[0, order], "best": grid[best[0], order]}
     return DimensionFit(_candidate(*best), nested > before, scores, curves)
@@ -177,13 +213,25 @@ class PostFit:
 
     def details(self) -> dict[str, Any]:
         """What ``post.json`` and ``cv.json`` record besides the choice."""
-        per_dim = {name: {"best": {"method": d.best.method, "window_s": d.best.window_s, "shift_s": d.best.shift_s},
-                          "applied": d.applied, **d.scores} for name, d in self.dimensions.items()}
-        grid = {"methods": ["mean", "median"], "windows_s": list(WINDOWS_S), "shift_step_s": SHIFT_STEP_S,
-                "max_shift_s": MAX_SHIFT_S}
-        procedure = ("per dimension, the smoothing and shift with the best CCC over all out-of-fold frames pooled; "
-                     "gain_nested: each fold scored with the choice made on the other folds; applied only where "
-                     "gain_nested > 0")
+        per_dim = {
+            name: {
+                "best": {"method": d.best.method, "window_s": d.best.window_s, "shift_s": d.best.shift_s},
+                "applied": d.applied,
+                **d.scores,
+            }
+            for name, d in self.dimensions.items()
+        }
+        grid = {
+            "methods": ["mean", "median"],
+            "windows_s": list(WINDOWS_S),
+            "shift_step_s": SHIFT_STEP_S,
+            "max_shift_s": MAX_SHIFT_S,
+        }
+        procedure = (
+            "per dimension, the smoothing and shift with the best CCC over all out-of-fold frames pooled; "
+            "gain_nested: each fold scored with the choice made on the other folds; applied only where "
+            "gain_nested > 0"
+        )
         return {"fit": {"procedure": procedure, "folds": self.folds, "ids": self.ids, "grid": grid, **per_dim}}
 
 
@@ -197,5 +245,4 @@ def fit_post(per_fold: Mapping[int, RunPredictions]) -> PostFit:
     return PostFit(post, fits, folds, sum(len(r.ids) for r in per_fold.values()))
 
 
-__all__ = ["fit_post", "PostFit", "DimensionFit", "WINDOWS_S", "SHIFTS_S", "SMOOTHINGS", "SHIFT_STEP_S",
-           "MAX_SHIFT_S"]
+__all__ = ["MAX_SHIFT_S", "SHIFTS_S", "SHIFT_STEP_S", "SMOOTHINGS", "WINDOWS_S", "DimensionFit", "PostFit", "fit_post"]

@@ -10,7 +10,8 @@ Choices are stated in seconds and turned into frames with each video's own frame
 
 - smoothing: ``method`` (``mean`` or ``median``) over a centred window of ``window_s``
   seconds, i.e. ``n = 2 * floor(window_s * fps / 2) + 1`` frames (the odd count nearest
-  ``window_s * fps``, so it is centred exactly); the window shrinks at the ends of a video (no padding value is invented);
+  ``window_s * fps``, so it is centred exactly); the window shrinks at the ends of a video (no padding value is
+  invented);
 - shift: ``shift_s > 0`` delays the predictions: frame t takes the (smoothed) prediction of
   frame ``t - round(shift_s * fps)``, the first frames repeat the first prediction (edge
   padding). A label lag of d seconds calls for ``shift_s = d``; ``shift_s < 0`` advances.
@@ -107,8 +108,10 @@ class DimPost:
         if self.method not in SMOOTHERS:
             raise VafusionError(f"post-processing method {self.method!r}: use one of {', '.join(SMOOTHERS)}")
         if not (np.isfinite(self.window_s) and np.isfinite(self.shift_s)) or self.window_s < 0:
-            raise VafusionError(f"post-processing window {self.window_s} s / shift {self.shift_s} s: need a "
-                                f"finite window >= 0 and a finite shift")
+            raise VafusionError(
+                f"post-processing window {self.window_s} s / shift {self.shift_s} s: need a "
+                f"finite window >= 0 and a finite shift"
+            )
 
     def frames(self, fps: float) -> tuple[int, int]:
         """(window in frames, odd; shift in frames) at ``fps``."""
@@ -167,14 +170,18 @@ def read_post(path: str | Path) -> Post:
     if not isinstance(content, dict) or content.get("format") != POST_FORMAT:
         raise VafusionError(f"{path}: not a vafusion post-processing file (format {POST_FORMAT!r} expected)")
     if content.get("format_version") != POST_VERSION:
-        raise VafusionError(f"{path}: format_version {content.get('format_version')}, this vafusion reads "
-                            f"{POST_VERSION}; run `vafusion cv` again to rewrite it")
+        raise VafusionError(
+            f"{path}: format_version {content.get('format_version')}, this vafusion reads "
+            f"{POST_VERSION}; run `vafusion cv` again to rewrite it"
+        )
     try:
-        dims = {d: DimPost(str(content[d]["method"]), float(content[d]["window_s"]), float(content[d]["shift_s"]))
-                for d in DIMENSIONS}
+        dims = {
+            d: DimPost(str(content[d]["method"]), float(content[d]["window_s"]), float(content[d]["shift_s"]))
+            for d in DIMENSIONS
+        }
     except (KeyError, TypeError, ValueError):
         raise VafusionError(f"{path}: needs valence and arousal entries with method, window_s and shift_s") from None
     return Post(**dims)
 
 
-__all__ = ["DimPost", "Post", "smooth", "shift", "read_post", "write_post", "SMOOTHERS", "POST_FILE", "DIMENSIONS"]
+__all__ = ["DIMENSIONS", "POST_FILE", "SMOOTHERS", "DimPost", "Post", "read_post", "shift", "smooth", "write_post"]

@@ -37,15 +37,17 @@ from vafusion.fusion.data import (
 from vafusion.fusion.folds import split_ids
 from vafusion.fusion.models import is_closed_form
 from vafusion.fusion.postprocess import read_post
-from vafusion.fusion.prediction_files import check_out_dir, write_prediction_set
 from vafusion.fusion.postprocess import smooth as smooth_frames
+from vafusion.fusion.prediction_files import check_out_dir, write_prediction_set
 from vafusion.fusion.runs import find_post, find_runs
 from vafusion.fusion.submission import CountDifference, read_sample, write_submission
+
 
 class _StreamsOnDemand:
     """The standardised streams and presence masks of each id, built when asked for.
 
-    Why not a list: a model fitted in closed form (the ridge baseline) walks the videos a few times (checks, labels, design
+    Why not a list: a model fitted in closed form (the ridge baseline) walks the videos a few times (checks,
+    labels, design
     rows), and holding every video's float32 streams at once would be ~4 bytes x dims per
     frame (~18 GB at Aff-Wild2 scale) where it only keeps ``max_frames`` rows. The last
     video built is kept, so the ``zip(features, present)`` walks build each video once.
@@ -90,8 +92,13 @@ def video_streams(loaded: LoadedCache, standardizer: Standardizer, ids: Sequence
 
 
 def predict_loaded(
-    model: Any, config: FusionConfig, standardizer: Standardizer, loaded: LoadedCache,
-    ids: Sequence[str], device: torch.device | None = None, batch_size: int | None = None,
+    model: Any,
+    config: FusionConfig,
+    standardizer: Standardizer,
+    loaded: LoadedCache,
+    ids: Sequence[str],
+    device: torch.device | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, np.ndarray]:
     """``{id: (T, 2) float32}`` predictions in [-1, 1] for ``ids`` of ``loaded``.
 
@@ -100,8 +107,10 @@ def predict_loaded(
     """
     if is_closed_form(model):
         feats, present = video_streams(loaded, standardizer, ids)
-        return {vid: np.clip(np.asarray(p, dtype=np.float32), -1.0, 1.0)
-                for vid, p in zip(ids, model.predict(feats, present))}
+        return {
+            vid: np.clip(np.asarray(p, dtype=np.float32), -1.0, 1.0)
+            for vid, p in zip(ids, model.predict(feats, present))
+        }
     data = config.data
     device = device or torch.device("cpu")
     windows = make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop, videos=loaded.positions(ids))
@@ -111,8 +120,15 @@ def predict_loaded(
     model.eval()
     with torch.inference_mode():
         on_gpu = device.type == "cuda"
-        for batch in iterate_batches(loaded, standardizer, windows, batch_size or config.training.batch_size,
-                                     window=width, prefetch=int(on_gpu), pin_memory=on_gpu):
+        for batch in iterate_batches(
+            loaded,
+            standardizer,
+            windows,
+            batch_size or config.training.batch_size,
+            window=width,
+            prefetch=int(on_gpu),
+            pin_memory=on_gpu,
+        ):
             batch = batch.to(device, non_blocking=True)
             with autocast(device, config.training.amp):
                 out = model(batch.streams, batch.present, batch.valid)
@@ -154,8 +170,13 @@ def run_cache_dir(run: TrainedRun, cache_dir: str | Path | None = None) -> Path:
     return Path(chosen)
 
 
-def predict_partition(run: TrainedRun, cache_dir: str | Path | None = None, partition: str = "validation",
-                      device: str = "auto", loaded: LoadedCache | None = None) -> PartitionPredictions:
+def predict_partition(
+    run: TrainedRun,
+    cache_dir: str | Path | None = None,
+    partition: str = "validation",
+    device: str = "auto",
+    loaded: LoadedCache | None = None,
+) -> PartitionPredictions:
     """Predict the run's own ``validation`` (or ``train``) ids from ``cache_dir`` and score them.
 
     ``loaded``: a cache already in RAM that holds those ids (the trainer's, when it writes its
@@ -180,8 +201,9 @@ def predict_partition(run: TrainedRun, cache_dir: str | Path | None = None, part
     return PartitionPredictions(loaded, ids, preds, partition_score(loaded, preds, ids), cache_dir)
 
 
-def evaluate_run(run_dir: str | Path, cache_dir: str | Path | None = None, partition: str = "validation",
-                 device: str = "auto") -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, cache_dir: str | Path | None = None, partition: str = "validation", device: str = "auto"
+) -> dict[str, Any]:
     """CCC_V, CCC_A, P over the run's ``validation`` (or ``train``) ids, plus a per-id table."""
     result = predict_partition(load_run(run_dir), cache_dir, partition, device)
     scores = result.scores
@@ -211,8 +233,9 @@ def select_ids(index: CorpusIndex, which: str) -> list[str]:
     return ids
 
 
-def ensemble_predict(run_dirs: Sequence[Path], cache_dir: Path, ids: Sequence[str], index: CorpusIndex,
-                     device: str = "auto") -> dict[str, np.ndarray]:
+def ensemble_predict(
+    run_dirs: Sequence[Path], cache_dir: Path, ids: Sequence[str], index: CorpusIndex, device: str = "auto"
+) -> dict[str, np.ndarray]:
     """``{id: (T, 2)}``: the mean of every run's predictions (each run weighs the same), before post-processing."""
     dev = resolve_device(device)
     total: dict[str, np.ndarray] = {}
@@ -247,8 +270,9 @@ def choose_post(runs: Sequence[Path], post: str = "auto", smooth: int | None = N
         if post not in ("auto", "none"):
             raise VafusionError(f"--smooth {smooth} and --post {post}: give one of them")
         note = "; post.json not applied" if post == "auto" and find_post(runs) else ""
-        return (lambda pred, fps: smooth_frames(pred, smooth, "mean")), f"post-processing: --smooth {smooth} " \
-            f"(centred mean over {smooth} frames){note}"
+        return (
+            lambda pred, fps: smooth_frames(pred, smooth, "mean")
+        ), f"post-processing: --smooth {smooth} (centred mean over {smooth} frames){note}"
     path = find_post(runs) if post == "auto" else None if post == "none" else Path(post)
     if path is None:
         why = "--post none" if post == "none" else "no post.json beside the runs"
@@ -257,9 +281,15 @@ def choose_post(runs: Sequence[Path], post: str = "auto", smooth: int | None = N
     return chosen.apply, f"post-processing from {path}: {chosen.describe()}"
 
 
-def _predict_ids(run_dirs: Sequence[str | Path], cache_dir: str | Path, ids: Mapping[str, str] | str,
-                 smooth: int | None, post: str, device: str,
-                 log: Callable[[str], None]) -> tuple[list[str], dict[str, np.ndarray], dict[str, Any]]:
+def _predict_ids(
+    run_dirs: Sequence[str | Path],
+    cache_dir: str | Path,
+    ids: Mapping[str, str] | str,
+    smooth: int | None,
+    post: str,
+    device: str,
+    log: Callable[[str], None],
+) -> tuple[list[str], dict[str, np.ndarray], dict[str, Any]]:
     """The chosen ids, their post-processed ensemble predictions, and what made them (runs, cache, post-processing).
 
     ``ids``: as ``--ids`` takes it, or ``{id: where it was named}`` (for the error naming an id
@@ -273,8 +303,10 @@ def _predict_ids(run_dirs: Sequence[str | Path], cache_dir: str | Path, ids: Map
     unknown = [v for v in chosen if v not in index]
     if unknown:
         others = f" (and {len(unknown) - 1} other video(s))" if len(unknown) > 1 else ""
-        raise VafusionError(f"{ids[unknown[0]]}: video {unknown[0]} is not in the cache {cache_dir}{others}; extract "
-                            f"it into the cache (e.g. with --test-list), or give the cache that has it")
+        raise VafusionError(
+            f"{ids[unknown[0]]}: video {unknown[0]} is not in the cache {cache_dir}{others}; extract "
+            f"it into the cache (e.g. with --test-list), or give the cache that has it"
+        )
     log(f"predicting {len(chosen)} id(s) with {len(runs)} run(s), averaged")
     log(said)
     preds = ensemble_predict(runs, cache_dir, chosen, index, device)
@@ -283,8 +315,15 @@ def _predict_ids(run_dirs: Sequence[str | Path], cache_dir: str | Path, ids: Map
 
 
 def predict_to_dir(
-    run_dirs: Sequence[str | Path], cache_dir: str | Path, out_dir: str | Path, ids: str = "test",
-    smooth: int | None = None, device: str = "auto", *, post: str = "auto", log: Callable[[str], None] | None = None,
+    run_dirs: Sequence[str | Path],
+    cache_dir: str | Path,
+    out_dir: str | Path,
+    ids: str = "test",
+    smooth: int | None = None,
+    device: str = "auto",
+    *,
+    post: str = "auto",
+    log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Average the predictions of ``run_dirs`` (runs, or directories of runs), post-process, write one file per id.
 
@@ -299,8 +338,15 @@ def predict_to_dir(
 
 
 def predict_submission(
-    run_dirs: Sequence[str | Path], cache_dir: str | Path, sample: str | Path, out: str | Path,
-    smooth: int | None = None, device: str = "auto", *, post: str = "auto", log: Callable[[str], None] | None = None,
+    run_dirs: Sequence[str | Path],
+    cache_dir: str | Path,
+    sample: str | Path,
+    out: str | Path,
+    smooth: int | None = None,
+    device: str = "auto",
+    *,
+    post: str = "auto",
+    log: Callable[[str], None] | None = None,
 ) -> list[CountDifference]:
     """Write the single ABAW submission file ``out`` for the organisers' ``sample`` (see :mod:`.submission`).
 

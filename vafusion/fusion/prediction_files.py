@@ -36,11 +36,15 @@ def check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise VafusionError(f"--out {out_dir}: a file; give a directory for the <video_id>.txt files (or --sample)")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
-        raise VafusionError(f"--out {out_dir}: holds other files (no {MANIFEST} of an earlier `vafusion predict`); "
-                            f"give a new or empty directory, so that no file of another set is mixed in")
+        raise VafusionError(
+            f"--out {out_dir}: holds other files (no {MANIFEST} of an earlier `vafusion predict`); "
+            f"give a new or empty directory, so that no file of another set is mixed in"
+        )
     blocker = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
-        raise VafusionError(f"--out {out_dir}: cannot create it: {blocker} is a file, not a folder; choose another path")
+        raise VafusionError(
+            f"--out {out_dir}: cannot create it: {blocker} is a file, not a folder; choose another path"
+        )
 
 
 def write_prediction_file(path: Path, pred: np.ndarray) -> None:
@@ -59,8 +63,13 @@ def write_prediction_set(out_dir: Path, preds: Mapping[str, np.ndarray], about: 
     remove_stale_temporaries(parent, out_dir.name)
     tmp = temporary_name(out_dir)
     files = [f"{vid}.txt" for vid in preds]
-    manifest = {**about, "ids": list(preds), "files": files, "vafusion_version": __version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    manifest = {
+        **about,
+        "ids": list(preds),
+        "files": files,
+        "vafusion_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
     try:
         tmp.mkdir()
         for vid, name in zip(preds, files):
@@ -85,4 +94,4 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["write_prediction_set", "write_prediction_file", "check_out_dir", "MANIFEST", "HEADER"]
+__all__ = ["HEADER", "MANIFEST", "check_out_dir", "write_prediction_file", "write_prediction_set"]

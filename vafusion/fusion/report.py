@@ -15,8 +15,9 @@ still written, without the prediction figures, and says that ``--cache`` brings 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,14 +57,24 @@ def _parameters(run: TrainedRun, summary: dict[str, Any] | None) -> int:
 # ---- sections -------------------------------------------------------------------------------
 
 
-def _header(page: Page, run: TrainedRun, summary: dict[str, Any] | None, rows: list[dict[str, Any]],
-            trained_cache: str, cache_here: bool, used_cache: Path | None) -> None:
+def _header(
+    page: Page,
+    run: TrainedRun,
+    summary: dict[str, Any] | None,
+    rows: list[dict[str, Any]],
+    trained_cache: str,
+    cache_here: bool,
+    used_cache: Path | None,
+) -> None:
     cfg, data = run.config, run.config.data
     best = run.metrics
     spec = cfg.model.spec
     features = ", ".join(f"{f} ({d})" for f, d in zip(data.features, run.dims))
-    split = ("official (Train_Set trains, Validation_Set validates)" if data.split == "official"
-             else f"folds: fold {data.fold} of {data.folds} validates")
+    split = (
+        "official (Train_Set trains, Validation_Set validates)"
+        if data.split == "official"
+        else f"folds: fold {data.fold} of {data.folds} validates"
+    )
     epochs_run = summary.get("epochs_run") if summary else None
     if epochs_run is None:
         epochs_run = len([r for r in rows if r.get("loss") is not None])
@@ -82,10 +93,17 @@ def _header(page: Page, run: TrainedRun, summary: dict[str, Any] | None, rows: l
     ]
     page.add("<h2>Run</h2>")
     page.add(table(info, row_headers=True))
-    page.add("<p>Validation scores of the best checkpoint (CCC over all validation frames, the challenge's "
-             "way; P = (CCC_V + CCC_A) / 2):</p>")
-    page.add(table([[num(best.get("ccc_v")), num(best.get("ccc_a")), num(best.get("p"))]],
-                    header=["CCC_V", "CCC_A", "P"], numeric=(0, 1, 2)))
+    page.add(
+        "<p>Validation scores of the best checkpoint (CCC over all validation frames, the challenge's "
+        "way; P = (CCC_V + CCC_A) / 2):</p>"
+    )
+    page.add(
+        table(
+            [[num(best.get("ccc_v")), num(best.get("ccc_a")), num(best.get("p"))]],
+            header=["CCC_V", "CCC_A", "P"],
+            numeric=(0, 1, 2),
+        )
+    )
     config_rows = []
     for part in ("data", "model", "training"):
         values = cfg.to_dict()[part]
@@ -103,8 +121,12 @@ def _learning_curves(page: Page, rows: list[dict[str, Any]], best_epoch: int, cl
     trained = [r for r in rows if r.get("loss") is not None]
     if not trained:
         if closed_form:
-            page.add(note("This model is fitted in closed form: no epochs, so no learning curves. "
-                          "Its validation scores are in the table above."))
+            page.add(
+                note(
+                    "This model is fitted in closed form: no epochs, so no learning curves. "
+                    "Its validation scores are in the table above."
+                )
+            )
         else:
             page.add(note(f"No epoch rows in <code>{esc(ckpt_mod.METRICS)}</code>: nothing to plot."))
         return
@@ -116,17 +138,28 @@ def _learning_curves(page: Page, rows: list[dict[str, Any]], best_epoch: int, cl
     ax_loss.plot(epochs, [r["loss"] for r in trained], "o-", ms=3, color=COLOURS["loss"], label="training loss")
     ax_loss.set(title="training loss (1 − CCC)", xlabel="epoch", ylabel="loss")
     for key, name in (("ccc_v", "CCC_V"), ("ccc_a", "CCC_A"), ("p", "P")):
-        ax_val.plot(epochs, [r.get(key, np.nan) for r in trained], "o-", ms=3, color=COLOURS[key], label=name,
-                    lw=2 if key == "p" else 1.2)
+        ax_val.plot(
+            epochs,
+            [r.get(key, np.nan) for r in trained],
+            "o-",
+            ms=3,
+            color=COLOURS[key],
+            label=name,
+            lw=2 if key == "p" else 1.2,
+        )
     ax_val.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best (epoch {best_epoch})")
     ax_val.set(title="validation", xlabel="epoch", ylabel="CCC")
     ax_val.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     for ax in (ax_loss, ax_val):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    page.figure(fig, "curves.png", "learning curves",
-            f"Training loss and validation CCC_V, CCC_A, P over {len(trained)} epoch(s); the dashed line marks the "
-            f"best epoch (the checkpoint used below).")
+    page.figure(
+        fig,
+        "curves.png",
+        "learning curves",
+        f"Training loss and validation CCC_V, CCC_A, P over {len(trained)} epoch(s); the dashed line marks the "
+        f"best epoch (the checkpoint used below).",
+    )
 
 
 def pick_ids(per_id: list[dict[str, Any]], n: int) -> list[tuple[str, str]]:
@@ -165,9 +198,11 @@ def _series(page: Page, result: PartitionPredictions, n_ids: int, visual: str) -
         return
     per_id = {r["id"]: r for r in result.scores["per_id"]}
     page.add("<h3>Predicted and true valence and arousal over time</h3>")
-    page.add(f"<p>{len(picked)} validation id(s) spread over the ranking by per-id P (best, median, worst for 3). "
-             f"Gaps in the label line are frames without a label; grey bands are frames without the "
-             f"<code>{esc(visual)}</code> stream (no face).</p>")
+    page.add(
+        f"<p>{len(picked)} validation id(s) spread over the ranking by per-id P (best, median, worst for 3). "
+        f"Gaps in the label line are frames without a label; grey bands are frames without the "
+        f"<code>{esc(visual)}</code> stream (no face).</p>"
+    )
     loaded = result.loaded
     for k, (vid, why) in enumerate(picked, start=1):
         entry = loaded.index[vid]
@@ -192,14 +227,26 @@ def _series(page: Page, result: PartitionPredictions, n_ids: int, visual: str) -
         if absent.any():
             from matplotlib.patches import Patch
 
-            handles, labels = handles + [Patch(color="0.88")], labels + [f"no {visual}"]
+            handles, labels = [*handles, Patch(color="0.88")], [*labels, f"no {visual}"]
         # above the plot, right of the panel title: never over the curves
-        axes[0].legend(handles, labels, fontsize=8, ncol=len(labels), loc="lower right", bbox_to_anchor=(1.0, 1.0),
-                       frameon=False, borderaxespad=0.1)
+        axes[0].legend(
+            handles,
+            labels,
+            fontsize=8,
+            ncol=len(labels),
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            frameon=False,
+            borderaxespad=0.1,
+        )
         axes[1].set_xlabel("time (s)")
         fig.suptitle(f"{vid} ({why}): P {score['p']:.3f}, {len(pred)} frames at {entry.fps:g} fps", fontsize=10)
-        page.figure(fig, f"{_SERIES_PREFIX}{k}.png", f"valence and arousal over time, {vid}",
-                f"{vid} — {why}; CCC_V {score['ccc_v']:.4f}, CCC_A {score['ccc_a']:.4f}, P {score['p']:.4f}.")
+        page.figure(
+            fig,
+            f"{_SERIES_PREFIX}{k}.png",
+            f"valence and arousal over time, {vid}",
+            f"{vid} — {why}; CCC_V {score['ccc_v']:.4f}, CCC_A {score['ccc_a']:.4f}, P {score['p']:.4f}.",
+        )
 
 
 def _scatter(page: Page, result: PartitionPredictions) -> None:
@@ -221,17 +268,27 @@ def _scatter(page: Page, result: PartitionPredictions) -> None:
     ax.scatter(preds[:, 0], preds[:, 1], s=5, alpha=alpha, color="tab:red", lw=0, label="predictions")
     ax.axhline(0, color="grey", lw=0.6)
     ax.axvline(0, color="grey", lw=0.6)
-    ax.set(xlim=(-1, 1), ylim=(-1, 1), xlabel="valence", ylabel="arousal", aspect="equal",
-           title=f"validation frames ({len(trues):,} of {total:,} shown)")
+    ax.set(
+        xlim=(-1, 1),
+        ylim=(-1, 1),
+        xlabel="valence",
+        ylabel="arousal",
+        aspect="equal",
+        title=f"validation frames ({len(trues):,} of {total:,} shown)",
+    )
     legend = ax.legend(fontsize=8, loc="upper left", markerscale=3)
     for handle in legend.legend_handles:
         handle.set_alpha(0.8)
     ax.grid(alpha=0.3)
     page.add("<h3>Valence-arousal plane</h3>")
-    page.figure(fig, "va_scatter.png", "valence-arousal scatter of predictions and labels",
-            f"Labelled validation frames (both dimensions labelled; a seeded subsample of at most "
-            f"{MAX_SCATTER_POINTS:,}): labels and predictions as (valence, arousal) points. Predictions that "
-            f"cluster near the centre while labels spread out are the typical sign of an under-confident model.")
+    page.figure(
+        fig,
+        "va_scatter.png",
+        "valence-arousal scatter of predictions and labels",
+        f"Labelled validation frames (both dimensions labelled; a seeded subsample of at most "
+        f"{MAX_SCATTER_POINTS:,}): labels and predictions as (valence, arousal) points. Predictions that "
+        f"cluster near the centre while labels spread out are the typical sign of an under-confident model.",
+    )
 
 
 def _per_id(page: Page, result: PartitionPredictions) -> None:
@@ -248,31 +305,46 @@ def _per_id(page: Page, result: PartitionPredictions) -> None:
     ax.invert_yaxis()  # best id on top
     ax.axvline(0, color="grey", lw=0.8)
     lo = min(0.0, min(min(r["ccc_v"], r["ccc_a"]) for r in rows) - 0.05)
-    ax.set(xlim=(max(-1.0, lo), 1.0), xlabel="CCC", title=f"per-id CCC on {n} validation ids (sorted by P, best on top)")
+    ax.set(
+        xlim=(max(-1.0, lo), 1.0), xlabel="CCC", title=f"per-id CCC on {n} validation ids (sorted by P, best on top)"
+    )
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="x", alpha=0.3)
     page.add("<h3>Per-id CCC</h3>")
-    page.figure(fig, "per_id_ccc.png", "per-id CCC bars",
-            "CCC_V and CCC_A of each validation id on its own frames. The partition score above is not their mean: "
-            "the challenge computes CCC over all frames at once.")
+    page.figure(
+        fig,
+        "per_id_ccc.png",
+        "per-id CCC bars",
+        "CCC_V and CCC_A of each validation id on its own frames. The partition score above is not their mean: "
+        "the challenge computes CCC over all frames at once.",
+    )
     cells = [(r["id"], r["frames"], num(r["ccc_v"]), num(r["ccc_a"]), num(r["p"])) for r in rows]
-    page.add("<details><summary>per-id table</summary>"
-             + table(cells, header=["id", "frames", "CCC_V", "CCC_A", "P"], numeric=(1, 2, 3, 4)) + "</details>")
+    page.add(
+        "<details><summary>per-id table</summary>"
+        + table(cells, header=["id", "frames", "CCC_V", "CCC_A", "P"], numeric=(1, 2, 3, 4))
+        + "</details>"
+    )
 
 
-def _predictions(page: Page, run: TrainedRun, result: PartitionPredictions | None,
-                 trained_cache: str, n_ids: int) -> None:
+def _predictions(
+    page: Page, run: TrainedRun, result: PartitionPredictions | None, trained_cache: str, n_ids: int
+) -> None:
     page.add("<h2>Validation predictions</h2>")
     if result is None:
-        page.add(note(
-            f"The cache this run was trained on (<code>{esc(trained_cache or '?')}</code>) is not here, so the "
-            f"prediction figures (time series, valence-arousal plane, per-id CCC) are left out. They need "
-            f"<code>--cache</code>: <code>vafusion report {esc(run.run_dir)} --cache CACHE</code>."))
+        page.add(
+            note(
+                f"The cache this run was trained on (<code>{esc(trained_cache or '?')}</code>) is not here, so the "
+                f"prediction figures (time series, valence-arousal plane, per-id CCC) are left out. They need "
+                f"<code>--cache</code>: <code>vafusion report {esc(run.run_dir)} --cache CACHE</code>."
+            )
+        )
         return
     s = result.scores
-    page.add(f"<p>The best checkpoint predicts the run's {len(result.ids)} validation id(s) from "
-             f"<code>{esc(result.cache_dir)}</code> (window predictions overlap-averaged per frame): "
-             f"CCC_V {num(s['ccc_v'])}, CCC_A {num(s['ccc_a'])}, P {num(s['p'])}.</p>")
+    page.add(
+        f"<p>The best checkpoint predicts the run's {len(result.ids)} validation id(s) from "
+        f"<code>{esc(result.cache_dir)}</code> (window predictions overlap-averaged per frame): "
+        f"CCC_V {num(s['ccc_v'])}, CCC_A {num(s['ccc_a'])}, P {num(s['p'])}.</p>"
+    )
     _series(page, result, n_ids, run.config.data.features[0])
     _scatter(page, result)
     _per_id(page, result)
@@ -283,8 +355,9 @@ def _check_comparison(comparison: Sequence[dict[str, Any]]) -> list[dict[str, An
     for i, row in enumerate(comparison):
         missing = [k for k in ("name", "ccc_v", "ccc_a", "p") if not isinstance(row, dict) or k not in row]
         if missing:
-            raise VafusionError(f"report comparison row {i + 1}: missing {', '.join(missing)}; "
-                                f"give dicts with name, ccc_v, ccc_a, p")
+            raise VafusionError(
+                f"report comparison row {i + 1}: missing {', '.join(missing)}; give dicts with name, ccc_v, ccc_a, p"
+            )
         rows.append(row)
     return rows
 
@@ -294,8 +367,9 @@ def _comparison(page: Page, comparison: list[dict[str, Any]], this_run: Path) ->
     if not comparison:
         page.add("<p>No runs to compare.</p>")
         return
-    this = next((i for i, r in enumerate(comparison) if r.get("run") and Path(r["run"]).resolve() == this_run.resolve()),
-                None)
+    this = next(
+        (i for i, r in enumerate(comparison) if r.get("run") and Path(r["run"]).resolve() == this_run.resolve()), None
+    )
     rows = [(r["name"], num(r["ccc_v"]), num(r["ccc_a"]), num(r["p"])) for r in comparison]
     page.add(table(rows, header=["run", "CCC_V", "CCC_A", "P"], numeric=(1, 2, 3), highlight=this))
     score_chart(page, comparison, "comparison.png", "validation scores by run", "CCC_V, CCC_A and P of each run.")
@@ -304,9 +378,15 @@ def _comparison(page: Page, comparison: list[dict[str, Any]], this_run: Path) ->
 # ---- the page -------------------------------------------------------------------------------
 
 
-def write_report(run_dir: str | Path, cache_dir: str | Path | None = None,
-                 comparison: Sequence[dict[str, Any]] | None = None, n_ids: int = 3, *,
-                 device: str = "auto", loaded: LoadedCache | None = None) -> Path:
+def write_report(
+    run_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    comparison: Sequence[dict[str, Any]] | None = None,
+    n_ids: int = 3,
+    *,
+    device: str = "auto",
+    loaded: LoadedCache | None = None,
+) -> Path:
     """Write ``run_dir/report.html`` and its figures in ``run_dir/figures/``; return the HTML's path.
 
     ``cache_dir``: where to read the validation ids' features and labels from (default: the
@@ -342,9 +422,11 @@ def write_report(run_dir: str | Path, cache_dir: str | Path | None = None,
     _predictions(page, run, result, trained_cache, n_ids)
     if rows_cmp is not None:
         _comparison(page, rows_cmp, run_dir)
-    subtitle = (f"{run_dir.resolve()} · {run.config.model.name} · {', '.join(run.config.data.features)} · "
-                f"P {num(run.metrics.get('p'))}")
+    subtitle = (
+        f"{run_dir.resolve()} · {run.config.model.name} · {', '.join(run.config.data.features)} · "
+        f"P {num(run.metrics.get('p'))}"
+    )
     return page.write(run_dir / REPORT, f"vafusion report — {run_dir.resolve().name}", subtitle)
 
 
-__all__ = ["write_report", "pick_ids", "REPORT"]
+__all__ = ["REPORT", "pick_ids", "write_report"]

@@ -54,19 +54,26 @@ def run_state(run_dir: Path, config: FusionConfig, resume: bool) -> RunState:
     checkpoints = [n for n in (BEST, LAST) if (run_dir / n).is_file()]
     if not (run_dir / CONFIG_FILE).is_file():
         if checkpoints:
-            raise VafusionError(f"{run_dir}: holds checkpoints but no {CONFIG_FILE}, so it cannot be continued; "
-                                f"delete it to train it again, or use another directory")
+            raise VafusionError(
+                f"{run_dir}: holds checkpoints but no {CONFIG_FILE}, so it cannot be continued; "
+                f"delete it to train it again, or use another directory"
+            )
         return RunState.NEW
     if not resume:
         if not checkpoints:
             return RunState.NEW  # stopped before its first checkpoint: nothing finished to keep
-        what = ("a finished run (summary.json); use another --run directory" if read_summary(run_dir) else
-                "a run that did not finish; add --resume to finish it, or use another --run directory")
+        what = (
+            "a finished run (summary.json); use another --run directory"
+            if read_summary(run_dir)
+            else "a run that did not finish; add --resume to finish it, or use another --run directory"
+        )
         raise VafusionError(f"{run_dir}: already holds {what}")
     changed = FusionConfig.load(run_dir).differences(config)
     if changed:
-        raise VafusionError(f"{run_dir}: holds a run with other settings ({', '.join(changed)}); rerun with the "
-                            f"same options to continue it, or use another directory (or delete this one)")
+        raise VafusionError(
+            f"{run_dir}: holds a run with other settings ({', '.join(changed)}); rerun with the "
+            f"same options to continue it, or use another directory (or delete this one)"
+        )
     if read_summary(run_dir) is not None:
         return RunState.FINISHED
     return RunState.RESUMABLE if LAST in checkpoints else RunState.NEW
@@ -78,4 +85,4 @@ def clear_partial(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-__all__ = ["RunState", "run_state", "read_summary", "clear_partial", "METRIC_KEYS"]
+__all__ = ["METRIC_KEYS", "RunState", "clear_partial", "read_summary", "run_state"]

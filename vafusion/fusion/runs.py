@@ -49,14 +49,18 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
             raise VafusionError(f"{given}: no such run directory")
         found = [given] if is_run(given) else sorted(p.parent for p in given.rglob(BEST) if is_run(p.parent))
         if not found:
-            raise VafusionError(f"{given}: neither a run (no {BEST}) nor a directory holding runs; "
-                                f"give run directories of `vafusion train` or `vafusion cv`")
+            raise VafusionError(
+                f"{given}: neither a run (no {BEST}) nor a directory holding runs; "
+                f"give run directories of `vafusion train` or `vafusion cv`"
+            )
         for run in found:
             key = run.resolve()
             if key in seen:
                 through = f"{seen[key]} and {given}" if seen[key] != given else f"{given}, given twice"
-                raise VafusionError(f"{run}: named twice (through {through}); give each run once, or it would count "
-                                    f"twice in the average")
+                raise VafusionError(
+                    f"{run}: named twice (through {through}); give each run once, or it would count "
+                    f"twice in the average"
+                )
             seen[key] = given
             runs.append(run)
     return runs
@@ -76,4 +80,4 @@ def find_post(runs: Sequence[Path]) -> Path | None:
     return path if path.is_file() else None
 
 
-__all__ = ["find_runs", "find_post", "cv_root", "is_run", "fold_dir", "seed_dir"]
+__all__ = ["cv_root", "find_post", "find_runs", "fold_dir", "is_run", "seed_dir"]

@@ -92,7 +92,7 @@ class FeatureSource(ABC):
         Each window lies inside one video (windows never cross videos).
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release files (nothing for data in RAM)."""
 
 
@@ -125,8 +125,9 @@ class StreamedFeature(FeatureSource):
 
     in_memory = False
 
-    def __init__(self, ff: FeatureFile, ids: Sequence[str], offsets: np.ndarray, masks: np.ndarray,
-                 verify: bool = False) -> None:
+    def __init__(
+        self, ff: FeatureFile, ids: Sequence[str], offsets: np.ndarray, masks: np.ndarray, verify: bool = False
+    ) -> None:
         self.ff, self.ids, self.offsets, self.masks, self.verify = ff, list(ids), offsets, masks, verify
         self.feature, self.dim = ff.feature, ff.dim
         self._views = [ff.map_features(vid) for vid in self.ids]
@@ -248,5 +249,16 @@ def choose_stream(stream: bool | None, feature_bytes: int) -> bool:
     return stream_by_default(feature_bytes) if stream is None else bool(stream)
 
 
-__all__ = ["FeatureSource", "InMemoryFeature", "StreamedFeature", "as_tensor", "available_memory", "choose_stream",
-           "find_nonfinite", "loading", "loading_choice", "stream_by_default", "MEMORY_SHARE"]
+__all__ = [
+    "MEMORY_SHARE",
+    "FeatureSource",
+    "InMemoryFeature",
+    "StreamedFeature",
+    "as_tensor",
+    "available_memory",
+    "choose_stream",
+    "find_nonfinite",
+    "loading",
+    "loading_choice",
+    "stream_by_default",
+]

@@ -19,6 +19,7 @@ reported, with by how much.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -72,8 +73,10 @@ def read_sample(path: str | Path) -> Sample:
     first = next(rows, None)
     if first is None or first[1][0] != HEADER[0]:
         found = ",".join(first[1]) if first else "an empty file"
-        raise VafusionError(f"{path} line 1: header must start with {HEADER[0]!r} (the organisers' "
-                            f"*_ABAW_VA_test_set_sample.txt); found {found!r}")
+        raise VafusionError(
+            f"{path} line 1: header must start with {HEADER[0]!r} (the organisers' "
+            f"*_ABAW_VA_test_set_sample.txt); found {found!r}"
+        )
     locations, frames, lines, videos, first_line, seen = [], [], [], {}, {}, set()
     for number, fields in rows:
         if fields == [""]:
@@ -92,8 +95,14 @@ def read_sample(path: str | Path) -> Sample:
         lines.append(number)
     if not locations:
         raise VafusionError(f"{path}: no rows after the header")
-    return Sample(path, locations, np.array(frames, dtype=np.int64), np.array(lines, dtype=np.int64),
-                  {v: np.array(p, dtype=np.int64) for v, p in videos.items()}, first_line)
+    return Sample(
+        path,
+        locations,
+        np.array(frames, dtype=np.int64),
+        np.array(lines, dtype=np.int64),
+        {v: np.array(p, dtype=np.int64) for v, p in videos.items()},
+        first_line,
+    )
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,10 @@ class CountDifference:
     def describe(self) -> str:
         how = [f"{self.padded} row(s) padded with the last frame's prediction"] if self.padded else []
         how += [f"{self.left_out} frame(s) not in the sample left out"] if self.left_out else []
-        return f"{self.video}: sample {self.rows} rows, cache {self.frames} frames ({self.rows - self.frames:+d}: " \
-               f"{'; '.join(how)})"
+        return (
+            f"{self.video}: sample {self.rows} rows, cache {self.frames} frames ({self.rows - self.frames:+d}: "
+            f"{'; '.join(how)})"
+        )
 
 
 def fit_to_sample(sample: Sample, predictions: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[CountDifference]]:
@@ -118,8 +129,9 @@ def fit_to_sample(sample: Sample, predictions: Mapping[str, np.ndarray]) -> tupl
     missing = [v for v in sample.videos if v not in predictions]
     if missing:
         others = f" (and {len(missing) - 1} other video(s))" if len(missing) > 1 else ""
-        raise VafusionError(f"{sample.path} line {sample.first_line[missing[0]]}: video {missing[0]} has no "
-                            f"predictions{others}")
+        raise VafusionError(
+            f"{sample.path} line {sample.first_line[missing[0]]}: video {missing[0]} has no predictions{others}"
+        )
     values = np.empty((len(sample.locations), 2), dtype=np.float32)
     differences = []
     for video, rows in sample.videos.items():
@@ -180,14 +192,14 @@ class CheckResult:
 
 def _out_of_order(positions: list[int]) -> set[int]:
     """Indices into ``positions`` off one longest increasing run of them: the fewest rows to move."""
-    if all(a < b for a, b in zip(positions, positions[1:])):
+    if all(a < b for a, b in itertools.pairwise(positions)):
         return set()
     tails: list[int] = []  # tails[k]: index ending the best increasing subsequence of length k + 1
     before = [-1] * len(positions)
     for i, p in enumerate(positions):
         k = _first_not_below(tails, positions, p)
         before[i] = tails[k - 1] if k else -1
-        tails[k:k + 1] = [i]
+        tails[k : k + 1] = [i]
     keep, i = set(), tails[-1]
     while i >= 0:
         keep.add(i)
@@ -252,6 +264,8 @@ def check_submission(path: str | Path, sample: Sample) -> CheckResult:
             result.add("missing row", f"{location} (sample line {sample.lines[i]}) has no row")
     for k in sorted(_out_of_order([p for _, p in order])):
         number, p = order[k]
-        result.add("order", f"line {number}: {sample.locations[p]} is out of the sample's order (sample line "
-                            f"{sample.lines[p]})")
+        result.add(
+            "order",
+            f"line {number}: {sample.locations[p]} is out of the sample's order (sample line {sample.lines[p]})",
+        )
     return result

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,8 +85,14 @@ def _finished(run_dir: Path, log: Callable[[str], None]) -> TrainResult:
 
 
 def train(
-    cache_dir: str | Path, run_dir: str | Path, config: FusionConfig, *, resume: bool = False,
-    progress: bool = True, log: Callable[[str], None] | None = None, report: bool = True,
+    cache_dir: str | Path,
+    run_dir: str | Path,
+    config: FusionConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    report: bool = True,
 ) -> TrainResult:
     """Train ``config`` on ``cache_dir``, writing checkpoints, metrics and (``report``) report.html into ``run_dir``.
 
@@ -103,25 +110,43 @@ def train(
         return _finished(run_dir, log)
     loaded = load_cache(cache_dir, config.data.features, train_ids + val_ids, index=index, progress=progress)
     standardizer = Standardizer.fit(loaded, train_ids)
-    log(f"{len(train_ids)} train ids ({int(loaded.lengths[loaded.positions(train_ids)].sum())} frames), "
-        f"{len(val_ids)} validation ids; features {', '.join(f'{f} ({d})' for f, d in zip(loaded.features, loaded.dims))}")
+    log(
+        f"{len(train_ids)} train ids ({int(loaded.lengths[loaded.positions(train_ids)].sum())} frames), "
+        f"{len(val_ids)} validation ids; features "
+        f"{', '.join(f'{f} ({d})' for f, d in zip(loaded.features, loaded.dims))}"
+    )
     fit = _fit_closed_form if config.model.spec.closed_form else _train_by_gradient
     result = fit(loaded, standardizer, config, run_dir, train_ids, val_ids, state is RunState.RESUMABLE, progress, log)
     if report:
         from vafusion.fusion.report import write_report  # here: training itself needs no matplotlib
 
         log(f"report: {write_report(run_dir, cache_dir, device=config.training.device, loaded=loaded)}")
-    summary = {"best": result.best, "model": config.model.name, "features": list(config.data.features),
-               "parameters": result.parameters, "epochs_run": result.epochs_run, "split": config.data.split,
-               "fold": config.data.fold if config.data.split == "folds" else None, "precision": precision()}
+    summary = {
+        "best": result.best,
+        "model": config.model.name,
+        "features": list(config.data.features),
+        "parameters": result.parameters,
+        "epochs_run": result.epochs_run,
+        "split": config.data.split,
+        "fold": config.data.fold if config.data.split == "folds" else None,
+        "precision": precision(),
+    }
     with atomic_path(run_dir / ckpt_mod.SUMMARY) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return result
 
 
-def _fit_closed_form(loaded: LoadedCache, standardizer: Standardizer, config: FusionConfig, run_dir: Path,
-                     train_ids: list[str], val_ids: list[str], resume: bool, progress: bool,
-                     log: Callable[[str], None]) -> TrainResult:
+def _fit_closed_form(
+    loaded: LoadedCache,
+    standardizer: Standardizer,
+    config: FusionConfig,
+    run_dir: Path,
+    train_ids: list[str],
+    val_ids: list[str],
+    resume: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> TrainResult:
     """One ``fit`` on the training videos (nothing to resume: a rerun fits again)."""
     model = config.build_model(list(loaded.dims))
     feats, present = video_streams(loaded, standardizer, train_ids)
@@ -129,7 +154,9 @@ def _fit_closed_form(loaded: LoadedCache, standardizer: Standardizer, config: Fu
     scores = partition_score(loaded, predict_loaded(model, config, standardizer, loaded, val_ids), val_ids)
     best = {"epoch": 0, "ccc_v": scores["ccc_v"], "ccc_a": scores["ccc_a"], "p": scores["p"]}
     ckpt_mod.append_metrics(run_dir, dict(best, loss=None))
-    checkpoint = ckpt_mod.make_checkpoint(config, list(loaded.dims), standardizer, model, _fingerprints(loaded), best, 0)
+    checkpoint = ckpt_mod.make_checkpoint(
+        config, list(loaded.dims), standardizer, model, _fingerprints(loaded), best, 0
+    )
     ckpt_mod.save_atomic(checkpoint, run_dir / ckpt_mod.BEST)
     return TrainResult(run_dir, best, 0, count_parameters(model))
 
@@ -147,8 +174,15 @@ def _lr_lambda(total_steps: int, warmup: int) -> Callable[[int], float]:
 
 
 def _train_by_gradient(
-    loaded: LoadedCache, standardizer: Standardizer, config: FusionConfig, run_dir: Path, train_ids: list[str],
-    val_ids: list[str], resume: bool, progress: bool, log: Callable[[str], None],
+    loaded: LoadedCache,
+    standardizer: Standardizer,
+    config: FusionConfig,
+    run_dir: Path,
+    train_ids: list[str],
+    val_ids: list[str],
+    resume: bool,
+    progress: bool,
+    log: Callable[[str], None],
 ) -> TrainResult:
     """Epochs of gradient steps, each scored on ``val_ids`` and checkpointed, until ``epochs`` or a stop.
 
@@ -159,17 +193,30 @@ def _train_by_gradient(
     tc = config.training
     run = _GradientRun.start(loaded, standardizer, config, run_dir, train_ids)
     start_epoch = run.resume(log) if resume else 1
-    log(f"model {config.model.name}: {run.parameters:,} parameters, {len(run.windows)} training windows of "
+    log(
+        f"model {config.model.name}: {run.parameters:,} parameters, {len(run.windows)} training windows of "
         f"{config.data.window} frames, device {run.device}, {torch.get_num_threads()} threads, {precision()}, "
-        f"features {'in RAM' if loaded.in_memory else 'streamed'}")
-    bar = tqdm(range(start_epoch, tc.epochs + 1), desc="train", unit="epoch", disable=None if progress else True,
-               initial=start_epoch - 1, total=tc.epochs, dynamic_ncols=True)
+        f"features {'in RAM' if loaded.in_memory else 'streamed'}"
+    )
+    bar = tqdm(
+        range(start_epoch, tc.epochs + 1),
+        desc="train",
+        unit="epoch",
+        disable=None if progress else True,
+        initial=start_epoch - 1,
+        total=tc.epochs,
+        dynamic_ncols=True,
+    )
     epoch = start_epoch - 1
     for epoch in bar if not run.stop else ():
         row = run.validate(epoch, run.train_epoch(epoch), val_ids)
         run.keep(row, epoch)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", ccc_v=f"{row['ccc_v']:.3f}", ccc_a=f"{row['ccc_a']:.3f}",
-                        best_p=f"{run.best['p']:.3f}")
+        bar.set_postfix(
+            loss=f"{row['loss']:.3f}",
+            ccc_v=f"{row['ccc_v']:.3f}",
+            ccc_a=f"{row['ccc_a']:.3f}",
+            best_p=f"{run.best['p']:.3f}",
+        )
         if run.stop:
             log(f"stopped after epoch {epoch}: {run.stop}")
             break
@@ -178,8 +225,15 @@ def _train_by_gradient(
     return TrainResult(run_dir, run.best, epoch, run.parameters)
 
 
-def gradient_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-                  batch: Batch, tc: TrainingConfig, device: torch.device) -> float:
+def gradient_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    batch: Batch,
+    tc: TrainingConfig,
+    device: torch.device,
+) -> float:
     """One optimiser step on 1 - CCC (autocast and loss scaling as configured); the batch's loss.
 
     The one training step: the trainer's, and the one benchmarks/bench_train.py times.
@@ -223,16 +277,19 @@ class _GradientRun:
     stop: str = ""
 
     @classmethod
-    def start(cls, loaded: LoadedCache, standardizer: Standardizer, config: FusionConfig, run_dir: Path,
-              train_ids: list[str]) -> "_GradientRun":
+    def start(
+        cls, loaded: LoadedCache, standardizer: Standardizer, config: FusionConfig, run_dir: Path, train_ids: list[str]
+    ) -> _GradientRun:
         """Seed, build the model, cut the training windows and set up the optimiser (in this order: the
         model's initial weights are the first draws of the seeded torch RNG)."""
         data, tc = config.data, config.training
         device = resolve_device(tc.device)
         torch.manual_seed(tc.seed)
         model = config.build_model(list(loaded.dims)).to(device)
-        windows = windows_with_labels(loaded, make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop,
-                                                            videos=loaded.positions(train_ids)))
+        windows = windows_with_labels(
+            loaded,
+            make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop, videos=loaded.positions(train_ids)),
+        )
         if len(windows) == 0:
             raise VafusionError("no training window holds a label; check the annotations of the training ids")
         optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -240,8 +297,19 @@ class _GradientRun:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, min(total // 10, 200))))
         scaler_enabled = device.type == "cuda" and tc.amp and not torch.cuda.is_bf16_supported()
         scaler = torch.amp.GradScaler("cuda", enabled=scaler_enabled)
-        return cls(loaded, standardizer, config, run_dir, device, model, windows, optimizer, scheduler, scaler,
-                   _fingerprints(loaded))
+        return cls(
+            loaded,
+            standardizer,
+            config,
+            run_dir,
+            device,
+            model,
+            windows,
+            optimizer,
+            scheduler,
+            scaler,
+            _fingerprints(loaded),
+        )
 
     @property
     def parameters(self) -> int:
@@ -265,8 +333,10 @@ class _GradientRun:
         patience = self.config.training.patience
         self.stop = str(last.get("stop", "")) or ("early stop" if self.stale >= patience else "")
         ckpt_mod.truncate_metrics(self.run_dir, start_epoch - 1)
-        log(f"resuming after epoch {start_epoch - 1} (best P {self.best['p']:.4f})"
-            + (f"; it had stopped ({self.stop}): no more epochs" if self.stop else ""))
+        log(
+            f"resuming after epoch {start_epoch - 1} (best P {self.best['p']:.4f})"
+            + (f"; it had stopped ({self.stop}): no more epochs" if self.stop else "")
+        )
         return start_epoch
 
     def train_epoch(self, epoch: int) -> float:
@@ -277,22 +347,37 @@ class _GradientRun:
         rng = np.random.default_rng([tc.seed, epoch])  # stateless per epoch: resume-exact
         losses = []
         # On a GPU: batches assembled a step ahead in pinned memory, so the copy overlaps compute.
-        for batch in iterate_batches(self.loaded, self.standardizer, self.windows, tc.batch_size, shuffle=True,
-                                     generator=rng, window=data.window, prefetch=int(self.on_gpu),
-                                     pin_memory=self.on_gpu):
+        for batch in iterate_batches(
+            self.loaded,
+            self.standardizer,
+            self.windows,
+            tc.batch_size,
+            shuffle=True,
+            generator=rng,
+            window=data.window,
+            prefetch=int(self.on_gpu),
+            pin_memory=self.on_gpu,
+        ):
             losses.append(self._step(batch.to(self.device, non_blocking=True)))
         return float(np.mean(losses))
 
     def _step(self, batch: Batch) -> float:
-        return gradient_step(self.model, self.optimizer, self.scheduler, self.scaler, batch, self.config.training,
-                             self.device)
+        return gradient_step(
+            self.model, self.optimizer, self.scheduler, self.scaler, batch, self.config.training, self.device
+        )
 
     def validate(self, epoch: int, loss: float, val_ids: list[str]) -> dict[str, Any]:
         """Score ``val_ids`` the challenge way and append the epoch's row to metrics.jsonl; the row."""
         preds = predict_loaded(self.model, self.config, self.standardizer, self.loaded, val_ids, self.device)
         scores = partition_score(self.loaded, preds, val_ids)
-        row = {"epoch": epoch, "loss": loss, "ccc_v": scores["ccc_v"], "ccc_a": scores["ccc_a"],
-               "p": scores["p"], "lr": self.scheduler.get_last_lr()[0]}
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            "ccc_v": scores["ccc_v"],
+            "ccc_a": scores["ccc_a"],
+            "p": scores["p"],
+            "lr": self.scheduler.get_last_lr()[0],
+        }
         ckpt_mod.append_metrics(self.run_dir, row)
         return row
 
@@ -306,14 +391,21 @@ class _GradientRun:
             self.stale += 1
         self.stop = _stop_reason(row, self.stale, self.config.training.patience)
         last = self._checkpoint(epoch)
-        last.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                    torch_rng=torch.get_rng_state(), best=json.dumps(self.best), stale=self.stale, stop=self.stop)
+        last.update(
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            best=json.dumps(self.best),
+            stale=self.stale,
+            stop=self.stop,
+        )
         ckpt_mod.save_atomic(last, self.run_dir / ckpt_mod.LAST)
 
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
         """best.pt's contents (last.pt adds the optimiser's state): everything predict needs, no pickle."""
-        return ckpt_mod.make_checkpoint(self.config, list(self.loaded.dims), self.standardizer, self.model,
-                                        self.fingerprints, self.best, epoch)
+        return ckpt_mod.make_checkpoint(
+            self.config, list(self.loaded.dims), self.standardizer, self.model, self.fingerprints, self.best, epoch
+        )
 
 
 def _stop_reason(row: dict[str, Any], stale: int, patience: int) -> str:
@@ -337,4 +429,4 @@ def _require_a_best(run_dir: Path, best: dict[str, Any], tc: TrainingConfig, epo
     )
 
 
-__all__ = ["train", "TrainResult", "gradient_step"]
+__all__ = ["TrainResult", "gradient_step", "train"]

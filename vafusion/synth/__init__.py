@@ -81,10 +81,10 @@ __all__ = [
     "MISSING_LABEL",
     "PARTITION_DIRS",
     "SIZES",
-    "SynthCorpus",
-    "SynthVideo",
     "TEST_LIST_NAME",
     "VIDEO_CODEC",
+    "SynthCorpus",
+    "SynthVideo",
     "make_alignment_corpus",
     "make_corpus",
 ]

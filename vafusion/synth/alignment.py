@@ -8,8 +8,8 @@ ones, a label ramp whose value gives the frame number.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -36,17 +36,25 @@ BEEP_SECONDS = 0.040
 _NAME = "align"
 
 
-def _check_arguments(fps: float, n_frames: int, beep_frames: Sequence[int], marker_frames: Sequence[int],
-                     frame_times: Sequence[float] | None) -> None:
+def _check_arguments(
+    fps: float,
+    n_frames: int,
+    beep_frames: Sequence[int],
+    marker_frames: Sequence[int],
+    frame_times: Sequence[float] | None,
+) -> None:
     """Refuse frames outside the video and instants that do not start at 0 and increase."""
     if n_frames < 2 or fps <= 0:
-        raise VafusionError(f"make_alignment_corpus: need n_frames >= 2 and fps > 0, got {n_frames}, {fps}; fix the arguments")
+        raise VafusionError(
+            f"make_alignment_corpus: need n_frames >= 2 and fps > 0, got {n_frames}, {fps}; fix the arguments"
+        )
     for name, frames in (("beep_frames", beep_frames), ("marker_frames", marker_frames)):
         bad = [k for k in frames if not 1 <= k <= n_frames]
         if bad:
             raise VafusionError(f"{name}={bad}: frames are 1-based and must lie in [1, {n_frames}]; fix the list")
-    if frame_times is not None and (len(frame_times) != n_frames or frame_times[0] != 0
-                                    or not (np.diff(frame_times) > 0).all()):
+    if frame_times is not None and (
+        len(frame_times) != n_frames or frame_times[0] != 0 or not (np.diff(frame_times) > 0).all()
+    ):
         raise VafusionError(f"make_alignment_corpus: frame_times must be {n_frames} increasing instants from 0")
 
 
@@ -66,8 +74,16 @@ def _beeps(instants: np.ndarray, beep_frames: Sequence[int], fps: float, sample_
     return audio
 
 
-def _write_media(root: Path, markers: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int,
-                 crop_size: int, frame_size: int, frame_times: Sequence[float] | None) -> None:
+def _write_media(
+    root: Path,
+    markers: np.ndarray,
+    fps: float,
+    audio: np.ndarray,
+    sample_rate: int,
+    crop_size: int,
+    frame_size: int,
+    frame_times: Sequence[float] | None,
+) -> None:
     """Crops and video frames: plain grey (128), white (255) on marker frames."""
     h, w = frame_shape(frame_size)
     directory = crop_dir(root, _NAME)
@@ -120,7 +136,17 @@ def make_alignment_corpus(
     arousal = quantise(-valence)
     no = np.zeros(n_frames, dtype=bool)
     write_annotation(annotation_path(root, "train", _NAME), valence, arousal, no)
-    video = SynthVideo(id=_NAME, video_name=_NAME, fps=exact_fps(fps), n_frames=n_frames, partition="train",
-                       valence=valence, arousal=arousal, label_missing=no, crop_missing=no.copy(),
-                       has_audio=True, speaks=True)
+    video = SynthVideo(
+        id=_NAME,
+        video_name=_NAME,
+        fps=exact_fps(fps),
+        n_frames=n_frames,
+        partition="train",
+        valence=valence,
+        arousal=arousal,
+        label_missing=no,
+        crop_missing=no.copy(),
+        has_audio=True,
+        speaks=True,
+    )
     return SynthCorpus(root=root, videos=[video], test_list=write_test_list(root, []))

@@ -7,8 +7,9 @@ benchmarks) see; planning and rendering live in their own modules.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,15 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 def _check_arguments(
-    *, n_videos: int, seconds: float, crop_size: int, frame_size: int, sample_rate: int,
-    validation_fraction: float, n_test: int, fps_options: Sequence[float],
+    *,
+    n_videos: int,
+    seconds: float,
+    crop_size: int,
+    frame_size: int,
+    sample_rate: int,
+    validation_fraction: float,
+    n_test: int,
+    fps_options: Sequence[float],
 ) -> None:
     """Refuse arguments that cannot make a corpus with every quirk, before any file is touched."""
     if n_videos < 1:
@@ -110,12 +118,26 @@ def make_corpus(
     Returns:
         :class:`SynthCorpus` with one :class:`SynthVideo` per id, sorted by id.
     """
-    _check_arguments(n_videos=n_videos, seconds=seconds, crop_size=crop_size, frame_size=frame_size,
-                     sample_rate=sample_rate, validation_fraction=validation_fraction, n_test=n_test,
-                     fps_options=fps_options)
+    _check_arguments(
+        n_videos=n_videos,
+        seconds=seconds,
+        crop_size=crop_size,
+        frame_size=frame_size,
+        sample_rate=sample_rate,
+        validation_fraction=validation_fraction,
+        n_test=n_test,
+        fps_options=fps_options,
+    )
     root = prepare_root(root, overwrite)
-    plans = plan_corpus(n_videos=n_videos, seconds=seconds, seed=seed, frame_size=frame_size,
-                        validation_fraction=validation_fraction, n_test=n_test, fps_options=fps_options)
+    plans = plan_corpus(
+        n_videos=n_videos,
+        seconds=seconds,
+        seed=seed,
+        frame_size=frame_size,
+        validation_fraction=validation_fraction,
+        n_test=n_test,
+        fps_options=fps_options,
+    )
     iterator: Any = plans
     if progress:
         from tqdm import tqdm

@@ -57,7 +57,9 @@ def _coordinates(size: int, person: Person, frames: slice, jitter: bool) -> tupl
     return x, y
 
 
-def _eyes(mask: np.ndarray, x: np.ndarray, y: np.ndarray, band: slice, a: np.ndarray, px: np.float32, size: int) -> None:
+def _eyes(
+    mask: np.ndarray, x: np.ndarray, y: np.ndarray, band: slice, a: np.ndarray, px: np.float32, size: int
+) -> None:
     """Two eyes into ``mask``; openness grows with arousal (the faint visual arousal cue)."""
     ys = y[:, band]
     eye_h = np.float32(0.045) + np.float32(0.012) * (a + 1.0) + 0.5 * px
@@ -66,7 +68,9 @@ def _eyes(mask: np.ndarray, x: np.ndarray, y: np.ndarray, band: slice, a: np.nda
         np.maximum(mask[:, band], soft((1.0 - e) * np.float32(0.06), size), out=mask[:, band])
 
 
-def _brows(mask: np.ndarray, x: np.ndarray, y: np.ndarray, band: slice, v: np.ndarray, px: np.float32, size: int) -> None:
+def _brows(
+    mask: np.ndarray, x: np.ndarray, y: np.ndarray, band: slice, v: np.ndarray, px: np.float32, size: int
+) -> None:
     """Two brows into ``mask``: inner ends pulled down in a frown (v < 0), raised a little for v > 0."""
     ys = y[:, band]
     frown = np.minimum(v, 0.0)
@@ -81,7 +85,9 @@ def _brows(mask: np.ndarray, x: np.ndarray, y: np.ndarray, band: slice, v: np.nd
         np.maximum(mask[:, band], stroke, out=mask[:, band])
 
 
-def _mouth(mask: np.ndarray, x: np.ndarray, y: np.ndarray, band: slice, v: np.ndarray, px: np.float32, size: int) -> None:
+def _mouth(
+    mask: np.ndarray, x: np.ndarray, y: np.ndarray, band: slice, v: np.ndarray, px: np.float32, size: int
+) -> None:
     """The mouth into ``mask``: a bold curve, corners up (smile) for v > 0, down (frown) for v < 0."""
     ys = y[:, band]
     half_w = np.float32(0.34)
@@ -115,7 +121,14 @@ def _feature_masks(
 
 
 def _paint(
-    person: Person, masks: np.ndarray, bands: list[slice], shade: np.ndarray, v: np.ndarray, a: np.ndarray, n: int, size: int
+    person: Person,
+    masks: np.ndarray,
+    bands: list[slice],
+    shade: np.ndarray,
+    v: np.ndarray,
+    a: np.ndarray,
+    n: int,
+    size: int,
 ) -> np.ndarray:
     """Colour the face: the masks do not overlap, so each channel is skin * (1 - cover) plus
     the sum of mask * colour. Skin is the person's colour + valence tint (warm/bright vs

@@ -130,7 +130,8 @@ def prepare_root(root: str | Path, overwrite: bool) -> Path:
     if present:
         if not overwrite:
             raise VafusionError(
-                f"{root}: already holds a corpus ({', '.join(present)}); choose an empty directory or pass overwrite=True"
+                f"{root}: already holds a corpus ({', '.join(present)}); choose an empty directory or pass "
+                "overwrite=True"
             )
         for name in present:
             target = root / name

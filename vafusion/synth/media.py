@@ -8,9 +8,10 @@ needs av) lets the drawing and voice code stay pure numpy.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,7 +24,7 @@ AUDIO_FRAME = 1024
 """Samples per AudioFrame handed to the encoder (AAC's frame size)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pick_encoder(candidates: tuple[str, ...]) -> str:
     """First codec in ``candidates`` that this PyAV build can encode with."""
     import av
@@ -34,7 +35,9 @@ def pick_encoder(candidates: tuple[str, ...]) -> str:
         except Exception:  # noqa: BLE001 - PyAV raises different types across versions
             continue
         return name
-    raise VafusionError(f"PyAV: none of the encoders {list(candidates)} is available; install a PyAV wheel with FFmpeg encoders")
+    raise VafusionError(
+        f"PyAV: none of the encoders {list(candidates)} is available; install a PyAV wheel with FFmpeg encoders"
+    )
 
 
 def video_codec() -> str:
@@ -97,8 +100,16 @@ class Mp4Writer:
     the streams the way a real recording does and readers never need a long look-ahead.
     """
 
-    def __init__(self, path: Path, fps: float, height: int, width: int, audio: np.ndarray | None, sample_rate: int,
-                 frame_times: Sequence[float] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        fps: float,
+        height: int,
+        width: int,
+        audio: np.ndarray | None,
+        sample_rate: int,
+        frame_times: Sequence[float] | None = None,
+    ):
         import av
 
         self._av = av
@@ -147,8 +158,9 @@ class Mp4Writer:
             for packet in self.video.encode(frame):
                 self.container.mux(packet)
             self.n_written += 1
-        self._audio_until(float((frame.pts + 1) * self.time_base) if self.frame_pts else
-                          float(self.n_written / self.fps_rate))
+        self._audio_until(
+            float((frame.pts + 1) * self.time_base) if self.frame_pts else float(self.n_written / self.fps_rate)
+        )
 
     def _audio_until(self, seconds: float | None) -> None:
         """Encode whole audio frames up to ``seconds`` (None: the rest of the track)."""

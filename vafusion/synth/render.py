@@ -56,7 +56,7 @@ class _Backdrop:
     crop: np.ndarray  # (1, S, 3)
 
     @classmethod
-    def of(cls, plan: VideoPlan, h: int, w: int, crop_size: int) -> "_Backdrop":
+    def of(cls, plan: VideoPlan, h: int, w: int, crop_size: int) -> _Backdrop:
         xs = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :, None]
         ys = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None, None]
         blob = np.exp(-((xs - 0.3) ** 2 + (ys + 0.2) ** 2) / 0.05)
@@ -80,8 +80,9 @@ def _paste_face(scene: np.ndarray, person: Person, sl: slice) -> None:
         region += al * (face_s[i] - region)
 
 
-def _crops(person: Person, sl: slice, crop_size: int, backdrop: _Backdrop, illum: np.ndarray,
-           sensor: _SensorNoise) -> np.ndarray:
+def _crops(
+    person: Person, sl: slice, crop_size: int, backdrop: _Backdrop, illum: np.ndarray, sensor: _SensorNoise
+) -> np.ndarray:
     """The aligned crops of ``person`` for the frames of ``sl``: jittered face over the crop
     background, lit like the scene, with sensor noise; uint8."""
     face, alpha = render_faces(crop_size, person, sl, jitter=True)
@@ -119,8 +120,9 @@ def render_video(
             illum = plan.illumination[sl][:, None, None, None]
             scene = np.broadcast_to(backdrop.scene, (m, h, w, 3)).copy()
             for p, sensor, d in zip(plan.persons, crop_noise, crop_dirs):
-                jpeg.submit(write_crops, d, sl.start + 1, _crops(p, sl, crop_size, backdrop, illum, sensor),
-                            p.crop_missing[sl])
+                jpeg.submit(
+                    write_crops, d, sl.start + 1, _crops(p, sl, crop_size, backdrop, illum, sensor), p.crop_missing[sl]
+                )
                 _paste_face(scene, p, sl)
             scene *= illum
             scene += scene_noise.frames(m)

@@ -26,6 +26,15 @@ from vafusion.fusion.models.registry import (
 )
 
 __all__ = [
-    "ALIASES", "BUILTINS", "DEFAULT_MODEL", "ENTRY_POINT_GROUP", "ModelSpec", "Option", "count_parameters",
-    "is_closed_form", "list_models", "parse_model_options", "resolve_model",
+    "ALIASES",
+    "BUILTINS",
+    "DEFAULT_MODEL",
+    "ENTRY_POINT_GROUP",
+    "ModelSpec",
+    "Option",
+    "count_parameters",
+    "is_closed_form",
+    "list_models",
+    "parse_model_options",
+    "resolve_model",
 ]

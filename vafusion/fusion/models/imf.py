@@ -41,12 +41,21 @@ from vafusion.fusion.models.layers import (
 class IMF(VisualQueriesAudio):
     """The paper's model: a TCN per stream, the visual stream queries each audio stream."""
 
-    option_help = option_help("d_model", "tcn_kernel", "tcn_dilations", "causal", "dropout", "heads", "head_hidden",
-                              "attn_distance_bias")
+    option_help = option_help(
+        "d_model", "tcn_kernel", "tcn_dilations", "causal", "dropout", "heads", "head_hidden", "attn_distance_bias"
+    )
 
     def __init__(
-        self, dims: list[int], *, d_model: int = 128, tcn_kernel: int = 5, tcn_dilations: tuple[int, ...] = (1, 2, 4, 8),
-        causal: bool = False, dropout: float = 0.2, heads: int = 4, head_hidden: int = 64,
+        self,
+        dims: list[int],
+        *,
+        d_model: int = 128,
+        tcn_kernel: int = 5,
+        tcn_dilations: tuple[int, ...] = (1, 2, 4, 8),
+        causal: bool = False,
+        dropout: float = 0.2,
+        heads: int = 4,
+        head_hidden: int = 64,
         attn_distance_bias: bool = True,
     ) -> None:
         super().__init__()
@@ -56,11 +65,13 @@ class IMF(VisualQueriesAudio):
         self.project, self.missing = stream_inputs(self.dims, D)
         self.tcns = nn.ModuleList(TCN(D, D, tcn_kernel, tcn_dilations, dropout, causal) for _ in self.dims)
         self.cross = nn.ModuleList(
-            CrossModalAttention(D, heads, dropout, causal, attn_distance_bias) for _ in range(n_audio))
+            CrossModalAttention(D, heads, dropout, causal, attn_distance_bias) for _ in range(n_audio)
+        )
         self.head = regression_head(D * (1 + directions * n_audio) + directions * n_audio, head_hidden, dropout)
         if self.bidirectional:
             self.to_visual = nn.ModuleList(
-                CrossModalAttention(D, heads, dropout, causal, attn_distance_bias) for _ in range(n_audio))
+                CrossModalAttention(D, heads, dropout, causal, attn_distance_bias) for _ in range(n_audio)
+            )
 
     def encode(self, i: int, x: Tensor, present: Tensor, valid: Tensor) -> Tensor:
         """Stream ``i``: (B, W, d_i) -> (B, W, D) after projection, missing-frame substitution, TCN."""

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from vafusion.fusion.models.layers import (
     TCN,
-    checked_dims,
     check_streams,
+    checked_dims,
     embed_stream,
     encode_tcn,
     option_help,
@@ -31,8 +31,15 @@ class LateFusion(nn.Module):
     option_help = option_help("d_model", "tcn_kernel", "tcn_dilations", "causal", "dropout", "head_hidden")
 
     def __init__(
-        self, dims: list[int], *, d_model: int = 128, tcn_kernel: int = 5, tcn_dilations: tuple[int, ...] = (1, 2, 4, 8),
-        causal: bool = False, dropout: float = 0.2, head_hidden: int = 64,
+        self,
+        dims: list[int],
+        *,
+        d_model: int = 128,
+        tcn_kernel: int = 5,
+        tcn_dilations: tuple[int, ...] = (1, 2, 4, 8),
+        causal: bool = False,
+        dropout: float = 0.2,
+        head_hidden: int = 64,
     ) -> None:
         super().__init__()
         self.dims = checked_dims(dims, d_model, dropout, head_hidden)

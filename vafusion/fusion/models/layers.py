@@ -31,9 +31,22 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 __all__ = [
-    "Dropout", "TemporalBlock", "VisualQueriesAudio", "TCN", "CrossModalAttention", "attention_mask", "distance_slopes", "embed_stream",
-    "encode_tcn", "cross_attend", "regression_head", "check_streams", "checked_dims", "stream_inputs", "OPTION_HELP",
+    "OPTION_HELP",
+    "TCN",
+    "CrossModalAttention",
+    "Dropout",
+    "TemporalBlock",
+    "VisualQueriesAudio",
+    "attention_mask",
+    "check_streams",
+    "checked_dims",
+    "cross_attend",
+    "distance_slopes",
+    "embed_stream",
+    "encode_tcn",
     "option_help",
+    "regression_head",
+    "stream_inputs",
 ]
 
 OPTION_HELP = {
@@ -230,8 +243,13 @@ class CrossModalAttention(nn.Module):
         return self.norm(query + self.dropout(out)), has_key
 
 
-def cross_attend(attentions: Sequence[nn.Module], queries: Sequence[Tensor], keys: Sequence[Tensor],
-                 key_present: Sequence[Tensor], valid: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+def cross_attend(
+    attentions: Sequence[nn.Module],
+    queries: Sequence[Tensor],
+    keys: Sequence[Tensor],
+    key_present: Sequence[Tensor],
+    valid: Tensor,
+) -> tuple[list[Tensor], list[Tensor]]:
     """``queries[j]`` attends over ``keys[j]`` through ``attentions[j]`` (:class:`CrossModalAttention`).
 
     Returns the attended streams and their ``(B, W, 1)`` has-key flags (float), in order.
@@ -303,8 +321,10 @@ def checked_dims(dims: Sequence[int], d_model: int, dropout: float, head_hidden:
     if not dims or any(d < 1 for d in dims):
         raise ValueError(f"dims must be a non-empty list of positive widths, got {dims}")
     if d_model < 1 or head_hidden < 1 or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"need d_model >= 1, head_hidden >= 1 and 0 <= dropout < 1, got "
-                         f"d_model={d_model} head_hidden={head_hidden} dropout={dropout}")
+        raise ValueError(
+            f"need d_model >= 1, head_hidden >= 1 and 0 <= dropout < 1, got "
+            f"d_model={d_model} head_hidden={head_hidden} dropout={dropout}"
+        )
     return dims
 
 

@@ -61,8 +61,22 @@ CLOSED_FORM_METHODS = ("fit", "predict", "state_dict", "load_state_dict")
 # config_version 1 stored a flat configuration: its model names, and which of its fields were
 # that model's options (old field -> option name).
 _V1_MODELS: dict[str, tuple[str, dict[str, str]]] = {
-    "fusion": ("imf", {k: k for k in ("d_model", "tcn_kernel", "tcn_dilations", "causal", "dropout", "heads",
-                                      "head_hidden", "attn_distance_bias")}),
+    "fusion": (
+        "imf",
+        {
+            k: k
+            for k in (
+                "d_model",
+                "tcn_kernel",
+                "tcn_dilations",
+                "causal",
+                "dropout",
+                "heads",
+                "head_hidden",
+                "attn_distance_bias",
+            )
+        },
+    ),
     "ridge": ("ridge", {"ridge_alpha": "alpha", "ridge_context": "context", "ridge_max_frames": "max_frames"}),
 }
 V1_MODEL_FIELDS = frozenset(f for _, fields in _V1_MODELS.values() for f in fields) | {"model"}
@@ -131,7 +145,9 @@ class Option:
         kind = self.kind
         if typing.get_origin(kind) is tuple:
             item = typing.get_args(kind)[0]
-            parts = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+            parts = (
+                value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+            )
             return tuple(Option(self.name, item, None).coerce(p) for p in parts)
         if isinstance(value, str) and kind is not str:
             value = parse_value(value)
@@ -182,12 +198,16 @@ class ModelSpec:
         unknown = [k for k in given if k not in self.options]
         if "causal" in unknown:
             causal = ", ".join(n for n in BUILTINS if "causal" in resolve_model(n).options)
-            raise VafusionError(f"--causal: model {self.name!r} cannot run causally (it declares no 'causal' option); "
-                                f"drop --causal or choose a model that has it ({causal})")
+            raise VafusionError(
+                f"--causal: model {self.name!r} cannot run causally (it declares no 'causal' option); "
+                f"drop --causal or choose a model that has it ({causal})"
+            )
         if unknown:
             known = ", ".join(self.options) or "none"
-            raise VafusionError(f"--model-option {unknown[0]}: model {self.name!r} has no such option; "
-                                f"its options: {known} (see `vafusion models`)")
+            raise VafusionError(
+                f"--model-option {unknown[0]}: model {self.name!r} has no such option; "
+                f"its options: {known} (see `vafusion models`)"
+            )
         options = {}
         for name, option in self.options.items():
             if name not in given:
@@ -218,7 +238,7 @@ class ModelSpec:
 def _option_kinds(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls.__init__)
-    except Exception:  # an unresolvable annotation: fall back to the defaults' types
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: fall back to the defaults' types
         return {}
 
 
@@ -238,8 +258,10 @@ def _describe(cls: type, name: str, ref: str, origin: str) -> ModelSpec:
     """Read ``cls``'s declaration (see the module docstring); a VafusionError if it breaks the contract."""
     where = f"model {name!r} ({cls.__module__}.{cls.__qualname__})"
     if not issubclass(cls, nn.Module) and not all(callable(getattr(cls, m, None)) for m in CLOSED_FORM_METHODS):
-        raise VafusionError(f"{where}: neither a torch.nn.Module nor fitted in closed form "
-                            f"({', '.join(CLOSED_FORM_METHODS)}); see README 'Writing your own model'")
+        raise VafusionError(
+            f"{where}: neither a torch.nn.Module nor fitted in closed form "
+            f"({', '.join(CLOSED_FORM_METHODS)}); see README 'Writing your own model'"
+        )
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
         raise VafusionError(f"{where}: the constructor must take dims first: __init__(self, dims, *, option=default)")
@@ -254,8 +276,10 @@ def _describe(cls: type, name: str, ref: str, origin: str) -> ModelSpec:
         try:
             json.dumps(p.default)
         except TypeError:
-            raise VafusionError(f"{where}: option {p.name!r} has default {p.default!r}; options are stored in "
-                                f"config.json: use numbers, booleans, strings or tuples of them") from None
+            raise VafusionError(
+                f"{where}: option {p.name!r} has default {p.default!r}; options are stored in "
+                f"config.json: use numbers, booleans, strings or tuples of them"
+            ) from None
         kind = _kind_of(kinds.get(p.name), p.default)
         default = Option(p.name, kind, p.default).coerce(p.default) if kind is not None else p.default
         options[p.name] = Option(p.name, kind, default, str(helps.pop(p.name, "")))
@@ -275,18 +299,21 @@ def _import_module(module: str, shown: str) -> Any:
             missing = e.name or ""
             ours = module == missing or module.startswith(missing + ".")
             if not ours:  # the plug-in imports something that is not installed
-                raise VafusionError(f"model {shown!r}: importing {module!r} failed ({e}); install what it needs") \
-                    from None
+                raise VafusionError(
+                    f"model {shown!r}: importing {module!r} failed ({e}); install what it needs"
+                ) from None
             cwd = os.getcwd()
             if attempt == 0 and cwd not in sys.path and "" not in sys.path:
                 sys.path.append(cwd)
                 continue
-            raise VafusionError(f"model {shown!r}: cannot import module {module!r} ({e}); make {module!r} "
-                                f"importable: install its package, run from the folder that holds it, or add that "
-                                f"folder to PYTHONPATH") from None
+            raise VafusionError(
+                f"model {shown!r}: cannot import module {module!r} ({e}); make {module!r} "
+                f"importable: install its package, run from the folder that holds it, or add that "
+                f"folder to PYTHONPATH"
+            ) from None
         except VafusionError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             raise VafusionError(f"model {shown!r}: importing {module!r} raised {type(e).__name__}: {e}") from None
     raise AssertionError("unreachable")
 
@@ -335,8 +362,10 @@ def resolve_model(name: str) -> ModelSpec:
         return _from_entry_point(ep)
     plugins = [n for n in _entry_points() if n not in BUILTINS and n not in ALIASES]
     known = ", ".join(BUILTINS) + (f"; installed plug-ins: {', '.join(plugins)}" if plugins else "")
-    raise VafusionError(f"--model {name}: unknown model; built-ins: {known}; or give package.module:Class "
-                        f"(`vafusion models` lists them)")
+    raise VafusionError(
+        f"--model {name}: unknown model; built-ins: {known}; or give package.module:Class "
+        f"(`vafusion models` lists them)"
+    )
 
 
 def list_models() -> tuple[list[ModelSpec], list[str]]:
@@ -358,8 +387,10 @@ def model_from_v1(flat: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """``(name, options)`` from a config_version 1 flat configuration (its model-related fields)."""
     old = flat.get("model", "fusion")
     if old not in _V1_MODELS:
-        raise VafusionError(f"run configuration version 1 names model {old!r}; that version knew only "
-                            f"{', '.join(_V1_MODELS)}: the run directory is damaged")
+        raise VafusionError(
+            f"run configuration version 1 names model {old!r}; that version knew only "
+            f"{', '.join(_V1_MODELS)}: the run directory is damaged"
+        )
     name, fields = _V1_MODELS[old]
     return name, {option: flat[field] for field, option in fields.items() if field in flat}
 
@@ -380,7 +411,18 @@ def count_parameters(model: Any) -> int:
 
 
 __all__ = [
-    "BUILTINS", "ALIASES", "DEFAULT_MODEL", "ENTRY_POINT_GROUP", "ModelSpec", "Option", "resolve_model",
-    "list_models", "parse_model_options", "parse_value", "model_from_v1", "V1_MODEL_FIELDS", "is_closed_form",
+    "ALIASES",
+    "BUILTINS",
+    "DEFAULT_MODEL",
+    "ENTRY_POINT_GROUP",
+    "V1_MODEL_FIELDS",
+    "ModelSpec",
+    "Option",
     "count_parameters",
+    "is_closed_form",
+    "list_models",
+    "model_from_v1",
+    "parse_model_options",
+    "parse_value",
+    "resolve_model",
 ]

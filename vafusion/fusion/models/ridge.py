@@ -36,7 +36,7 @@ of taking gradient steps (see :mod:`vafusion.fusion.models`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -99,8 +99,9 @@ def design_matrix(
     return np.concatenate([*means, np.stack(fractions, axis=1)], axis=1)
 
 
-def _labelled_rows(features_per_video: Sequence[Sequence[np.ndarray]],
-                   labels_per_video: Sequence[np.ndarray]) -> list[np.ndarray]:
+def _labelled_rows(
+    features_per_video: Sequence[Sequence[np.ndarray]], labels_per_video: Sequence[np.ndarray]
+) -> list[np.ndarray]:
     """Per video, the frame indices with at least one finite label (the rows a fit may use); labels
     of another length than the features mean an inconsistent cache, named before any fitting."""
     labelled = []
@@ -122,14 +123,15 @@ def _scalar(value: Any) -> float:
 class RidgeBaseline:
     """The reference baseline: a per-frame ridge regression, fitted in closed form."""
 
-    option_help = {
+    option_help: ClassVar[dict[str, str]] = {
         "alpha": "L2 penalty of the ridge regression",
         "context": "frames averaged (centred, presence-aware) before the per-frame ridge; 1 = none",
         "max_frames": "labelled frames the ridge is fitted on at most (a seeded uniform subsample)",
     }
 
-    def __init__(self, dims: Sequence[int], *, alpha: float = 10.0, context: int = 1,
-                 max_frames: int = 200_000) -> None:
+    def __init__(
+        self, dims: Sequence[int], *, alpha: float = 10.0, context: int = 1, max_frames: int = 200_000
+    ) -> None:
         self.dims = [int(d) for d in dims]
         self.alpha, self.context, self.max_frames = float(alpha), int(context), int(max_frames)
         if not self.dims or any(d < 1 for d in self.dims):
@@ -171,7 +173,7 @@ class RidgeBaseline:
         labels_per_video: Sequence[np.ndarray],
         *,
         seed: int = 0,
-    ) -> "RidgeBaseline":
+    ) -> RidgeBaseline:
         """Fit on the labelled frames (subsampled to ``max_frames`` by a ``seed``-ed RNG); returns ``self``."""
         if not features_per_video:
             raise VafusionError("ridge baseline: no training video; check the partition / fold selection")
@@ -201,8 +203,11 @@ class RidgeBaseline:
         return [r[pick[c0:c1] - a] for r, a, c0, c1 in zip(labelled, bounds[:-1], cuts[:-1], cuts[1:])]
 
     def _design(
-        self, features_per_video: Sequence[Sequence[np.ndarray]], present_per_video: Sequence[Sequence[np.ndarray]],
-        labels_per_video: Sequence[np.ndarray], labelled: list[np.ndarray],
+        self,
+        features_per_video: Sequence[Sequence[np.ndarray]],
+        present_per_video: Sequence[Sequence[np.ndarray]],
+        labels_per_video: Sequence[np.ndarray],
+        labelled: list[np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(X, Y)`` float32 of the chosen frames: X is the one full copy of the training data, filled
         video by video so no per-video matrix outlives its rows."""

@@ -30,8 +30,9 @@ from vafusion.fusion.models.layers import (
 class TransformerLayer(nn.Module):
     """Pre-norm self-attention + feed-forward over a window ``(B, W, D)``, masked as the module says."""
 
-    def __init__(self, d_model: int, heads: int, ff_hidden: int, dropout: float, causal: bool,
-                 distance_bias: bool) -> None:
+    def __init__(
+        self, d_model: int, heads: int, ff_hidden: int, dropout: float, causal: bool, distance_bias: bool
+    ) -> None:
         super().__init__()
         if heads < 1 or d_model % heads or ff_hidden < 1:
             raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads}), ff_hidden >= 1 ({ff_hidden})")
@@ -39,7 +40,9 @@ class TransformerLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(d_model)
-        self.ff = nn.Sequential(nn.Linear(d_model, ff_hidden), nn.GELU(), Dropout(dropout), nn.Linear(ff_hidden, d_model))
+        self.ff = nn.Sequential(
+            nn.Linear(d_model, ff_hidden), nn.GELU(), Dropout(dropout), nn.Linear(ff_hidden, d_model)
+        )
         self.dropout = Dropout(dropout)
         if distance_bias:
             self.register_buffer("slopes", distance_slopes(heads), persistent=False)
@@ -58,12 +61,22 @@ class TransformerLayer(nn.Module):
 class TemporalTransformer(VisualQueriesAudio):
     """A transformer encoder per stream (masked, distance-biased) instead of the TCN; fusion as imf."""
 
-    option_help = option_help("d_model", "layers", "heads", "ff_hidden", "causal", "dropout", "head_hidden",
-                              "attn_distance_bias")
+    option_help = option_help(
+        "d_model", "layers", "heads", "ff_hidden", "causal", "dropout", "head_hidden", "attn_distance_bias"
+    )
 
     def __init__(
-        self, dims: list[int], *, d_model: int = 128, layers: int = 2, heads: int = 4, ff_hidden: int = 256,
-        causal: bool = False, dropout: float = 0.2, head_hidden: int = 64, attn_distance_bias: bool = True,
+        self,
+        dims: list[int],
+        *,
+        d_model: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+        ff_hidden: int = 256,
+        causal: bool = False,
+        dropout: float = 0.2,
+        head_hidden: int = 64,
+        attn_distance_bias: bool = True,
     ) -> None:
         super().__init__()
         self.dims = checked_dims(dims, d_model, dropout, head_hidden)
@@ -72,13 +85,15 @@ class TemporalTransformer(VisualQueriesAudio):
         D = d_model
         self.project, self.missing = stream_inputs(self.dims, D)
         self.encoders = nn.ModuleList(
-            nn.ModuleList(TransformerLayer(D, heads, ff_hidden, dropout, causal, attn_distance_bias)
-                          for _ in range(layers))
+            nn.ModuleList(
+                TransformerLayer(D, heads, ff_hidden, dropout, causal, attn_distance_bias) for _ in range(layers)
+            )
             for _ in self.dims
         )
         self.norms = nn.ModuleList(nn.LayerNorm(D) for _ in self.dims)
         self.cross = nn.ModuleList(
-            CrossModalAttention(D, heads, dropout, causal, attn_distance_bias) for _ in self.dims[1:])
+            CrossModalAttention(D, heads, dropout, causal, attn_distance_bias) for _ in self.dims[1:]
+        )
         self.head = regression_head(D * len(self.dims) + len(self.dims) - 1, head_hidden, dropout)
 
     def encode(self, i: int, x: Tensor, present: Tensor, valid: Tensor) -> Tensor:

@@ -30,8 +30,21 @@ from vafusion.fusion.predict import evaluate_run, predict_to_dir
 from vafusion.fusion.train import train
 
 HERE = Path(__file__).resolve().parent
-IMF = dict(features=("visual", "audio"), window=48, hop=32, epochs=3, batch_size=4, d_model=16, heads=2,
-           head_hidden=16, tcn_kernel=3, tcn_dilations=(1, 2), patience=10, lr=3e-3, device="cpu")
+IMF = dict(
+    features=("visual", "audio"),
+    window=48,
+    hop=32,
+    epochs=3,
+    batch_size=4,
+    d_model=16,
+    heads=2,
+    head_hidden=16,
+    tcn_kernel=3,
+    tcn_dilations=(1, 2),
+    patience=10,
+    lr=3e-3,
+    device="cpu",
+)
 RIDGE = dict(features=("visual", "audio"), model="ridge", ridge_context=3, ridge_alpha=2.0, device="cpu")
 
 
@@ -41,7 +54,9 @@ def main() -> None:
     write_toy_cache(cache)
     expected: dict = {}
     train(cache, tmp / "straight", FusionConfig(**IMF), progress=False, report=False)
-    expected["imf_straight_metrics"] = [json.loads(x) for x in (tmp / "straight" / "metrics.jsonl").read_text().splitlines()]
+    expected["imf_straight_metrics"] = [
+        json.loads(x) for x in (tmp / "straight" / "metrics.jsonl").read_text().splitlines()
+    ]
 
     real_save, saves = ckpt_mod.save_atomic, {"n": 0}
 
@@ -64,8 +79,9 @@ def main() -> None:
         scores = evaluate_run(tmp / name, cache, device="cpu")
         expected[f"{name}_evaluate"] = {k: scores[k] for k in ("ccc_v", "ccc_a", "p")}
         written = predict_to_dir([tmp / name], cache, tmp / f"pred-{name}", ids="test", device="cpu")
-        expected[f"{name}_test_predictions"] = {p.stem: np.loadtxt(p, delimiter=",", skiprows=1).tolist()
-                                                for p in written}
+        expected[f"{name}_test_predictions"] = {
+            p.stem: np.loadtxt(p, delimiter=",", skiprows=1).tolist() for p in written
+        }
         dest = HERE / name
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(tmp / name, dest)

@@ -21,15 +21,18 @@ from vafusion.extract import align
 class ColourHistogram:
     """A frame extractor (the class form): per-channel intensity histograms of the face crop.
 
-    Options arrive as keyword arguments, as strings from the command line.
+    Its options are its constructor's keyword arguments, typed as annotated:
+    `--extractor-option ...ColourHistogram.bins=16` arrives as bins=16 (an int).
     """
 
     kind = "frame"
     name = "colour_hist"  # the cache file: colour_hist.h5
     image_size = 64  # crops arrive resized to 64 x 64
 
-    def __init__(self, bins: int | str = 8) -> None:
-        self.bins = int(bins)
+    def __init__(self, bins: int = 8) -> None:
+        if bins < 1:
+            raise ValueError(f"bins must be at least 1, got {bins}")  # -> one line naming this extractor
+        self.bins = bins
         self.dim = 3 * self.bins
 
     def provenance(self) -> dict:

@@ -15,6 +15,7 @@ RULES = [
     ("fusion", ("vafusion.extract", "vafusion.cli", "torchvision", "av")),
     ("synth", ("vafusion.extract", "vafusion.fusion", "vafusion.cli")),
     ("affwild2.py", ("vafusion",)),
+    ("plugins.py", ("vafusion.cache", "vafusion.extract", "vafusion.fusion", "vafusion.cli", "torch")),
 ]
 
 

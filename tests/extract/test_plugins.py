@@ -8,6 +8,7 @@ line naming it, and the run still writes the other features.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import textwrap
 from pathlib import Path
@@ -20,6 +21,7 @@ from vafusion.cache.inspect import verify_cache
 from vafusion.cache.reader import open_feature_file
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
+from vafusion.extract import registry
 from vafusion.extract.options import ExtractOptions
 from vafusion.extract.run import extract
 from vafusion.fusion.config import make_config
@@ -96,13 +98,15 @@ def test_entry_point_plugin_is_discovered(corpus, tmp_path, monkeypatch):
     assert report.ok, report.failures
     with open_feature_file(tmp_path / "cache", "edges") as ff:
         assert ff.dim == 1 and ff.extractor["plugin"] == {"source": "edgeplug:Edges"}
-    with pytest.raises(VafusionError, match=r"unknown feature 'edgez'.*installed plug-ins: edges"):
+    with pytest.raises(
+        VafusionError, match=r"--features edgez: unknown extractor \(did you mean edges\?\).*installed plug-ins: edges"
+    ):
         ExtractOptions(features=("edgez",))
 
 
 BAD = {  # --features entry -> what its one-line error must say
-    "tests.extract.no_such_module:Thing": "cannot import tests.extract.no_such_module",
-    "tests.extract.bad_plugins:Missing": "has no attribute Missing",
+    "tests.extract.no_such_module:Thing": "cannot import module 'tests.extract.no_such_module'.* importable",
+    "tests.extract.bad_plugins:Missing": "module 'tests.extract.bad_plugins' has no attribute 'Missing'",
     "tests.extract.bad_plugins:no_kind": "kind must be 'frame' or 'track'",
     "tests.extract.bad_plugins:WrongShape": r"returned shape \(32,\) for a batch of 32 crops; expected \(32, 4\)",
     "tests.extract.bad_plugins:WrongDtype": "returned dtype torch.int64",
@@ -147,16 +151,53 @@ def test_cli_reports_a_broken_plugin_and_exits_1(corpus, tmp_path):
     assert "logmel: 7 extracted" in r.output
 
 
-def test_plugin_options_and_weights_become_arguments_and_provenance(corpus, tmp_path):
+def test_plugin_options_and_weights_are_checked_against_the_declaration(corpus, tmp_path):
     weights = tmp_path / "w.bin"
     weights.write_bytes(b"some weights")
     opts = ExtractOptions(features=(HIST,), extractor_options={HIST: {"colours": "3"}}, **FAST)
-    report = extract(corpus, tmp_path / "c1", opts)
-    (failure,) = report.failures
-    assert "building it with colours raised TypeError" in failure.reason and HIST in failure.reason
-    opts = ExtractOptions(features=(LOUDNESS,), weights={LOUDNESS: str(weights)}, **FAST)
+    (failure,) = extract(corpus, tmp_path / "c1", opts).failures
+    assert failure.reason == (
+        f"--extractor-option {HIST}.colours: extractor '{HIST}' has no such option; its options: bins"
+    )
+    opts = ExtractOptions(features=(HIST,), extractor_options={HIST: {"bins": "many"}}, **FAST)
     (failure,) = extract(corpus, tmp_path / "c2", opts).failures
-    assert "building it with weights raised TypeError" in failure.reason
+    assert failure.reason == f"--extractor-option {HIST}.bins=many: expected int, got 'many'"
+    opts = ExtractOptions(features=(LOUDNESS,), weights={LOUDNESS: str(weights)}, **FAST)
+    (failure,) = extract(corpus, tmp_path / "c3", opts).failures
+    assert (
+        failure.reason
+        == f"--weights {LOUDNESS}: extractor '{LOUDNESS}' takes no weights (no `weights` argument); drop it"
+    )
+
+
+OLD = "tests.extract.old_plugins"
+
+
+@pytest.mark.parametrize(
+    "attribute, given, received",
+    [
+        ("IntOrText", {"bins": "4"}, {"bins": 4}),  # `int | str` as the README once advised: a number ...
+        ("IntOrText", {"bins": "auto"}, {"bins": "auto"}),  # ... or the text it also accepts
+        ("Unannotated", {"bins": "4", "name": "x"}, {"bins": 4, "name": "x"}),  # typed by the defaults
+        ("Anything", {"bins": "4"}, {"bins": "4"}),  # **kwargs: text, as before options were typed
+        ("factory", {"scale": "0.5", "flip": "true"}, {"scale": 0.5, "flip": True}),  # a factory's signature
+    ],
+)
+def test_plugin_options_are_typed_and_old_plugins_still_build(attribute, given, received, tmp_path):
+    entry = f"{OLD}:{attribute}"
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"w")
+    opts = ExtractOptions(features=(entry,), extractor_options={entry: given}, weights={entry: str(weights)})
+    resolved = registry.build(entry, opts)
+    assert resolved.extractor.received == {**received, "weights": str(weights)}
+    assert resolved.plugin["options"] == given  # the provenance records what was given: fingerprints stay
+    assert resolved.plugin["sha256"] == hashlib.sha256(b"w").hexdigest()
+
+
+def test_a_required_plugin_option_is_named():
+    entry = f"{OLD}:Required"
+    with pytest.raises(VafusionError, match=rf"extractor '{entry}': option 'size' has no default; give "):
+        registry.build(entry, ExtractOptions(features=(entry,)))
 
 
 def test_readme_shows_the_example_file_verbatim():

@@ -250,7 +250,7 @@ def test_extract_cli_errors_are_one_line(tmp_path):
     r = runner.invoke(cli, ["extract", str(corpus.root), "--cache", str(tmp_path / "c"), "--features", "vggish"])
     assert r.exit_code == 1 and "--vggish-weights" in r.output
     r = runner.invoke(cli, ["extract", str(corpus.root), "--cache", str(tmp_path / "c"), "--features", "resnet99"])
-    assert r.exit_code == 1 and "unknown feature" in r.output
+    assert r.exit_code == 1 and "--features resnet99: unknown extractor (did you mean resnet50" in r.output
     r = runner.invoke(cli, ["extract", str(corpus.root), "--cache", str(tmp_path / "c"), "--shard", "3/2"])
     assert r.exit_code == 2 and "1 <= K <= N" in r.output
     bad_weights = tmp_path / "w.pt"

@@ -175,7 +175,7 @@ def test_entry_point_plugin_is_listed_trained_and_needed_to_load(installed_plugi
     assert (spec.name, spec.ref, spec.origin) == ("gain", "vafusion_gain:Gain", "entry point of vafusion-gain")
     specs, problems = list_models()
     assert [s.name for s in specs][-1] == "gain" and spec.options["gain"].default == 1.0
-    assert any("'broken'" in p and "has no 'Missing'" in p for p in problems)
+    assert any("'broken'" in p and "has no attribute 'Missing'" in p for p in problems)
     assert any("'ridge'" in p and "hidden by the built-in" in p for p in problems)
     listing = CliRunner().invoke(cli, ["models"])
     assert "gain  (entry point of vafusion-gain)" in listing.output and "gain=1.0" in listing.output

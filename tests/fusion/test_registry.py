@@ -28,7 +28,9 @@ def test_builtins_and_the_old_name():
     assert resolve_model("ridge").closed_form and not resolve_model("imf").closed_form
     assert not resolve_model("ridge").can_be_causal and resolve_model("late").can_be_causal
     with pytest.raises(
-        VafusionError, match="unknown model; built-ins: imf, interactive, transformer, concat, late, ridge"
+        VafusionError,
+        match=r"--model imff: unknown model \(did you mean imf\?\); built-ins: imf, interactive, transformer, "
+        r"concat, late, ridge; or give package.module:Class",
     ):
         resolve_model("imff")
 
@@ -145,7 +147,7 @@ def test_module_class_references_and_plugin_author_errors(plugin_dir):
         "plug_ok:NotAModel": "neither a torch.nn.Module nor fitted in closed form",
         "plug_ok:Unstorable": "options are stored in config.json",
         "plug_ok:thing": "is a int, not a class",
-        "plug_ok:Missing": "module 'plug_ok' has no 'Missing'",
+        "plug_ok:Missing": "module 'plug_ok' has no attribute 'Missing'; check the name",
         "plug_needs:X": "importing 'plug_needs' failed .*not_installed_anywhere_xyz.*install what it needs",
         "plug_nowhere.sub:X": r"cannot import module 'plug_nowhere.sub' .*make 'plug_nowhere.sub' importable",
         "plug_ok:": "write package.module:Class",

@@ -12,32 +12,32 @@ An entry is one of
 * a name that an installed package registers under the entry-point group
   ``vafusion.extractors`` (``importlib.metadata``), pointing at such an attribute.
 
-A built-in name wins over an entry point of the same name. Options
-(``--extractor-option FEATURE.KEY=VALUE``) and weights (``--weights FEATURE=SPEC``) go to
-built-ins as a :class:`BuildRequest`, to plug-ins as keyword arguments
-(``attribute(key=value, ..., weights=SPEC)``), and are recorded in the provenance.
+Finding, importing and typing a user's extractor follow the rules every kind of plug-in
+shares (:mod:`vafusion.plugins`; a built-in name wins over an entry point of the same name).
+Options (``--extractor-option FEATURE.KEY=VALUE``) and weights (``--weights FEATURE=SPEC``)
+go to built-ins as a :class:`BuildRequest` (text, parsed by the family), to plug-ins as
+keyword arguments typed as the class or factory declares them
+(``attribute(key=value, ..., weights=SPEC)``), and are recorded in the provenance as given.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
-import importlib.metadata
-import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vafusion import plugins
 from vafusion.errors import VafusionError
 from vafusion.extract.contract import Extractor, ExtractorError, check_declaration
+from vafusion.plugins import EXTRACTORS
 
 if TYPE_CHECKING:
     from vafusion.extract.options import ExtractOptions
 
-ENTRY_POINT_GROUP = "vafusion.extractors"
+ENTRY_POINT_GROUP = EXTRACTORS.group
 
 FAMILY_MODULES = (
     "vafusion.extract.torchvision_backbones",
@@ -99,70 +99,27 @@ def builtins() -> dict[str, Family]:
     return table
 
 
-def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def _unknown(entry: str) -> VafusionError:
-    names = sorted(builtins())
-    close = difflib.get_close_matches(entry, names, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    plugins = sorted(_entry_points())
-    installed = f"; installed plug-ins: {', '.join(plugins)}" if plugins else ""
-    return VafusionError(
-        f"unknown feature {entry!r}{hint}; use a built-in ({', '.join(names)}){installed}, "
-        f"or package.module:attribute for your own extractor"
-    )
-
-
 @dataclass(frozen=True)
 class Plugin:
     """A user's extractor: where it comes from (for messages and provenance) and its factory."""
 
-    source: str
+    source: str  # package.module:attribute
     factory: Callable[..., Any]
-
-
-def _import_attribute(spec: str, origin: str) -> Plugin:
-    """``package.module:attr.sub`` -> the attribute; one-line errors that say what to fix."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise VafusionError(f"{origin} {spec!r}: write package.module:attribute")
-    if os.getcwd() not in sys.path and "" not in sys.path:  # the `vafusion` script does not put it there
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise VafusionError(
-            f"{origin} {spec}: cannot import {module_name} ({e}); make {module_name} importable "
-            f"(run from its folder, add the folder to PYTHONPATH, or pip install its package)"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - the plug-in's own module failed while importing
-        raise VafusionError(f"{origin} {spec}: importing {module_name} raised {type(e).__name__}: {e}") from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise VafusionError(f"{origin} {spec}: {module_name} has no attribute {attr}; check the name")
-        obj = getattr(obj, part)
-    if not callable(obj) or (not isinstance(obj, type) and hasattr(obj, "kind")):
-        raise VafusionError(
-            f"{origin} {spec}: {attr} must be an extractor class or a function returning an "
-            "extractor, not an extractor object"
-        )
-    return Plugin(spec, obj)
+    label: str  # how messages name it before it is built
 
 
 def find(entry: str) -> Family | Plugin:
-    """Resolve one ``--features`` entry without building anything."""
-    if ":" in entry:
-        return _import_attribute(entry, "--features")
-    family = builtins().get(entry)
-    if family is not None:
-        return family
-    ep = _entry_points().get(entry)
-    if ep is None:
-        raise _unknown(entry)
-    return _import_attribute(ep.value, f"entry point {entry} ({ENTRY_POINT_GROUP}) ->")
+    """Resolve one ``--features`` entry without building anything (a user's module is imported)."""
+    found = plugins.find(EXTRACTORS, entry, builtins(), flag="--features")
+    if found.builtin:
+        return found.obj
+    label = plugins.who(EXTRACTORS, found.name, "" if found.origin == "module" else found.origin)
+    if not callable(found.obj) or (not isinstance(found.obj, type) and hasattr(found.obj, "kind")):
+        raise VafusionError(
+            f"{label}: {found.ref} must be an extractor class or a function returning an extractor, "
+            "not an extractor object"
+        )
+    return Plugin(found.ref, found.obj, label)
 
 
 def _request(entry: str, family: Family, opts: ExtractOptions) -> BuildRequest:
@@ -192,15 +149,13 @@ def check(opts: ExtractOptions) -> None:
     """
     for entry in opts.features:
         if ":" in entry:
-            module_name, _, attr = entry.partition(":")
-            if not module_name or not attr:
-                raise VafusionError(f"--features {entry!r}: write package.module:attribute")
+            plugins.split_ref(entry, EXTRACTORS)
             continue
         family = builtins().get(entry)
         if family is not None:
             family.check(_request(entry, family, opts))
-        elif entry not in _entry_points():
-            raise _unknown(entry)
+        elif not plugins.declares(EXTRACTORS, entry):
+            raise plugins.unknown(EXTRACTORS, entry, sorted(builtins()), flag="--features")
 
 
 @dataclass
@@ -235,22 +190,31 @@ def _weights_record(spec: str) -> dict[str, Any]:
     return {"weights": path.name, "sha256": sha256_file(path)} if path.is_file() else {"weights": spec}
 
 
-def _build_plugin(entry: str, plugin: Plugin, opts: ExtractOptions) -> Resolved:
-    kwargs: dict[str, Any] = dict(opts.extractor_options.get(entry, {}))
+def _arguments(entry: str, plugin: Plugin, opts: ExtractOptions) -> dict[str, Any]:
+    """The plug-in's keyword arguments: its options typed as it declares them, and ``weights``."""
+    declared = plugins.declared_options(plugin.factory, plugin.label)
+    options = plugins.Declared({k: o for k, o in declared.options.items() if k != "weights"}, declared.extra)
+    kwargs = plugins.typed_options(
+        plugin.label, options, opts.extractor_options.get(entry, {}), f"--extractor-option {entry}."
+    )
     weights = opts.weights.get(entry)
+    accepts = "weights" in declared.options or declared.extra
+    if weights is not None and not accepts:
+        raise VafusionError(f"--weights {entry}: {plugin.label} takes no weights (no `weights` argument); drop it")
+    if weights is None and "weights" in declared.options and declared.options["weights"].required:
+        raise VafusionError(f"{plugin.label}: needs weights; give --weights {entry}=SPEC")
     if weights is not None:
         kwargs["weights"] = weights
-    try:
-        ext = plugin.factory(**kwargs)
-    except VafusionError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any failure of foreign code becomes one line
-        given = f" with {', '.join(sorted(kwargs))}" if kwargs else ""
-        raise ExtractorError(f"extractor {plugin.source}: building it{given} raised {type(e).__name__}: {e}") from None
+    return kwargs
+
+
+def _build_plugin(entry: str, plugin: Plugin, opts: ExtractOptions) -> Resolved:
+    ext = plugins.call(plugin.label, plugin.factory, _arguments(entry, plugin, opts), ExtractorError)
     check_declaration(ext, plugin.source)
     record: dict[str, Any] = {"source": plugin.source}
-    if opts.extractor_options.get(entry):
+    if opts.extractor_options.get(entry):  # as given (text from the command line): the fingerprint is stable
         record["options"] = dict(sorted(opts.extractor_options[entry].items()))
+    weights = opts.weights.get(entry)
     if weights is not None:
         record.update(_weights_record(weights))
     return Resolved(entry, plugin.source, ext, record)

@@ -56,7 +56,7 @@ def rss_kib(field: str) -> int:
 
 def rss_child(cache: str, run_dir: str, train_windows: int) -> None:
     """In a fresh interpreter: the real trainer, features streamed; prints one JSON line."""
-    import vafusion.fusion.data as data
+    import vafusion.fusion.data.loading as data
     import vafusion.fusion.train as train_mod
     from vafusion.fusion.sources import loading
     from vafusion.fusion.train import train

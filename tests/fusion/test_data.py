@@ -209,7 +209,7 @@ def test_standardizer_uses_training_ids_and_present_frames_only(cache: Path) -> 
 
 
 def test_standardizer_chunking_is_exact(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vafusion.fusion.data as data
+    import vafusion.fusion.data.loading as data
 
     loaded = load_cache(cache, ["vis", "aud"], progress=False)
     whole = Standardizer.fit(loaded, loaded.ids)

@@ -138,7 +138,7 @@ def test_bad_input_is_a_vafusion_error(runs, tmp_path):
 
 
 def test_trainer_report_reuses_the_cache_in_ram(runs, tmp_path, monkeypatch):
-    import vafusion.fusion.predict as predict_mod
+    import vafusion.fusion.predict.ensemble as predict_mod
 
     def no_second_read(*args, **kwargs):
         raise AssertionError("the report read the cache again")

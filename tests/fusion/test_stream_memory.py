@@ -20,7 +20,7 @@ import pytest
 _CHILD = r"""
 import json, sys
 import torch
-import vafusion.fusion.data as data
+import vafusion.fusion.data.loading as data
 from vafusion.fusion.config import make_config
 from vafusion.fusion.sources import loading
 from vafusion.fusion.train import train

@@ -7,7 +7,7 @@ interleaved and repeated:
 
 - baseline: ``np.fromfile`` of every file ``load_cache`` reads (corpus.h5 + the three
   feature files), i.e. the same bytes and more, read sequentially into fresh memory;
-- ``vafusion.fusion.data.load_cache`` of the three feature sets (labels, masks, inf/NaN check).
+- ``vafusion.fusion.data.loading.load_cache`` of the three feature sets (labels, masks, inf/NaN check).
 
 Result: baseline seconds / load_cache seconds (medians), target >= 0.7. load_cache pays a
 fixed cost per video (HDF5 group lookups and reads per id), so shorter videos for the same
@@ -42,7 +42,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vafusion.fusion.data import Standardizer, iterate_batches, load_cache, make_windows
+from vafusion.fusion.data.batches import iterate_batches
+from vafusion.fusion.data.loading import load_cache
+from vafusion.fusion.data.standardize import Standardizer
+from vafusion.fusion.data.windows import make_windows
 
 FEATURES = tuple(C.REAL_DIMS)
 WINDOW, HOP, BATCH = 300, 200, 16

@@ -8,7 +8,7 @@ end to end with resnet18 (64 px, random weights) + VGGish (random weights) + log
 Training: caches of realistic dims (resnet50 2048 + vggish 128 + logmel 64, random float16,
 written with the real writer API) of 1x, 2x, 4x frames (default 20k, 40k, 80k: the same 4
 videos, 3 train + 1 validation, repeated 1, 2, 4 times), each trained for one epoch by the real
-``vafusion.fusion.train.train`` (load,
+``vafusion.fusion.runs.train.train`` (load,
 standardise, train, validate, checkpoint; default configuration (imf), CPU).
 
 Sizes run interleaved (1x, 2x, 4x, 1x, ...), repeated; medians. Fixed start-up costs (model
@@ -41,8 +41,8 @@ import torch
 
 from vafusion.extract.corpus import discover_corpus
 from vafusion.extract.run import ExtractOptions, extract
-from vafusion.fusion.config import make_config
-from vafusion.fusion.train import train
+from vafusion.fusion.runs.config import make_config
+from vafusion.fusion.runs.train import train
 from vafusion.synth import make_corpus
 
 K_MAX = 1.15

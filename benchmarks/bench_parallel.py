@@ -3,7 +3,7 @@
 cv_jobs_speedup: a random cache of realistic dims (resnet50 2048 + vggish 128 + logmel 64,
 float16; ``--frames`` frames in ``--videos`` videos) cross-validated over ``--folds`` folds
 with the default model (imf, window 300, hop 200, batch 16) for ``--epochs`` epochs, through
-``vafusion.fusion.cv.cross_validate``, three ways, interleaved, ``--repeats`` times, fresh run
+``vafusion.fusion.experiments.cv.cross_validate``, three ways, interleaved, ``--repeats`` times, fresh run
 directories every time:
 
 - jobs 1: the runs one after the other in this process, torch on every core (what
@@ -43,8 +43,8 @@ from pathlib import Path
 import _common as C
 import torch
 
-from vafusion.fusion.config import make_config
-from vafusion.fusion.cv import cross_validate
+from vafusion.fusion.experiments.cv import cross_validate
+from vafusion.fusion.runs.config import make_config
 from vafusion.synth import make_corpus
 
 SPEEDUP_MIN = 1.3

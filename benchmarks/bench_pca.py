@@ -27,8 +27,8 @@ import torch
 from vafusion.cache.derive import derive_pca
 from vafusion.demo import AUDIO, DEMO_DATA, DEMO_MODEL_OPTIONS, DEMO_TRAINING, VISUAL
 from vafusion.extract.run import ExtractOptions, extract
-from vafusion.fusion.compare import compare
-from vafusion.fusion.config import DataConfig, TrainingConfig
+from vafusion.fusion.experiments.compare import compare
+from vafusion.fusion.runs.config import DataConfig, TrainingConfig
 from vafusion.synth import SIZES, make_corpus
 
 

@@ -22,8 +22,8 @@ import torch
 from bench_train import Trainer
 
 from vafusion.device import compute, cpu_bf16_native
-from vafusion.fusion.config import make_config
-from vafusion.fusion.data import Batch
+from vafusion.fusion.data.batches import Batch
+from vafusion.fusion.runs.config import make_config
 
 
 def _batch(b: int, w: int, dims: list[int]) -> Batch:

@@ -1,7 +1,7 @@
 """Streaming training from the cache files, and `cache derive --pca`: memory, speed against the in-RAM path.
 
 1. ``train_stream_anon_rss_mib_<N>gib``: anonymous RSS (RssAnon: the process's own memory, not
-   the page cache) of the real ``vafusion.fusion.train.train`` with the features streamed, in a
+   the page cache) of the real ``vafusion.fusion.runs.train.train`` with the features streamed, in a
    fresh subprocess, on random caches of realistic dims (2048 + 128 + 64, float16) of 4 GiB
    and 8 GiB of features (``--rss-gib``). The child samples RssAnon at every batch (training and
    validation) and reports the highest value; it trains on ``--rss-train-windows`` windows of
@@ -43,8 +43,11 @@ import torch
 from bench_train import Trainer, full_steps
 
 from vafusion.cache.reader import open_feature_file
-from vafusion.fusion.config import make_config
-from vafusion.fusion.data import Standardizer, build_batch, load_cache, make_windows, windows_with_labels
+from vafusion.fusion.data.batches import build_batch
+from vafusion.fusion.data.loading import load_cache
+from vafusion.fusion.data.standardize import Standardizer
+from vafusion.fusion.data.windows import make_windows, windows_with_labels
+from vafusion.fusion.runs.config import make_config
 
 BYTES_PER_FRAME = sum(C.REAL_DIMS.values()) * 2
 RSS_TARGET_MIB = 1536
@@ -56,15 +59,15 @@ def rss_kib(field: str) -> int:
 
 def rss_child(cache: str, run_dir: str, train_windows: int) -> None:
     """In a fresh interpreter: the real trainer, features streamed; prints one JSON line."""
-    import vafusion.fusion.data.loading as data
-    import vafusion.fusion.train as train_mod
-    from vafusion.fusion.sources import loading
-    from vafusion.fusion.train import train
+    import vafusion.fusion.data.batches as batches
+    import vafusion.fusion.runs.train as train_mod
+    from vafusion.fusion.data.sources import loading
+    from vafusion.fusion.runs.train import train
 
     base = rss_kib("RssAnon")
     peak = {"anon": base, "file": 0, "batches": 0}
     trace: list[tuple[str, int]] = []  # (when, RssAnon KiB): where memory grows, if it does
-    real_build, real_windows = data.build_batch, train_mod.windows_with_labels
+    real_build, real_windows = batches.build_batch, train_mod.windows_with_labels
     real_fit, real_predict = train_mod.Standardizer.fit, train_mod.predict_loaded
 
     def sampled(*args, **kwargs):
@@ -93,7 +96,7 @@ def rss_child(cache: str, run_dir: str, train_windows: int) -> None:
         keep = np.random.default_rng(0).permutation(len(chosen))[:train_windows]
         return chosen[np.sort(keep)]
 
-    data.build_batch = sampled
+    batches.build_batch = sampled  # what iterate_batches calls
     train_mod.Standardizer.fit, train_mod.predict_loaded = fit, predict
     if train_windows > 0:
         train_mod.windows_with_labels = fewer_windows

@@ -6,9 +6,9 @@ writer API; the default configuration (imf, window 300, hop 200, batch 16, d_mod
 
 1. Step efficiency, interleaved and repeated: the trainer's full step (``iterate_batches``
    batch assembly + forward + 1 - CCC loss + backward + clip + AdamW + schedule, the code of
-   ``vafusion.fusion.train``) against the same step on one pre-built batch. Result:
+   ``vafusion.fusion.runs.train``) against the same step on one pre-built batch. Result:
    model-only seconds / full seconds (medians), target >= 0.9.
-2. Peak RSS, in a subprocess running the real ``vafusion.fusion.train.train`` for one epoch
+2. Peak RSS, in a subprocess running the real ``vafusion.fusion.runs.train.train`` for one epoch
    (load, standardise, train, validate, checkpoint) on a second, larger cache (``--rss-frames``,
    default 1M frames = 4.3 GiB of features, a third of Aff-Wild2; ~9 GB of temporary disk and
    ~6 GB of RAM while it runs): VmHWM minus the VmHWM after importing python + torch +
@@ -52,24 +52,20 @@ import numpy as np
 import torch
 
 from vafusion.device import resolve_device
-from vafusion.fusion.config import FusionConfig, make_config
-from vafusion.fusion.data import (
-    Standardizer,
-    build_batch,
-    iterate_batches,
-    load_cache,
-    make_windows,
-    windows_with_labels,
-)
+from vafusion.fusion.data.batches import build_batch, iterate_batches
+from vafusion.fusion.data.loading import load_cache
+from vafusion.fusion.data.standardize import Standardizer
+from vafusion.fusion.data.windows import make_windows, windows_with_labels
 from vafusion.fusion.models import count_parameters
-from vafusion.fusion.train import gradient_step
+from vafusion.fusion.runs.config import FusionConfig, make_config
+from vafusion.fusion.runs.train import gradient_step
 
 AFFWILD2_FRAMES = 2_800_000
 AFFWILD2_VIDEOS = 564
 
 
 class Trainer:
-    """The trainer's set-up and its step (``vafusion.fusion.train.gradient_step``), one step at a time."""
+    """The trainer's set-up and its step (``vafusion.fusion.runs.train.gradient_step``), one step at a time."""
 
     def __init__(self, config: FusionConfig, dims: list[int], device: torch.device, total_steps: int):
         tc = config.training
@@ -124,7 +120,7 @@ def model_steps(trainer: Trainer, batch, n: int) -> float:
 
 def rss_child(cache: str, run_dir: str) -> None:
     """Runs in a fresh interpreter: one epoch of the real trainer; prints one JSON line."""
-    import vafusion.fusion.train as train_mod
+    import vafusion.fusion.runs.train as train_mod
 
     baseline = C.vm_status_kib("VmHWM")  # python + torch + vafusion (+ h5py, numpy) imported
     marks: dict[str, int] = {}
@@ -171,7 +167,7 @@ _THREAD_MODES = {
 def step_child(mode: str, steps: int) -> None:
     """In a fresh interpreter (the OpenMP wait policy is read when torch loads): median seconds per model step."""
     from vafusion.device import set_threads
-    from vafusion.fusion.data import Batch
+    from vafusion.fusion.data.batches import Batch
 
     if _THREAD_MODES[mode][1]:
         set_threads(None)
@@ -372,7 +368,7 @@ def main() -> None:
         load_slope = (rss["after_load"] - rss["before_load"]) * 1024 / feature_bytes
         fixed = (rss["peak_kib"] - rss["after_load"]) * 1024
         print(
-            f"peak RSS of one epoch of vafusion.fusion.train.train ({rss['seconds']:.0f} s): "
+            f"peak RSS of one epoch of vafusion.fusion.runs.train.train ({rss['seconds']:.0f} s): "
             f"{rss['peak_kib'] * mib:.0f} MiB; after importing python+torch+vafusion {rss['baseline_kib'] * mib:.0f} "
             "MiB; "
             f"float16 features {feature_bytes / 2**20:.0f} MiB"

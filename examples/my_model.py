@@ -5,7 +5,7 @@
 
 (from the folder holding this file, or with it on PYTHONPATH; from the repository root it
 is ``examples.my_model:MyFusion``). The README's "Writing your own model" walks through it,
-and tests/fusion/test_plugins.py runs it.
+and tests/fusion/models/test_plugins.py runs it.
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ from click.testing import CliRunner
 import vafusion.device as device
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
-from vafusion.fusion import sources
-from vafusion.fusion.checkpoint import load_run
-from vafusion.fusion.config import make_config
-from vafusion.fusion.predict import predict_partition
-from vafusion.fusion.train import train
+from vafusion.fusion.data import sources
+from vafusion.fusion.runs.checkpoint import load_run
+from vafusion.fusion.runs.config import make_config
+from vafusion.fusion.runs.evaluate import predict_partition
+from vafusion.fusion.runs.train import train
 
 TOY = dict(
     features=("visual", "audio"),
@@ -103,7 +103,7 @@ def test_default_threads_leave_the_busy_cores_to_others(monkeypatch):
 
 
 def test_commands_run_with_the_threads_precision_and_loading_asked_for(monkeypatch, toy_cache, tmp_path):
-    import vafusion.fusion.train as train_mod
+    import vafusion.fusion.runs.train as train_mod
 
     seen = []
 

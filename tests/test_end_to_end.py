@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from vafusion.fusion.config import make_config
-from vafusion.fusion.train import train
+from vafusion.fusion.runs.config import make_config
+from vafusion.fusion.runs.train import train
 
 TRAIN = dict(window=100, hop=50, epochs=15, batch_size=8, d_model=64, heads=4, patience=15)
 

@@ -1,4 +1,5 @@
-"""The package's layering: the cache contract stands alone, stage 2 never needs stage 1's dependencies."""
+"""The package's layering: the cache contract stands alone, stage 2 never needs stage 1's dependencies,
+and stage 2's rooms import only the rooms before them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vafusion"
+FUSION = PACKAGE / "fusion"
 
 # (folder or module, packages it must not import) — README, "For contributors"
 RULES = [
@@ -18,14 +20,45 @@ RULES = [
     ("plugins.py", ("vafusion.cache", "vafusion.extract", "vafusion.fusion", "vafusion.cli", "torch")),
 ]
 
+# Stage 2's rooms, in the order of the data flow: each may import the rooms it lists (and the
+# leaves), never a later one, so no two rooms import each other — README, "For contributors".
+ROOMS = {
+    "data": (),
+    "models": (),
+    "runs": ("data", "models"),
+    "post": ("data", "models", "runs"),
+    "predict": ("data", "models", "runs", "post"),
+    "reports": ("data", "models", "runs", "post"),
+    "experiments": ("data", "models", "runs", "post", "predict", "reports"),
+}
+LEAVES = ("metrics",)  # fusion/<leaf>.py: any room may import them; they import no room
+OLD_PATHS = ("checkpoint", "compare", "config", "cv", "sources", "submission", "train")  # aliases kept through 0.2
+MOVED = "_moved"  # the old paths' helper: any room's __init__ may use it
+# Imports the rule allows for now, each with the reason and the change that removes it.
+EXCEPTIONS = {
+    # train writes the run's report itself until its callers do (issue 18, the next change)
+    ("runs/train.py", "reports"),
+}
 
-def _imports(path: Path) -> set[str]:
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, relative: bool = False) -> set[str]:
     names: set[str] = set()
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # a submodule imported by name
+        elif isinstance(node, ast.ImportFrom) and relative:
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            names.add(f"{base}.{node.module}" if node.module else base)
+            names.update(f"{base}.{node.module or ''}.{alias.name}".replace("..", ".") for alias in node.names)
     return names
 
 
@@ -41,3 +74,48 @@ def test_layers_import_only_what_they_may(where: str, forbidden: tuple[str, ...]
         if any(name == x or name.startswith(x + ".") for x in forbidden)
     ]
     assert not bad, "imports across the layering:\n" + "\n".join(bad)
+
+
+def _fusion_part(name: str) -> str | None:
+    """The room, leaf or old path a ``vafusion.fusion.X...`` import reaches (None: outside stage 2)."""
+    if not name.startswith("vafusion.fusion."):
+        return None
+    return name.split(".")[2]
+
+
+def test_every_module_of_stage_2_lives_in_a_room() -> None:
+    """A new module goes into a room (or is a deliberate leaf): fusion/ does not grow back into one folder."""
+    loose = {p.stem for p in FUSION.glob("*.py")} - {"__init__", MOVED, *LEAVES, *OLD_PATHS}
+    rooms = {p.name for p in FUSION.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert not loose, f"modules of vafusion/fusion outside the rooms: {sorted(loose)}"
+    assert rooms == set(ROOMS), f"rooms on disk {sorted(rooms)} != rooms of the rule {sorted(ROOMS)}"
+
+
+@pytest.mark.parametrize("room", sorted(ROOMS))
+def test_rooms_import_only_the_rooms_before_them(room: str) -> None:
+    may = {room, *ROOMS[room], *LEAVES, MOVED}
+    bad = []
+    for f in sorted((FUSION / room).rglob("*.py")):
+        where = f.relative_to(FUSION).as_posix()
+        for name in sorted(_imports(f, relative=True)):
+            part = _fusion_part(name)
+            if part is not None and part not in may and (where, part) not in EXCEPTIONS:
+                bad.append(f"vafusion/fusion/{where}: {name}")
+    assert not bad, f"room {room} may import {sorted(may - {MOVED})} only:\n" + "\n".join(bad)
+
+
+def test_leaves_import_no_room() -> None:
+    bad = [
+        f"{leaf}.py: {name}"
+        for leaf in LEAVES
+        for name in _imports(FUSION / f"{leaf}.py", relative=True)
+        if _fusion_part(name) is not None
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_rooms_form_no_cycle() -> None:
+    """Each room lists only rooms listed before it, so the allowed imports can never close a circle."""
+    order = list(ROOMS)
+    later = [(room, dep) for room, deps in ROOMS.items() for dep in deps if order.index(dep) >= order.index(room)]
+    assert not later, f"rooms allowed to import a room at or after them: {later}"

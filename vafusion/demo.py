@@ -4,7 +4,7 @@ Generates a corpus (vafusion.synth), extracts resnet18, VGGish and log-mel featu
 RANDOM backbone weights (no download; the generator puts valence in the faces and arousal
 in the voice, so even random features carry them), then compares the paper's model (imf)
 and the ridge baseline on all features and on each single stream, through the same
-:func:`vafusion.fusion.compare.compare` as ``vafusion compare``, on the held-out
+:func:`vafusion.fusion.experiments.compare.compare` as ``vafusion compare``, on the held-out
 validation ids.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from vafusion.errors import VafusionError
 from vafusion.extract.run import ExtractOptions, extract
-from vafusion.fusion.compare import compare
-from vafusion.fusion.config import DataConfig, TrainingConfig
-from vafusion.fusion.report import write_report
+from vafusion.fusion.experiments.compare import compare
+from vafusion.fusion.reports.run import write_report
+from vafusion.fusion.runs.config import DataConfig, TrainingConfig
 from vafusion.synth import SIZES, make_corpus
 
 VISUAL, AUDIO = "resnet18", ("vggish", "logmel")

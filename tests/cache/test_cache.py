@@ -263,7 +263,7 @@ def test_linked_merge_with_shard_deleted_fails_verify(tmp_path):
 
 
 def test_reader_names_missing_video_and_missing_link_target(tmp_path):
-    from vafusion.fusion.data import load_cache
+    from vafusion.fusion.data.loading import load_cache
 
     for k in (1, 2):
         _make_cache(tmp_path, shard=(k, 2), ids=set(split.shard_ids(_index(), (k, 2))))

@@ -19,7 +19,8 @@ from vafusion.cache.reader import FeatureFile, open_feature_file
 from vafusion.cache.writer import FeatureWriter
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
-from vafusion.fusion.data import Standardizer, load_cache
+from vafusion.fusion.data.loading import load_cache
+from vafusion.fusion.data.standardize import Standardizer
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from vafusion.errors import VafusionError
 from vafusion.extract import registry
 from vafusion.extract.options import ExtractOptions
 from vafusion.extract.run import extract
-from vafusion.fusion.config import make_config
-from vafusion.fusion.train import train
+from vafusion.fusion.runs.config import make_config
+from vafusion.fusion.runs.train import train
 
 FAST = dict(workers=0, progress=False, batch_size=32)
 HIST = "examples.my_extractors:ColourHistogram"

@@ -26,7 +26,7 @@ from vafusion.cache.lock import WriteLock
 from vafusion.cache.reader import FeatureFile
 from vafusion.cache.writer import FeatureWriter
 from vafusion.errors import VafusionError
-from vafusion.fusion.data import load_cache
+from vafusion.fusion.data.loading import load_cache
 
 FEATURES = "visual,audio"
 FAST_EXTRACT = [

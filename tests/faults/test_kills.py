@@ -17,9 +17,9 @@ import h5py
 import numpy as np
 
 from tests.faults.conftest import counting_writes, invoke, run_in_child
-from vafusion.fusion import prediction_files
-from vafusion.fusion.checkpoint import read_metrics
-from vafusion.fusion.prediction_files import MANIFEST
+from vafusion.fusion.predict import files as prediction_files
+from vafusion.fusion.predict.files import MANIFEST
+from vafusion.fusion.runs.checkpoint import read_metrics
 
 ONE_THREAD = ["--threads", "1"]
 """Every command on one thread: the forked children then never use an OpenMP pool that the fork left

@@ -13,7 +13,7 @@ import pytest
 from tests.faults.conftest import invoke, one_line_error, usage_error
 from vafusion.errors import VafusionError
 from vafusion.extract.options import ExtractOptions
-from vafusion.fusion.config import FusionConfig, make_config
+from vafusion.fusion.runs.config import FusionConfig, make_config
 
 TRAINING_VALUES = [
     ("--lr", "-1"),

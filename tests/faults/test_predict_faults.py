@@ -12,7 +12,7 @@ import json
 
 from tests.faults.conftest import invoke, one_line_error, small_disk
 from vafusion.cache.corpus_index import read_corpus_index
-from vafusion.fusion.prediction_files import MANIFEST
+from vafusion.fusion.predict.files import MANIFEST
 
 
 def _predict(run, cache, out, *extra):

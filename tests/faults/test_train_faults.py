@@ -13,8 +13,8 @@ import shutil
 import pytest
 
 from tests.faults.conftest import invoke, one_line_error, small_disk
-from vafusion.fusion import checkpoint as ckpt_mod
-from vafusion.fusion.checkpoint import read_metrics
+from vafusion.fusion.runs import checkpoint as ckpt_mod
+from vafusion.fusion.runs.checkpoint import read_metrics
 
 FEATURES = ["--features", "visual,audio"]
 TINY_IMF = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vafusion.fusion import checkpoint as ckpt_mod
 from vafusion.fusion.models import BUILTINS, resolve_model
+from vafusion.fusion.runs import checkpoint as ckpt_mod
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from vafusion.cli.fusion_options import (
 from vafusion.cli.main import cli
 from vafusion.cli.options import DEVICE, DEVICE_HELP, _compute_options, _ranged
 from vafusion.errors import VafusionError
-from vafusion.fusion.config import DataConfig, TrainingConfig
+from vafusion.fusion.runs.config import DataConfig, TrainingConfig
 
 
 @cli.command()
@@ -63,7 +63,7 @@ def train(
     Needs only the cache: no corpus, no GPU, no extraction backbones. The best epoch by
     validation P = (CCC_V + CCC_A) / 2 is kept in RUN/best.pt.
     """
-    from vafusion.fusion.train import train as run_train
+    from vafusion.fusion.runs.train import train as run_train
 
     if split == "official" and fold is not None:
         raise VafusionError(f"--fold {fold} and --split official: the official split has no folds; drop one")
@@ -124,8 +124,8 @@ def cv(
     applies. The gain it prints is nested (each fold scored with the choice made on the other
     folds); a dimension is post-processed only where that gain is positive. RUNS/cv.html shows it all.
     """
-    from vafusion.fusion.cv import cross_validate
-    from vafusion.fusion.postprocess import DimPost
+    from vafusion.fusion.experiments.cv import cross_validate
+    from vafusion.fusion.post.apply import DimPost
 
     config = _config(split="folds", folds=folds, fold=1, **kw)
     summary = cross_validate(
@@ -211,8 +211,8 @@ def compare(
     """Train every model x feature set x seed (x fold) on CACHE with the same data, and compare them:
     CCC_V, CCC_A, P as mean ± std over seeds and folds, in RUNS/compare.json and RUNS/compare.html
     (table and bar chart). Prints the table."""
-    from vafusion.fusion.compare import compare as run_compare
-    from vafusion.fusion.compare import format_table
+    from vafusion.fusion.experiments.compare import compare as run_compare
+    from vafusion.fusion.reports.compare import format_table
 
     options = _model_option_values(model_options, causal=False, kw=kw)
     data, training = _parts(kw)
@@ -302,7 +302,7 @@ def models(as_json: bool) -> None:
 def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str, as_json: bool) -> None:
     """Score RUN on a partition the challenge way: CCC_V, CCC_A, P over all its frames,
     plus a per-id table."""
-    from vafusion.fusion.predict import evaluate_run
+    from vafusion.fusion.runs.evaluate import evaluate_run
 
     scores = evaluate_run(run_dir, cache_dir, partition, device)
     if as_json:
@@ -336,7 +336,7 @@ def report(run_dir: Path, cache_dir: Path | None, n_ids: int, device: str) -> No
     """Write RUN/report.html (with figures in RUN/figures/): configuration, learning curves,
     predictions against labels over time and in the valence-arousal plane, per-id CCC.
     Opens offline in any browser."""
-    from vafusion.fusion.report import write_report
+    from vafusion.fusion.reports.run import write_report
 
     click.echo(write_report(run_dir, cache_dir, n_ids=n_ids, device=device))
 
@@ -368,7 +368,7 @@ def demo(out: Path, size: str, device: str, seed: int) -> None:
     """Generate a corpus, extract features (random backbone weights), and compare the paper's
     model (imf) with the ridge baseline on all features and on each stream alone, on held-out ids."""
     from vafusion.demo import run_demo
-    from vafusion.fusion.compare import format_table
+    from vafusion.fusion.reports.compare import format_table
 
     result = run_demo(out, size=size, device=device, seed=seed, echo=lambda m: click.echo(m, err=True))
     click.echo(format_table(result["summary"]))

@@ -8,10 +8,10 @@ import click
 
 from vafusion.cli.options import DEVICE, DEVICE_HELP, _setting, _stacked
 from vafusion.errors import VafusionError
-from vafusion.fusion.config import DataConfig, TrainingConfig
+from vafusion.fusion.runs.config import DataConfig, TrainingConfig
 
 if TYPE_CHECKING:
-    from vafusion.fusion.config import FusionConfig
+    from vafusion.fusion.runs.config import FusionConfig
 
 
 # Flags of the CLI before models declared their own options: still accepted (hidden), each
@@ -127,7 +127,7 @@ def _training_options(f):
 
 
 def _parse_devices(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    from vafusion.fusion.parallel import parse_devices
+    from vafusion.fusion.experiments.parallel import parse_devices
 
     return None if value is None else parse_devices(value)
 
@@ -184,7 +184,7 @@ def _parts(kw: dict) -> tuple[dict, dict]:
 
 
 def _config(model: str, model_options: tuple[str, ...], causal: bool, features: str, **kw) -> FusionConfig:
-    from vafusion.fusion.config import FusionConfig, ModelConfig
+    from vafusion.fusion.runs.config import FusionConfig, ModelConfig
 
     options = _model_option_values(model_options, causal, kw)
     data, training = _parts(kw)

@@ -83,7 +83,7 @@ def _compute_options(precision: bool = True, stream: bool = True):
     """--threads, --precision and (for commands that read a cache's features) --in-memory/--stream.
 
     The command body runs inside :func:`vafusion.device.compute` (threads, precision) and
-    :func:`vafusion.fusion.sources.loading` (how caches load), which the library reads.
+    :func:`vafusion.fusion.data.sources.loading` (how caches load), which the library reads.
     """
     options = [
         click.option(
@@ -132,7 +132,7 @@ def _compute_options(precision: bool = True, stream: bool = True):
             with contextlib.ExitStack() as stack:
                 stack.enter_context(compute(threads, precision))
                 if stream:
-                    from vafusion.fusion.sources import loading
+                    from vafusion.fusion.data.sources import loading
 
                     stack.enter_context(loading(None if in_memory is None else not in_memory))
                 return f(*args, **kw)

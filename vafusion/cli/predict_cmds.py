@@ -70,8 +70,8 @@ def predict(
     repeat its last prediction and frames the sample does not list are dropped; each video
     whose count differs is listed. Check the file with `vafusion check-submission`.
     """
-    from vafusion.fusion.predict import predict_submission, predict_to_dir
-    from vafusion.fusion.prediction_files import MANIFEST
+    from vafusion.fusion.predict.ensemble import predict_submission, predict_to_dir
+    from vafusion.fusion.predict.files import MANIFEST
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     if sample is None:
@@ -105,7 +105,7 @@ def check_submission_cmd(file: Path, sample: Path) -> None:
     exactly the sample's rows, in its order, each once; two numbers per row, finite, in [-1, 1].
     Every problem is listed with its line (the first 10 of each kind, then a count); exit code 1
     on any."""
-    from vafusion.fusion.submission import check_submission, read_sample
+    from vafusion.fusion.predict.submission import check_submission, read_sample
 
     parsed = read_sample(sample)
     result = check_submission(file, parsed)

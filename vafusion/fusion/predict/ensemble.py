@@ -1,214 +1,34 @@
-"""From trained runs to per-frame predictions, scores, and ABAW-format prediction files.
+"""From trained runs to the predictions of chosen ids: averaged over runs, post-processed, written.
 
-Window predictions are overlap-averaged per frame before anything is scored or written,
-exactly as the challenge evaluation sees a submission: one row per frame, every frame.
 Several runs (every seed of every fold of ``vafusion cv``) are averaged, each run weighing
 the same; the average is then post-processed (``post.json`` of the cross-validation, see
-:func:`choose_post`) and written as one file per video, or as the single submission file
-the challenge takes (:mod:`vafusion.fusion.submission`).
+:func:`choose_post`) and written as one file per video (:mod:`.files`), or as the single
+submission file the challenge takes (:mod:`.submission`). Each run predicts through
+:mod:`vafusion.fusion.runs.infer`, the code its training validated with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
-from vafusion.device import autocast, resolve_device, trim_heap
+from vafusion.device import resolve_device
 from vafusion.errors import VafusionError
 from vafusion.fs import read_text
-from vafusion.fusion.checkpoint import TrainedRun, load_run
-from vafusion.fusion.config import FusionConfig
-from vafusion.fusion.data import (
-    LoadedCache,
-    Standardizer,
-    build_batch,
-    iterate_batches,
-    load_cache,
-    make_windows,
-    overlap_average,
-    partition_score,
-)
-from vafusion.fusion.folds import split_ids
+from vafusion.fusion.data.loading import LoadedCache, load_cache
 from vafusion.fusion.models import is_closed_form
-from vafusion.fusion.postprocess import read_post
-from vafusion.fusion.postprocess import smooth as smooth_frames
-from vafusion.fusion.prediction_files import check_out_dir, write_prediction_set
-from vafusion.fusion.runs import find_post, find_runs
-from vafusion.fusion.submission import CountDifference, read_sample, write_submission
-
-
-class _StreamsOnDemand:
-    """The standardised streams and presence masks of each id, built when asked for.
-
-    Why not a list: a model fitted in closed form (the ridge baseline) walks the videos a few times (checks,
-    labels, design
-    rows), and holding every video's float32 streams at once would be ~4 bytes x dims per
-    frame (~18 GB at Aff-Wild2 scale) where it only keeps ``max_frames`` rows. The last
-    video built is kept, so the ``zip(features, present)`` walks build each video once.
-    """
-
-    def __init__(self, loaded: LoadedCache, standardizer: Standardizer, ids: Sequence[str]) -> None:
-        self.loaded, self.standardizer, self.ids = loaded, standardizer, list(ids)
-        self._last: tuple[int, tuple[list[np.ndarray], list[np.ndarray]]] | None = None
-
-    def video(self, i: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        if self._last is None or self._last[0] != i:
-            pos = self.loaded.position(self.ids[i])
-            t = int(self.loaded.lengths[pos])
-            batch = build_batch(self.loaded, self.standardizer, np.array([[pos, 0, t]]), window=max(t, 1))
-            self._last = (i, ([s[0, :t].numpy() for s in batch.streams], [p[0, :t].numpy() for p in batch.present]))
-        return self._last[1]
-
-
-class _StreamsView(Sequence):
-    """One side (0: features, 1: presence) of a :class:`_StreamsOnDemand`, as a sequence of videos."""
-
-    def __init__(self, source: _StreamsOnDemand, side: int) -> None:
-        self.source, self.side = source, side
-
-    def __len__(self) -> int:
-        return len(self.source.ids)
-
-    def __getitem__(self, i: int) -> list[np.ndarray]:  # type: ignore[override]
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self.source.video(i)[self.side]
-
-
-def video_streams(loaded: LoadedCache, standardizer: Standardizer, ids: Sequence[str]) -> tuple[Sequence, Sequence]:
-    """Per id: the standardised streams and presence masks of the whole video (numpy), built on access.
-
-    One window spanning the video, through the same :func:`build_batch` the trainer uses, so
-    a model fitted in closed form sees exactly the features a windowed model sees.
-    """
-    source = _StreamsOnDemand(loaded, standardizer, ids)
-    return _StreamsView(source, 0), _StreamsView(source, 1)
-
-
-def predict_loaded(
-    model: Any,
-    config: FusionConfig,
-    standardizer: Standardizer,
-    loaded: LoadedCache,
-    ids: Sequence[str],
-    device: torch.device | None = None,
-    batch_size: int | None = None,
-) -> dict[str, np.ndarray]:
-    """``{id: (T, 2) float32}`` predictions in [-1, 1] for ``ids`` of ``loaded``.
-
-    A module predicts windows of ``config.data`` (overlap-averaged per frame); a model fitted
-    in closed form predicts each whole video.
-    """
-    if is_closed_form(model):
-        feats, present = video_streams(loaded, standardizer, ids)
-        return {
-            vid: np.clip(np.asarray(p, dtype=np.float32), -1.0, 1.0)
-            for vid, p in zip(ids, model.predict(feats, present))
-        }
-    data = config.data
-    device = device or torch.device("cpu")
-    windows = make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop, videos=loaded.positions(ids))
-    width = int(windows[:, 2].max()) if len(windows) else data.window
-    outputs = []
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        on_gpu = device.type == "cuda"
-        for batch in iterate_batches(
-            loaded,
-            standardizer,
-            windows,
-            batch_size or config.training.batch_size,
-            window=width,
-            prefetch=int(on_gpu),
-            pin_memory=on_gpu,
-        ):
-            batch = batch.to(device, non_blocking=True)
-            with autocast(device, config.training.amp):
-                out = model(batch.streams, batch.present, batch.valid)
-            outputs.append(out.float().cpu())
-            trim_heap()
-    model.train(was_training)
-    preds = torch.cat(outputs) if outputs else torch.zeros(0, width, 2)
-    per_video = overlap_average(preds, windows, loaded.lengths)
-    return {vid: np.clip(per_video[loaded.position(vid)], -1.0, 1.0) for vid in ids}
-
-
-def check_features_match(run: TrainedRun, loaded: LoadedCache) -> None:
-    """Refuse a cache whose features come from other extractors than the run was trained on."""
-    trained = run.fingerprints.get("features", {})
-    wrong = [f for f in run.config.data.features if trained.get(f) != loaded.feature_fingerprints.get(f)]
-    if wrong:
-        raise VafusionError(
-            f"{loaded.cache_dir}: feature set(s) {', '.join(wrong)} were made by another extractor than the ones "
-            f"run {run.run_dir} was trained on (fingerprints differ); extract them with the same weights and options"
-        )
-
-
-@dataclass
-class PartitionPredictions:
-    """A run's per-frame predictions for one partition of its own split, with their scores."""
-
-    loaded: LoadedCache  # the partition's ids, features and labels (fps via loaded.index)
-    ids: list[str]
-    predictions: dict[str, np.ndarray]  # id -> (T, 2) float32 in [-1, 1]
-    scores: dict[str, Any]  # partition_score(): ccc_v, ccc_a, p, per_id
-    cache_dir: Path
-
-
-def run_cache_dir(run: TrainedRun, cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else the cache ``run`` was trained on; an error naming --cache if it is not here."""
-    chosen = cache_dir or run.fingerprints.get("cache") or ""
-    if not str(chosen) or not Path(chosen).is_dir():
-        raise VafusionError(f"{run.run_dir}: the cache it was trained on ({chosen}) is not here; pass --cache CACHE")
-    return Path(chosen)
-
-
-def predict_partition(
-    run: TrainedRun,
-    cache_dir: str | Path | None = None,
-    partition: str = "validation",
-    device: str = "auto",
-    loaded: LoadedCache | None = None,
-) -> PartitionPredictions:
-    """Predict the run's own ``validation`` (or ``train``) ids from ``cache_dir`` and score them.
-
-    ``loaded``: a cache already in RAM that holds those ids (the trainer's, when it writes its
-    report), used instead of reading ``cache_dir`` again.
-    """
-    if partition not in ("validation", "train"):
-        raise VafusionError(f"--partition {partition!r}: use validation or train (the run's own split)")
-    if loaded is None:
-        cache_dir = run_cache_dir(run, cache_dir)
-        index = read_corpus_index(cache_dir)
-    else:
-        cache_dir, index = loaded.cache_dir, loaded.index
-    train_ids, val_ids = split_ids(index, run.config.data)
-    ids = val_ids if partition == "validation" else train_ids
-    if loaded is None:
-        loaded = load_cache(cache_dir, run.config.data.features, ids, index=index, progress=False)
-    check_features_match(run, loaded)
-    dev = resolve_device(device)
-    if not is_closed_form(run.model):
-        run.model.to(dev)
-    preds = predict_loaded(run.model, run.config, run.standardizer, loaded, ids, dev)
-    return PartitionPredictions(loaded, ids, preds, partition_score(loaded, preds, ids), cache_dir)
-
-
-def evaluate_run(
-    run_dir: str | Path, cache_dir: str | Path | None = None, partition: str = "validation", device: str = "auto"
-) -> dict[str, Any]:
-    """CCC_V, CCC_A, P over the run's ``validation`` (or ``train``) ids, plus a per-id table."""
-    result = predict_partition(load_run(run_dir), cache_dir, partition, device)
-    scores = result.scores
-    scores.update(partition=partition, run=str(Path(run_dir)), cache=str(result.cache_dir), ids=len(result.ids))
-    return scores
+from vafusion.fusion.post.apply import read_post
+from vafusion.fusion.post.apply import smooth as smooth_frames
+from vafusion.fusion.predict.files import check_out_dir, write_prediction_set
+from vafusion.fusion.predict.submission import CountDifference, read_sample, write_submission
+from vafusion.fusion.runs.checkpoint import load_run
+from vafusion.fusion.runs.evaluate import check_features_match
+from vafusion.fusion.runs.infer import predict_loaded
+from vafusion.fusion.runs.layout import find_post, find_runs
 
 
 def select_ids(index: CorpusIndex, which: str) -> list[str]:
@@ -262,7 +82,7 @@ def choose_post(runs: Sequence[Path], post: str = "auto", smooth: int | None = N
 
     ``smooth`` (frames, ``--smooth``) overrides everything: a centred mean over that many frames
     of both dimensions. Else ``post``: ``auto`` (the ``post.json`` of the runs' cross-validation,
-    see :mod:`vafusion.fusion.runs`, none if there is none), ``none``, or a post.json path.
+    see :mod:`vafusion.fusion.runs.layout`, none if there is none), ``none``, or a post.json path.
     """
     if smooth is not None:
         if smooth < 1:
@@ -329,7 +149,7 @@ def predict_to_dir(
 
     The files and ``predictions.json`` appear in ``out_dir`` together or not at all (a kill or an
     error leaves no partial set; an earlier set there is replaced as a whole, see
-    :mod:`vafusion.fusion.prediction_files`). ``smooth``/``post``: see :func:`choose_post`.
+    :mod:`vafusion.fusion.predict.files`). ``smooth``/``post``: see :func:`choose_post`.
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
@@ -360,3 +180,6 @@ def predict_submission(
     named = {vid: f"{parsed.path} line {line}" for vid, line in parsed.first_line.items()}
     _, preds, _ = _predict_ids(run_dirs, cache_dir, named, smooth, post, device, log or (lambda m: None))
     return write_submission(out, parsed, preds)
+
+
+__all__ = ["choose_post", "ensemble_predict", "predict_submission", "predict_to_dir", "select_ids"]

@@ -1,0 +1,120 @@
+"""Windows over the loaded videos by index arithmetic, and window predictions back to frames.
+
+Why index arithmetic: a window is ``[video, start, length]``, so cutting a cache of any size
+into windows costs a few arrays of int64, never a copy of the features; frame ``start + j`` of
+the window is the absolute row ``offsets[video] + start + j`` (:func:`frame_indices`), which is
+how batches gather (:mod:`.batches`) and how :func:`overlap_average` puts the window
+predictions back per frame, as the ABAW challenge scores them (one row per frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from vafusion.fusion.data.loading import LoadedCache
+
+
+def make_windows(
+    lengths: Sequence[int] | np.ndarray | None = None,
+    window: int = 300,
+    hop: int = 200,
+    *,
+    offsets: Sequence[int] | np.ndarray | None = None,
+    videos: Sequence[int] | np.ndarray | None = None,
+) -> np.ndarray:
+    """``(n_windows, 3)`` int64 rows ``[video, start, length]`` covering every frame.
+
+    Per video of T frames (give ``lengths``, or ``offsets`` of N + 1): starts 0, hop, 2 hop,
+    ... and a last window right-aligned at T - window so the end is covered (not repeated if
+    already aligned); all of length ``window``. A video with T <= window gets one window
+    [0, T) (the batch pads it to W and masks the padding). T = 0 gives no window.
+    ``videos`` restricts the windows to those video positions (e.g. the training ids).
+    """
+    if not 1 <= hop <= window:
+        raise ValueError(f"make_windows: need 1 <= hop <= window (else frames go uncovered), got {window}, {hop}")
+    if (lengths is None) == (offsets is None):
+        raise ValueError("make_windows: give exactly one of lengths or offsets")
+    t = np.diff(np.asarray(offsets, dtype=np.int64)) if lengths is None else np.asarray(lengths, dtype=np.int64)
+    video = np.arange(t.size, dtype=np.int64)
+    if videos is not None:
+        video = np.asarray(videos, dtype=np.int64).reshape(-1)
+        t = t[video]
+    keep = t > 0
+    video, t = video[keep], t[keep]
+    extra = np.maximum(t - window, 0)
+    count = 1 + -(-extra // hop)  # 1 + ceil((T - window) / hop)
+    first = np.repeat(np.cumsum(count) - count, count)
+    k = np.arange(int(count.sum()), dtype=np.int64) - first
+    last_start = np.repeat(extra, count)
+    starts = np.minimum(k * hop, last_start)
+    length = np.repeat(np.minimum(t, window), count)
+    return np.stack([np.repeat(video, count), starts, length], axis=1)
+
+
+def windows_with_labels(loaded: LoadedCache, windows: np.ndarray) -> np.ndarray:
+    """The windows holding at least one frame with a finite label (the others train nothing)."""
+    windows = np.asarray(windows, dtype=np.int64).reshape(-1, 3)
+    labelled = np.isfinite(loaded.labels).any(axis=1)
+    cum = np.zeros(labelled.size + 1, dtype=np.int64)
+    np.cumsum(labelled, out=cum[1:])
+    a = loaded.offsets[windows[:, 0]] + windows[:, 1]
+    return windows[cum[a + windows[:, 2]] > cum[a]]
+
+
+def frame_indices(offsets: np.ndarray, windows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(idx, valid)`` both (B, W): absolute rows of each window frame, and inside-video flags.
+
+    Padding positions point at the window's last real frame (any row of the same video would
+    do: they are masked), so a gather never leaves the video or the block.
+    """
+    windows = np.asarray(windows, dtype=np.int64).reshape(-1, 3)
+    step = np.arange(width, dtype=np.int64)
+    length = windows[:, 2:3]
+    valid = step < length
+    base = offsets[windows[:, 0]] + windows[:, 1]
+    idx = base[:, None] + np.minimum(step, np.maximum(length - 1, 0))
+    return idx, valid
+
+
+def overlap_average(predictions: Any, windows: np.ndarray, lengths: Sequence[int] | np.ndarray) -> list[np.ndarray]:
+    """Per video, each frame's prediction = mean over the windows covering it.
+
+    ``predictions`` (n_windows, W, C) (C = 2: valence, arousal) in the order of ``windows``
+    rows; positions past a window's length (padding) are ignored. Returns one (T_i, C)
+    float32 array per video of ``lengths``; a frame no window covers is NaN. One
+    ``np.bincount`` per channel over absolute frame indices: no loop over windows.
+    """
+    if isinstance(predictions, Tensor):
+        predictions = predictions.detach().to("cpu", torch.float32).numpy()
+    predictions = np.asarray(predictions)
+    windows = np.asarray(windows, dtype=np.int64).reshape(-1, 3)
+    if predictions.ndim != 3 or predictions.shape[0] != windows.shape[0]:
+        raise ValueError(f"overlap_average: predictions {predictions.shape} do not match {windows.shape[0]} windows")
+    if windows.shape[0] and int(windows[:, 2].max()) > predictions.shape[1]:
+        raise ValueError(
+            f"overlap_average: predictions are {predictions.shape[1]} frames wide, "
+            f"a window has {int(windows[:, 2].max())}"
+        )
+    lengths = np.asarray(lengths, dtype=np.int64)
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    idx, valid = frame_indices(offsets, windows, predictions.shape[1])
+    frames = idx[valid]
+    counts = np.bincount(frames, minlength=total).astype(np.float64)
+    channels = predictions.shape[2]
+    out = np.empty((total, channels), dtype=np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for c in range(channels):
+            sums = np.bincount(frames, weights=predictions[..., c][valid].astype(np.float64), minlength=total)
+            out[:, c] = sums / counts  # 0/0 = NaN for uncovered frames
+    return [out[offsets[i] : offsets[i + 1]] for i in range(lengths.size)]
+
+
+__all__ = ["frame_indices", "make_windows", "overlap_average", "windows_with_labels"]

@@ -210,7 +210,7 @@ def speech(
     opts = ExtractOptions(
         features=(model,), weights={model: "random"}, workers=args.workers, device=str(device), progress=False
     )
-    ext = build(model, opts).extractor.to(device)
+    ext = build(model, opts.extractor_settings()).extractor.to(device)
 
     def tracks(s) -> list[torch.Tensor]:
         names = sorted({v.video_name for v in s.videos if v.has_audio})

@@ -1,5 +1,5 @@
 """The package's layering: the cache contract stands alone, stage 2 never needs stage 1's dependencies,
-and stage 2's rooms import only the rooms before them."""
+stage 2's rooms import only the rooms before them, and no two modules import each other, even through others."""
 
 from __future__ import annotations
 
@@ -119,3 +119,86 @@ def test_the_rooms_form_no_cycle() -> None:
     order = list(ROOMS)
     later = [(room, dep) for room, deps in ROOMS.items() for dep in deps if order.index(dep) >= order.index(room)]
     assert not later, f"rooms allowed to import a room at or after them: {later}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_level(tree: ast.Module) -> list[ast.stmt]:
+    """Statements run on import, and those under ``if TYPE_CHECKING:``, ``try`` and the like: an import
+    for type hints only is still a dependency; imports inside functions (deferred ones) are not."""
+    found, todo = [], list(tree.body)
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        if isinstance(node, (ast.If, ast.Try, ast.With)):
+            todo += [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", [])]
+            todo += [s for h in getattr(node, "handlers", []) for s in h.body]
+    return found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """vafusion module -> the vafusion modules it imports at module level (``from pkg import mod`` names mod)."""
+    files = {_module_name(f): f for f in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        targets: set[str] = set()
+        for node in _module_level(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names if a.name in files)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    package = name.split(".")[: len(name.split(".")) - node.level + (path.name == "__init__.py")]
+                    base = ".".join([*package, *([node.module] if node.module else [])])
+                for alias in node.names:
+                    target = f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base
+                    if target in files:
+                        targets.add(target)
+        graph[name] = targets - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = stack[stack.index(v) :]
+            del stack[stack.index(v) :]
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    graph = _import_graph()
+    assert {"vafusion.cache.reader", "vafusion.extract.registry", "vafusion.plugins"} <= set(graph)
+    assert "vafusion.cache.check" in graph["vafusion.cache.reader"]  # the graph sees from-imports of modules
+    cycles = _cycles(graph)
+    assert not cycles, "modules that import each other (move the responsibility, not the import):\n" + "\n".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []

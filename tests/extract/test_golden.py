@@ -96,7 +96,7 @@ def _provenance(feature: str, image_size: int | None) -> dict:
     opts = ExtractOptions(
         features=(feature,), visual_weights="random", vggish_weights="random", image_size=image_size or 224
     )
-    return build(feature, opts).provenance()
+    return build(feature, opts.extractor_settings()).provenance()
 
 
 @pytest.mark.parametrize("feature,image_size", [k for k in FINGERPRINTS if k[0] not in ("resnet34", "resnet101")])
@@ -140,8 +140,8 @@ def test_network_outputs_unchanged():
         features=("resnet18", "vggish"), visual_weights="random", vggish_weights="random", image_size=32
     )
     x = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
-    resnet = build("resnet18", opts).extractor.to(torch.device("cpu"))
-    net = build("vggish", opts).extractor.to(torch.device("cpu"))
+    resnet = build("resnet18", opts.extractor_settings()).extractor.to(torch.device("cpu"))
+    net = build("vggish", opts.extractor_settings()).extractor.to(torch.device("cpu"))
     patches = torch.randn(4, 1, 96, 64, generator=torch.Generator().manual_seed(5)) * 3
     with torch.inference_mode():
         _check_output(resnet(x), OUTPUTS["resnet18"])

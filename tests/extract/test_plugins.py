@@ -188,7 +188,7 @@ def test_plugin_options_are_typed_and_old_plugins_still_build(attribute, given, 
     weights = tmp_path / "w.bin"
     weights.write_bytes(b"w")
     opts = ExtractOptions(features=(entry,), extractor_options={entry: given}, weights={entry: str(weights)})
-    resolved = registry.build(entry, opts)
+    resolved = registry.build(entry, opts.extractor_settings())
     assert resolved.extractor.received == {**received, "weights": str(weights)}
     assert resolved.plugin["options"] == given  # the provenance records what was given: fingerprints stay
     assert resolved.plugin["sha256"] == hashlib.sha256(b"w").hexdigest()
@@ -197,7 +197,7 @@ def test_plugin_options_are_typed_and_old_plugins_still_build(attribute, given, 
 def test_a_required_plugin_option_is_named():
     entry = f"{OLD}:Required"
     with pytest.raises(VafusionError, match=rf"extractor '{entry}': option 'size' has no default; give "):
-        registry.build(entry, ExtractOptions(features=(entry,)))
+        registry.build(entry, ExtractOptions(features=(entry,)).extractor_settings())
 
 
 def test_readme_shows_the_example_file_verbatim():

@@ -33,13 +33,15 @@ def test_legacy_and_per_feature_weights():
         vggish_pca="pca.npz",
         weights={"efficientnet_b0": "random"},
     )
-    requests = {f: registry._request(f, registry.builtins()[f], opts) for f in opts.features}
+    requests = {f: registry._request(f, registry.builtins()[f], opts.extractor_settings()) for f in opts.features}
     assert requests["resnet18"].weights == "v.pt" and requests["efficientnet_b0"].weights == "random"
     assert requests["vggish"].weights == "g.pt" and requests["vggish"].options == {"pca": "pca.npz"}
     assert requests["logmel"].weights is None
     assert (
         registry._request(
-            "hubert_base", registry.builtins()["hubert_base"], ExtractOptions(features=("hubert_base",))
+            "hubert_base",
+            registry.builtins()["hubert_base"],
+            ExtractOptions(features=("hubert_base",)).extractor_settings(),
         ).weights
         == "default"
     )

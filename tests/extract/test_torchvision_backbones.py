@@ -332,7 +332,7 @@ def test_mobilenet_frame_extractor_random_and_default_offline(tmp_path: Path, mo
     from vafusion.extract.registry import build
 
     opts = ExtractOptions(features=("mobilenet_v3_small",), visual_weights="random", image_size=32)
-    ext = build("mobilenet_v3_small", opts).extractor.to(torch.device("cpu"))
+    ext = build("mobilenet_v3_small", opts.extractor_settings()).extractor.to(torch.device("cpu"))
     crops = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         out = ext(crops)
@@ -350,7 +350,7 @@ def test_mobilenet_frame_extractor_random_and_default_offline(tmp_path: Path, mo
     cached.parent.mkdir()
     torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), cached)
     opts = ExtractOptions(features=("mobilenet_v3_small",), weights={"mobilenet_v3_small": "default"}, image_size=32)
-    prov = build("mobilenet_v3_small", opts).provenance()
+    prov = build("mobilenet_v3_small", opts.extractor_settings()).provenance()
     assert prov["weights"] == f"imagenet:{weights.name}" and prov["url"] == weights.url
     assert prov["sha256"] == hashlib.sha256(cached.read_bytes()).hexdigest()
     assert prov["preprocessing"]["mean"] == list(weights.transforms().mean)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import h5py
 import numpy as np
@@ -27,8 +27,23 @@ from vafusion.cache import schema
 from vafusion.cache.corpus_index import CorpusIndex
 from vafusion.errors import VafusionError
 
-if TYPE_CHECKING:
-    from vafusion.cache.reader import FeatureFile
+
+class FeatureFile(Protocol):
+    """What the corpus checks read of an open feature file (the reader's
+    :class:`~vafusion.cache.reader.FeatureFile` is one): the checker sits below the reader,
+    which runs :func:`check_video` on every video it opens."""
+
+    path: Path
+    feature: str
+    corpus_fingerprint: str
+
+    @property
+    def ids(self) -> list[str]: ...
+
+    def rows(self, video_id: str) -> tuple[int, int]: ...
+
+    def holder(self, video_id: str) -> Path: ...
+
 
 _SHOW = 3  # items named in a message before "and N more"
 _FOREIGN_STORAGE = {h5py.h5d.VIRTUAL: "virtual"}

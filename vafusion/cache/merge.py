@@ -156,7 +156,7 @@ def _merge_feature(cache_dir: Path, feature: str, paths: list[Path], corpus_fp: 
                     raise VafusionError(f"{ff.path}: video {vid!r} links to another file; a shard holds its own data")
                 owner[vid] = ff
         _check_same_extractor(cache_dir, feature, files)
-        records = [shards.record(ff) for ff in files]
+        records = [ff.shard_record() for ff in files]
         if _up_to_date(out_path, records, copy):
             return Merged(out_path, written=False)
         require_writable(cache_dir, out_path.name)

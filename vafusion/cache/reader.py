@@ -14,8 +14,8 @@ per row range through HDF5 instead (:meth:`FeatureFile.read_rows`).
 
 A merged (linked) file's external links are never followed by HDF5 (which would also search
 the current directory and ``HDF5_EXT_PREFIX``): the reader opens each shard the merge
-recorded, from the merged file's folder only, and checks it is that very file
-(:mod:`vafusion.cache.shards`).
+recorded (:mod:`vafusion.cache.shards`), from the merged file's folder only, and checks it is
+that very file.
 """
 
 from __future__ import annotations
@@ -64,6 +64,16 @@ def _link_type(group: h5py.h5g.GroupID, name: bytes) -> int:
         return group.links.get_info(name).type
     except (KeyError, RuntimeError):
         raise KeyError(name.decode()) from None
+
+
+def _plain_name(merged: FeatureFile, name: str) -> Path:
+    """A shard a merged file links to, only ever beside it (never where HDF5 would also look)."""
+    if not name or name in (".", "..") or Path(name).name != name or Path(name).is_absolute():
+        raise VafusionError(
+            f"{merged.path}: links to {name!r}, which is not a file beside it; a cache never links "
+            f"elsewhere: rerun `vafusion cache merge` on the shards"
+        )
+    return merged.path.parent / name
 
 
 class FeatureFile:
@@ -139,7 +149,55 @@ class FeatureFile:
         if self._merged_into is not None:
             raise VafusionError(f"{self.path}: a merged file cannot be a shard of {self._merged_into.name}")
         for record in self.shard_records:
-            self._sources[record.file] = shards.open_recorded(self, record)
+            self._sources[record.file] = self._open_recorded(record)
+
+    def _open_shard(self, name: str) -> FeatureFile:
+        """The shard file ``name`` beside this merged file, with its extractor, corpus and dim."""
+        path = _plain_name(self, name)
+        if not path.is_file():
+            raise VafusionError(
+                f"{path}: missing shard of {self.path.name} (its links point to it); copy that shard "
+                f"file back beside {self.path.name}"
+            )
+        source = FeatureFile(path, merged_into=self.path)
+        if (
+            source.fingerprint != self.fingerprint
+            or source.corpus_fingerprint != self.corpus_fingerprint
+            or source.dim != self.dim
+        ):
+            source.close()
+            raise VafusionError(
+                f"{path}: not a shard of {self.path.name} (made by another extractor or for another "
+                f"corpus index); copy the original shard back, or re-extract it"
+            )
+        return source
+
+    def _open_recorded(self, rec: shards.ShardRecord) -> FeatureFile:
+        """Open the shard ``rec`` names, proving it is the file the merge recorded."""
+        source = self._open_shard(rec.file)
+        found = source.file_id
+        if found != rec.file_id:
+            source.close()
+            raise VafusionError(
+                f"{source.path}: not the shard {self.path.name} was merged from (file id {found[:12]} != "
+                f"recorded {rec.file_id[:12]}): another file of that name; copy the original shard back, or "
+                f"rerun `vafusion cache merge` to link the shards now present"
+            )
+        return source
+
+    def _open_unrecorded(self, name: str) -> FeatureFile:
+        """A link of a merged file that records no shards: only allowed where the merge kept no records.
+
+        Files merged before records existed still read (from the merged file's folder only, with
+        matching extractor and corpus fingerprints); ``cache verify`` notes that they cannot prove
+        the shard's identity.
+        """
+        if self.shard_records is not None:
+            raise VafusionError(
+                f"{self.path}: links to {name}, which the merge did not record; the file was altered: "
+                f"rerun `vafusion cache merge`"
+            )
+        return self._open_shard(name)
 
     # -- header -------------------------------------------------------------------------
     @property
@@ -151,6 +209,10 @@ class FeatureFile:
     def file_id(self) -> str:
         """This file's identity as a merge records it (see :func:`vafusion.cache.shards.identity`)."""
         return shards.identity(self._file.attrs, self.ids)
+
+    def shard_record(self) -> shards.ShardRecord:
+        """What a merge of this file (a shard) records of it."""
+        return shards.ShardRecord(self.path.name, self.file_id, self.fingerprint, self.shard)
 
     @property
     def sources(self) -> list[Path]:
@@ -200,7 +262,7 @@ class FeatureFile:
             )
         source = self._sources.get(filename)
         if source is None:
-            source = shards.open_unrecorded(self, filename)
+            source = self._open_unrecorded(filename)
             self._sources[filename] = source
         return source._locate(video_id)
 

@@ -49,7 +49,18 @@ class ExtractOptions:
             if stray:
                 raise VafusionError(f"{option} {stray[0]}: {stray[0]} is not in --features ({','.join(self.features)})")
         require_bounds(self, "extraction options")
-        registry.check(self)
+        registry.check(self.features, self.extractor_settings())
+
+    def extractor_settings(self) -> registry.Settings:
+        """What the registry needs to build this run's extractors; the older per-family flags mapped
+        to their families (``--visual-weights``: every torchvision model, ``--vggish-pca``: ``vggish.pca``)."""
+        return registry.Settings(
+            weights=self.weights,
+            options=self.extractor_options,
+            image_size=self.image_size,
+            family_weights={"torchvision": self.visual_weights, "vggish": self.vggish_weights},
+            family_options={"vggish": {"pca": self.vggish_pca}} if self.vggish_pca is not None else {},
+        )
 
 
 def parse_weights(values: Iterable[str]) -> dict[str, str]:

@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vafusion import plugins
 from vafusion.errors import VafusionError
 from vafusion.extract.contract import Extractor, ExtractorError, check_declaration
 from vafusion.plugins import EXTRACTORS
-
-if TYPE_CHECKING:
-    from vafusion.extract.options import ExtractOptions
 
 ENTRY_POINT_GROUP = EXTRACTORS.group
 
@@ -47,12 +44,22 @@ FAMILY_MODULES = (
 )
 """Modules holding a ``FAMILY``: the built-ins. A new family is one module plus one line here."""
 
-LEGACY_WEIGHTS = {"torchvision": "visual_weights", "vggish": "vggish_weights"}
-"""Family -> the ExtractOptions field (``--visual-weights``, ``--vggish-weights``) giving its
-weights when ``--weights FEATURE=SPEC`` does not."""
 
-LEGACY_OPTIONS = {"vggish": {"pca": "vggish_pca"}}
-"""Family -> {option: ExtractOptions field} (``--vggish-pca`` is ``vggish.pca``)."""
+@dataclass(frozen=True)
+class Settings:
+    """What one run asks of its extractors: the registry's whole input besides the names.
+
+    ``weights`` and ``options`` are per ``--features`` entry (``--weights``,
+    ``--extractor-option``); ``family_weights`` and ``family_options`` apply to every built-in
+    of a family (by :attr:`Family.key`) unless the entry has its own (the older flags
+    ``--visual-weights``, ``--vggish-weights``, ``--vggish-pca``, which their owner maps here).
+    """
+
+    weights: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    image_size: int = 224
+    family_weights: Mapping[str, str | None] = field(default_factory=dict)
+    family_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,38 +129,35 @@ def find(entry: str) -> Family | Plugin:
     return Plugin(found.ref, found.obj, label)
 
 
-def _request(entry: str, family: Family, opts: ExtractOptions) -> BuildRequest:
-    options = dict(opts.extractor_options.get(entry, {}))
-    for key, field_name in LEGACY_OPTIONS.get(family.key, {}).items():
-        if key not in options and getattr(opts, field_name) is not None:
-            options[key] = getattr(opts, field_name)
+def _request(entry: str, family: Family, settings: Settings) -> BuildRequest:
+    options = {**settings.family_options.get(family.key, {}), **settings.options.get(entry, {})}
     unknown = sorted(set(options) - set(family.options))
     if unknown:
         accepted = ", ".join(family.options) or "none"
         raise VafusionError(
             f"--extractor-option {entry}.{unknown[0]}: {entry} has no option {unknown[0]!r} (its options: {accepted})"
         )
-    weights = opts.weights.get(entry)
-    if weights is None and family.key in LEGACY_WEIGHTS:
-        weights = getattr(opts, LEGACY_WEIGHTS[family.key])
+    weights = settings.weights.get(entry)
+    if weights is None:
+        weights = settings.family_weights.get(family.key)
     if weights is None:
         weights = family.default_weights
-    return BuildRequest(entry, weights, options, opts.image_size)
+    return BuildRequest(entry, weights, options, settings.image_size)
 
 
-def check(opts: ExtractOptions) -> None:
+def check(features: Sequence[str], settings: Settings) -> None:
     """Fail fast on what the user typed: unknown names, bad options of built-ins.
 
     Nothing is built or imported: a user's module is imported by :func:`build`, where a
     failure stops that feature only (the run goes on with the others).
     """
-    for entry in opts.features:
+    for entry in features:
         if ":" in entry:
             plugins.split_ref(entry, EXTRACTORS)
             continue
         family = builtins().get(entry)
         if family is not None:
-            family.check(_request(entry, family, opts))
+            family.check(_request(entry, family, settings))
         elif not plugins.declares(EXTRACTORS, entry):
             raise plugins.unknown(EXTRACTORS, entry, sorted(builtins()), flag="--features")
 
@@ -190,14 +194,14 @@ def _weights_record(spec: str) -> dict[str, Any]:
     return {"weights": path.name, "sha256": sha256_file(path)} if path.is_file() else {"weights": spec}
 
 
-def _arguments(entry: str, plugin: Plugin, opts: ExtractOptions) -> dict[str, Any]:
+def _arguments(entry: str, plugin: Plugin, settings: Settings) -> dict[str, Any]:
     """The plug-in's keyword arguments: its options typed as it declares them, and ``weights``."""
     declared = plugins.declared_options(plugin.factory, plugin.label)
     options = plugins.Declared({k: o for k, o in declared.options.items() if k != "weights"}, declared.extra)
     kwargs = plugins.typed_options(
-        plugin.label, options, opts.extractor_options.get(entry, {}), f"--extractor-option {entry}."
+        plugin.label, options, settings.options.get(entry, {}), f"--extractor-option {entry}."
     )
-    weights = opts.weights.get(entry)
+    weights = settings.weights.get(entry)
     accepts = "weights" in declared.options or declared.extra
     if weights is not None and not accepts:
         raise VafusionError(f"--weights {entry}: {plugin.label} takes no weights (no `weights` argument); drop it")
@@ -208,22 +212,22 @@ def _arguments(entry: str, plugin: Plugin, opts: ExtractOptions) -> dict[str, An
     return kwargs
 
 
-def _build_plugin(entry: str, plugin: Plugin, opts: ExtractOptions) -> Resolved:
-    ext = plugins.call(plugin.label, plugin.factory, _arguments(entry, plugin, opts), ExtractorError)
+def _build_plugin(entry: str, plugin: Plugin, settings: Settings) -> Resolved:
+    ext = plugins.call(plugin.label, plugin.factory, _arguments(entry, plugin, settings), ExtractorError)
     check_declaration(ext, plugin.source)
     record: dict[str, Any] = {"source": plugin.source}
-    if opts.extractor_options.get(entry):  # as given (text from the command line): the fingerprint is stable
-        record["options"] = dict(sorted(opts.extractor_options[entry].items()))
-    weights = opts.weights.get(entry)
+    if settings.options.get(entry):  # as given (text from the command line): the fingerprint is stable
+        record["options"] = dict(sorted(settings.options[entry].items()))
+    weights = settings.weights.get(entry)
     if weights is not None:
         record.update(_weights_record(weights))
     return Resolved(entry, plugin.source, ext, record)
 
 
-def build(entry: str, opts: ExtractOptions) -> Resolved:
+def build(entry: str, settings: Settings) -> Resolved:
     """Build the extractor of one ``--features`` entry, checked against the contract."""
     found = find(entry)
     if isinstance(found, Plugin):
-        return _build_plugin(entry, found, opts)
-    ext = found.build(_request(entry, found, opts))
+        return _build_plugin(entry, found, settings)
+    ext = found.build(_request(entry, found, settings))
     return Resolved(entry, entry, check_declaration(ext, entry))

@@ -70,7 +70,7 @@ def _build_all(
     built: list[Resolved] = []
     for entry in opts.features:
         try:
-            resolved = registry.build(entry, opts)
+            resolved = registry.build(entry, opts.extractor_settings())
             resolved.extractor = to_device(resolved.extractor, device, resolved.source)
         except ExtractorError as e:
             report.failures.append(Failure(None, entry, str(e)))

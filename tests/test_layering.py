@@ -17,6 +17,7 @@ RULES = [
     ("fusion", ("vafusion.extract", "vafusion.cli", "torchvision", "av")),
     ("synth", ("vafusion.extract", "vafusion.fusion", "vafusion.cli")),
     ("affwild2.py", ("vafusion",)),
+    ("hashing.py", ("vafusion",)),
     ("plugins.py", ("vafusion.cache", "vafusion.extract", "vafusion.fusion", "vafusion.cli", "torch")),
 ]
 

@@ -35,7 +35,7 @@ from vafusion.errors import VafusionError
 from vafusion.extract import align
 from vafusion.extract.contract import FEATURE_NAME, FLOAT16_MAX, RESERVED_NAMES
 from vafusion.extract.corpus import FRAME_MISMATCH_TOLERANCE
-from vafusion.extract.weights import sha256_file
+from vafusion.hashing import sha256_file
 
 SUFFIXES = (".npy", ".csv")
 

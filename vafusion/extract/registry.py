@@ -32,6 +32,7 @@ from typing import Any
 from vafusion import plugins
 from vafusion.errors import VafusionError
 from vafusion.extract.contract import Extractor, ExtractorError, check_declaration
+from vafusion.hashing import sha256_file
 from vafusion.plugins import EXTRACTORS
 
 ENTRY_POINT_GROUP = EXTRACTORS.group
@@ -188,8 +189,6 @@ class Resolved:
 
 
 def _weights_record(spec: str) -> dict[str, Any]:
-    from vafusion.extract.weights import sha256_file
-
     path = Path(spec)
     return {"weights": path.name, "sha256": sha256_file(path)} if path.is_file() else {"weights": spec}
 

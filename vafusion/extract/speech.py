@@ -40,7 +40,8 @@ from vafusion.errors import VafusionError
 from vafusion.extract import align
 from vafusion.extract.audio import SAMPLE_RATE
 from vafusion.extract.registry import BuildRequest, Family
-from vafusion.extract.weights import assign_state_dict, read_state_dict, sha256_file
+from vafusion.extract.weights import assign_state_dict, read_state_dict
+from vafusion.hashing import sha256_file
 
 WEIGHTS_URL = "https://download.pytorch.org/torchaudio/models/"
 RANDOM_SEED = 0

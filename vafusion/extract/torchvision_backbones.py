@@ -40,7 +40,8 @@ from vafusion.device import autocast
 from vafusion.errors import VafusionError
 from vafusion.extract import align
 from vafusion.extract.registry import BuildRequest, Family
-from vafusion.extract.weights import assign_state_dict, read_state_dict, sha256_file
+from vafusion.extract.weights import assign_state_dict, read_state_dict
+from vafusion.hashing import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -23,7 +23,8 @@ from vafusion.extract import align
 from vafusion.extract.audio import SAMPLE_RATE
 from vafusion.extract.logmel import LOG_MEL, frontend_params, log_mel_steps, track_log_mel
 from vafusion.extract.registry import BuildRequest, Family
-from vafusion.extract.weights import assign_state_dict, read_state_dict, sha256_file, torch_load_plain
+from vafusion.extract.weights import assign_state_dict, read_state_dict, torch_load_plain
+from vafusion.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ wrappers; every rule about them (no pickle execution, ``state_dict``/``model`` n
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,6 @@ from torch import nn
 from vafusion.errors import VafusionError
 
 _SHOWN_KEYS = 3  # how many offending keys an error message names
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (checkpoints are ~100 MB): the provenance."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def torch_load_plain(path: Path) -> object:

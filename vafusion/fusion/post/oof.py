@@ -13,7 +13,6 @@ concatenated, ``(N, 2)`` float32, NaN = no label), and ``checkpoint_sha256``, th
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from vafusion.fusion.data.folds import split_ids
 from vafusion.fusion.data.loading import load_cache
 from vafusion.fusion.runs.checkpoint import BEST, load_run
 from vafusion.fusion.runs.evaluate import predict_partition
+from vafusion.hashing import sha256_file
 
 OOF_FILE = "val_predictions.npz"
 
@@ -42,14 +42,6 @@ class RunPredictions:
     labels: list[np.ndarray]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_oof(run_dir: Path, result: RunPredictions) -> Path:
     path = run_dir / OOF_FILE
     with atomic_path(path, suffix=".npz") as tmp:
@@ -60,7 +52,7 @@ def write_oof(run_dir: Path, result: RunPredictions) -> Path:
             lengths=np.array([len(p) for p in result.predictions], dtype=np.int64),
             predictions=np.concatenate(result.predictions).astype(np.float32),
             labels=np.concatenate(result.labels).astype(np.float32),
-            checkpoint_sha256=np.array(_sha256(run_dir / BEST)),
+            checkpoint_sha256=np.array(sha256_file(run_dir / BEST)),
         )
     return path
 
@@ -69,7 +61,7 @@ def read_oof(run_dir: Path) -> RunPredictions | None:
     """The run's kept validation predictions; ``None`` when missing, unreadable or older than its best.pt."""
     try:
         with np.load(run_dir / OOF_FILE, allow_pickle=False) as z:
-            if str(z["checkpoint_sha256"]) != _sha256(run_dir / BEST):
+            if str(z["checkpoint_sha256"]) != sha256_file(run_dir / BEST):
                 return None
             ends = np.cumsum(z["lengths"])[:-1]
             return RunPredictions(

@@ -38,6 +38,6 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     except OSError as e:
         if failed_write_reason(e) is None:
             raise
-        raise write_error(path, e) from None
+        raise write_error(path, e) from e
     finally:
         tmp.unlink(missing_ok=True)  # only still there after an error

@@ -44,13 +44,13 @@ def make_dir(path: Path, what: str = "cache directory") -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
+    except (FileExistsError, NotADirectoryError) as e:
         blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
         raise VafusionError(
             f"{path}: cannot create the {what}: {blocker} is a file, not a folder; choose another path"
-        ) from None
+        ) from e
     except OSError as e:
-        raise VafusionError(f"{path}: cannot create the {what} ({e.strerror}); choose another path") from None
+        raise VafusionError(f"{path}: cannot create the {what} ({e.strerror}); choose another path") from e
     return path
 
 
@@ -118,7 +118,7 @@ def list_folder(folder: Path, what: str) -> list[os.DirEntry]:
     except OSError as e:
         raise VafusionError(
             f"{folder}: cannot list the {what} ({e.strerror or e}); check the folder and its permissions"
-        ) from None
+        ) from e
 
 
 def read_text(path: Path, what: str = "text file") -> str:
@@ -126,14 +126,14 @@ def read_text(path: Path, what: str = "text file") -> str:
     a missing, unreadable or non-UTF-8 file is one error naming it."""
     try:
         return Path(path).read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise VafusionError(f"{path}: no such file; give the path of the {what}") from None
-    except IsADirectoryError:
-        raise VafusionError(f"{path}: a directory, not a {what}") from None
+    except FileNotFoundError as e:
+        raise VafusionError(f"{path}: no such file; give the path of the {what}") from e
+    except IsADirectoryError as e:
+        raise VafusionError(f"{path}: a directory, not a {what}") from e
     except UnicodeDecodeError as e:
-        raise VafusionError(f"{path}: not UTF-8 text (byte {e.start}); give the {what} as UTF-8 text") from None
+        raise VafusionError(f"{path}: not UTF-8 text (byte {e.start}); give the {what} as UTF-8 text") from e
     except OSError as e:
-        raise VafusionError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+        raise VafusionError(f"{path}: cannot read the {what} ({e.strerror or e})") from e
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def write_corpus_index(cache_dir: str | Path, index: CorpusIndex, source: str = 
     try:
         _write(path, index, source)
     except OSError as e:
-        raise write_error(path, e) from None
+        raise write_error(path, e) from e
     return path
 
 
@@ -220,7 +220,7 @@ def read_corpus_index(cache_dir: str | Path) -> CorpusIndex:
         raise VafusionError(
             f"{path}: unreadable or incomplete corpus index ({str(e).splitlines()[0] if str(e) else e!r}); "
             f"copy it again, or re-run `vafusion extract` to rewrite it"
-        ) from None
+        ) from e
     index = CorpusIndex(tuple(entries))
     if index.fingerprint != stored:
         damaged = _damaged(path)

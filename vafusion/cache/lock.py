@@ -39,13 +39,13 @@ class WriteLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except BlockingIOError as e:
                 holder = os.read(fd, 200).decode(errors="replace").strip() or "pid unknown"
                 os.close(fd)
                 raise VafusionError(
                     f"{self.target} is being written by another process ({holder}); wait for it to "
                     f"finish or use another cache"
-                ) from None
+                ) from e
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:  # the previous holder removed it as we opened it

@@ -167,7 +167,7 @@ def _merge_feature(cache_dir: Path, feature: str, paths: list[Path], corpus_fp: 
         try:
             _write_merged(out_path, files[0].attrs, owner, records, copy)
         except OSError as e:
-            raise write_error(out_path, e) from None
+            raise write_error(out_path, e) from e
         finally:
             lock.release()
     return Merged(out_path, written=True)

@@ -62,8 +62,8 @@ def _link_type(group: h5py.h5g.GroupID, name: bytes) -> int:
     """The link type of ``name`` in ``group`` (h5l.TYPE_*); KeyError if there is none."""
     try:
         return group.links.get_info(name).type
-    except (KeyError, RuntimeError):
-        raise KeyError(name.decode()) from None
+    except (KeyError, RuntimeError) as e:
+        raise KeyError(name.decode()) from e
 
 
 def _plain_name(merged: FeatureFile, name: str) -> Path:
@@ -90,7 +90,7 @@ class FeatureFile:
             raise VafusionError(
                 f"{self.path}: not a readable HDF5 file ({e.__class__.__name__}); it may be truncated "
                 f"or still being copied: copy it again or re-extract with --overwrite"
-            ) from None
+            ) from e
         self._sources: dict[str, FeatureFile] = {}
         self._handles: dict[str, _Video] = {}
         self._maps: dict[Path, mmap.mmap] = {}  # holder file -> read-only map (map_features)
@@ -106,7 +106,7 @@ class FeatureFile:
             raise VafusionError(
                 f"{self.path}: header unreadable ({_first_line(e)}); the file is damaged: copy it "
                 f"again or re-extract with --overwrite"
-            ) from None
+            ) from e
 
     def _read_header(self) -> None:
         attrs = self._file.attrs
@@ -132,13 +132,13 @@ class FeatureFile:
             self.compression: str = str(attrs.get("compression", "none"))
             self.shard_records = shards.read_records(attrs)
         except (KeyError, ValueError, TypeError) as e:
-            raise VafusionError(f"{self.path}: header attribute missing or malformed ({e})") from None
+            raise VafusionError(f"{self.path}: header attribute missing or malformed ({e})") from e
         try:
             kind = _link_type(self._file.id, schema.VIDEOS_GROUP.encode())
-        except KeyError:
+        except KeyError as e:
             raise VafusionError(
                 f"{self.path}: no '{schema.VIDEOS_GROUP}' group; the file is damaged: re-extract"
-            ) from None
+            ) from e
         if kind != h5py.h5l.TYPE_HARD:
             raise VafusionError(f"{self.path}: '{schema.VIDEOS_GROUP}' is a link, not a group; not a vafusion file")
         self._videos = self._file[schema.VIDEOS_GROUP]
@@ -228,7 +228,7 @@ class FeatureFile:
             except (OSError, RuntimeError) as e:
                 raise VafusionError(
                     f"{self.path}: the list of videos is unreadable ({_first_line(e)}); copy the file again"
-                ) from None
+                ) from e
             garbled = [n for n in names if not isinstance(n, str)]
             if garbled:
                 raise VafusionError(
@@ -247,8 +247,8 @@ class FeatureFile:
         name = video_id.encode()
         try:
             kind = _link_type(self._videos.id, name)
-        except KeyError:
-            raise VafusionError(f"{self.path}: no video {video_id!r}") from None
+        except KeyError as e:
+            raise VafusionError(f"{self.path}: no video {video_id!r}") from e
         if kind == h5py.h5l.TYPE_HARD:
             return self._videos.id, self
         if kind != h5py.h5l.TYPE_EXTERNAL or self._merged_into is not None:
@@ -281,13 +281,13 @@ class FeatureFile:
         for name in (schema.FEATURES_DATASET, schema.MASK_DATASET):
             try:
                 dataset = h5py.h5d.open(videos, f"{video_id}/{name}".encode())
-            except KeyError:
-                raise VafusionError(f"{holder.path}: video {video_id!r} has no {name} dataset; re-extract it") from None
+            except KeyError as e:
+                raise VafusionError(f"{holder.path}: video {video_id!r} has no {name} dataset; re-extract it") from e
             except (OSError, RuntimeError) as e:
                 raise VafusionError(
                     f"{holder.path}: video {video_id!r}: {name} unreadable ({_first_line(e)}); the "
                     f"file is damaged: copy it again or re-extract it"
-                ) from None
+                ) from e
             if dataset.fileno != videos.fileno:  # cheaper than asking first; the video group is a hard link
                 raise VafusionError(
                     f"{holder.path}: video {video_id!r}: {name} links to another file; "
@@ -329,7 +329,7 @@ class FeatureFile:
             try:
                 out.append(h5py.Dataset(dataset)[()])
             except (OSError, RuntimeError) as e:
-                raise self._unreadable(video_id, name, e) from None
+                raise self._unreadable(video_id, name, e) from e
         return out[0], out[1]
 
     def read_into(self, video_id: str, features_out: np.ndarray, mask_out: np.ndarray, verify: bool = False) -> None:
@@ -361,7 +361,7 @@ class FeatureFile:
                 name = schema.MASK_DATASET
                 mask.read(h5py.h5s.ALL, h5py.h5s.ALL, mask_out.view(np.uint8), mtype=mask.get_type())
         except (OSError, RuntimeError) as e:
-            raise self._unreadable(video_id, name, e) from None
+            raise self._unreadable(video_id, name, e) from e
         if mask_out.view(np.uint8).max() > 1:
             raise VafusionError(
                 f"{self.holder(video_id)}: video {video_id!r}: mask holds values other than 0 and 1; "
@@ -382,7 +382,7 @@ class FeatureFile:
         try:  # raw bytes of the checked 1-byte enum, as in read_into
             mask.read(h5py.h5s.ALL, h5py.h5s.ALL, mask_out.view(np.uint8), mtype=mask.get_type())
         except (OSError, RuntimeError) as e:
-            raise self._unreadable(video_id, schema.MASK_DATASET, e) from None
+            raise self._unreadable(video_id, schema.MASK_DATASET, e) from e
         if mask_out.view(np.uint8).max() > 1:
             raise VafusionError(
                 f"{self.holder(video_id)}: video {video_id!r}: mask holds values other than 0 and 1; "
@@ -427,7 +427,7 @@ class FeatureFile:
         try:
             return h5py.Dataset(feats)[start:stop]
         except (OSError, RuntimeError) as e:
-            raise self._unreadable(video_id, schema.FEATURES_DATASET, e) from None
+            raise self._unreadable(video_id, schema.FEATURES_DATASET, e) from e
 
     def checksum_problems(self, video_id: str, features: np.ndarray, mask: np.ndarray) -> list[str]:
         """Mismatches between data read for ``video_id`` and its stored checksums (``[]``: fine).

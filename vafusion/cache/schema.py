@@ -83,8 +83,8 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         k_text, n_text = text.split("/")
         k, n = int(k_text), int(n_text)
-    except ValueError:
-        raise ValueError(f"shard must look like K/N (e.g. 2/8), got {text!r}") from None
+    except ValueError as e:
+        raise ValueError(f"shard must look like K/N (e.g. 2/8), got {text!r}") from e
     if not 1 <= k <= n:
         raise ValueError(f"shard K/N needs 1 <= K <= N, got {text!r}")
     return k, n

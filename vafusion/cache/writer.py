@@ -258,7 +258,7 @@ class FeatureWriter:
             with atomic_path(path) as tmp:
                 tmp.write_bytes(image.getbuffer())
         except OSError as e:
-            raise write_error(path, e) from None
+            raise write_error(path, e) from e
 
     def finalize(self) -> Path:
         """Gather parts (and an earlier final file) into the final file; atomic rename at the end."""
@@ -274,7 +274,7 @@ class FeatureWriter:
         try:
             ids = self._write_final(parts)
         except OSError as e:
-            raise write_error(self.final_path, e) from None
+            raise write_error(self.final_path, e) from e
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         parts_root = self.cache_dir / schema.PARTS_DIR
         if parts_root.is_dir() and not any(parts_root.iterdir()):

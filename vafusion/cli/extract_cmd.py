@@ -21,7 +21,7 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
     try:
         return parse_shard(value)
     except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+        raise click.BadParameter(str(e)) from e
 
 
 @cli.command()

@@ -7,17 +7,20 @@ import os
 import click
 
 from vafusion import __version__
-from vafusion.errors import VafusionError
+from vafusion.errors import VafusionError, chain, tracebacks_wanted
 
 
 class _Group(click.Group):
-    """A click group that turns VafusionError into ``error: <message>`` and exit code 1, and a bad option
-    or argument into one ``error: ...`` line (exit code 2, click's code for usage errors)."""
+    """A click group that turns VafusionError into ``error: <message>`` and exit code 1 (with
+    ``VAFUSION_TRACEBACK=1``, after the chain of exceptions that led to it), and a bad option or
+    argument into one ``error: ...`` line (exit code 2, click's code for usage errors)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except VafusionError as e:
+            if tracebacks_wanted():
+                click.echo(chain(e), err=True, nl=False)
             click.echo(f"error: {e}", err=True)
             ctx.exit(1)
         except click.exceptions.NoArgsIsHelpError:

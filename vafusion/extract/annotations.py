@@ -49,8 +49,8 @@ def _parse_rows(path: Path, rows: list[str]) -> np.ndarray:
         try:
             values[i, 0] = float(parts[0])
             values[i, 1] = float(parts[1])
-        except ValueError:
-            raise AnnotationFormatError(path, line, f"non-numeric value in {row.strip()[:40]!r}") from None
+        except ValueError as e:
+            raise AnnotationFormatError(path, line, f"non-numeric value in {row.strip()[:40]!r}") from e
     return values
 
 
@@ -58,10 +58,10 @@ def _label_rows(path: Path) -> list[str]:
     """The rows after the checked header, trailing blank lines dropped (BOM and CRLF tolerated)."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise AnnotationFormatError(path, 1, "not a UTF-8 text file") from None
+    except UnicodeDecodeError as e:
+        raise AnnotationFormatError(path, 1, "not a UTF-8 text file") from e
     except OSError as e:
-        raise AnnotationFormatError(path, 1, f"cannot read the file ({e.strerror or e})") from None
+        raise AnnotationFormatError(path, 1, f"cannot read the file ({e.strerror or e})") from e
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
@@ -106,7 +106,7 @@ def read_test_list(path: str | Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise VafusionError(
             f"{path}: cannot read the test list ({e}); pass a UTF-8 text file with one id per line"
-        ) from None
+        ) from e
     ids: list[str] = []
     for line in text.splitlines():
         name = line.strip()

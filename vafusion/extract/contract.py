@@ -112,7 +112,7 @@ def check_declaration(ext: object, source: str) -> Extractor:
     try:
         json.dumps(prov, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise ExtractorError(f"extractor {source}: provenance() is not plain JSON ({e})") from None
+        raise ExtractorError(f"extractor {source}: provenance() is not plain JSON ({e})") from e
     return ext  # type: ignore[return-value]
 
 
@@ -173,8 +173,8 @@ def guarded_call(fn: Any, source: str, name: str, *args: Any) -> Any:
         return fn(*args)
     except ExtractorError:
         raise
-    except Exception as e:  # noqa: BLE001 - foreign code: any failure stops this feature only
+    except Exception as e:  # foreign code: any failure stops this feature only
         text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         raise ExtractorError(
             f"extractor {source} ({name}) raised {type(e).__name__}{': ' + text if text else ''}"
-        ) from None
+        ) from e

@@ -62,10 +62,10 @@ def torchrun_rank(environ: Mapping[str, str] | None = None) -> Rank | None:
         rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
         local = int(env.get("LOCAL_RANK", rank))
         local_world = int(env.get("LOCAL_WORLD_SIZE", world))
-    except ValueError:
+    except ValueError as e:
         raise VafusionError(
             "RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them); unset them to run without torchrun"
-        ) from None
+        ) from e
     if not (0 <= rank < world and 0 <= local < local_world):
         raise VafusionError(
             f"RANK {rank} of WORLD_SIZE {world} (LOCAL_RANK {local} of {local_world}): not a valid "

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vafusion.cache.writer import FeatureWriter
-from vafusion.errors import VafusionError
+from vafusion.errors import VafusionError, show_chain
 from vafusion.extract.assembly import Assembler, Outcome
 from vafusion.extract.batching import default_workers, pad_batch, worker_init
 from vafusion.extract.contract import ExtractorError, check_rows, guarded_call
@@ -78,11 +78,11 @@ def decode_crop(path: str | Path, image_size: int) -> torch.Tensor:
 
     try:
         img, said = _MESSAGES.run(lambda: decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
-    except Exception as e:  # noqa: BLE001 - RuntimeError from libjpeg/libpng, missing file ...
+    except Exception as e:  # RuntimeError from libjpeg/libpng, missing file ...
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise VafusionError(
             f"{path}: unreadable face crop ({reason}); replace or delete the file (a missing crop counts as no face)"
-        ) from None
+        ) from e
     if any(words in said for words in _CORRUPT_JPEG):
         first = next(line for line in said.splitlines() if any(words in line for words in _CORRUPT_JPEG))
         raise CorruptCrop(
@@ -189,6 +189,7 @@ def frame_pass(
                     sel = (video_nums == v) & ~damaged
                     assembler.put(ids[v], rows[sel], out[sel])
         except ExtractorError as e:
+            show_chain(e)
             assembler.abort(str(e))
     bar.close()
     return assembler.wait()

@@ -56,13 +56,13 @@ def _read_csv(path: Path) -> np.ndarray:
                 continue
             try:
                 rows.append([float(x) for x in fields])
-            except ValueError:
+            except ValueError as e:
                 if line_no == 1 and not rows:  # a header
                     continue
                 bad = next(x for x in fields if not _is_number(x))
                 raise VafusionError(
                     f"{path}:{line_no}: non-numeric value {bad!r}; write numbers only (NaN for a missing row)"
-                ) from None
+                ) from e
     if rows and len({len(r) for r in rows}) > 1:
         raise VafusionError(f"{path}: rows have different numbers of columns; write one table")
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
@@ -86,7 +86,7 @@ def read_table(path: Path) -> np.ndarray:
         except (ValueError, OSError, EOFError) as e:
             raise VafusionError(
                 f"{path}: not a numpy array file ({str(e).splitlines()[0]}); write it with np.save"
-            ) from None
+            ) from e
         if table.dtype.kind not in "iuf":
             raise VafusionError(f"{path}: holds {table.dtype} values; write numbers (float or int)")
         table = table.astype(np.float64)
@@ -115,7 +115,7 @@ def _timestamped(path: Path, table: np.ndarray, entry: VideoEntry, tolerance: in
     try:
         steps = align.Steps.at(times)
     except ValueError as e:
-        raise VafusionError(f"{path}: first column (seconds): {e}") from None
+        raise VafusionError(f"{path}: first column (seconds): {e}") from e
     frame_times = entry.instants()
     slack = tolerance / entry.fps
     if times[0] < -slack or times[-1] > frame_times[-1] + slack:

@@ -163,7 +163,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise
     except (av.FFmpegError, OSError, ValueError, EOFError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VafusionError(f"{path}: cannot read the video ({reason}); check or replace the file") from None
+        raise VafusionError(f"{path}: cannot read the video ({reason}); check or replace the file") from e
     if n_frames <= 0:
         raise VafusionError(f"{path}: the video stream holds no frames; check or replace the file")
     return VideoInfo(

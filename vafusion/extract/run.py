@@ -20,7 +20,7 @@ from vafusion.cache import schema, split
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index, write_corpus_index
 from vafusion.cache.writer import FeatureWriter
 from vafusion.device import precision, resolve_device
-from vafusion.errors import VafusionError
+from vafusion.errors import VafusionError, show_chain
 from vafusion.extract import registry
 from vafusion.extract.assembly import Failure, Outcome
 from vafusion.extract.contract import ExtractorError, to_device
@@ -73,11 +73,13 @@ def _build_all(
             resolved = registry.build(entry, opts.extractor_settings())
             resolved.extractor = to_device(resolved.extractor, device, resolved.source)
         except ExtractorError as e:
+            show_chain(e)
             report.failures.append(Failure(None, entry, str(e)))
             continue
         except VafusionError as e:
             if ":" not in entry and entry in registry.builtins():
                 raise
+            show_chain(e)
             report.failures.append(Failure(None, entry, str(e)))
             continue
         if resolved.provenance().get("weights") == "random":

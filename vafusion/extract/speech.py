@@ -250,12 +250,12 @@ def _load_weights(name: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
         cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
         try:
             state = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - URLError, HTTPError, truncated file ...
+        except Exception as e:  # URLError, HTTPError, truncated file ...
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise VafusionError(
                 f"{url}: could not get {name} weights ({reason}); on a machine with network download "
                 f"the file into {cache_dir}, or pass a local state_dict path as weights"
-            ) from None
+            ) from e
         assign_state_dict(model, state, url, name, "delete the cached file to download it again")
         cached = cache_dir / os.path.basename(urlparse(url).path)
         return model, {

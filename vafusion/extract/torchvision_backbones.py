@@ -151,12 +151,12 @@ def _load_published(name: str, spec: str) -> Backbone:
         # The builder, not a bare state_dict: some models take other settings with their
         # published weights (e.g. inception_v3's transform_input).
         model, _, dim = _architecture(name, weights=member)
-    except Exception as e:  # noqa: BLE001 - URLError, HTTPError, hash mismatch, truncated file ...
+    except Exception as e:  # URLError, HTTPError, hash mismatch, truncated file ...
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise VafusionError(
             f"{member.url}: could not get {name} weights ({reason}); on a machine with network "
             f"download the file into {cache_dir}, or pass a local checkpoint path as weights"
-        ) from None
+        ) from e
     transforms = member.transforms()
     prov = {
         "model": name,

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vafusion.cache.writer import FeatureWriter
-from vafusion.errors import VafusionError
+from vafusion.errors import VafusionError, show_chain
 from vafusion.extract import align
 from vafusion.extract.assembly import Assembler, Outcome
 from vafusion.extract.audio import SAMPLE_RATE, load_audio, resample
@@ -218,6 +218,7 @@ def track_pass(
             try:
                 f.run_batches(opts.batch_size, flush=True)
             except ExtractorError as err:
+                show_chain(err)
                 f.stop(err)
     bar.close()
     return {f.assembler.writer.feature: f.assembler.wait() for f in features}
@@ -252,4 +253,5 @@ def _track(
             if f.queue is not None:
                 f.run_batches(opts.batch_size, flush=False)
         except ExtractorError as err:
+            show_chain(err)
             f.stop(err)

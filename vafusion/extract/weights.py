@@ -38,7 +38,7 @@ def torch_load_plain(path: Path) -> object:
         try:
             with torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the allow-list did not help: the first failure says why
             raise first from None
 
 
@@ -64,11 +64,11 @@ def read_state_dict(path: Path, fix: str) -> dict[str, torch.Tensor]:
         raise VafusionError(f"{path}: no such weights file; {fix}")
     try:
         obj = torch_load_plain(path)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError (not a zip), EOFError ...
+    except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError ...
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise VafusionError(
             f"{path}: not a PyTorch checkpoint readable with weights_only=True ({reason}); {fix}"
-        ) from None
+        ) from e
     state = _unwrap(obj)
     if state is None:
         raise VafusionError(f"{path}: holds no tensors (nor a 'state_dict'/'model' entry with tensors); {fix}")
@@ -112,4 +112,4 @@ def assign_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
     try:
         model.load_state_dict(full, strict=True, assign=True)
     except RuntimeError as e:  # not expected after the checks above; keep it one line
-        raise VafusionError(f"{source}: cannot load into {what} ({str(e).splitlines()[0]}); {fix}") from None
+        raise VafusionError(f"{source}: cannot load into {what} ({str(e).splitlines()[0]}); {fix}") from e

@@ -94,8 +94,8 @@ class LoadedCache:
         """Row of ``video_id`` in ``ids`` / ``offsets`` (the ``video`` column of windows)."""
         try:
             return self._position[video_id]
-        except KeyError:
-            raise KeyError(f"{video_id!r} is not loaded (loaded: {len(self.ids)} ids)") from None
+        except KeyError as e:
+            raise KeyError(f"{video_id!r} is not loaded (loaded: {len(self.ids)} ids)") from e
 
     def positions(self, ids: Sequence[str]) -> np.ndarray:
         return np.array([self.position(i) for i in ids], dtype=np.int64)

@@ -162,10 +162,10 @@ def read_post(path: str | Path) -> Post:
     path = Path(path)
     try:
         content = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise VafusionError(f"--post {path}: no such file; give a post.json written by `vafusion cv`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise VafusionError(f"{path}: not JSON; give a post.json written by `vafusion cv`") from None
+    except FileNotFoundError as e:
+        raise VafusionError(f"--post {path}: no such file; give a post.json written by `vafusion cv`") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise VafusionError(f"{path}: not JSON; give a post.json written by `vafusion cv`") from e
     if not isinstance(content, dict) or content.get("format") != POST_FORMAT:
         raise VafusionError(f"{path}: not a vafusion post-processing file (format {POST_FORMAT!r} expected)")
     if content.get("format_version") != POST_VERSION:
@@ -178,8 +178,8 @@ def read_post(path: str | Path) -> Post:
             d: DimPost(str(content[d]["method"]), float(content[d]["window_s"]), float(content[d]["shift_s"]))
             for d in DIMENSIONS
         }
-    except (KeyError, TypeError, ValueError):
-        raise VafusionError(f"{path}: needs valence and arousal entries with method, window_s and shift_s") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise VafusionError(f"{path}: needs valence and arousal entries with method, window_s and shift_s") from e
     return Post(**dims)
 
 

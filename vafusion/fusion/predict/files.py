@@ -77,7 +77,7 @@ def write_prediction_set(out_dir: Path, preds: Mapping[str, np.ndarray], about: 
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into_place(tmp, out_dir)
     except OSError as e:
-        raise write_error(out_dir, e) from None
+        raise write_error(out_dir, e) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only still there after an error
     return [out_dir / name for name in files]

@@ -84,7 +84,7 @@ def read_sample(path: str | Path) -> Sample:
         try:
             video, frame = parse_location(fields[0])
         except ValueError as e:
-            raise VafusionError(f"{path} line {number}: {e}") from None
+            raise VafusionError(f"{path} line {number}: {e}") from e
         if fields[0] in seen:
             raise VafusionError(f"{path} line {number}: {fields[0]} listed twice; is this the organisers' sample?")
         seen.add(fields[0])

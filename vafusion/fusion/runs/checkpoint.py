@@ -119,7 +119,7 @@ def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
     except OSError as e:
-        raise write_error(path, e) from None
+        raise write_error(path, e) from e
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
@@ -133,12 +133,12 @@ def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise VafusionError(f"{path}: no checkpoint; is {path.parent} a run directory of `vafusion train`?") from None
-    except Exception as e:  # noqa: BLE001 - pickle/zip errors of a damaged or foreign file
+    except FileNotFoundError as e:
+        raise VafusionError(f"{path}: no checkpoint; is {path.parent} a run directory of `vafusion train`?") from e
+    except Exception as e:  # pickle/zip errors of a damaged or foreign file
         raise VafusionError(
             f"{path}: unreadable checkpoint ({type(e).__name__}); retrain, or copy the run again"
-        ) from None
+        ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise VafusionError(f"{path}: not a vafusion run checkpoint")
     if ckpt.get("format_version") != CHECKPOINT_VERSION:
@@ -158,7 +158,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     try:
         config = FusionConfig.from_dict(json.loads(ckpt["config"]))
     except VafusionError as e:
-        raise VafusionError(f"{run_dir}: {e}") from None
+        raise VafusionError(f"{run_dir}: {e}") from e
     try:
         dims = [int(d) for d in ckpt["dims"]]
         standardizer = Standardizer.from_state_dict(ckpt["standardizer"])
@@ -169,5 +169,5 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     except VafusionError:
         raise
     except (KeyError, ValueError, RuntimeError) as e:
-        raise VafusionError(f"{run_dir / BEST}: inconsistent checkpoint ({e}); retrain") from None
+        raise VafusionError(f"{run_dir / BEST}: inconsistent checkpoint ({e}); retrain") from e
     return TrainedRun(run_dir, config, dims, standardizer, model, fingerprints, metrics, int(ckpt["epoch"]))

@@ -152,9 +152,7 @@ class FusionConfig:
                 TrainingConfig(**data.get("training", {})),
             )
         except TypeError as e:
-            raise VafusionError(
-                f"run configuration does not fit this version ({e}); made by another version?"
-            ) from None
+            raise VafusionError(f"run configuration does not fit this version ({e}); made by another version?") from e
 
     def save(self, run_dir: str | Path) -> Path:
         path = Path(run_dir) / CONFIG_FILE
@@ -167,12 +165,12 @@ class FusionConfig:
         path = Path(run_dir) / CONFIG_FILE
         try:
             data = json.loads(path.read_text())
-        except FileNotFoundError:
+        except FileNotFoundError as e:
             raise VafusionError(
                 f"{path}: no run configuration; is {run_dir} a run directory of `vafusion train`?"
-            ) from None
+            ) from e
         except json.JSONDecodeError as e:
-            raise VafusionError(f"{path}: not valid JSON ({e}); the run directory is damaged") from None
+            raise VafusionError(f"{path}: not valid JSON ({e}); the run directory is damaged") from e
         return cls.from_dict(data)
 
 

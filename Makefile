@@ -19,10 +19,12 @@ test: lint
 	$(BIN)/python -m pytest
 
 # The formatter and the linter hold the style (pyproject.toml [tool.ruff]); `make format` applies them.
+# mypy checks the package's types (pyproject.toml [tool.mypy]).
 LINTED := vafusion tests benchmarks examples
 lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format $(LINTED)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vafusion.errors import VafusionError
 from vafusion.extract.run import ExtractOptions, extract
@@ -25,8 +26,8 @@ VISUAL, AUDIO = "resnet18", ("vggish", "logmel")
 MODELS = ("imf", "ridge")
 FEATURE_SETS = ((VISUAL, *AUDIO), (VISUAL,), ("vggish",), ("logmel",))
 # Small windows and model: the demo corpus holds a few thousand frames, not Aff-Wild2's millions.
-DEMO_DATA = dict(window=100, hop=50)
-DEMO_TRAINING = dict(epochs=15, batch_size=8, patience=15)
+DEMO_DATA: dict[str, Any] = dict(window=100, hop=50)
+DEMO_TRAINING: dict[str, Any] = dict(epochs=15, batch_size=8, patience=15)
 DEMO_MODEL_OPTIONS = dict(d_model=64, heads=4, head_hidden=64)
 
 
@@ -71,7 +72,7 @@ def run_demo(
     report = extract(corpus.root, out / "cache", opts)
     if not report.ok:
         raise VafusionError(
-            f"{out / 'cache'}: extraction failed: {'; '.join(map(str, report.failures + report.problems))}"
+            f"{out / 'cache'}: extraction failed: {'; '.join(map(str, [*report.failures, *report.problems]))}"
         )
     step(f"3/4 comparing {', '.join(MODELS)} on all features and on each stream alone (vafusion compare)")
     result = compare(

@@ -365,8 +365,13 @@ def parameters(obj: Callable[..., Any]) -> list[inspect.Parameter]:
 
 
 def _hints(obj: Any) -> dict[str, Any]:
+    """Resolved annotations of ``obj``'s parameters (a class: of its constructor)."""
+    if isinstance(obj, type):
+        obj = vars(obj).get("__init__") or next(
+            (vars(base)["__init__"] for base in obj.__mro__ if "__init__" in vars(base)), None
+        )
     try:
-        return typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj)
+        return typing.get_type_hints(obj)
     except Exception:  # noqa: BLE001 - an unresolvable annotation: fall back to the defaults' types
         return {}
 

@@ -37,7 +37,7 @@ def checksum(video_id: str, name: str, data: np.ndarray) -> str:
     """``crc32:<8 hex digits>`` of one dataset (``name`` e.g. ``features``, ``mask``, ``labels``)."""
     data = _canonical(np.asarray(data))
     head = f"{video_id}/{name}:{data.dtype.str}:{','.join(map(str, data.shape))}".encode()
-    value = zlib.crc32(data.reshape(-1).view(np.uint8), zlib.crc32(head))
+    value = zlib.crc32(data.reshape(-1).view(np.uint8).data, zlib.crc32(head))
     return f"{ALGORITHM}:{value:08x}"
 
 

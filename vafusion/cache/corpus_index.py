@@ -128,7 +128,9 @@ class CorpusIndex:
 
 def _entry_differences(a: VideoEntry, b: VideoEntry) -> list[str]:
     def same(x: np.ndarray | None, y: np.ndarray | None) -> bool:
-        return (x is None) == (y is None) and (x is None or np.array_equal(x, y, equal_nan=True))
+        if x is None or y is None:
+            return x is y
+        return np.array_equal(x, y, equal_nan=True)
 
     checks = {
         "fps": a.fps == b.fps,
@@ -177,13 +179,14 @@ def _write(path: Path, index: CorpusIndex, source: str) -> None:
                 labels.create_dataset(e.id, data=data).attrs[schema.CHECKSUM_ATTR] = checksum.checksum(
                     e.id, schema.LABELS_GROUP, data
                 )
-        timed = [e for e in index if e.frame_times is not None]
-        times = f.create_group(schema.FRAME_TIMES_GROUP) if timed else None  # absent when every id is constant-rate
-        for e in timed:
-            data = e.frame_times.astype(np.float64)
-            times.create_dataset(e.id, data=data).attrs[schema.CHECKSUM_ATTR] = checksum.checksum(
-                e.id, schema.FRAME_TIMES_GROUP, data
-            )
+        timed = {e.id: e.frame_times for e in index if e.frame_times is not None}
+        if timed:  # the group is absent when every id is constant-rate
+            times = f.create_group(schema.FRAME_TIMES_GROUP)
+            for video_id, frame_times in timed.items():
+                data = frame_times.astype(np.float64)
+                times.create_dataset(video_id, data=data).attrs[schema.CHECKSUM_ATTR] = checksum.checksum(
+                    video_id, schema.FRAME_TIMES_GROUP, data
+                )
 
 
 def read_corpus_index(cache_dir: str | Path) -> CorpusIndex:

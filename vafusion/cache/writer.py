@@ -316,6 +316,7 @@ class FeatureWriter:
                 videos = out.create_group(schema.VIDEOS_GROUP)
                 for vid in sorted(self._final_ids | set(parts_by_id)):
                     if vid not in parts_by_id:
+                        assert earlier is not None  # opened above whenever a finished id has no part
                         feats, mask = earlier.read(vid)
                         earlier.verify_checksums(vid, feats, mask)
                         write_video_group(out, vid, feats, mask, self.compression)

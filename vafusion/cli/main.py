@@ -15,7 +15,7 @@ class _Group(click.Group):
     ``VAFUSION_TRACEBACK=1``, after the chain of exceptions that led to it), and a bad option or
     argument into one ``error: ...`` line (exit code 2, click's code for usage errors)."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except VafusionError as e:

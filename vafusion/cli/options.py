@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import sys
 from collections.abc import Callable
@@ -16,12 +17,15 @@ def _ranged(cls: type, name: str) -> click.ParamType:
     from vafusion.bounds import bound_of
 
     declared = bound_of(cls, name)
-    base = click.IntRange if str(cls.__dataclass_fields__[name].type).startswith("int") else click.FloatRange
+    if declared is None:
+        raise TypeError(f"{cls.__name__}.{name} declares no range (vafusion.bounds.bound)")
+    (setting,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    base = click.IntRange if str(setting.type).startswith("int") else click.FloatRange
 
-    class Ranged(base):  # type: ignore[misc, valid-type]
+    class Ranged(base):  # type: ignore[misc, valid-type]  # a base chosen at run time
         name = "integer" if base is click.IntRange else "float"
 
-        def convert(self, value, param, ctx):  # type: ignore[override]
+        def convert(self, value, param, ctx):
             number = super().convert(value, param, ctx)
             problem = declared.problem(number)
             if problem:
@@ -48,7 +52,7 @@ class _Device(click.ParamType):
 
     name = "text"
 
-    def convert(self, value, param, ctx):  # type: ignore[override]
+    def convert(self, value, param, ctx):
         from vafusion.device import device_problem
 
         problem = device_problem(str(value))

@@ -103,7 +103,7 @@ def _load_with_soundfile(path: Path) -> np.ndarray:
     return resample(_downmix(data.reshape(-1), data.shape[1]), int(rate))
 
 
-_SAMPLE_DTYPES = {
+_SAMPLE_DTYPES: dict[str, np.dtype] = {
     "u8": np.dtype(np.uint8),
     "s16": np.dtype(np.int16),
     "s32": np.dtype(np.int32),
@@ -175,20 +175,21 @@ class _MonoBuffer:
             self._convert_pending()
             self.key = key
             self.dtype = _SAMPLE_DTYPES.get(fmt.name.rstrip("p"))
-            if self.dtype is None:
-                raise VafusionError(f"{self.path}: unsupported audio sample format {fmt.name}; re-encode the audio")
+        if self.dtype is None:
+            raise VafusionError(f"{self.path}: unsupported audio sample format {fmt.name}; re-encode the audio")
         # Zero-copy views of the frame's planes (buffers may be padded,
         # hence count); ~3x cheaper than frame.to_ndarray() per frame.
         if fmt.is_planar:
-            self.pending.append([np.frombuffer(p, self.dtype, count=n) for p in frame.planes[:channels]])
+            self.pending.append([np.frombuffer(memoryview(p), self.dtype, count=n) for p in frame.planes[:channels]])
         else:
-            self.pending.append([np.frombuffer(frame.planes[0], self.dtype, count=n * channels)])
+            self.pending.append([np.frombuffer(memoryview(frame.planes[0]), self.dtype, count=n * channels)])
         self.pending_samples += n
         if self.pending_samples >= _BLOCK_SAMPLES:
             self._convert_pending()
 
     def _convert_pending(self) -> None:
         if self.pending:
+            assert self.key is not None  # set with the first frame buffered
             self.chunks.append(_to_mono(self.pending, *self.key[1:]))
             self.pending, self.pending_samples = [], 0
 

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO, cast
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from vafusion.cache.writer import FeatureWriter
 from vafusion.errors import VafusionError, show_chain
 from vafusion.extract.assembly import Assembler, Outcome
 from vafusion.extract.batching import default_workers, pad_batch, worker_init
-from vafusion.extract.contract import ExtractorError, check_rows, guarded_call
+from vafusion.extract.contract import ExtractorError, FrameExtractor, check_rows, guarded_call
 from vafusion.extract.corpus import DiscoveredVideo, crop_paths
 from vafusion.extract.options import ExtractOptions
 from vafusion.extract.registry import Resolved
@@ -43,23 +44,24 @@ class _DecoderMessages:
     """
 
     def __init__(self) -> None:
-        self._file = None
+        self._file: IO[bytes] | None = None  # made on first use, in the process that decodes
 
     def run(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, str]:
         if self._file is None:
             self._file = tempfile.TemporaryFile()
-        self._file.seek(0)
-        self._file.truncate()
+        caught = self._file
+        caught.seek(0)
+        caught.truncate()
         sys.stderr.flush()
         saved = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
+        os.dup2(caught.fileno(), 2)
         try:
             out = fn()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-        self._file.seek(0)
-        return out, self._file.read().decode(errors="replace").strip()
+        caught.seek(0)
+        return out, caught.read().decode(errors="replace").strip()
 
 
 _MESSAGES = _DecoderMessages()  # one per process (each DataLoader worker has its own)
@@ -153,7 +155,7 @@ def frame_pass(
     warn: Callable[[str], None],
 ) -> Outcome:
     """Run one frame extractor over the crops of ``videos``; a contract breach stops this feature only."""
-    ext = resolved.extractor
+    ext = cast(FrameExtractor, resolved.extractor)  # the run gives this pass its frame extractors only
     bar = tqdm(total=len(videos), desc=writer.feature, unit="video", disable=not opts.progress, dynamic_ncols=True)
     assembler = Assembler(writer, pool, lambda _: bar.update(1))
     items = _open_videos(videos, assembler, writer.feature, warn)
@@ -182,9 +184,9 @@ def frame_pass(
                 frames += len(rows)
                 bar.set_postfix(fps=f"{frames / max(bar.format_dict['elapsed'], 1e-9):.0f}", refresh=False)
                 damaged = np.array([bool(d) for d in damage])
-                for i in np.flatnonzero(damaged):
-                    warn(damage[i])
-                    assembler.put(ids[video_nums[i]], rows[i : i + 1], None)
+                for j in np.flatnonzero(damaged):
+                    warn(damage[j])
+                    assembler.put(ids[video_nums[j]], rows[j : j + 1], None)
                 for v in np.unique(video_nums[~damaged]):
                     sel = (video_nums == v) & ~damaged
                     assembler.put(ids[v], rows[sel], out[sel])

@@ -188,7 +188,7 @@ def import_features(
             f"({len(unknown)} such file(s)); rename or remove them"
         )
     place = _timestamped if timestamps else _on_grid
-    width = None
+    width: int | None = None
     for vid, path in files.items():  # everything checked before anything is written
         table = read_table(path)
         cols = table.shape[1] - (1 if timestamps else 0)
@@ -200,6 +200,7 @@ def import_features(
         rows, _ = place(path, table, index[vid], tolerance)
         if np.abs(np.nan_to_num(rows)).max(initial=0.0) > FLOAT16_MAX:
             raise VafusionError(f"{path}: values beyond +-{FLOAT16_MAX:g}; the cache stores float16: scale them")
+    assert width is not None  # there is a file: _files refuses a folder without any
     report = ImportReport(path=cache)
     absent = [i for i in index.ids if i not in files]
     if absent:

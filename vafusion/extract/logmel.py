@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -330,7 +331,7 @@ LOG_MEL = LogMelFrontend()
 class LogMelExtractor:
     """``logmel``: the 64 log-mel bands averaged over each video frame's span."""
 
-    kind = "track"
+    kind: Literal["track"] = "track"
     name = "logmel"
     dim = NUM_BANDS
     sample_rate = SAMPLE_RATE

@@ -27,13 +27,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from vafusion.device import autocast
 from vafusion.errors import VafusionError
@@ -42,6 +42,9 @@ from vafusion.extract.audio import SAMPLE_RATE
 from vafusion.extract.registry import BuildRequest, Family
 from vafusion.extract.weights import assign_state_dict, read_state_dict
 from vafusion.hashing import sha256_file
+
+if TYPE_CHECKING:
+    from torchaudio.models import Wav2Vec2Model
 
 WEIGHTS_URL = "https://download.pytorch.org/torchaudio/models/"
 RANDOM_SEED = 0
@@ -75,7 +78,7 @@ MODELS: dict[str, SpeechModel] = {
 OPTIONS = ("layer", "chunk", "context")
 
 
-def architecture(name: str, device: str = "cpu") -> nn.Module:
+def architecture(name: str, device: str = "cpu") -> Wav2Vec2Model:
     """The untrained model of built-in ``name`` (``device="meta"``: shapes only)."""
     import torchaudio.models
 
@@ -91,9 +94,10 @@ class StepGeometry:
     stride: int
 
     @classmethod
-    def of(cls, model: nn.Module) -> StepGeometry:
+    def of(cls, model: Wav2Vec2Model) -> StepGeometry:
         field, jump = 1, 1
-        for block in model.feature_extractor.conv_layers:
+        frontend: Any = model.feature_extractor  # torchaudio types the model's parts as nn.Module only
+        for block in frontend.conv_layers:
             field += (block.conv.kernel_size[0] - 1) * jump
             jump *= block.conv.stride[0]
         return cls(field, jump)
@@ -115,7 +119,8 @@ def chunk_plan(n_steps: int, chunk_steps: int, context_steps: int) -> list[tuple
     if n_steps <= chunk_steps:
         return [(0, 0, n_steps)]
     hop = chunk_steps - 2 * context_steps
-    plan, start = [], 0
+    plan: list[tuple[int, int, int]] = []
+    start = 0
     while start + chunk_steps < n_steps:
         own_lo = plan[-1][2] if plan else 0
         plan.append((start, own_lo, start + context_steps + hop))
@@ -153,16 +158,22 @@ def _parse_seconds(options: dict, key: str, default: float, name: str) -> float:
     return value
 
 
+def encoder_shape(model: Wav2Vec2Model) -> tuple[int, int]:
+    """``(transformer layers, output width)`` of a model (torchaudio types its parts as nn.Module only)."""
+    encoder: Any = model.encoder
+    return len(encoder.transformer.layers), int(encoder.feature_projection.projection.out_features)
+
+
 class SpeechExtractor:
     """A track extractor around a torchaudio wav2vec 2.0 / HuBERT / WavLM model."""
 
-    kind = "track"
+    kind: Literal["track"] = "track"
     sample_rate = SAMPLE_RATE
 
     def __init__(
         self,
         name: str,
-        model: nn.Module,
+        model: Wav2Vec2Model,
         weights_provenance: dict[str, Any],
         normalize_waveform: bool,
         layer: str = "mean",
@@ -173,9 +184,8 @@ class SpeechExtractor:
         self.model = model.eval()
         self.normalize_waveform = normalize_waveform
         self.geometry = StepGeometry.of(model)
-        n_layers = len(model.encoder.transformer.layers)
+        n_layers, self.dim = encoder_shape(model)
         self.layers = _parse_layers(layer, n_layers, name)
-        self.dim = int(model.encoder.feature_projection.projection.out_features)
         g = self.geometry
         self.chunk_steps = max(1, g.n_steps(int(round(chunk_s * SAMPLE_RATE))))
         self.context_steps = int(round(context_s * SAMPLE_RATE / g.stride))
@@ -238,7 +248,7 @@ class SpeechExtractor:
         return align.span_mean(rows, self.geometry.steps(len(rows)), frame_times)
 
 
-def _load_weights(name: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
+def _load_weights(name: str, spec: str) -> tuple[Wav2Vec2Model, dict[str, Any]]:
     if spec == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
@@ -277,7 +287,7 @@ def _check(request: BuildRequest) -> None:
     options = dict(request.options)
     _parse_seconds(options, "chunk", DEFAULT_CHUNK_S, request.name)
     _parse_seconds(options, "context", DEFAULT_CONTEXT_S, request.name)
-    n_layers = len(architecture(request.name, "meta").encoder.transformer.layers)
+    n_layers, _ = encoder_shape(architecture(request.name, "meta"))
     _parse_layers(options.get("layer", "mean"), n_layers, request.name)
 
 

@@ -29,7 +29,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import torch
@@ -70,7 +70,12 @@ def classifier_layer(model: nn.Module) -> tuple[str, nn.Module]:
 
 
 def _embedding_dim(layer: nn.Module) -> int:
-    return int(layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels)
+    """The width the classifier layer (:func:`classifier_layer`) takes in: the embedding's."""
+    if isinstance(layer, nn.Linear):
+        return int(layer.in_features)
+    if isinstance(layer, nn.Conv2d):
+        return int(layer.in_channels)
+    raise TypeError(f"not a classifier layer: {type(layer).__name__}")
 
 
 @dataclass
@@ -217,7 +222,7 @@ def preprocess_batch(
 class TorchvisionExtractor:
     """A frame extractor around a :class:`Backbone`: uint8 crops -> pooled embeddings."""
 
-    kind = "frame"
+    kind: Literal["frame"] = "frame"
 
     def __init__(self, name: str, backbone: Backbone, image_size: int) -> None:
         self.name = name
@@ -240,7 +245,8 @@ class TorchvisionExtractor:
     def to(self, device: torch.device) -> TorchvisionExtractor:
         # channels_last: oneDNN's and cuDNN's fast convolution layout (resnet50 at 224 px on a
         # 2-core CPU: ~1.3x, one-off measurement; no gain at 64 px).
-        self.model = self.model.to(device).eval().to(memory_format=torch.channels_last)
+        self.model = self.model.to(device).eval()
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # documented; not in torch's stubs
         self.device = torch.device(device)
         return self
 
@@ -250,14 +256,18 @@ class TorchvisionExtractor:
             return self.model(x.contiguous(memory_format=torch.channels_last))
 
 
-def _check(request: BuildRequest) -> None:
+def _weights(request: BuildRequest) -> str:
     if not request.weights:
         raise VafusionError(f"{request.name} needs weights: --weights {request.name}=default|random|PATH")
+    return request.weights
+
+
+def _check(request: BuildRequest) -> None:
+    _weights(request)
 
 
 def _build(request: BuildRequest) -> TorchvisionExtractor:
-    _check(request)
-    return TorchvisionExtractor(request.name, build_backbone(request.name, request.weights), request.image_size)
+    return TorchvisionExtractor(request.name, build_backbone(request.name, _weights(request)), request.image_size)
 
 
 FAMILY = Family(key="torchvision", names=model_names, build=_build, check=_check, default_weights="default")

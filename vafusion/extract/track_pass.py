@@ -104,10 +104,12 @@ class _Feature:
 
     def __init__(self, resolved: Resolved, assembler: Assembler, pending: set[str]):
         self.resolved = resolved
-        self.ext = resolved.extractor
+        # A TrackExtractor; a built-in may add the optional hooks (frontend, from_frontend,
+        # run_batch, batch_rows) that this pass looks up by name: typed as what they are, duck-typed.
+        self.ext: Any = resolved.extractor
         self.assembler = assembler
         self.pending = pending
-        self.frontend = getattr(self.ext, "frontend", None)
+        self.frontend: Any = getattr(self.ext, "frontend", None)
         self.queue = _RowQueue() if hasattr(self.ext, "run_batch") else None
         self.alive = True
 
@@ -122,8 +124,10 @@ class _Feature:
 
     def run_batches(self, batch_size: int, flush: bool) -> None:
         """Run the full batches waiting (and, with ``flush``, the rest)."""
-        while self.queue.size >= batch_size or (flush and self.queue.size):
-            x, owners = self.queue.take(batch_size)
+        queue = self.queue
+        assert queue is not None  # only an extractor with run_batch has a queue, and is run in batches
+        while queue.size >= batch_size or (flush and queue.size):
+            x, owners = queue.take(batch_size)
             out = guarded_call(self.ext.run_batch, self.resolved.source, self.ext.name, pad_batch(x, batch_size))
             out = check_rows(self.ext, out, batch_size, f"a batch of {batch_size}", self.resolved.source)
             at = 0

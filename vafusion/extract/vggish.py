@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -135,6 +136,7 @@ class VGGishPCA:
         path = Path(path)
         if not path.is_file():
             raise VafusionError(f"{path}: no such PCA parameter file; pass vggish_pca_params.npz or .pth")
+        params: object
         try:
             if path.suffix.lower() == ".npz":
                 with np.load(path, allow_pickle=False) as z:
@@ -229,7 +231,7 @@ class VGGishExtractor:
     tracks in one backbone batch).
     """
 
-    kind = "track"
+    kind: Literal["track"] = "track"
     name = "vggish"
     dim = EMBEDDING_SIZE
     sample_rate = SAMPLE_RATE
@@ -252,7 +254,8 @@ class VGGishExtractor:
 
     def to(self, device: torch.device) -> VGGishExtractor:
         # channels_last: oneDNN's and cuDNN's fast convolution layout.
-        self.model = self.model.to(device).eval().to(memory_format=torch.channels_last)
+        self.model = self.model.to(device).eval()
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # documented; not in torch's stubs
         self.device = torch.device(device)
         return self
 
@@ -273,13 +276,16 @@ class VGGishExtractor:
 
 def _build(request: BuildRequest) -> VGGishExtractor:
     """The registry's builder: weights required (a file or ``random``), option ``pca``."""
-    _check(request)
-    model, prov = load_vggish(request.weights)
+    model, prov = load_vggish(_weights(request))
     pca = VGGishPCA.from_file(request.options["pca"]) if request.options.get("pca") else None
     return VGGishExtractor(model, prov, pca)
 
 
 def _check(request: BuildRequest) -> None:
+    _weights(request)
+
+
+def _weights(request: BuildRequest) -> str:
     if request.weights == "default":
         raise VafusionError(
             "--weights vggish=default: VGGish weights are not downloaded by vafusion; pass the "
@@ -290,6 +296,7 @@ def _check(request: BuildRequest) -> None:
             "vggish needs weights: --vggish-weights PATH (the published vggish-10086976.pth, see README) "
             "or --vggish-weights random (or --weights vggish=PATH|random)"
         )
+    return request.weights
 
 
 FAMILY = Family(key="vggish", names=lambda: ("vggish",), build=_build, check=_check, options=("pca",))

@@ -32,7 +32,7 @@ def torch_load_plain(path: Path) -> object:
         try:
             from numpy._core.multiarray import _reconstruct  # numpy >= 2
         except ImportError:  # pragma: no cover - numpy 1.x
-            from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+            from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]  # numpy 1.x: its old home
         allowed: list = [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype]
         allowed += [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64)]
         try:

@@ -11,13 +11,16 @@ import functools
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from PIL import Image
 
 from vafusion.errors import VafusionError
 from vafusion.synth.layout import crop_name
+
+if TYPE_CHECKING:
+    from av import AudioStream, VideoStream
 
 JPEG_QUALITY = 90
 AUDIO_FRAME = 1024
@@ -117,21 +120,22 @@ class Mp4Writer:
         self.fps_rate = Fraction(fps).limit_denominator(1001)
         self._add_video_stream(height, width, frame_times)
         self.audio_data = audio
-        self.audio = None
+        self.audio: AudioStream | None = None
         self.audio_pos = 0
         self.sample_rate = sample_rate
         if audio is not None:
-            self.audio = self.container.add_stream(audio_codec(), rate=sample_rate)
-            self.audio.layout = "mono"
-            if self.audio.codec_context.name == "aac":
-                self.audio.bit_rate = 48_000
+            # add_stream's return type follows the codec's name only for names PyAV's stubs list
+            self.audio = stream = cast("AudioStream", self.container.add_stream(audio_codec(), rate=sample_rate))
+            stream.layout = "mono"
+            if stream.codec_context.name == "aac":
+                stream.bit_rate = 48_000
         self.n_written = 0
 
     def _add_video_stream(self, height: int, width: int, frame_times: Sequence[float] | None) -> None:
         """Frame k at pts k / rate, or (variable frame rate) at ``frame_times[k]`` on a 90 kHz clock."""
         rate = self.fps_rate
         codec = video_codec()
-        self.video = self.container.add_stream(codec, rate=rate)
+        self.video = cast("VideoStream", self.container.add_stream(codec, rate=rate))  # as for the audio
         self.video.width = width
         self.video.height = height
         self.video.pix_fmt = "yuv420p"
@@ -170,6 +174,7 @@ class Mp4Writer:
         data = self.audio_data
         stop = data.size if seconds is None else min(data.size, int(np.ceil(seconds * self.sample_rate)))
         audio_fmt = self.audio.codec_context.format.name  # 'fltp' for aac, 's16p'/'s32p' for alac
+        arr: np.ndarray
         while self.audio_pos < stop:
             chunk = data[self.audio_pos : self.audio_pos + AUDIO_FRAME]
             if seconds is not None and chunk.size < AUDIO_FRAME and self.audio_pos + chunk.size < data.size:

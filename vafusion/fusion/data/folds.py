@@ -89,7 +89,8 @@ def split_ids(index: CorpusIndex, config: Any) -> tuple[list[str], list[str]]:
         if not 1 <= fold <= folds:
             raise VafusionError(f"--fold {fold}: out of range; choose 1 <= fold <= {folds} (--folds)")
         assignment = fold_of_groups(index, folds)
-        train, validation = [], []
+        train: list[str] = []
+        validation: list[str] = []
         for e in _labelled_entries(index, LABELLED_PARTITIONS):
             (validation if assignment[e.group] == fold else train).append(e.id)
         return sorted(train), sorted(validation)

@@ -64,9 +64,10 @@ class LoadedCache:
     @property
     def data(self) -> list[np.ndarray]:
         """Per feature the (sum T, dim) float16 block in RAM; only for a cache loaded into RAM."""
-        if not self.in_memory:
+        blocks = [s.block for s in self.sources if isinstance(s, InMemoryFeature)]
+        if len(blocks) < len(self.sources):
             raise AttributeError("a streamed cache has no blocks in RAM; read rows with sources[k].rows(a, b)")
-        return [s.block for s in self.sources]  # type: ignore[attr-defined]
+        return blocks
 
     @property
     def in_memory(self) -> bool:

@@ -174,10 +174,10 @@ class StreamedFeature(FeatureSource):
 
     def _tensor(self, i: int) -> Tensor | None:
         """A torch view of video ``i``'s mapped rows (made once; None for HDF5-read videos)."""
-        found = self._tensors[i]
-        if found is None and self._views[i] is not None:
+        found, view = self._tensors[i], self._views[i]
+        if found is None and view is not None:
             with torch.inference_mode(False):
-                found = self._tensors[i] = as_tensor(self._views[i])
+                found = self._tensors[i] = as_tensor(view)
         return found
 
     def copy_windows(self, out: Tensor, first: Sequence[int], length: Sequence[int]) -> None:

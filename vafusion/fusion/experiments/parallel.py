@@ -25,8 +25,8 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import wait
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from typing import Any, cast
 
 import torch
 
@@ -102,13 +102,18 @@ def _worker(
         _take_tasks(device, fn, tasks, conn)
 
 
+def _logger(conn: Any, index: int) -> Callable[[str], None]:
+    """What a task calls to log a line: it reaches the parent, tagged with the task's index."""
+    return lambda msg: conn.send(("log", index, msg))
+
+
 def _take_tasks(device: str | None, fn: Task, tasks: Any, conn: Any) -> None:
     try:
         while (item := tasks.get()) is not None:
             index, spec = item
             conn.send(("start", index, device))
             try:
-                value = fn(spec, device, lambda msg, i=index: conn.send(("log", i, msg)))
+                value = fn(spec, device, _logger(conn, index))
             except VafusionError as e:
                 conn.send(("failed", index, str(e)))
             except Exception as e:  # noqa: BLE001 - a bug or a resource error (e.g. out of GPU memory): this task fails alone
@@ -137,7 +142,8 @@ class _Pool:
             self.tasks.put(item)
         for _ in devices:
             self.tasks.put(None)
-        self.procs, self.conns = [], {}
+        self.procs: list[Any] = []  # spawned processes
+        self.conns: dict[Connection, int] = {}  # reading end of a worker's pipe -> its slot
         for slot, device in enumerate(devices):
             reader, writer = ctx.Pipe(duplex=False)
             p = ctx.Process(
@@ -158,7 +164,7 @@ class _Pool:
         A worker that ends inside a task (killed, out of memory) fails that task.
         """
         while self.conns:
-            for reader in wait(list(self.conns)):
+            for reader in cast("list[Connection]", wait(list(self.conns))):  # the ones given, that are ready
                 slot = self.conns[reader]
                 try:
                     kind, index, payload = reader.recv()

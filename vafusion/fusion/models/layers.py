@@ -23,7 +23,7 @@ take the convolution layout ``(B, C, W)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -169,7 +169,7 @@ class TCN(nn.Module):
         return x
 
 
-def encode_tcn(tcn: TCN, h: Tensor, valid: Tensor) -> Tensor:
+def encode_tcn(tcn: nn.Module, h: Tensor, valid: Tensor) -> Tensor:
     """``(B, W, C) -> (B, W, C_out)`` through ``tcn``, frames outside the video masked."""
     mask = valid[:, None, :].to(h.dtype)
     return tcn(h.transpose(1, 2), mask).transpose(1, 2)
@@ -244,7 +244,7 @@ class CrossModalAttention(nn.Module):
 
 
 def cross_attend(
-    attentions: Sequence[nn.Module],
+    attentions: Iterable[nn.Module],
     queries: Sequence[Tensor],
     keys: Sequence[Tensor],
     key_present: Sequence[Tensor],
@@ -273,6 +273,9 @@ class VisualQueriesAudio(nn.Module):
 
     bidirectional = False
     dims: list[int]
+    cross: nn.ModuleList  # one attention per audio stream, the visual one querying
+    to_visual: nn.ModuleList  # bidirectional only: each audio stream querying the visual one
+    head: nn.Module
 
     def encode(self, i: int, x: Tensor, present: Tensor, valid: Tensor) -> Tensor:
         """Stream ``i``: (B, W, d_i) -> (B, W, D)."""

@@ -11,6 +11,8 @@ encoding exactly as in ``imf``.
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from vafusion.fusion.models.layers import (
@@ -99,6 +101,6 @@ class TemporalTransformer(VisualQueriesAudio):
     def encode(self, i: int, x: Tensor, present: Tensor, valid: Tensor) -> Tensor:
         h = embed_stream(self.project[i], self.missing[i], x, present, valid)
         usable = present & valid
-        for layer in self.encoders[i]:
+        for layer in cast(nn.ModuleList, self.encoders[i]):  # a ModuleList of layers per stream
             h = layer(h, usable, valid)
         return self.norms[i](h) * valid[..., None].to(h.dtype)

@@ -87,7 +87,7 @@ def keep_oof(
     results: list[RunPredictions | None] = [read_oof(r) for r in run_dirs]
     todo = {i: load_run(run_dirs[i]) for i, r in enumerate(results) if r is None}
     if not todo:
-        return results  # type: ignore[return-value]
+        return [r for r in results if r is not None]  # all of them
     index = read_corpus_index(cache_dir)
     needed: dict[tuple[str, ...], set[str]] = {}
     for run in todo.values():
@@ -99,8 +99,10 @@ def keep_oof(
         partition = predict_partition(run, device=device, loaded=loaded[tuple(run.config.data.features)])
         labels = [partition.loaded.labels[partition.loaded.rows(v)] for v in partition.ids]
         fps = np.array([partition.loaded.index[v].fps for v in partition.ids], dtype=np.float64)
-        results[i] = RunPredictions(partition.ids, fps, [partition.predictions[v] for v in partition.ids], labels)
-        log(f"kept validation predictions: {write_oof(run_dirs[i], results[i])}")
+        kept = results[i] = RunPredictions(
+            partition.ids, fps, [partition.predictions[v] for v in partition.ids], labels
+        )
+        log(f"kept validation predictions: {write_oof(run_dirs[i], kept)}")
     return [r for r in results if r is not None]
 
 

@@ -101,6 +101,18 @@ def choose_post(runs: Sequence[Path], post: str = "auto", smooth: int | None = N
     return chosen.apply, f"post-processing from {path}: {chosen.describe()}"
 
 
+def _known(ids: Mapping[str, str], index: CorpusIndex, cache_dir: Path) -> list[str]:
+    """The ids of ``{id: where it was named}``; one the cache lacks is an error naming where."""
+    unknown = [v for v in ids if v not in index]
+    if unknown:
+        others = f" (and {len(unknown) - 1} other video(s))" if len(unknown) > 1 else ""
+        raise VafusionError(
+            f"{ids[unknown[0]]}: video {unknown[0]} is not in the cache {cache_dir}{others}; extract "
+            f"it into the cache (e.g. with --test-list), or give the cache that has it"
+        )
+    return list(ids)
+
+
 def _predict_ids(
     run_dirs: Sequence[str | Path],
     cache_dir: str | Path,
@@ -119,14 +131,7 @@ def _predict_ids(
     step, said = choose_post(runs, post, smooth)
     cache_dir = Path(cache_dir)
     index = read_corpus_index(cache_dir)
-    chosen = select_ids(index, ids) if isinstance(ids, str) else list(ids)
-    unknown = [v for v in chosen if v not in index]
-    if unknown:
-        others = f" (and {len(unknown) - 1} other video(s))" if len(unknown) > 1 else ""
-        raise VafusionError(
-            f"{ids[unknown[0]]}: video {unknown[0]} is not in the cache {cache_dir}{others}; extract "
-            f"it into the cache (e.g. with --test-list), or give the cache that has it"
-        )
+    chosen = select_ids(index, ids) if isinstance(ids, str) else _known(ids, index, cache_dir)
     log(f"predicting {len(chosen)} id(s) with {len(runs)} run(s), averaged")
     log(said)
     preds = ensemble_predict(runs, cache_dir, chosen, index, device)

@@ -77,7 +77,12 @@ def read_sample(path: str | Path) -> Sample:
             f"{path} line 1: header must start with {HEADER[0]!r} (the organisers' "
             f"*_ABAW_VA_test_set_sample.txt); found {found!r}"
         )
-    locations, frames, lines, videos, first_line, seen = [], [], [], {}, {}, set()
+    locations: list[str] = []
+    frames: list[int] = []
+    lines: list[int] = []
+    videos: dict[str, list[int]] = {}  # video -> its rows' positions
+    first_line: dict[str, int] = {}
+    seen: set[str] = set()
     for number, fields in rows:
         if fields == [""]:
             continue  # a blank line carries no row

@@ -57,7 +57,7 @@ class _StreamsView(Sequence):
     def __len__(self) -> int:
         return len(self.source.ids)
 
-    def __getitem__(self, i: int) -> list[np.ndarray]:  # type: ignore[override]
+    def __getitem__(self, i: int) -> list[np.ndarray]:  # type: ignore[override]  # no slices: read one by one
         if not 0 <= i < len(self):
             raise IndexError(i)
         return self.source.video(i)[self.side]

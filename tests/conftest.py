@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.toy_cache import write_big_cache, write_toy_cache
 from vafusion.extract.run import ExtractOptions, extract
 from vafusion.synth import SynthCorpus, make_corpus
+from vafusion.synth.face_video import FaceClip
 
 FAST_EXTRACT = dict(
     visual_weights="random", vggish_weights="random", image_size=32, batch_size=48, workers=0, progress=False
@@ -90,3 +93,63 @@ def copy_cache(tmp_path) -> Callable[[Path], Path]:
         return Path(shutil.copytree(src, tmp_path / name, symlinks=True))
 
     return copy
+
+
+FACE_OPTIONS = dict(detector_options={"min_face": "40"}, device="cpu", batch_size=8, progress=False)
+"""``vafusion faces`` settings for tests: the real MTCNN weights, faces of 40 px and more (a short pyramid)."""
+
+
+@dataclass(frozen=True)
+class FaceCorpus:
+    """Clips of a real face (scikit-image's astronaut, public domain) and the corpus ``vafusion faces`` made."""
+
+    root: Path
+    one: FaceClip  # one person, a blank span
+    two: FaceClip  # two persons side by side
+    bad: tuple[Path, ...]  # a corrupt file and an audio-only file
+    report: object
+
+
+def astronaut_face() -> np.ndarray:
+    """The astronaut photo cropped around her face (hair to chin), the face every face test uses."""
+    from skimage import data
+
+    return data.astronaut()[20:230, 120:320]
+
+
+@pytest.fixture(scope="session")
+def face_corpus(tmp_path_factory) -> FaceCorpus:
+    """A one-person clip with a blank span, a two-person clip, a corrupt and an audio-only file, and the
+    corpus ``faces`` wrote from them (one person, then the two-person clip with persons=2)."""
+    from vafusion.extract.faces.options import FacesOptions
+    from vafusion.extract.faces.run import faces
+    from vafusion.synth.face_video import face_clip
+
+    root = tmp_path_factory.mktemp("faces")
+    (root / "in").mkdir()
+    face = astronaut_face()
+    one = face_clip(root / "in" / "one.mp4", face, n_frames=20, size=(160, 120), width=72, blank=[(8, 12)])
+    two = face_clip(root / "in2" / "two.mp4", face, n_frames=10, size=(224, 120), width=80, persons=2)
+    corrupt = root / "in" / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    audio_only = root / "in" / "voice.m4a"
+    write_tone(audio_only)
+    out = root / "corpus"
+    report = faces([root / "in", audio_only], out, FacesOptions(preview=True, **FACE_OPTIONS))
+    faces([two.path], out, FacesOptions(persons=2, **FACE_OPTIONS))
+    return FaceCorpus(out, one, two, (corrupt, audio_only), report)
+
+
+def write_tone(path: Path, seconds: float = 0.5) -> None:
+    """An audio-only file (a 440 Hz tone): a 'video' without a video stream."""
+    import av
+
+    rate = 16000
+    wave = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)

@@ -202,3 +202,32 @@ def test_extract_killed_at_writes_resumes_to_the_clean_cache(tiny_extracted, tmp
             assert sorted(f["videos"]) == sorted(expected), k
             for v, x in expected.items():
                 np.testing.assert_array_equal(f[f"videos/{v}/features"][()], x)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (links by their target) -> its bytes."""
+    return {
+        str(p.relative_to(folder)): (str(p.readlink()).encode() if p.is_symlink() else p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() or p.is_symlink()
+    }
+
+
+def test_faces_killed_at_writes_resumes_to_the_clean_corpus(tmp_path):
+    from tests.conftest import astronaut_face
+    from vafusion.extract.faces import writer
+    from vafusion.synth.face_video import face_clip
+
+    clip = face_clip(tmp_path / "in" / "clip.mp4", astronaut_face(), n_frames=6, size=(128, 96), width=64)
+    out = tmp_path / "corpus"
+    command = ["faces", clip.path, "--out", out, "--detector-option", "min_face=40", "--batch-size", "4"]
+    command += ["--preview", "--device", "cpu", *ONE_THREAD]
+    also = ((writer, "save_crops"),)  # the crops are written in batches between the renames: kill there too
+    # Its 7 writes: the video link, two batches of crops, table, preview, record, the crop folder renamed.
+    # Killed at the link, amid the crops, at the record and at the rename (the others add nothing new).
+    clean, finished = _clean_and_killed(tmp_path, command, out, instants=[1, 3, 6, 7], also_count=also)
+    expected = _tree(clean)
+    assert len([name for name in expected if name.endswith(".jpg")]) == clip.n_frames
+    for k, target in finished:
+        assert _tree(target) == expected, k
+        _no_temporaries(target)

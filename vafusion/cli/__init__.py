@@ -6,7 +6,13 @@ group of commands registers them on :data:`cli` (main.py); the options several c
 share live in options.py (both stages) and fusion_options.py (stage 2).
 """
 
-from vafusion.cli import cache_cmds, extract_cmd, fusion_cmds, predict_cmds  # noqa: F401  (register the commands)
+from vafusion.cli import (  # noqa: F401  (register the commands)
+    cache_cmds,
+    extract_cmd,
+    faces_cmd,
+    fusion_cmds,
+    predict_cmds,
+)
 from vafusion.cli.main import cli, main, reference_markdown
 
 __all__ = ["cli", "main", "reference_markdown"]

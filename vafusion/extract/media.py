@@ -16,6 +16,7 @@ sound at frame 45 lands on row 45, never where a constant rate would put it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -174,3 +175,34 @@ def probe_video(path: str | Path) -> VideoInfo:
         frame_times=frame_times,
         timing_note=note,
     )
+
+
+def video_frames(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
+    """The decoded frames of the first video stream, in order, ``batch_size`` at a time: (n, H, W, 3) uint8 RGB.
+
+    Every frame comes at the first frame's size (a stream that changes size mid-way is rescaled), so
+    frame k of the k-th yield is frame k of the video: the Aff-Wild2 frame numbering. A file that
+    fails while decoding is one VafusionError naming it.
+    """
+    path = Path(path)
+    batch: list[np.ndarray] = []
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                raise VafusionError(f"{path}: no video stream in the file; replace it with the original video")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            size: tuple[int, int] | None = None
+            for frame in container.decode(stream):
+                size = size or (frame.width, frame.height)
+                batch.append(frame.to_ndarray(width=size[0], height=size[1], format="rgb24"))
+                if len(batch) == batch_size:
+                    yield np.stack(batch)
+                    batch = []
+    except VafusionError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, EOFError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VafusionError(f"{path}: cannot decode the video ({reason}); check or replace the file") from None
+    if batch:
+        yield np.stack(batch)

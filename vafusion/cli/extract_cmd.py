@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -32,6 +33,15 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Cache directory to create or complete (corpus.h5 + one <feature>.h5 per feature).",
+)
+@click.option(
+    "--like",
+    "like",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Extract the same features with the same settings as this cache (backbones, weights files by "
+    "sha256, image size, options): a trained run's features for a new corpus. Replaces --features, "
+    "--weights, --extractor-option and --image-size; a weights file not found (by name, in the current "
+    "folder, that cache or its parent) is named: give it with --weights FEATURE=PATH.",
 )
 @click.option(
     "--features",
@@ -154,6 +164,7 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
 def extract(
     corpus: Path | None,
     cache_dir: Path,
+    like: Path | None,
     features: str,
     videos_dirs: tuple[Path, ...],
     faces: Path | None,
@@ -191,12 +202,20 @@ def extract(
     from vafusion.extract.options import parse_extractor_options, parse_weights
     from vafusion.extract.run import extract as run_extract
 
-    opts = ExtractOptions(
+    given_weights, given_options = parse_weights(weights), parse_extractor_options(extractor_options)
+    settings: dict[str, Any] = dict(
         features=tuple(f.strip() for f in features.split(",") if f.strip()),
-        weights=parse_weights(weights),
-        extractor_options=parse_extractor_options(extractor_options),
-        visual_weights=visual_weights,
+        weights=given_weights,
+        extractor_options=given_options,
         image_size=image_size,
+    )
+    if like is not None:
+        from vafusion.extract.like import like_settings
+
+        settings = like_settings(like, given_weights, given_options)
+    opts = ExtractOptions(
+        **settings,
+        visual_weights=visual_weights,
         vggish_weights=vggish_weights,
         vggish_pca=vggish_pca,
         device=device,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from vafusion.bounds import bound, require_bounds
 from vafusion.errors import VafusionError
@@ -34,6 +35,9 @@ class ExtractOptions:
     overwrite: bool = False
     compression: str | None = None
     progress: bool = True
+    like: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """``--like CACHE``: entry -> that cache's ``{"fingerprint", "provenance"}``; a feature that would come out
+    otherwise is refused before anything is written (:mod:`vafusion.extract.like`)."""
 
     def __post_init__(self) -> None:
         self.features = tuple(self.features)

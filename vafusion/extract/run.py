@@ -26,6 +26,7 @@ from vafusion.extract.assembly import Failure, Outcome
 from vafusion.extract.contract import ExtractorError, to_device
 from vafusion.extract.corpus import Corpus, discover_corpus
 from vafusion.extract.frame_pass import frame_pass
+from vafusion.extract.like import first_difference
 from vafusion.extract.options import ExtractOptions
 from vafusion.extract.registry import Resolved
 from vafusion.extract.track_pass import track_pass
@@ -60,6 +61,20 @@ def _provenance(resolved: Resolved, device: torch.device) -> dict:
     return prov
 
 
+def _require_like(opts: ExtractOptions, entry: str, resolved: Resolved, device: torch.device) -> None:
+    """With ``--like``: the feature's provenance must be the model cache's, to the byte (its fingerprint)."""
+    expected = opts.like.get(entry)
+    if expected is None:
+        return
+    prov = _provenance(resolved, device)
+    if schema.fingerprint(prov) != expected["fingerprint"]:
+        raise VafusionError(
+            f"--like: {resolved.name} would not be extracted as in that cache "
+            f"({first_difference(expected['provenance'], prov)}); give the setting that differs "
+            f"(--weights {entry}=PATH, --extractor-option {entry}.KEY=VALUE, --precision)"
+        )
+
+
 def _build_all(
     opts: ExtractOptions, report: ExtractReport, note: Callable[[str], None], device: torch.device
 ) -> list[Resolved]:
@@ -82,6 +97,7 @@ def _build_all(
             show_chain(e)
             report.failures.append(Failure(None, entry, str(e)))
             continue
+        _require_like(opts, entry, resolved, device)
         if resolved.provenance().get("weights") == "random":
             note(f"{resolved.name} uses RANDOM weights (fine for tests and demos, not for real results)")
         built.append(resolved)

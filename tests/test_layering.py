@@ -13,8 +13,9 @@ FUSION = PACKAGE / "fusion"
 
 # (folder or module, packages it must not import) — README, "For contributors"
 RULES = [
-    ("cache", ("vafusion.extract", "vafusion.fusion", "vafusion.cli")),
-    ("fusion", ("vafusion.extract", "vafusion.cli", "torchvision", "av")),
+    ("cache", ("vafusion.extract", "vafusion.fusion", "vafusion.analyze", "vafusion.cli")),
+    ("extract", ("vafusion.fusion", "vafusion.analyze", "vafusion.cli")),
+    ("fusion", ("vafusion.extract", "vafusion.analyze", "vafusion.cli", "torchvision", "av")),
     ("synth", ("vafusion.extract", "vafusion.fusion", "vafusion.cli")),
     ("affwild2.py", ("vafusion",)),
     ("hashing.py", ("vafusion",)),

@@ -7,6 +7,7 @@ share live in options.py (both stages) and fusion_options.py (stage 2).
 """
 
 from vafusion.cli import (  # noqa: F401  (register the commands)
+    analyze_cmd,
     cache_cmds,
     extract_cmd,
     faces_cmd,

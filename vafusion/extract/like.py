@@ -15,7 +15,7 @@ names it and ``--weights FEATURE=PATH`` (checked the same way).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,13 +92,20 @@ def _options(rec: Recorded, cache: Path) -> dict[str, str]:
 
 
 def like_settings(
-    cache: str | Path, weights: Mapping[str, str], extractor_options: Mapping[str, Mapping[str, str]]
+    cache: str | Path,
+    weights: Mapping[str, str],
+    extractor_options: Mapping[str, Mapping[str, str]],
+    only: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments of :class:`ExtractOptions` that reproduce ``cache``'s features (``weights`` and
-    ``extractor_options`` the user gave win over what is read back)."""
+    """Keyword arguments of :class:`ExtractOptions` that reproduce ``cache``'s features (``only``: those
+    features); ``weights`` and ``extractor_options`` the user gave win over what is read back."""
     cache = Path(cache)
     features, found_weights, options, sizes, like = [], {}, {}, set(), {}
-    for rec in recorded_features(cache):
+    recorded = [r for r in recorded_features(cache) if only is None or r.feature in only]
+    missing = sorted(set(only or ()) - {r.feature for r in recorded})
+    if missing:
+        raise VafusionError(f"--cache {cache}: has no feature {missing[0]}; give the cache the run was trained on")
+    for rec in recorded:
         plugin = rec.provenance.get("plugin")
         entry = plugin["source"] if isinstance(plugin, dict) else rec.feature
         if not isinstance(plugin, dict) and rec.feature not in registry.builtins():

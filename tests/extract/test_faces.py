@@ -22,6 +22,7 @@ from vafusion.extract.faces.contract import DetectorError, guarded_detect
 from vafusion.extract.faces.mtcnn import MTCNN, read_arrays
 from vafusion.extract.faces.options import FacesOptions
 from vafusion.extract.faces.run import faces
+from vafusion.extract.faces.tracking import Track, frames_of, persons_of
 from vafusion.synth.face_video import face_clip
 
 CROP_NAME = re.compile(r"^\d{5}\.jpg$")
@@ -191,3 +192,26 @@ def test_detector_mistakes_are_one_line(tmp_path):
     _, broken = registry.build("tests.extract.test_faces:ThreeFaces", {"broken": "true"})
     with pytest.raises(DetectorError, match=r"returned 1 results for 2 images|landmarks has shape"):
         guarded_detect(broken, torch.zeros((2, 3, 8, 8), dtype=torch.uint8), "x")
+
+
+def _track(number: int, frames: range, x: float) -> Track:
+    t = Track(number)
+    for k in frames:
+        box = np.array([x, 10.0, x + 40, 60.0])
+        t.add(k, box, np.tile([x + 20, 30.0], (5, 1)), 0.9)
+    return t
+
+
+def test_persons_are_the_longest_tracks_and_their_continuations():
+    main, later, blip, other = (
+        _track(1, range(1, 40), 10),
+        _track(2, range(50, 60), 12),
+        _track(3, range(45, 47), 90),
+        _track(4, range(5, 30), 200),
+    )
+    (one,) = persons_of([main, later, blip, other], 1)
+    assert [t.number for t in one] == [1, 2]  # the bystander overlaps, the two-frame blip is too short to join
+    left, right = persons_of([other, main, later], 2)
+    assert [t.number for t in left] == [1, 2] and [t.number for t in right] == [4]
+    faces_of = frames_of([_track(5, range(1, 10, 4), 10)], detect_every=4)
+    assert sorted(faces_of) == list(range(1, 10)) and not faces_of[2].detected

@@ -11,8 +11,9 @@ Rules, in order:
   :data:`MIN_IOU`, or landmarks within :data:`MAX_POINT_DISTANCE` box sizes), among tracks last seen
   at most ``max_gap`` frames before; each track takes at most one detection per frame.
 * **Persons.** Tracks, longest first, seed up to ``persons`` persons (a track that overlaps every
-  person in time starts a new one); any other track joins the person it does not overlap in time
-  whose frames are nearest horizontally, or is left out (a bystander).
+  person in time starts a new one); any other track of at least :data:`MIN_JOIN` detections joins
+  the person it does not overlap in time whose frames are nearest horizontally; the rest are left
+  out (bystanders, and the odd false detection of a frame or two).
 * **Left and right.** With two persons, ``_left`` is the one whose faces lie further left on average.
 * **In between.** A frame between two detections of one track, at most ``detect_every`` frames apart,
   takes the linear interpolation of their box and landmarks.
@@ -28,6 +29,7 @@ from vafusion.extract.faces.contract import Faces
 
 MIN_IOU = 0.3
 MAX_POINT_DISTANCE = 0.25
+MIN_JOIN = 3
 
 
 @dataclass
@@ -121,7 +123,7 @@ def persons_of(tracks: list[Track], n_persons: int) -> list[list[Track]]:
         free = [p for p in persons if not _overlaps(p, track)]
         if len(persons) < n_persons and not free:
             persons.append([track])
-        elif free:
+        elif free and len(track.frames) >= MIN_JOIN:
             min(free, key=lambda p: abs(_mean_x(p) - track.centre_x)).append(track)
     return sorted(persons, key=_mean_x)
 

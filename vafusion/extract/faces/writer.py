@@ -111,7 +111,10 @@ def finish(layout: Layout, name: str, record: dict[str, Any]) -> None:
             continue
         source = next((p / video_id for p in pending if (p / video_id).is_dir()), None)
         if source is None:
-            raise VafusionError(f"{target}: missing although {layout.record(name)} says it was written")
+            raise VafusionError(
+                f"{target}: missing although {layout.record(name)} says it was written; delete that file and "
+                f"{layout.crops / name}* to redo the video"
+            )
         os.replace(source, target)
     for path in pending:
         shutil.rmtree(path, ignore_errors=True)

@@ -183,11 +183,11 @@ def test_a_plugin_detector_by_module_attribute_with_typed_options(tmp_path):
 
 
 def test_detector_mistakes_are_one_line(tmp_path):
-    with pytest.raises(VafusionError, match=r"unknown detector.*did you mean mtcnn"):
+    with pytest.raises(VafusionError, match=r"unknown face detector.*did you mean mtcnn"):
         registry.build("mtcn")
     with pytest.raises(VafusionError, match="has no such option"):
         registry.build("mtcnn", {"size": "3"})
-    with pytest.raises(VafusionError, match="wants a float"):
+    with pytest.raises(VafusionError, match="expected float"):
         registry.build("mtcnn", {"min_face": "big"})
     _, broken = registry.build("tests.extract.test_faces:ThreeFaces", {"broken": "true"})
     with pytest.raises(DetectorError, match=r"returned 1 results for 2 images|landmarks has shape"):

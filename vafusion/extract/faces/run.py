@@ -141,7 +141,9 @@ def _detect(
     and the frame width."""
     linker = Linker(opts.gap)
     first, width = 1, 0
-    for batch in video_frames(path, opts.batch_size):
+    # Decode detect_every x batch_size frames at a time, so that every detector call gets a full batch of
+    # keyframes (the detector's cost per call is mostly per pyramid scale, whatever the batch).
+    for batch in video_frames(path, opts.batch_size * opts.detect_every):
         numbers = np.arange(first, first + len(batch))
         keys = np.flatnonzero((numbers - 1) % opts.detect_every == 0)
         if len(keys):

@@ -215,3 +215,15 @@ def test_persons_are_the_longest_tracks_and_their_continuations():
     assert [t.number for t in left] == [1, 2] and [t.number for t in right] == [4]
     faces_of = frames_of([_track(5, range(1, 10, 4), 10)], detect_every=4)
     assert sorted(faces_of) == list(range(1, 10)) and not faces_of[2].detected
+
+
+def test_shards_split_the_videos_by_frames_the_same_way_everywhere():
+    from vafusion.extract.faces.run import _my_share
+    from vafusion.extract.media import VideoInfo
+
+    infos = {Path(f"v{i}.mp4"): VideoInfo(25.0, n, False, n / 25) for i, n in enumerate([900, 100, 400, 500])}
+    parts = [_my_share(infos, (k, 2)) for k in (1, 2)]
+    assert sorted(p.stem for part in parts for p in part) == ["v0", "v1", "v2", "v3"]
+    assert [sum(infos[p].n_frames for p in part) for part in parts] == [1000, 900]
+    with pytest.raises(VafusionError, match="1 <= K <= N"):
+        _my_share(infos, (3, 2))

@@ -153,7 +153,7 @@ def training(args, tmp: Path, scales: list[int]) -> None:
     for r in range(args.repeats):
         for s in sizes:
             n += 1
-            times[s].append(C.timed(lambda: train(caches[s], tmp / f"run{n}", config, progress=False, report=False)))  # noqa: B023
+            times[s].append(C.timed(lambda: train(caches[s], tmp / f"run{n}", config, progress=False)))  # noqa: B023
         print(f"  repeat {r + 1}: " + ", ".join(f"{s} frames {times[s][-1]:.2f} s" for s in sizes), flush=True)
     k = fit_and_report("train 1 epoch", sizes, times, "frames")
     C.result("growth_train_exponent", k, "<=", K_MAX)

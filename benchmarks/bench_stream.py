@@ -102,7 +102,7 @@ def rss_child(cache: str, run_dir: str, train_windows: int) -> None:
         train_mod.windows_with_labels = fewer_windows
     start = time.perf_counter()
     with loading(True):
-        train(cache, run_dir, make_config(epochs=1, device="cpu"), progress=False, report=False)
+        train(cache, run_dir, make_config(epochs=1, device="cpu"), progress=False)
     print(
         json.dumps(
             {

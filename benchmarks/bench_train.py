@@ -135,7 +135,7 @@ def rss_child(cache: str, run_dir: str) -> None:
 
     train_mod.load_cache = load_and_mark
     start = time.perf_counter()
-    train_mod.train(cache, run_dir, make_config(epochs=1, device="cpu"), progress=False, report=False)
+    train_mod.train(cache, run_dir, make_config(epochs=1, device="cpu"), progress=False)
     print(
         json.dumps(
             {

@@ -27,7 +27,7 @@ def test_fusion_learns_and_beats_each_single_stream(cache, tmp_path):
         ("visual", ("resnet18",)),
         ("vggish", ("vggish",)),
     ):
-        result = train(cache, tmp_path / name, make_config(features=features, **TRAIN), progress=False, report=False)
+        result = train(cache, tmp_path / name, make_config(features=features, **TRAIN), progress=False)
         scores[name] = result.best
     print({k: round(v["p"], 3) for k, v in scores.items()})
     assert scores["fusion"]["p"] >= 0.5  # held-out (validation) ids

@@ -16,7 +16,7 @@ from vafusion.fusion.runs.train import train
 def test_analyze_writes_one_row_per_frame_with_the_face_mask(tiny_extracted, face_corpus, tmp_path):
     _, cache, _ = tiny_extracted
     run = tmp_path / "run"
-    train(cache, run, make_config(model="ridge", features=("resnet18", "logmel")), progress=False, report=False)
+    train(cache, run, make_config(model="ridge", features=("resnet18", "logmel")), progress=False)
     clip = face_corpus.one  # a blank span: frames without a face
     out = tmp_path / "out"
     result = invoke(

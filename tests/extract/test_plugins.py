@@ -67,7 +67,7 @@ def test_readme_example_extracts_verifies_and_trains(corpus, tiny_extracted, tmp
         heads=2,
         device="cpu",
     )
-    result = train(cache, tmp_path / "run", config, progress=False, report=False)
+    result = train(cache, tmp_path / "run", config, progress=False)
     assert np.isfinite(result.best["p"])
 
 

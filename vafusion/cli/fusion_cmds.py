@@ -23,6 +23,10 @@ from vafusion.errors import VafusionError
 from vafusion.fusion.runs.config import DataConfig, TrainingConfig
 
 
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
 @cli.command()
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -69,7 +73,12 @@ def train(
         raise VafusionError(f"--fold {fold} and --split official: the official split has no folds; drop one")
     split = split or ("folds" if fold is not None else "official")
     config = _config(split=split, folds=folds, fold=1 if fold is None else fold, **kw)
-    result = run_train(cache_dir, run_dir, config, resume=resume, report=report, log=lambda m: click.echo(m, err=True))
+    on_trained = None
+    if report:  # the report is written by its room, before train writes summary.json
+        from vafusion.fusion.reports.run import report_on_trained
+
+        on_trained = report_on_trained(config.training.device, _log)
+    result = run_train(cache_dir, run_dir, config, resume=resume, log=_log, on_trained=on_trained)
     _print_scores(f"best epoch {result.best['epoch']} ({run_dir})", result.best)
 
 

@@ -48,7 +48,7 @@ batches.build_batch = sampled  # iterate_batches looks it up at each call
 config = make_config(features=("big",), epochs=1, batch_size=8, window=300, hop=300, device="cpu", model="imf",
                      d_model=16, heads=2, tcn_kernel=3, tcn_dilations=(1, 2), head_hidden=16)
 with loading(True):
-    train(cache, run, config, progress=False, report=False)
+    train(cache, run, config, progress=False)
 streamed_end = anon()
 loaded = load_cache(cache, ["big"], progress=False, stream=False)
 print(json.dumps({"base": base, "peak": peak[0], "batches": peak[1], "after_one_step": peak[2],

@@ -67,7 +67,7 @@ def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(
     assert [r["run"] for r in result["runs"]] == [str(runs / e) for e in expected]
     assert trainings == [(second, True)] + [(e, False) for e in expected[2:]]  # the finished one is not retrained
     straight = FusionConfig(replace(DATA, features=SETS[0]), ModelConfig("imf", OPTIONS), replace(TRAINING, seed=1))
-    train(toy_cache, tmp_path / "straight", straight, progress=False, report=False)
+    train(toy_cache, tmp_path / "straight", straight, progress=False)
     assert _metrics(runs / second) == _metrics(tmp_path / "straight")  # resumed exactly
 
     assert [(r["model"], r["features"], r["n"]) for r in result["summary"]] == [

@@ -132,7 +132,7 @@ FAST = dict(features=("visual", "audio"), window=48, hop=32, epochs=8, batch_siz
 @pytest.mark.parametrize("name", BUILTIN_MODELS)
 def test_learns_the_toy_task_and_round_trips_through_its_checkpoint(name, toy_cache, tmp_path):
     config = make_config(model=name, **FAST, **tiny_options(name, dropout=0.1))
-    result = train(toy_cache, tmp_path / "run", config, progress=False, report=False)
+    result = train(toy_cache, tmp_path / "run", config, progress=False)
     assert result.best["p"] > 0.6, result.best  # visual carries valence, audio arousal; chance is 0
     ckpt = torch.load(tmp_path / "run" / ckpt_mod.BEST, weights_only=True)  # no pickle
     assert json.loads(ckpt["config"])["model"] == {

@@ -83,7 +83,6 @@ def test_example_model_trains_evaluates_predicts_reports_and_resumes(toy_cache, 
                 hidden=16,
             ),
             progress=False,
-            report=False,
         )
     _cli("train", toy_cache, "--run", tmp_path / "run", *model, *SETTINGS, "--epochs", "6", "--resume")
     metrics = [(tmp_path / r / ckpt_mod.METRICS).read_text() for r in ("straight", "run")]

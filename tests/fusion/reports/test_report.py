@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tests.toy_cache import write_toy_cache
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
-from vafusion.fusion.reports.run import pick_ids, write_report
+from vafusion.fusion.reports.run import pick_ids, report_on_trained, write_report
 from vafusion.fusion.runs.config import make_config
 from vafusion.fusion.runs.train import train
 
@@ -41,16 +41,15 @@ def _shown(page) -> set[str]:
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("report")
     write_toy_cache(root / "cache")
-    train(root / "cache", root / "fusion", make_config(**FAST), progress=False)  # train writes a report by default
+    train(root / "cache", root / "fusion", make_config(**FAST), progress=False, on_trained=report_on_trained())
     assert (root / "fusion" / "report.html").is_file()
     train(
         root / "cache",
         root / "ridge",
         make_config(features=("visual", "audio"), model="ridge"),
         progress=False,
-        report=False,
     )
-    assert not (root / "ridge" / "report.html").exists()
+    assert not (root / "ridge" / "report.html").exists()  # train itself writes no report
     return {"cache": root / "cache", "fusion": root / "fusion", "ridge": root / "ridge"}
 
 
@@ -112,9 +111,7 @@ def test_cli_report_prints_the_path_and_drops_stale_figures(runs):
 def test_report_when_the_cache_moved(runs, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(runs["cache"], cache)
-    train(
-        cache, tmp_path / "run", make_config(features=("visual", "audio"), model="ridge"), progress=False, report=False
-    )
+    train(cache, tmp_path / "run", make_config(features=("visual", "audio"), model="ridge"), progress=False)
     moved = tmp_path / "moved-cache"
     cache.rename(moved)
     page = _check_page(write_report(tmp_path / "run", device="cpu"))
@@ -144,7 +141,10 @@ def test_trainer_report_reuses_the_cache_in_ram(runs, tmp_path, monkeypatch):
         raise AssertionError("the report read the cache again")
 
     monkeypatch.setattr(evaluate_mod, "load_cache", no_second_read)
-    train(runs["cache"], tmp_path / "run", make_config(**dict(FAST, epochs=1)), progress=False)
+    logged = []
+    hook = report_on_trained(log=logged.append)
+    train(runs["cache"], tmp_path / "run", make_config(**dict(FAST, epochs=1)), progress=False, on_trained=hook)
+    assert logged == [f"report: {tmp_path / 'run' / 'report.html'}"]
     html = (tmp_path / "run" / "report.html").read_text()
     assert "validation" in html and (tmp_path / "run" / "figures").is_dir()
     # the same report from disk (vafusion report) scores the same

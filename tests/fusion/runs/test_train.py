@@ -46,7 +46,7 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def test_training_learns_and_writes_a_run(cache, tmp_path):
-    result = train(cache, tmp_path / "run", make_config(**dict(FAST, epochs=8, lr=3e-3)), progress=False, report=False)
+    result = train(cache, tmp_path / "run", make_config(**dict(FAST, epochs=8, lr=3e-3)), progress=False)
     assert result.best["p"] > 0.5  # the toy cache is easy: a broken loop cannot get here
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"config.json", "best.pt", "last.pt", "metrics.jsonl", "summary.json"} <= names
@@ -63,7 +63,7 @@ def test_training_learns_and_writes_a_run(cache, tmp_path):
 
 
 def test_checkpoint_is_plain_data(cache, tmp_path):
-    train(cache, tmp_path / "run", make_config(**dict(FAST, epochs=1)), progress=False, report=False)
+    train(cache, tmp_path / "run", make_config(**dict(FAST, epochs=1)), progress=False)
     for name in ("best.pt", "last.pt"):
         ckpt = torch.load(tmp_path / "run" / name, weights_only=True)  # no pickle allowed
         assert ckpt["format"] == "vafusion-run"
@@ -73,26 +73,24 @@ def test_checkpoint_is_plain_data(cache, tmp_path):
 
 def test_same_seed_same_metrics_and_other_seed_differs(cache, tmp_path):
     cfg = make_config(**dict(FAST, epochs=2))
-    train(cache, tmp_path / "a", cfg, progress=False, report=False)
-    train(cache, tmp_path / "b", cfg, progress=False, report=False)
-    train(cache, tmp_path / "c", make_config(**dict(FAST, epochs=2, seed=1)), progress=False, report=False)
+    train(cache, tmp_path / "a", cfg, progress=False)
+    train(cache, tmp_path / "b", cfg, progress=False)
+    train(cache, tmp_path / "c", make_config(**dict(FAST, epochs=2, seed=1)), progress=False)
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
     assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
 
 
 def test_resume_continues_exactly(cache, tmp_path, kill_after_last_save):
     cfg = make_config(**dict(FAST, epochs=4))
-    train(cache, tmp_path / "straight", cfg, progress=False, report=False)
+    train(cache, tmp_path / "straight", cfg, progress=False)
     kill_after_last_save(2)  # as if killed after epoch 2
     with pytest.raises(KeyboardInterrupt):
-        train(cache, tmp_path / "resumed", cfg, progress=False, report=False)
+        train(cache, tmp_path / "resumed", cfg, progress=False)
     with pytest.raises(VafusionError, match="already holds a run"):
-        train(cache, tmp_path / "resumed", cfg, progress=False, report=False)
+        train(cache, tmp_path / "resumed", cfg, progress=False)
     with pytest.raises(VafusionError, match="other settings"):
-        train(
-            cache, tmp_path / "resumed", make_config(**dict(FAST, epochs=5)), resume=True, progress=False, report=False
-        )
-    train(cache, tmp_path / "resumed", cfg, resume=True, progress=False, report=False)
+        train(cache, tmp_path / "resumed", make_config(**dict(FAST, epochs=5)), resume=True, progress=False)
+    train(cache, tmp_path / "resumed", cfg, resume=True, progress=False)
     assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "straight")
 
 
@@ -102,7 +100,6 @@ def test_ridge_baseline_run(cache, tmp_path):
         tmp_path / "ridge",
         make_config(features=("visual", "audio"), model="ridge"),
         progress=False,
-        report=False,
     )
     assert result.best["p"] > 0.5
     assert evaluate_run(tmp_path / "ridge")["p"] == pytest.approx(result.best["p"])
@@ -120,7 +117,7 @@ def test_folds_and_cv_summary(cache, tmp_path):
 
 def test_predict_files_ensemble_and_smoothing(cache, tmp_path):
     for name, seed in (("r1", 0), ("r2", 1)):
-        train(cache, tmp_path / name, make_config(**dict(FAST, epochs=1, seed=seed)), progress=False, report=False)
+        train(cache, tmp_path / name, make_config(**dict(FAST, epochs=1, seed=seed)), progress=False)
     index = read_corpus_index(cache)
     test_ids = [e.id for e in index if e.partition == "test"]
     outs = {}
@@ -161,7 +158,7 @@ def test_bad_input_is_one_line_and_writes_nothing(cache, tmp_path):
         "train", cache, "--run", tmp_path / "r2", "--features", "visual", "--fold", "9", "--folds", "3"
     )
     assert "no such run directory" in run("evaluate", tmp_path / "nowhere")
-    train(cache, tmp_path / "ok", make_config(**dict(FAST, epochs=1)), progress=False, report=False)
+    train(cache, tmp_path / "ok", make_config(**dict(FAST, epochs=1)), progress=False)
     out = run("predict", tmp_path / "ok", "--cache", cache, "--out", tmp_path / "pred", "--ids", tmp_path / "nofile")
     assert "nofile" in out and not (tmp_path / "pred").exists()
     some_id = read_corpus_index(cache).ids[0]

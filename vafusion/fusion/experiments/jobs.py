@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from vafusion.errors import VafusionError
 from vafusion.fusion.experiments.parallel import run_in_workers
+from vafusion.fusion.reports.run import report_on_trained
 from vafusion.fusion.runs.config import FusionConfig, replace
 from vafusion.fusion.runs.run_dir import METRIC_KEYS
 from vafusion.fusion.runs.train import train
@@ -46,7 +47,10 @@ def run_job(
 
     Exactly ``train --resume`` (the rules of :mod:`vafusion.fusion.runs.run_dir`).
     """
-    return train(job.cache_dir, job.run_dir, job.config, resume=True, progress=progress, log=log, report=report).best
+    on_trained = report_on_trained(job.config.training.device, log) if report else None
+    return train(
+        job.cache_dir, job.run_dir, job.config, resume=True, progress=progress, log=log, on_trained=on_trained
+    ).best
 
 
 def job_name(job: Job) -> str:

@@ -15,7 +15,7 @@ still written, without the prediction figures, and says that ``--cache`` brings 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -440,4 +440,21 @@ def write_report(
     return page.write(run_dir / REPORT, f"vafusion report — {run_dir.resolve().name}", subtitle)
 
 
-__all__ = ["REPORT", "pick_ids", "write_report"]
+def report_on_trained(
+    device: str = "auto", log: Callable[[str], None] | None = None
+) -> Callable[[Path, LoadedCache], None]:
+    """The ``on_trained`` of :func:`~vafusion.fusion.runs.train.train` that writes the run's report.
+
+    Why a hook: training writes no page itself (the ``runs`` room comes before this one), yet the
+    report belongs before ``summary.json`` (a finished run has its report) and should use the
+    cache the trainer already holds. ``log`` gets ``report: PATH``.
+    """
+    say = log or (lambda msg: None)
+
+    def write(run_dir: Path, loaded: LoadedCache) -> None:
+        say(f"report: {write_report(run_dir, loaded.cache_dir, device=device, loaded=loaded)}")
+
+    return write
+
+
+__all__ = ["REPORT", "pick_ids", "report_on_trained", "write_report"]

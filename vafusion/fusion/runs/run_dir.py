@@ -4,7 +4,8 @@
 Why one place: a kill can stop a training at any instant, and the rerun must finish the job,
 never refuse it and never mix two experiments. A training writes, each file atomically and in
 this order: ``config.json`` first; per epoch a ``metrics.jsonl`` row, ``best.pt`` (when P
-improved) and ``last.pt``; after the last epoch ``report.html``; ``summary.json`` last. So the
+improved) and ``last.pt``; after the last epoch what its caller adds (``report.html``: the
+trainer's ``on_trained``); ``summary.json`` last. So the
 files present say how far it got:
 
 - nothing (or only ``config.json``): nothing to keep, start;

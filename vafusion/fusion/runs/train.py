@@ -87,11 +87,15 @@ def train(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-    report: bool = True,
+    on_trained: Callable[[Path, LoadedCache], None] | None = None,
 ) -> TrainResult:
-    """Train ``config`` on ``cache_dir``, writing checkpoints, metrics and (``report``) report.html into ``run_dir``.
+    """Train ``config`` on ``cache_dir``, writing checkpoints and metrics into ``run_dir``.
 
-    ``summary.json`` is written last (after the report), so its presence means the run is finished.
+    ``on_trained(run_dir, loaded)``: what the caller adds to a run once trained, before ``summary.json``
+    (e.g. its report, :func:`vafusion.fusion.reports.run.report_on_trained`: training itself writes no
+    page and needs no matplotlib), given the cache the trainer loaded so nothing is read twice.
+    ``summary.json`` is written last, so its presence means the run is finished, ``on_trained`` included;
+    a run found finished is not trained again and ``on_trained`` is not called.
     ``resume``: finish what ``run_dir`` holds of this same configuration (resume from ``last.pt``,
     start again, or nothing left to do; see :mod:`vafusion.fusion.runs.run_dir`); without it a
     directory holding checkpoints is an error.
@@ -112,10 +116,8 @@ def train(
     )
     fit = _fit_closed_form if config.model.spec.closed_form else _train_by_gradient
     result = fit(loaded, standardizer, config, run_dir, train_ids, val_ids, state is RunState.RESUMABLE, progress, log)
-    if report:
-        from vafusion.fusion.reports.run import write_report  # here: training itself needs no matplotlib
-
-        log(f"report: {write_report(run_dir, cache_dir, device=config.training.device, loaded=loaded)}")
+    if on_trained is not None:
+        on_trained(run_dir, loaded)
     summary = {
         "best": result.best,
         "model": config.model.name,

@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from tests.toy_cache import write_toy_cache
-from vafusion.fusion.predict.ensemble import predict_to_dir
-from vafusion.fusion.runs import checkpoint as ckpt_mod
-from vafusion.fusion.runs.config import FusionConfig
-from vafusion.fusion.runs.evaluate import evaluate_run
-from vafusion.fusion.runs.train import train
+from vafusion.fusion import checkpoint as ckpt_mod
+from vafusion.fusion.config import FusionConfig
+from vafusion.fusion.predict import evaluate_run, predict_to_dir
+from vafusion.fusion.train import train
 
 HERE = Path(__file__).resolve().parent
 IMF = dict(

@@ -108,7 +108,7 @@ def test_commands_run_with_the_threads_precision_and_loading_asked_for(monkeypat
     seen = []
 
     def fake_train(*args, **kwargs):
-        seen.append((torch.get_num_threads(), device.precision(), sources._ambient[0]))
+        seen.append((torch.get_num_threads(), device.precision(), sources.loading_choice()))
         raise VafusionError("stop here")
 
     monkeypatch.setattr(train_mod, "train", fake_train)
@@ -120,7 +120,9 @@ def test_commands_run_with_the_threads_precision_and_loading_asked_for(monkeypat
         result = runner.invoke(cli, base + extra)
         assert result.output == "error: stop here\n"
     assert seen == [(3, "fp32", True), (2, "bf16", False), (2, "fp32", None)]
-    assert torch.get_num_threads() == 1 and device.precision() == "fp32" and sources._ambient[0] is None  # restored
+    assert (
+        torch.get_num_threads() == 1 and device.precision() == "fp32" and sources.loading_choice() is None
+    )  # restored
 
 
 def test_every_computing_command_takes_threads():

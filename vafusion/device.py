@@ -1,10 +1,12 @@
 """The compute device, its precision and its threads, shared by both stages (neither may import the other).
 
-Why precision and threads live here, process-wide, like ``torch.set_num_threads``: they
-change how fast a command runs, not which experiment it is, and every command that computes
-(extract, train, cv, compare, predict, evaluate, cache derive) takes the same ``--threads``
-and ``--precision``; :func:`compute` sets both for a block of work, and :func:`autocast` is the
-one place a forward pass asks for its precision.
+Why precision and threads live here, beside the device: they change how fast a command runs,
+not which experiment it is, and every command that computes (extract, train, cv, compare,
+predict, evaluate, cache derive) takes the same ``--threads`` and ``--precision``;
+:func:`compute` sets both for a block of work, and :func:`autocast` is the one place a forward
+pass asks for its precision. The precision and the ``--threads`` given are context variables of
+:mod:`vafusion.runtime` (scoped to the block and its thread, handed whole to worker processes);
+torch's thread count itself is process-wide, as torch keeps it.
 
 - Precision: ``fp32`` (default) or ``bf16`` (CPU autocast to bfloat16). bf16 is refused on a
   CPU without native bfloat16 arithmetic (x86 AVX512-BF16 or AMX, ARM's BF16 extension):
@@ -32,11 +34,11 @@ from pathlib import Path
 import torch
 
 from vafusion.errors import VafusionError
+from vafusion.runtime import PRECISION, THREADS_GIVEN
 
 PRECISIONS = ("fp32", "bf16")
 EMULATED_BF16_ENV = "VAFUSION_ALLOW_EMULATED_BF16"
 _BUSY_SAMPLE_S = 0.1
-_state: dict = {"precision": "fp32", "threads_given": None}
 
 
 def _cuda_problem(dev: torch.device) -> str | None:
@@ -129,7 +131,7 @@ def check_precision(precision: str, allow_emulated: bool | None = None) -> None:
 
 def precision() -> str:
     """The precision of CPU forward passes in force (see :func:`compute`)."""
-    return _state["precision"]
+    return PRECISION.get()
 
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
@@ -234,7 +236,7 @@ def threads_given() -> int | None:
 
     Code that splits the cores itself (torchrun ranks on one machine) follows an explicit choice.
     """
-    return _state["threads_given"]
+    return THREADS_GIVEN.get()
 
 
 def threads_per_process(processes: int, cores: int | None = None) -> int:
@@ -277,14 +279,15 @@ def compute(
     ``allow_emulated`` (default: the ``VAFUSION_ALLOW_EMULATED_BF16`` environment variable).
     """
     check_precision(precision, allow_emulated)
-    before = torch.get_num_threads(), dict(_state)
+    before = torch.get_num_threads()
     n = set_threads(threads)
-    _state.update(precision=precision, threads_given=threads)
+    tokens = PRECISION.set(precision), THREADS_GIVEN.set(threads)
     try:
         yield n, precision
     finally:
-        _state.update(before[1])
-        set_threads(before[0])
+        THREADS_GIVEN.reset(tokens[1])
+        PRECISION.reset(tokens[0])
+        set_threads(before)
 
 
 __all__ = [

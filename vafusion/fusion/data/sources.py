@@ -12,7 +12,7 @@ Rows are addressed as in :class:`~vafusion.fusion.data.loading.LoadedCache`: vid
 absolute rows ``offsets[i]:offsets[i + 1]``.
 
 Which one :func:`~vafusion.fusion.data.loading.load_cache` uses: ``stream=True``/``False``, else the
-ambient choice set by :func:`loading` (the CLI's ``--stream``/``--in-memory``), else
+choice set by :func:`loading` (the CLI's ``--stream``/``--in-memory``), else
 :func:`stream_by_default`: streamed when the features to load take more than half of the
 memory available now.
 """
@@ -31,6 +31,7 @@ from torch import Tensor
 
 from vafusion.cache.reader import FeatureFile
 from vafusion.errors import VafusionError
+from vafusion.runtime import STREAM
 
 CHECK_CHUNK = 1 << 16  # float16 values per step of the non-finite scan (fits in L2)
 _F16_EXP = 0x7C00  # float16 exponent bits: all set <=> inf or NaN
@@ -195,10 +196,8 @@ class StreamedFeature(FeatureSource):
 
 
 # ---------------------------------------------------------------------------------------
-# Which one: explicit, ambient (the CLI's --stream/--in-memory), or by available memory
+# Which one: explicit, the block's choice (the CLI's --stream/--in-memory), or by available memory
 # ---------------------------------------------------------------------------------------
-
-_ambient: list[bool | None] = [None]
 
 
 @contextlib.contextmanager
@@ -207,18 +206,19 @@ def loading(stream: bool | None) -> Iterator[None]:
 
     For callers of :func:`~vafusion.fusion.runs.train.train`, ``predict`` and the like, which load
     caches deep inside; :func:`~vafusion.fusion.data.loading.load_cache` takes ``stream=`` directly.
+    The choice is the context variable :data:`vafusion.runtime.STREAM`: scoped to the block and its
+    thread, and handed to worker processes with the other runtime settings.
     """
-    before = _ambient[0]
-    _ambient[0] = stream
+    token = STREAM.set(stream)
     try:
         yield
     finally:
-        _ambient[0] = before
+        STREAM.reset(token)
 
 
 def loading_choice() -> bool | None:
-    """The choice :func:`loading` set here (None: the default rule), e.g. to hand it to worker processes."""
-    return _ambient[0]
+    """The choice :func:`loading` set here (None: the default rule)."""
+    return STREAM.get()
 
 
 def available_memory() -> int | None:
@@ -243,9 +243,9 @@ def stream_by_default(feature_bytes: int) -> bool:
 
 
 def choose_stream(stream: bool | None, feature_bytes: int) -> bool:
-    """``stream`` if given, else the ambient choice of :func:`loading`, else :func:`stream_by_default`."""
+    """``stream`` if given, else the choice of :func:`loading` in force, else :func:`stream_by_default`."""
     if stream is None:
-        stream = _ambient[0]
+        stream = STREAM.get()
     return stream_by_default(feature_bytes) if stream is None else bool(stream)
 
 

@@ -5,7 +5,8 @@ across folds, seeds and variants, each a whole training of its own. Why 'spawn':
 process after torch has started its thread pools can deadlock, and a spawned worker starts
 with its own, sized by :func:`vafusion.device.threads_per_process` from the command's threads
 (``--threads``, or the default policy of :mod:`vafusion.device`), and with the command's
-precision and cache loading (``--precision``, ``--stream``/``--in-memory``).
+runtime settings (precision, cache loading: :class:`vafusion.runtime.RuntimeOptions`, which a
+spawned process does not inherit), handed over whole.
 
 Each worker is pinned to one device for its life (worker ``w`` gets ``devices[w % len(devices)]``,
 so workers go round-robin over the GPUs) and takes the next task from a shared queue when
@@ -30,9 +31,9 @@ from typing import Any, cast
 
 import torch
 
-from vafusion.device import compute, device_problem, precision, threads_per_process
+from vafusion.device import compute, device_problem, threads_per_process
 from vafusion.errors import VafusionError
-from vafusion.fusion.data.sources import loading, loading_choice
+from vafusion.runtime import RuntimeOptions
 
 Task = Callable[[dict[str, Any], "str | None", Callable[[str], None]], Any]
 """``fn(spec, device, log) -> result``: a module-level function (workers import it by name)."""
@@ -87,18 +88,18 @@ def _worker(
     fn: Task,
     tasks: Any,
     conn: Any,
-    context: tuple[str, bool | None] = ("fp32", None),
+    runtime: RuntimeOptions,
 ) -> None:
     """A worker's life: take tasks until the ``None`` that ends the queue; report each back on ``conn``.
 
-    ``context``: the parent's precision and how it loads caches (``--precision``, ``--stream``/
-    ``--in-memory``), which a spawned process does not inherit; the parent checked the precision.
+    ``runtime``: the parent's runtime settings (``--precision``, ``--stream``/``--in-memory`` ...),
+    entered whole; then ``threads``, the worker's share (the parent checked the precision).
 
     ``conn.send`` writes before it returns, so what a worker reported is with the parent even
     if the worker dies the next instant.
     """
     _die_with_parent()
-    with compute(threads, context[0], allow_emulated=True), loading(context[1]):
+    with runtime.applied(), compute(threads, runtime.precision, allow_emulated=True):
         _take_tasks(device, fn, tasks, conn)
 
 
@@ -134,7 +135,7 @@ class _Pool:
         specs: Sequence[dict[str, Any]],
         devices: Sequence[str | None],
         threads: int,
-        context: tuple[str, bool | None] = ("fp32", None),
+        runtime: RuntimeOptions,
     ):
         ctx = mp.get_context("spawn")
         self.tasks = ctx.Queue()
@@ -148,7 +149,7 @@ class _Pool:
             reader, writer = ctx.Pipe(duplex=False)
             p = ctx.Process(
                 target=_worker,
-                args=(slot, device, threads, fn, self.tasks, writer, context),
+                args=(slot, device, threads, fn, self.tasks, writer, runtime),
                 name=f"vafusion-worker-{slot}",
                 daemon=True,
             )
@@ -222,7 +223,7 @@ def run_in_workers(
     failures: list[TaskFailure] = []
     # the command's threads (--threads, or vafusion.device's default policy) shared among the workers
     threads = threads_per_process(len(slots), cores=torch.get_num_threads())
-    pool, finished = _Pool(fn, specs, slots, threads, context=(precision(), loading_choice())), False
+    pool, finished = _Pool(fn, specs, slots, threads, RuntimeOptions.current()), False
     try:
         for kind, slot, index, payload in pool.events():
             if kind == "start":

@@ -109,6 +109,14 @@ def train(
     help="Runs per fold: seeds --seed, --seed + 1, ...; `predict RUNS/fold-*` averages them all.",
 )
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html in each fold's run.")
+@click.option(
+    "--post-steps",
+    default="smooth,shift",
+    show_default=True,
+    help="Post-processing steps chosen out of fold per dimension, applied in this order: built-ins smooth "
+    "(mean or median over a window) and shift, package.module:Class of your own, or an installed plug-in "
+    "(README, Post-processing steps).",
+)
 @_parallel_options
 @_model_options()
 @_data_options()
@@ -120,6 +128,7 @@ def cv(
     folds: int,
     seeds: int,
     report: bool,
+    post_steps: str,
     workers: int | None,
     devices: list[str] | None,
     **kw,
@@ -128,10 +137,11 @@ def cv(
     and report each fold's CCC_V, CCC_A, P and their mean ± std.
 
     Each run's validation predictions are kept (RUN/val_predictions.npz). On these out-of-fold
-    predictions cv chooses, per dimension, a smoothing (mean or median, up to 3 s) and a shift
-    (within ±1 s) of the predictions, and writes the choice to RUNS/post.json, which `predict`
-    applies. The gain it prints is nested (each fold scored with the choice made on the other
-    folds); a dimension is post-processed only where that gain is positive. RUNS/cv.html shows it all.
+    predictions cv chooses, per dimension, a setting of each --post-steps step (by default a
+    smoothing, mean or median up to 3 s, and a shift within ±1 s of the predictions), and writes
+    the choice to RUNS/post.json, which `predict` applies. The gain it prints is nested (each fold
+    scored with the choice made on the other folds); a dimension is post-processed only where that
+    gain is positive. RUNS/cv.html shows it all.
     """
     from vafusion.fusion.experiments.cv import cross_validate
     from vafusion.fusion.post.apply import DimPost
@@ -146,6 +156,7 @@ def cv(
         workers=workers,
         devices=devices,
         log=lambda m: click.echo(m, err=True),
+        post_steps=[s.strip() for s in post_steps.split(",") if s.strip()],
     )
     click.echo(f"{'fold':>6} {'CCC_V':>8} {'CCC_A':>8} {'P':>8}" + ("  (mean over seeds)" if seeds > 1 else ""))
     for row in summary["folds"]:
@@ -157,7 +168,7 @@ def cv(
     for name in ("valence", "arousal"):
         d = summary["post"]["fit"][name]
         click.echo(
-            f"post-processing {name}: {DimPost(**d['best']).describe()}: CCC {d['ccc_before']:.4f} -> "
+            f"post-processing {name}: {DimPost.from_dict(d['best']).describe()}: CCC {d['ccc_before']:.4f} -> "
             f"{d['ccc_nested']:.4f} nested ({d['gain_nested']:+.4f}; in-sample {d['gain_in_sample']:+.4f})"
             + ("" if d["applied"] else "; not applied (no nested gain)")
         )

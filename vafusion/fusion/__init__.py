@@ -4,6 +4,7 @@ The package is laid out in rooms that follow the data flow, each importing only 
 before it (tests/test_layering.py holds the order; no room imports a later one):
 
     metrics.py    the challenge's CCC (a leaf: imports no room)
+    signal.py     centred moving mean and median, delay: what the ridge and post-processing share (a leaf)
     data/         a cache loaded (in RAM or streamed), standardised, cut into windows and batches; folds
     models/       the model registry and one module per model
     runs/         one training into a run directory: config, checkpoints, resume rules, the layout of

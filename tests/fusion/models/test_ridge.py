@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from vafusion.errors import VafusionError
-from vafusion.fusion.models.ridge import RidgeBaseline, context_average, design_matrix
+from vafusion.fusion.models.ridge import RidgeBaseline, design_matrix
+from vafusion.fusion.signal import context_average
 
 
 def _videos(rng: np.random.Generator, lengths=(120, 80, 200), dims=(6, 4), p_absent=0.0):

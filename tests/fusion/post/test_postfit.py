@@ -4,6 +4,12 @@ and never lets a fold's own frames choose the post-processing that scores it (ne
 
 from __future__ import annotations
 
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -12,6 +18,7 @@ from vafusion.errors import VafusionError
 from vafusion.fusion.metrics import ccc
 from vafusion.fusion.post.fit import SHIFT_STEP_S, fit_post
 from vafusion.fusion.post.oof import RunPredictions
+from vafusion.fusion.post.steps import Shift, Smooth, Step
 
 
 def _task(
@@ -58,12 +65,13 @@ def test_recovers_each_dimensions_delay_and_smooths_the_noise():
     fit = fit_post(task)
     for name, delay in (("valence", 0.3), ("arousal", 0.1)):
         d = fit.dimensions[name]
-        assert d.best.shift_s == pytest.approx(delay, abs=SHIFT_STEP_S + 1e-9)
-        assert d.best.window_s > 0  # white noise on smooth labels: smoothing pays
+        smoothing, shift = d.best.steps
+        assert shift.shift_s == pytest.approx(delay, abs=SHIFT_STEP_S + 1e-9)
+        assert smoothing.window_s > 0  # white noise on smooth labels: smoothing pays
         assert d.scores["gain_nested"] > 0.05 and d.applied
         assert d.scores["gain_in_sample"] >= d.scores["gain_nested"] - 1e-12
         assert getattr(fit.post, name) == d.best
-    assert fit.post.valence.shift_s != fit.post.arousal.shift_s  # chosen per dimension
+    assert fit.post.valence.steps[1] != fit.post.arousal.steps[1]  # chosen per dimension
 
 
 def test_scores_equal_applying_the_choice_to_every_frame():
@@ -93,11 +101,96 @@ def test_a_folds_nested_choice_ignores_its_own_frames():
     before, after = fit_post(task), fit_post(changed)
     for name in ("valence", "arousal"):
         first, second = before.dimensions[name].scores["per_fold"], after.dimensions[name].scores["per_fold"]
-        choice = lambda row: (row["method"], row["window_s"], row["shift_s"])  # noqa: E731
-        assert choice(first[0]) == choice(second[0])  # chosen on folds 2 and 3 only
+        assert first[0]["steps"] == second[0]["steps"]  # chosen on folds 2 and 3 only
         assert first[0]["ccc_before"] != second[0]["ccc_before"]  # ...and scored on fold 1's new frames
 
 
 def test_needs_two_folds():
     with pytest.raises(VafusionError, match="at least 2 folds"):
         fit_post({1: _task(folds=1)[1]})
+
+
+@dataclass(frozen=True)
+class Gain(Step):
+    """A step of one's own: the values times ``factor`` (a plug-in of the post-processing registry)."""
+
+    factor: float = 1.0
+    title: ClassVar[str] = "gain"
+
+    @classmethod
+    def grid(cls) -> tuple[Step, ...]:
+        return tuple(cls(f) for f in (1.0, 0.5, 0.8, 1.25, 2.0))
+
+    @property
+    def identity(self) -> bool:
+        return self.factor == 1.0
+
+    def apply(self, x: np.ndarray, fps: float) -> np.ndarray:
+        return x * self.factor
+
+    def describe(self) -> str:
+        return f"gain x{self.factor:g}"
+
+
+@dataclass(frozen=True)
+class Delay(Shift):
+    """A shift the fit must score one setting at a time (it does not declare itself a delay)."""
+
+    def delay_seconds(self) -> None:
+        return None
+
+
+def test_any_sequence_of_steps_is_fitted_and_a_step_of_ones_own_comes_by_module_path():
+    task = _task(seed=5)
+    for dim in (0, 1):  # predictions at half the labels' scale: a gain of 2 should win
+        for run in task.values():
+            for pred in run.predictions:
+                pred[:, dim] *= 0.5
+    fit = fit_post(task, steps=(f"{__name__}:Gain", "shift"))
+    for name in ("valence", "arousal"):
+        gain, shift = fit.dimensions[name].best.steps
+        assert isinstance(gain, Gain) and gain.factor == 2.0 and isinstance(shift, Shift)
+    details = fit.details()["fit"]
+    assert details["steps"] == [f"{__name__}:Gain", "shift"]
+    assert details["valence"]["best"]["steps"][0] == {"step": f"{__name__}:Gain", "factor": 2.0}
+    alone = fit_post(task, steps=[Smooth])  # one step, given as a class: no shift curve
+    assert [type(s) for s in alone.dimensions["valence"].best.steps] == [Smooth]
+    assert alone.dimensions["valence"].curves == {}
+
+
+def test_a_delay_is_scored_by_correlation_as_applying_it_would_score_it():
+    task = _task(seed=6)
+    fast, slow = fit_post(task), fit_post(task, steps=("smooth", Delay))
+    for name in ("valence", "arousal"):
+        a, b = fast.dimensions[name], slow.dimensions[name]
+        assert [s.params() for s in a.best.steps] == [s.params() for s in b.best.steps]
+        for key in ("ccc_before", "ccc_in_sample", "ccc_nested"):
+            assert a.scores[key] == pytest.approx(b.scores[key], abs=1e-9)
+
+
+def test_a_step_must_start_its_grid_with_no_change_and_be_a_step():
+    @dataclass(frozen=True)
+    class Backwards(Gain):
+        @classmethod
+        def grid(cls) -> tuple[Step, ...]:
+            return (cls(2.0), cls(1.0))
+
+    with pytest.raises(VafusionError, match="its grid must start with the setting that changes nothing"):
+        fit_post(_task(), steps=(Backwards,))
+    with pytest.raises(VafusionError, match=r"not a post-processing step \(a dataclass with grid\(\)"):
+        fit_post(_task(), steps=(f"{__name__}:_task",))
+    with pytest.raises(VafusionError, match="unknown post-processing step"):
+        fit_post(_task(), steps=("smooth", "sift"))
+
+
+def test_the_readmes_step_of_ones_own_is_fitted(monkeypatch):
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme[readme.index("## Post-processing steps") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    module = types.ModuleType("readme_steps")
+    monkeypatch.setitem(sys.modules, "readme_steps", module)
+    exec(code[: code.index("```")], module.__dict__)
+    fit = fit_post(_task(seed=7), steps=("smooth", "readme_steps:Gain", "shift"))
+    steps = fit.dimensions["arousal"].best.steps
+    assert [type(s).__name__ for s in steps] == ["Smooth", "Gain", "Shift"]
+    assert fit.dimensions["arousal"].best.describe().count(",") == 2

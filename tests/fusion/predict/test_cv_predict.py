@@ -19,8 +19,9 @@ from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion.data.folds import split_ids
 from vafusion.fusion.experiments.cv import cross_validate, cv_jobs
-from vafusion.fusion.post.apply import DimPost, Post, read_post, smooth, write_post
+from vafusion.fusion.post.apply import DimPost, Post, read_post, write_post
 from vafusion.fusion.post.oof import OOF_FILE, read_oof
+from vafusion.fusion.post.steps import smooth
 from vafusion.fusion.predict.ensemble import ensemble_predict, predict_to_dir
 from vafusion.fusion.runs.checkpoint import load_run
 from vafusion.fusion.runs.config import make_config
@@ -41,6 +42,7 @@ CONFIG = make_config(
     device="cpu",
     **tiny_options("imf"),
 )
+UNCHANGED = {"steps": [{"step": "smooth", "method": "mean", "window_s": 0.0}, {"step": "shift", "shift_s": 0.0}]}
 RUNS = [("fold-1", "seed-0"), ("fold-1", "seed-1"), ("fold-2", "seed-0"), ("fold-2", "seed-1")]
 
 
@@ -88,7 +90,7 @@ def test_cv_seeds_layout_oof_predictions_and_summary(cv_runs, toy_cache):
     for name in ("valence", "arousal"):
         fit = post["fit"][name]
         assert [f["fold"] for f in fit["per_fold"]] == [1, 2]
-        assert post[name] == (fit["best"] if fit["applied"] else {"method": "mean", "window_s": 0.0, "shift_s": 0.0})
+        assert post[name] == (fit["best"] if fit["applied"] else UNCHANGED)
     page = check_page(runs / "cv.html", "cv.html")
     text = " ".join(page.text)
     assert "Post-processing" in text and "nested gain" in text and "figures/post_shift.png" in page.images
@@ -180,7 +182,7 @@ def test_predict_applies_post_json_unless_told_otherwise(cv_runs, toy_cache, tmp
     index = read_corpus_index(toy_cache)
     folds = [runs / "fold-1", runs / "fold-2"]
     raw = _read_dir(Path(*predict_to_dir(folds, toy_cache, tmp_path / "raw", ids="all", post="none")[0].parts[:-1]))
-    mine = Post(valence=DimPost("median", 0.2, 0.1), arousal=DimPost("mean", 0.4, -0.2))
+    mine = Post(DimPost.smooth_then_shift("median", 0.2, 0.1), DimPost.smooth_then_shift("mean", 0.4, -0.2))
     write_post(tmp_path / "mine.json", mine, {})
     cases = {
         "auto": (dict(post="auto"), read_post(runs / "post.json").apply),

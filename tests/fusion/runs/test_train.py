@@ -15,7 +15,7 @@ from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion.experiments.cv import cross_validate
-from vafusion.fusion.post.apply import smooth
+from vafusion.fusion.post.steps import smooth
 from vafusion.fusion.predict.ensemble import predict_to_dir
 from vafusion.fusion.runs import checkpoint as ckpt_mod
 from vafusion.fusion.runs.config import FusionConfig, make_config

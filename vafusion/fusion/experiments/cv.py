@@ -10,9 +10,9 @@ runs are kept, an interrupted one resumes.
 After training, each run's validation predictions are kept (``RUN/val_predictions.npz``,
 :mod:`vafusion.fusion.post.oof`); a fold's seeds are averaged, as ``predict`` averages them; the
 folds together are the out-of-fold (OOF) predictions of every labelled id, on which
-:func:`~vafusion.fusion.post.fit.fit_post` chooses each dimension's smoothing and shift
-(procedure and why it is honest: :mod:`vafusion.fusion.post.fit`). Written: ``RUNS/post.json``
-(what ``predict`` applies), ``RUNS/cv.json`` (scores, per run and per fold, OOF scores, the
+:func:`~vafusion.fusion.post.fit.fit_post` chooses each dimension's post-processing steps (by
+default a smoothing and a shift; procedure and why it is honest: :mod:`vafusion.fusion.post.fit`).
+Written: ``RUNS/post.json`` (what ``predict`` applies), ``RUNS/cv.json`` (scores, per run and per fold, OOF scores, the
 post-processing) and ``RUNS/cv.html`` (the same as a page).
 """
 
@@ -33,6 +33,7 @@ from vafusion.fusion.metrics import score
 from vafusion.fusion.post.apply import write_post
 from vafusion.fusion.post.fit import PostFit, fit_post
 from vafusion.fusion.post.oof import RunPredictions, average_runs, keep_oof
+from vafusion.fusion.post.registry import DEFAULT_STEPS, step_class
 from vafusion.fusion.reports.cv import CV_HTML, write_cv_page
 from vafusion.fusion.runs.config import CONFIG_FILE, FusionConfig, replace
 from vafusion.fusion.runs.layout import POST_FILE, fold_dir, seed_dir
@@ -106,6 +107,7 @@ def cross_validate(
     report: bool = True,
     workers: int | None = None,
     devices: Sequence[str] | None = None,
+    post_steps: Sequence[str] = DEFAULT_STEPS,
 ) -> dict[str, Any]:
     """Train every fold x seed (resumably), keep OOF predictions, choose post-processing; ``cv.json``'s content.
 
@@ -113,9 +115,11 @@ def cross_validate(
     (``ccc_v``, ``ccc_a``, ``p``), ``seeds``, ``runs`` (one row per fold x seed),
     ``out_of_fold`` (pooled CCCs of the seed-averaged OOF predictions) and ``post`` (the
     content of ``post.json``). ``workers``, ``devices``: the runs in parallel processes
-    (:func:`~vafusion.fusion.experiments.jobs.run_jobs`).
+    (:func:`~vafusion.fusion.experiments.jobs.run_jobs`). ``post_steps``: the post-processing steps
+    fitted out of fold, in order (:mod:`vafusion.fusion.post.registry`; checked before any training).
     """
     runs_dir, log = Path(runs_dir), log or (lambda msg: None)
+    kinds = [step_class(s) for s in post_steps]
     jobs = cv_jobs(cache_dir, runs_dir, config, seeds)
     remove_stale_temporaries(runs_dir)  # of a killed cv: post.json, cv.json
     rows = run_jobs(jobs, progress=progress, log=log, report=report, workers=workers, devices=devices)
@@ -126,7 +130,7 @@ def cross_validate(
     for k in range(1, config.data.folds + 1):
         mine = [i for i, j in enumerate(jobs) if j.labels["fold"] == k]
         per_fold[k] = average_runs([kept[i] for i in mine], [str(jobs[i].run_dir) for i in mine])
-    fit = fit_post(per_fold)
+    fit = fit_post(per_fold, kinds)
     write_post(runs_dir / POST_FILE, fit.post, fit.details())
     folds = _fold_rows(rows)
     summary: dict[str, Any] = {

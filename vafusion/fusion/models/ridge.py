@@ -15,7 +15,7 @@ Design matrix, one row per frame, for streams ``i = 0..n-1``::
   ends): ``feat_i`` becomes the mean over the window's *present* frames (0 if none) and
   ``presence_i`` the fraction of the window's frames that are present. ``c = 1`` is the
   plain per-frame matrix. Computed per video with cumulative sums (float64, in column
-  blocks to bound memory).
+  blocks to bound memory): :func:`vafusion.fusion.signal.context_average`.
 
 Fitting: rows are the frames with at least one finite label; each dimension (valence,
 arousal) is fitted on the rows where *its* label is finite (one 2-output fit when both are
@@ -41,54 +41,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vafusion.errors import VafusionError
+from vafusion.fusion.signal import context_average  # the centred window post-processing uses too
 
 __all__ = ["RidgeBaseline", "context_average", "design_matrix"]
 
-_COLUMN_BLOCK = 256  # columns per cumulative-sum block: bounds the float64 temporary to T x 256
 _PREDICT_ROWS = 32_768  # frames per design-matrix chunk when predicting: bounds memory on long videos
-
-
-def _window(context: int) -> tuple[int, int]:
-    """(frames before, frames after) of a centred window of ``context`` frames."""
-    before = (context - 1) // 2
-    return before, context - 1 - before
-
-
-def context_average(
-    features: np.ndarray, present: np.ndarray, context: int, rows: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Presence-aware centred moving average of one stream of one video.
-
-    Returns ``(mean, fraction)``: ``mean[r]`` (float32, width d) is the average of
-    ``features`` over the present frames of the window around frame ``rows[r]`` (0 where the
-    window has none), ``fraction[r]`` the share of the window's frames that are present.
-    ``rows`` (sorted or not, default all frames) selects the frames to evaluate, so a
-    subsampled fit never materialises the full video.
-    """
-    features = np.asarray(features)
-    present = np.asarray(present, dtype=bool)
-    T, d = features.shape
-    rows = np.arange(T) if rows is None else np.asarray(rows, dtype=np.int64)
-    if context <= 1:
-        mean = features[rows].astype(np.float32, copy=False)
-        p = present[rows]
-        mean[~p] = 0.0
-        return mean, p.astype(np.float32)
-    before, after = _window(context)
-    lo = np.clip(rows - before, 0, T)  # window = frames [lo, hi)
-    hi = np.clip(rows + after + 1, 0, T)
-    count_cs = np.concatenate([[0], np.cumsum(present, dtype=np.int64)])
-    n_present = count_cs[hi] - count_cs[lo]
-    fraction = (n_present / (hi - lo)).astype(np.float32)
-    denom = np.maximum(n_present, 1).astype(np.float64)[:, None]
-    mean = np.empty((len(rows), d), dtype=np.float32)
-    for c0 in range(0, d, _COLUMN_BLOCK):
-        block = features[:, c0 : c0 + _COLUMN_BLOCK].astype(np.float64)
-        block[~present] = 0.0
-        cs = np.zeros((T + 1, block.shape[1]), dtype=np.float64)
-        np.cumsum(block, axis=0, out=cs[1:])
-        mean[:, c0 : c0 + _COLUMN_BLOCK] = (cs[hi] - cs[lo]) / denom
-    return mean, fraction
 
 
 def design_matrix(

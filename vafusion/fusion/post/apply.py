@@ -1,31 +1,23 @@
-"""Post-processing of per-frame predictions: a centred smoothing and a time shift, per dimension.
+"""Post-processing of per-frame predictions: per dimension, a sequence of steps; ``post.json``, written and read.
 
-Why: a model's frame-level predictions jitter where the labels are smooth (annotators move a
-joystick), and the labels lag the stimulus (an annotator reacts a fraction of a second late).
-ABAW entries therefore smooth their predictions and delay them; the best window and delay
-differ between valence and arousal, so each dimension has its own :class:`DimPost`.
+Each dimension (valence, arousal) has its own :class:`DimPost`, the steps applied in order
+(:mod:`.steps`: by default a centred smoothing, then a time shift), because the best
+smoothing and delay differ between them. ``post.json`` (written by ``vafusion cv``, chosen out
+of fold by :mod:`.fit`) holds one sequence per dimension; :func:`read_post` reads it back for
+``vafusion predict``.
 
-Choices are stated in seconds and turned into frames with each video's own frame rate
-(Aff-Wild2 mixes 25, 30 and 60 fps), so one choice means the same thing on every video:
-
-- smoothing: ``method`` (``mean`` or ``median``) over a centred window of ``window_s``
-  seconds, i.e. ``n = 2 * floor(window_s * fps / 2) + 1`` frames (the odd count nearest
-  ``window_s * fps``, so it is centred exactly); the window shrinks at the ends of a video (no padding value is
-  invented);
-- shift: ``shift_s > 0`` delays the predictions: frame t takes the (smoothed) prediction of
-  frame ``t - round(shift_s * fps)``, the first frames repeat the first prediction (edge
-  padding). A label lag of d seconds calls for ``shift_s = d``; ``shift_s < 0`` advances.
-
-Smoothing is applied first, then the shift. ``post.json`` (written by ``vafusion cv``,
-chosen out of fold by :mod:`vafusion.fusion.post.fit`) holds one choice per dimension;
-:func:`read_post` reads it back for ``vafusion predict``.
+``post.json`` format_version 2 names each step and its parameters
+(``{"valence": {"steps": [{"step": "smooth", "method": "mean", "window_s": 0.5},
+{"step": "shift", "shift_s": 0.1}]}, ...}``; a step of your own is named ``package.module:Class``).
+Files of format_version 1 (``{"valence": {"method", "window_s", "shift_s"}}``: a smoothing, then a
+shift) are read as the same two steps.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,99 +26,51 @@ import numpy as np
 from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
 from vafusion.fs import make_dir
-from vafusion.fusion.models.ridge import context_average
+from vafusion.fusion.post.registry import make_step, step_name
+from vafusion.fusion.post.steps import Shift, Smooth, Step
 
 POST_FORMAT = "vafusion-post"
-POST_VERSION = 1
+POST_VERSION = 2
+_READS = (1, 2)  # format versions read_post reads (1: smooth then shift, flat)
 DIMENSIONS = ("valence", "arousal")
-
-
-def _mean(x: np.ndarray, n: int) -> np.ndarray:
-    """Centred mean over ``n`` frames along axis 0 (window shrinking at the ends)."""
-    # One implementation of the centred moving average: the ridge's, every frame present.
-    return context_average(x, np.ones(len(x), dtype=bool), n)[0]
-
-
-def _median(x: np.ndarray, n: int) -> np.ndarray:
-    """Centred median over ``n`` (odd) frames along axis 0 (window shrinking at the ends).
-
-    scipy's running median inside (O(log n) per frame); the ``(n - 1) / 2`` frames at each end,
-    whose windows shrink, from their sorted NaN-padded windows.
-    """
-    from scipy.ndimage import median_filter
-
-    half, t = (n - 1) // 2, len(x)
-    x = x.astype(np.float32, copy=False)
-    out = np.stack([median_filter(column, size=n, mode="nearest") for column in x.T], axis=1)  # 1-D: the fast path
-    pad = np.full((half, x.shape[1]), np.nan, dtype=np.float32)
-    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, x, pad]), n, axis=0)  # (T, d, n) view
-    ends = np.unique(np.concatenate([np.arange(min(half, t)), np.arange(max(t - half, 0), t)]))
-    edge = np.sort(windows[ends], axis=-1)  # the padding NaNs sort last
-    valid = (n - np.isnan(edge).sum(axis=-1))[..., None]
-    out[ends] = (np.take_along_axis(edge, (valid - 1) // 2, -1) + np.take_along_axis(edge, valid // 2, -1))[..., 0] / 2
-    return out
-
-
-SMOOTHERS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {"mean": _mean, "median": _median}
-
-
-def smooth(x: np.ndarray, n: int, method: str = "mean") -> np.ndarray:
-    """Centred ``method`` (mean or median) over ``n`` frames along axis 0; ``n <= 1`` returns ``x``.
-
-    ``x`` is ``(T,)`` or ``(T, d)``; the window shrinks at the ends. With an even ``n`` the
-    mean takes ``(n - 1) // 2`` frames before and ``n // 2`` after (``predict --smooth N``).
-    """
-    if method not in SMOOTHERS:
-        raise VafusionError(f"smoothing {method!r}: unknown; use one of {', '.join(SMOOTHERS)}")
-    x = np.asarray(x)
-    if n <= 1 or len(x) == 0:
-        return x
-    if method == "median" and n % 2 == 0:
-        raise ValueError(f"median over {n} frames: the window must be odd to be centred")
-    flat = x.reshape(len(x), -1)
-    return SMOOTHERS[method](flat, n).astype(x.dtype, copy=False).reshape(x.shape)
-
-
-def shift(x: np.ndarray, k: int) -> np.ndarray:
-    """``x`` delayed by ``k`` frames along axis 0 (``y[t] = x[t - k]``), edges repeated; ``k < 0`` advances."""
-    x = np.asarray(x)
-    if k == 0 or len(x) == 0:
-        return x
-    return x[np.clip(np.arange(len(x)) - k, 0, len(x) - 1)]
 
 
 @dataclass(frozen=True)
 class DimPost:
-    """One dimension's post-processing: ``method`` over ``window_s`` seconds, then a ``shift_s`` delay."""
+    """One dimension's post-processing: ``steps`` applied in order (none: the predictions as they are)."""
 
-    method: str = "mean"
-    window_s: float = 0.0
-    shift_s: float = 0.0
+    steps: tuple[Step, ...] = ()
 
-    def __post_init__(self) -> None:
-        if self.method not in SMOOTHERS:
-            raise VafusionError(f"post-processing method {self.method!r}: use one of {', '.join(SMOOTHERS)}")
-        if not (np.isfinite(self.window_s) and np.isfinite(self.shift_s)) or self.window_s < 0:
-            raise VafusionError(
-                f"post-processing window {self.window_s} s / shift {self.shift_s} s: need a "
-                f"finite window >= 0 and a finite shift"
-            )
-
-    def frames(self, fps: float) -> tuple[int, int]:
-        """(window in frames, odd; shift in frames) at ``fps``."""
-        return 2 * int(np.floor(self.window_s * fps / 2 + 1e-9)) + 1, int(round(self.shift_s * fps))
+    @classmethod
+    def smooth_then_shift(cls, method: str = "mean", window_s: float = 0.0, shift_s: float = 0.0) -> DimPost:
+        """A smoothing then a shift: what format_version 1 recorded (and ``cv``'s default steps)."""
+        return cls((Smooth(method, window_s), Shift(shift_s)))
 
     @property
     def identity(self) -> bool:
-        return self.window_s == 0 and self.shift_s == 0
+        return all(s.identity for s in self.steps)
 
     def apply(self, x: np.ndarray, fps: float) -> np.ndarray:
-        n, k = self.frames(fps)
-        return shift(smooth(x, n, self.method), k)
+        for s in self.steps:
+            x = s.apply(x, fps)
+        return x
 
     def describe(self) -> str:
-        smoothing = f"{self.method} over {self.window_s:g} s" if self.window_s > 0 else "no smoothing"
-        return f"{smoothing}, shift {self.shift_s:+.3f} s"
+        return ", ".join(s.describe() for s in self.steps) or "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": [{"step": step_name(s), **s.params()} for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, content: Mapping[str, Any], where: str = "post.json") -> DimPost:
+        """From :meth:`to_dict`'s form, or format_version 1's ``{method, window_s, shift_s}``."""
+        if "steps" not in content:
+            return cls.smooth_then_shift(str(content["method"]), float(content["window_s"]), float(content["shift_s"]))
+        steps = []
+        for entry in content["steps"]:
+            params = {k: v for k, v in entry.items() if k != "step"}
+            steps.append(make_step(str(entry["step"]), params, where))
+        return cls(tuple(steps))
 
 
 @dataclass(frozen=True)
@@ -137,7 +81,7 @@ class Post:
     arousal: DimPost = DimPost()
 
     def apply(self, pred: np.ndarray, fps: float) -> np.ndarray:
-        """``(T, 2)`` predictions post-processed, each column by its own choice, clipped to [-1, 1]."""
+        """``(T, 2)`` predictions post-processed, each column by its own steps, clipped to [-1, 1]."""
         out = np.stack([self.valence.apply(pred[:, 0], fps), self.arousal.apply(pred[:, 1], fps)], axis=1)
         return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
 
@@ -145,11 +89,11 @@ class Post:
         return f"valence: {self.valence.describe()}; arousal: {self.arousal.describe()}"
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {"valence": asdict(self.valence), "arousal": asdict(self.arousal)}
+        return {"valence": self.valence.to_dict(), "arousal": self.arousal.to_dict()}
 
 
 def write_post(path: Path, post: Post, details: Mapping[str, Any]) -> Path:
-    """``post.json``: the format marker, the choice per dimension, and ``details`` (how it was chosen)."""
+    """``post.json``: the format marker, the steps per dimension, and ``details`` (how they were chosen)."""
     content = {"format": POST_FORMAT, "format_version": POST_VERSION, **post.to_dict(), **details}
     make_dir(path.parent, "folder of post.json")
     with atomic_path(path) as tmp:
@@ -158,7 +102,7 @@ def write_post(path: Path, post: Post, details: Mapping[str, Any]) -> Path:
 
 
 def read_post(path: str | Path) -> Post:
-    """The choice recorded in a ``post.json``; a one-line error for anything else."""
+    """The choice recorded in a ``post.json`` (format_version 1 or 2); a one-line error for anything else."""
     path = Path(path)
     try:
         content = json.loads(path.read_text())
@@ -168,19 +112,19 @@ def read_post(path: str | Path) -> Post:
         raise VafusionError(f"{path}: not JSON; give a post.json written by `vafusion cv`") from e
     if not isinstance(content, dict) or content.get("format") != POST_FORMAT:
         raise VafusionError(f"{path}: not a vafusion post-processing file (format {POST_FORMAT!r} expected)")
-    if content.get("format_version") != POST_VERSION:
+    if content.get("format_version") not in _READS:
         raise VafusionError(
             f"{path}: format_version {content.get('format_version')}, this vafusion reads "
-            f"{POST_VERSION}; run `vafusion cv` again to rewrite it"
+            f"{' and '.join(map(str, _READS))}; run `vafusion cv` again to rewrite it"
         )
     try:
-        dims = {
-            d: DimPost(str(content[d]["method"]), float(content[d]["window_s"]), float(content[d]["shift_s"]))
-            for d in DIMENSIONS
-        }
-    except (KeyError, TypeError, ValueError) as e:
-        raise VafusionError(f"{path}: needs valence and arousal entries with method, window_s and shift_s") from e
+        dims = {d: DimPost.from_dict(content[d], str(path)) for d in DIMENSIONS}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise VafusionError(
+            f"{path}: needs valence and arousal entries, each a list of steps (format_version 2) "
+            f"or method, window_s and shift_s (format_version 1)"
+        ) from e
     return Post(**dims)
 
 
-__all__ = ["DIMENSIONS", "SMOOTHERS", "DimPost", "Post", "read_post", "shift", "smooth", "write_post"]
+__all__ = ["DIMENSIONS", "POST_FORMAT", "POST_VERSION", "DimPost", "Post", "read_post", "write_post"]

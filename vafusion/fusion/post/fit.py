@@ -4,11 +4,12 @@ Input: the out-of-fold (OOF) predictions of ``vafusion cv`` (:mod:`vafusion.fusi
 every labelled train/validation id predicted by the fold that validated it (the mean of
 that fold's seeds), i.e. by models that never trained on it. Test ids are never part of it.
 
-Candidates, per dimension (valence and arousal separately): no smoothing, or a centred
-``mean`` or ``median`` over each window of :data:`WINDOWS_S` seconds; combined with each
-shift of :data:`SHIFTS_S` (-1 s to +1 s in steps of 1/30 s; see
-:mod:`vafusion.fusion.post.apply` for what the numbers mean). A candidate is scored by CCC
-over all labelled OOF frames pooled, the challenge's way.
+Candidates, per dimension (valence and arousal separately): one setting of each step of a
+sequence (:mod:`.steps`, named in :mod:`.registry`), every combination of their grids. By
+default a smoothing, then a shift: no smoothing, or a centred ``mean`` or ``median`` over each
+window of :data:`~.steps.WINDOWS_S` seconds, combined with each shift of :data:`~.steps.SHIFTS_S`
+(-1 s to +1 s in steps of 1/30 s). A candidate is scored by CCC over all labelled OOF frames
+pooled, the challenge's way.
 
 The procedure, and why it is honest:
 
@@ -28,30 +29,26 @@ predictions average every fold's runs, a larger ensemble than one fold's seeds a
 little smoother already: the chosen window may be slightly longer than the test set's best.
 
 CCC is computed from per-fold sums (n, Σp, Σp², Σpt, Σt, Σt²), so one pass over the frames
-per candidate serves the full-data choice and every nested choice.
+per candidate serves the full-data choice and every nested choice. When the last step only
+delays (a shift), all its settings are scored at once per setting of the steps before it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tqdm import tqdm
 
 from vafusion.errors import VafusionError
-from vafusion.fusion.post.apply import DIMENSIONS, DimPost, Post, smooth
+from vafusion.fusion.post.apply import DIMENSIONS, DimPost, Post
 from vafusion.fusion.post.oof import RunPredictions
-
-WINDOWS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-SHIFT_STEP_S = 1 / 30
-MAX_SHIFT_S = 1.0
-_STEPS = int(round(MAX_SHIFT_S / SHIFT_STEP_S))
-# 0 first, then +-1, +-2 ... steps: at equal scores the smaller shift wins (argmax keeps the first)
-SHIFTS_S = tuple(s * k * SHIFT_STEP_S for k in range(_STEPS + 1) for s in ((1,) if k == 0 else (1, -1)))
-# no smoothing first: at equal scores it wins
-SMOOTHINGS = (("mean", 0.0), *tuple((m, w) for w in WINDOWS_S for m in ("mean", "median")))
+from vafusion.fusion.post.registry import DEFAULT_STEPS, step_class, step_name
+from vafusion.fusion.post.steps import SHIFT_STEP_S, SHIFTS_S, Step
 
 
 @dataclass
@@ -63,6 +60,41 @@ class _Video:
     target: np.ndarray  # (T,) float64: the label where labelled, else 0
     fps: float
     fold: int  # position of its fold among the folds
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The candidates of a sequence of steps: every setting of the steps before the last (``prefixes``)
+    times every setting of the last (``last``); candidate (j, h) in that order, the identity (0, 0)."""
+
+    kinds: tuple[type[Step], ...]
+    prefixes: tuple[tuple[Step, ...], ...]
+    last: tuple[Step, ...]
+
+    @classmethod
+    def of(cls, steps: Sequence[str | type[Step]]) -> _Grid:
+        kinds = tuple(step_class(s) for s in steps)
+        if not kinds:
+            raise VafusionError("--post-steps: name at least one post-processing step")
+        grids = [k.grid() for k in kinds]
+        for kind, grid in zip(kinds, grids):
+            if not grid or not grid[0].identity:
+                raise VafusionError(
+                    f"post-processing step {step_name(kind)}: its grid must start with the setting that "
+                    f"changes nothing (the fit prefers it at equal scores)"
+                )
+        return cls(kinds, tuple(itertools.product(*grids[:-1])), tuple(grids[-1]))
+
+    @property
+    def delays(self) -> np.ndarray | None:
+        """Seconds of each last setting when the last step only delays (scored by correlation), else None."""
+        seconds = [c.delay_seconds() for c in self.last]
+        return None if any(s is None for s in seconds) else np.array(seconds, dtype=np.float64)
+
+    def candidate(self, j: int, h: int) -> DimPost:
+        """Candidate (j, h), each step as post.json records it."""
+        steps = (*self.prefixes[j], self.last[h])
+        return DimPost(tuple(dataclasses.replace(cast(Any, s), **s.params()) for s in steps))  # steps are dataclasses
 
 
 def _videos(per_fold: Mapping[int, RunPredictions], dim: int) -> list[_Video]:
@@ -93,40 +125,56 @@ def _label_sums(videos: list[_Video], n_folds: int) -> np.ndarray:
     return out
 
 
-def _sums(videos: list[_Video], n_folds: int) -> np.ndarray:
-    """``(J, H, F, 3)``: per smoothing j, shift h and fold f, Σp, Σp², Σpt over the fold's labelled frames.
+def _prefixed(v: _Video, prefix: tuple[Step, ...]) -> np.ndarray:
+    x = v.pred
+    for step in prefix:
+        x = step.apply(x, v.fps)
+    return np.asarray(x).astype(np.float64)
 
-    Per video, the sums for every shift at once are correlations of the edge-padded smoothed
-    predictions with the label mask and the labels (a shift of k frames is lag k), so the cost
-    is one smoothing plus three correlations per video and smoothing, not one pass per shift.
+
+def _delayed_sums(v: _Video, x: np.ndarray, delays: np.ndarray) -> np.ndarray:
+    """``(H, 3)`` Σp, Σp², Σpt of ``x`` delayed by each of ``delays`` seconds, over the video's labelled frames.
+
+    The sums for every delay at once are correlations of the edge-padded values with the label
+    mask and the labels (a delay of k frames is lag k): three correlations, not one pass per delay.
     """
-    out = np.zeros((len(SMOOTHINGS), len(SHIFTS_S), n_folds, 3))
-    shifts = np.array(SHIFTS_S)
-    for j, (method, window) in enumerate(
+    pad = int(np.ceil(np.abs(delays).max() * v.fps)) + 1  # >= every |delay| in frames at this fps
+    lags = pad - np.rint(delays * v.fps).astype(np.int64)  # correlation index of each delay
+    p = np.pad(x, pad, mode="edge")
+    # np.correlate(p, w, "valid")[n] = sum_t p[n + t] w[t]; values delayed by k: p[t - k + pad]
+    stats = np.stack(
+        [np.correlate(p, v.mask, "valid"), np.correlate(p * p, v.mask, "valid"), np.correlate(p, v.target, "valid")],
+        axis=-1,
+    )
+    return stats[lags]
+
+
+def _applied_sums(v: _Video, x: np.ndarray, last: tuple[Step, ...]) -> np.ndarray:
+    """``(H, 3)`` Σp, Σp², Σpt of each setting of the last step applied to ``x``, over the labelled frames."""
+    out = np.empty((len(last), 3))
+    for h, step in enumerate(last):
+        y = np.asarray(step.apply(x, v.fps), dtype=np.float64)
+        out[h] = y @ v.mask, (y * y) @ v.mask, y @ v.target
+    return out
+
+
+def _sums(videos: list[_Video], n_folds: int, grid: _Grid) -> np.ndarray:
+    """``(J, H, F, 3)``: per candidate (j, h) and fold f, Σp, Σp², Σpt over the fold's labelled frames."""
+    out = np.zeros((len(grid.prefixes), len(grid.last), n_folds, 3))
+    delays = grid.delays
+    frames = sum(len(v.pred) for v in videos)
+    for j, prefix in enumerate(
         tqdm(
-            SMOOTHINGS,
+            grid.prefixes,
             desc="post-processing",
-            unit="smoothing",
+            unit="setting",
             leave=False,
-            disable=None if sum(len(v.pred) for v in videos) > 500_000 else True,
+            disable=None if frames > 500_000 else True,
         )
     ):
         for v in videos:
-            pad = int(np.ceil(MAX_SHIFT_S * v.fps)) + 1  # >= every |shift| in frames at this fps
-            lags = pad - np.rint(shifts * v.fps).astype(np.int64)  # correlation index of each shift
-            p = np.pad(
-                smooth(v.pred, DimPost(method, window).frames(v.fps)[0], method).astype(np.float64), pad, mode="edge"
-            )
-            # np.correlate(p, w, "valid")[n] = sum_t p[n + t] w[t]; predictions delayed by k: p[t - k + pad]
-            stats = np.stack(
-                [
-                    np.correlate(p, v.mask, "valid"),
-                    np.correlate(p * p, v.mask, "valid"),
-                    np.correlate(p, v.target, "valid"),
-                ],
-                axis=-1,
-            )
-            out[j, :, v.fold] += stats[lags]
+            x = _prefixed(v, prefix)
+            out[j, :, v.fold] += _delayed_sums(v, x, delays) if delays is not None else _applied_sums(v, x, grid.last)
     return out
 
 
@@ -148,46 +196,44 @@ def _choose(scores: np.ndarray) -> tuple[int, int]:
     return int(j), int(h)
 
 
-def _candidate(j: int, h: int) -> DimPost:
-    method, window = SMOOTHINGS[j]
-    return DimPost(method, window, round(SHIFTS_S[h], 6))
-
-
 @dataclass
 class DimensionFit:
-    """One dimension's result: the choice, whether it is applied, the CCCs behind it, the CCC-by-shift curves."""
+    """One dimension's result: the choice, whether it is applied, the CCCs behind it, the last step's curves."""
 
     best: DimPost  # the candidate with the best pooled OOF CCC (the choice for the test set)
     applied: bool  # the nested gain is positive
     scores: dict[str, Any]  # frames, ccc_before, ccc_in_sample, ccc_nested, gain_in_sample, gain_nested, per_fold
-    curves: dict[str, np.ndarray]  # CCC over SHIFTS_S (sorted by seconds: "shift_s") for "none" and "best"
+    # when the last step only delays: CCC over its settings (sorted by seconds: "x") with the steps
+    # before it at no change ("none") and at their best ("best"); else empty
+    curves: dict[str, np.ndarray]
 
 
-def _fit_dimension(videos: list[_Video], folds: list[int]) -> DimensionFit:
-    sums, label_sums = _sums(videos, len(folds)), _label_sums(videos, len(folds))  # (J, H, F, 3), (F, 3)
+def _fit_dimension(videos: list[_Video], folds: list[int], grid: _Grid) -> DimensionFit:
+    sums, label_sums = _sums(videos, len(folds), grid), _label_sums(videos, len(folds))  # (J, H, F, 3), (F, 3)
 
     def ccc(p_sums: np.ndarray, t_sums: np.ndarray) -> np.ndarray:
         return _ccc(t_sums[0], p_sums[..., 0], p_sums[..., 1], p_sums[..., 2], t_sums[1], t_sums[2])
 
     total, total_labels = sums.sum(axis=2), label_sums.sum(axis=0)
-    grid = ccc(total, total_labels)  # (J, H): pooled CCC of every candidate over all folds
-    best = _choose(grid)
+    scores_grid = ccc(total, total_labels)  # (J, H): pooled CCC of every candidate over all folds
+    best = _choose(scores_grid)
     nested_sums, per_fold = np.zeros(3), []
     for f, fold in enumerate(folds):
         jf, hf = _choose(ccc(total - sums[:, :, f], total_labels - label_sums[f]))  # fold f's frames unseen
         nested_sums += sums[jf, hf, f]
-        choice = _candidate(jf, hf)
         per_fold.append(
             {
                 "fold": fold,
-                "method": choice.method,
-                "window_s": choice.window_s,
-                "shift_s": choice.shift_s,
+                **grid.candidate(jf, hf).to_dict(),
                 "ccc_before": float(ccc(sums[0, 0, f], label_sums[f])),
                 "ccc_after": float(ccc(sums[jf, hf, f], label_sums[f])),
             }
         )
-    before, in_sample, nested = float(grid[0, 0]), float(grid[best]), float(ccc(nested_sums, total_labels))
+    before, in_sample, nested = (
+        float(scores_grid[0, 0]),
+        float(scores_grid[best]),
+        float(ccc(nested_sums, total_labels)),
+    )
     scores = {
         "frames": int(total_labels[0]),
         "ccc_before": before,
@@ -197,52 +243,62 @@ def _fit_dimension(videos: list[_Video], folds: list[int]) -> DimensionFit:
         "gain_nested": nested - before,
         "per_fold": per_fold,
     }
-    order = np.argsort(SHIFTS_S)
-    curves = {"shift_s": np.array(SHIFTS_S)[order], "none": grid[0, order], "best": grid[best[0], order]}
-    return DimensionFit(_candidate(*best), nested > before, scores, curves)
+    return DimensionFit(grid.candidate(*best), nested > before, scores, _curves(grid, scores_grid, best[0]))
+
+
+def _curves(grid: _Grid, scores: np.ndarray, best_prefix: int) -> dict[str, np.ndarray]:
+    delays = grid.delays
+    if delays is None:
+        return {}
+    order = np.argsort(delays)
+    return {"x": delays[order], "none": scores[0, order], "best": scores[best_prefix, order]}
 
 
 @dataclass
 class PostFit:
     """The post-processing ``predict`` applies, and how it was chosen (see the module docstring)."""
 
-    post: Post  # the best candidate of each dimension where applied, else none
+    post: Post  # the best candidate of each dimension where applied, else the one that changes nothing
     dimensions: dict[str, DimensionFit]
     folds: list[int]
     ids: int
+    steps: tuple[type[Step], ...]  # the sequence fitted, in order
 
     def details(self) -> dict[str, Any]:
         """What ``post.json`` and ``cv.json`` record besides the choice."""
         per_dim = {
-            name: {
-                "best": {"method": d.best.method, "window_s": d.best.window_s, "shift_s": d.best.shift_s},
-                "applied": d.applied,
-                **d.scores,
-            }
-            for name, d in self.dimensions.items()
-        }
-        grid = {
-            "methods": ["mean", "median"],
-            "windows_s": list(WINDOWS_S),
-            "shift_step_s": SHIFT_STEP_S,
-            "max_shift_s": MAX_SHIFT_S,
+            name: {"best": d.best.to_dict(), "applied": d.applied, **d.scores} for name, d in self.dimensions.items()
         }
         procedure = (
-            "per dimension, the smoothing and shift with the best CCC over all out-of-fold frames pooled; "
-            "gain_nested: each fold scored with the choice made on the other folds; applied only where "
-            "gain_nested > 0"
+            "per dimension, the candidate (one setting of each step, in order) with the best CCC over all "
+            "out-of-fold frames pooled; gain_nested: each fold scored with the choice made on the other folds; "
+            "applied only where gain_nested > 0"
         )
-        return {"fit": {"procedure": procedure, "folds": self.folds, "ids": self.ids, "grid": grid, **per_dim}}
+        return {
+            "fit": {
+                "procedure": procedure,
+                "steps": [step_name(s) for s in self.steps],
+                "folds": self.folds,
+                "ids": self.ids,
+                "grid": {step_name(s): s.grid_summary() for s in self.steps},
+                **per_dim,
+            }
+        }
 
 
-def fit_post(per_fold: Mapping[int, RunPredictions]) -> PostFit:
-    """Choose each dimension's post-processing on the out-of-fold predictions ``{fold: its ids' predictions}``."""
+def fit_post(per_fold: Mapping[int, RunPredictions], steps: Sequence[str | type[Step]] = DEFAULT_STEPS) -> PostFit:
+    """Choose each dimension's post-processing on the out-of-fold predictions ``{fold: its ids' predictions}``.
+
+    ``steps``: the sequence to fit, in order (registered names, ``package.module:Class``, or step classes).
+    """
     if len(per_fold) < 2:
         raise VafusionError("post-processing is chosen out of fold: it needs the predictions of at least 2 folds")
+    grid = _Grid.of(steps)
     folds = sorted(per_fold)
-    fits = {name: _fit_dimension(_videos(per_fold, dim), folds) for dim, name in enumerate(DIMENSIONS)}
-    post = Post(**{name: fit.best if fit.applied else DimPost() for name, fit in fits.items()})
-    return PostFit(post, fits, folds, sum(len(r.ids) for r in per_fold.values()))
+    fits = {name: _fit_dimension(_videos(per_fold, dim), folds, grid) for dim, name in enumerate(DIMENSIONS)}
+    unchanged = grid.candidate(0, 0)
+    post = Post(**{name: fit.best if fit.applied else unchanged for name, fit in fits.items()})
+    return PostFit(post, fits, folds, sum(len(r.ids) for r in per_fold.values()), grid.kinds)
 
 
-__all__ = ["MAX_SHIFT_S", "SHIFTS_S", "SHIFT_STEP_S", "SMOOTHINGS", "WINDOWS_S", "DimensionFit", "PostFit", "fit_post"]
+__all__ = ["SHIFTS_S", "SHIFT_STEP_S", "DimensionFit", "PostFit", "fit_post"]

@@ -22,7 +22,7 @@ from vafusion.fs import read_text
 from vafusion.fusion.data.loading import LoadedCache, load_cache
 from vafusion.fusion.models import is_closed_form
 from vafusion.fusion.post.apply import read_post
-from vafusion.fusion.post.apply import smooth as smooth_frames
+from vafusion.fusion.post.steps import smooth as smooth_frames
 from vafusion.fusion.predict.files import check_out_dir, write_prediction_set
 from vafusion.fusion.predict.submission import CountDifference, read_sample, write_submission
 from vafusion.fusion.runs.checkpoint import load_run

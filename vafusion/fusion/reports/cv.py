@@ -2,8 +2,9 @@
 
 A :class:`~vafusion.fusion.reports.pages.Page` (opens from disk, no network). The post-processing
 section shows what :mod:`vafusion.fusion.post.fit` chose per dimension, the honest (nested)
-gain next to the optimistic in-sample one, each fold's nested choice, and the out-of-fold
-CCC against the shift for no smoothing and for the chosen smoothing.
+gain next to the optimistic in-sample one, each fold's nested choice (a column per step), and,
+when the last step is a shift, the out-of-fold CCC against the shift with the steps before it
+unchanged and at their best (by default: no smoothing and the chosen smoothing).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vafusion.fs import make_dir
+from vafusion.fusion.post.apply import DimPost
 from vafusion.fusion.post.fit import PostFit
 from vafusion.fusion.reports.pages import COLOURS, FIGURES, Page, clear_figures, esc, new_figure, num, table
 from vafusion.fusion.runs.config import FusionConfig
@@ -60,9 +62,9 @@ def _scores(page: Page, summary: dict[str, Any], runs_dir: Path) -> None:
 def _post(page: Page, fit: PostFit) -> None:
     page.add("<h2>Post-processing</h2>")
     page.add(
-        "<p>Chosen per dimension on the out-of-fold predictions: no smoothing, or a centred mean or median "
-        "over a window, then a shift (positive: predictions delayed, as a label lag calls for). "
-        "<b>Nested</b>: each fold scored with the choice made on the other folds only, the gain to expect on "
+        "<p>Chosen per dimension on the out-of-fold predictions: "
+        + ", then ".join(esc(s.about or s.title) for s in fit.steps)
+        + ". <b>Nested</b>: each fold scored with the choice made on the other folds only, the gain to expect on "
         "unseen videos. <b>In-sample</b>: the choice scored on the frames it was chosen on (optimistic). "
         f"<code>predict</code> applies a dimension's choice only where the nested gain is positive; "
         f"it reads <code>{esc('post.json')}</code> beside the folds.</p>"
@@ -88,40 +90,51 @@ def _post(page: Page, fit: PostFit) -> None:
             numeric=(3, 4, 5, 6),
         )
     )
-    per_fold = [
-        (
-            f["fold"],
-            name,
-            f"{f['method']} over {f['window_s']:g} s" if f["window_s"] else "none",
-            f"{f['shift_s']:+.3f} s",
-            num(f["ccc_before"]),
-            num(f["ccc_after"]),
-        )
-        for name, d in fit.dimensions.items()
-        for f in d.scores["per_fold"]
-    ]
+    _per_fold(page, fit)
+    _curves(page, fit)
+
+
+def _per_fold(page: Page, fit: PostFit) -> None:
+    """Each fold's nested choice, one column per step."""
+    rows = []
+    for name, d in fit.dimensions.items():
+        for f in d.scores["per_fold"]:
+            chosen = DimPost.from_dict(f)
+            rows.append(
+                (f["fold"], name, *(s.brief() for s in chosen.steps), num(f["ccc_before"]), num(f["ccc_after"]))
+            )
+    titles = [s.title for s in fit.steps]
+    scores = (len(titles) + 2, len(titles) + 3)
     page.add(
         "<details><summary>each fold's nested choice (made on the other folds)</summary>"
-        + table(per_fold, header=["fold", "dimension", "smoothing", "shift", "CCC before", "CCC after"], numeric=(4, 5))
+        + table(rows, header=["fold", "dimension", *titles, "CCC before", "CCC after"], numeric=scores)
         + "</details>"
     )
+
+
+def _curves(page: Page, fit: PostFit) -> None:
+    """Out-of-fold CCC against the setting of the last step, when that step only delays (a shift)."""
+    if not all(d.curves for d in fit.dimensions.values()):
+        return
+    last, before = fit.steps[-1].title, " and ".join(s.title for s in fit.steps[:-1])
+    unchanged = ", ".join(s.grid()[0].describe() for s in fit.steps[:-1]) or "as predicted"
     fig = new_figure(8, 3.2)
     for ax, (name, d), key in zip(fig.subplots(1, 2, sharey=True), fit.dimensions.items(), ("ccc_v", "ccc_a")):
-        c = d.curves
-        ax.plot(c["shift_s"], c["none"], color="0.5", lw=1.2, label="no smoothing")
-        if d.best.window_s:
-            ax.plot(c["shift_s"], c["best"], color=COLOURS[key], lw=1.8, label=f"{d.best.method} {d.best.window_s:g} s")
-        ax.axvline(d.best.shift_s, color="grey", ls="--", lw=1, label=f"best shift {d.best.shift_s:+.2f} s")
-        ax.set(title=f"{name}{'' if d.applied else ' (not applied)'}", xlabel="shift (s)")
+        c, prefix, seconds = d.curves, d.best.steps[:-1], d.best.steps[-1].delay_seconds() or 0.0
+        ax.plot(c["x"], c["none"], color="0.5", lw=1.2, label=unchanged)
+        if not all(s.identity for s in prefix):
+            ax.plot(c["x"], c["best"], color=COLOURS[key], lw=1.8, label=", ".join(s.describe() for s in prefix))
+        ax.axvline(seconds, color="grey", ls="--", lw=1, label=f"best {last} {seconds:+.2f} s")
+        ax.set(title=f"{name}{'' if d.applied else ' (not applied)'}", xlabel=f"{last} (s)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower center")
     fig.axes[0].set_ylabel("out-of-fold CCC")
     page.figure(
         fig,
         _FIGURE,
-        "out-of-fold CCC against the shift",
-        "Pooled out-of-fold CCC of each dimension against the shift of the predictions, without smoothing "
-        "and with the best smoothing; the dashed line marks the best shift.",
+        f"out-of-fold CCC against the {last}",
+        f"Pooled out-of-fold CCC of each dimension against the {last} of the predictions, without "
+        f"{before or 'other steps'} and with the best {before or 'setting'}; the dashed line marks the best {last}.",
     )
 
 

@@ -36,10 +36,18 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
 
 def write_compare_page(runs_dir: Path, result: Mapping[str, Any]) -> Path:
     """``RUNS/compare.html``: the summary table (best P highlighted), a bar chart with ± std, every run."""
-    summary = result["summary"]
     make_dir(runs_dir / FIGURES, "figures folder")
     clear_figures(runs_dir, [_FIGURE])
     page = Page(runs_dir)
+    _results(page, result)
+    _runs(page, runs_dir, result["runs"])
+    _settings(page, result)
+    subtitle = f"{runs_dir.resolve()} · {len(result['runs'])} runs · cache {result['cache']}"
+    return page.write(runs_dir / COMPARE_HTML, "vafusion comparison", subtitle)
+
+
+def _results(page: Page, result: Mapping[str, Any]) -> None:
+    summary = result["summary"]
     spread = "seeds and folds" if result["split"] == "folds" else "seeds"
     page.add("<h2>Results</h2>")
     page.add(
@@ -71,8 +79,11 @@ def write_compare_page(runs_dir: Path, result: Mapping[str, Any]) -> Path:
             "validation scores by model and features",
             f"Mean CCC_V, CCC_A and P; error bars ± one std over {spread}.",
         )
+
+
+def _runs(page: Page, runs_dir: Path, runs: Sequence[Mapping[str, Any]]) -> None:
     page.add("<h2>Runs</h2>")
-    keys = [k for k in ("model", "features", "seed", "fold") if any(k in r for r in result["runs"])]
+    keys = [k for k in ("model", "features", "seed", "fold") if any(k in r for r in runs)]
     page.add(
         table(
             [
@@ -82,12 +93,15 @@ def write_compare_page(runs_dir: Path, result: Mapping[str, Any]) -> Path:
                     r.get("epoch"),
                     Path(r["run"]).relative_to(runs_dir) if Path(r["run"]).is_relative_to(runs_dir) else r["run"],
                 )
-                for r in result["runs"]
+                for r in runs
             ],
             header=[*keys, "CCC_V", "CCC_A", "P", "best epoch", "run directory"],
             numeric=tuple(range(len(keys), len(keys) + 3)),
         )
     )
+
+
+def _settings(page: Page, result: Mapping[str, Any]) -> None:
     page.add("<h2>Settings</h2>")
     settings = [
         ("cache", result["cache"]),
@@ -101,8 +115,6 @@ def write_compare_page(runs_dir: Path, result: Mapping[str, Any]) -> Path:
     settings += [(f"data.{k}", v) for k, v in result["data"].items()]
     settings += [(f"training.{k}", v) for k, v in result["training"].items()]
     page.add(table(settings, header=["setting", "value"], row_headers=True))
-    subtitle = f"{runs_dir.resolve()} · {len(result['runs'])} runs · cache {result['cache']}"
-    return page.write(runs_dir / COMPARE_HTML, "vafusion comparison", subtitle)
 
 
 __all__ = ["COMPARE_HTML", "format_table", "write_compare_page"]

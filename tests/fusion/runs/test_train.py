@@ -94,6 +94,22 @@ def test_resume_continues_exactly(cache, tmp_path, kill_after_last_save):
     assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "straight")
 
 
+def test_on_epoch_sees_every_row_and_stops_the_run(cache, tmp_path):
+    seen = []
+
+    def hook(row: dict) -> bool:
+        seen.append(row)
+        return row["epoch"] == 2  # a pruner's "stop here"
+
+    cfg = make_config(**dict(FAST, epochs=4))
+    result = train(cache, tmp_path / "run", cfg, progress=False, on_epoch=hook)
+    assert [r["epoch"] for r in seen] == [1, 2] and seen == _metrics(tmp_path / "run")
+    assert result.epochs_run == 2 and (tmp_path / "run" / ckpt_mod.SUMMARY).is_file()
+    # finished like an early stop: a resume trains no more epochs
+    again = train(cache, tmp_path / "run", cfg, resume=True, progress=False)
+    assert again.best == result.best and len(_metrics(tmp_path / "run")) == 2
+
+
 def test_ridge_baseline_run(cache, tmp_path):
     result = train(
         cache,

@@ -6,7 +6,8 @@ way (overlap-averaged per frame, CCC over the whole partition); the best epoch b
 P = (CCC_V + CCC_A) / 2 is kept in ``best.pt``, and ``last.pt`` holds everything needed to
 resume exactly (optimiser, schedule, RNG state). A model fitted in closed form (the ridge)
 is fitted once on the training videos and scored the same way. Which of the two a model is
-comes from its class (:mod:`vafusion.fusion.models`), never from its name.
+comes from its class (:mod:`vafusion.fusion.models`), never from its name. ``on_epoch`` (a
+tuner's pruner, say) sees each epoch's row and can stop the run.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from vafusion.fusion.runs import checkpoint as ckpt_mod
 from vafusion.fusion.runs.config import CONFIG_FILE, FusionConfig, TrainingConfig
 from vafusion.fusion.runs.infer import predict_loaded, video_streams
 from vafusion.fusion.runs.run_dir import RunState, clear_partial, read_summary, run_state
+
+EpochHook = Callable[[dict[str, Any]], Any]
+"""``on_epoch(row)``: called after each epoch with its metrics.jsonl row; a true return stops the run."""
 
 
 @dataclass
@@ -88,6 +92,7 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     on_trained: Callable[[Path, LoadedCache], None] | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``cache_dir``, writing checkpoints and metrics into ``run_dir``.
 
@@ -98,7 +103,9 @@ def train(
     a run found finished is not trained again and ``on_trained`` is not called.
     ``resume``: finish what ``run_dir`` holds of this same configuration (resume from ``last.pt``,
     start again, or nothing left to do; see :mod:`vafusion.fusion.runs.run_dir`); without it a
-    directory holding checkpoints is an error.
+    directory holding checkpoints is an error. ``on_epoch(row)`` is called after every epoch
+    with its metrics row (``epoch``, ``loss``, ``ccc_v``, ``ccc_a``, ``p``, ``lr``); returning a
+    true value stops the run there (it is then finished, like an early stop).
     """
     log = log or (lambda msg: None)
     cache_dir, run_dir = Path(cache_dir), Path(run_dir)
@@ -114,8 +121,13 @@ def train(
         f"{len(val_ids)} validation ids; features "
         f"{', '.join(f'{f} ({d})' for f, d in zip(loaded.features, loaded.dims))}"
     )
-    fit = _fit_closed_form if config.model.spec.closed_form else _train_by_gradient
-    result = fit(loaded, standardizer, config, run_dir, train_ids, val_ids, state is RunState.RESUMABLE, progress, log)
+    resumable = state is RunState.RESUMABLE
+    if config.model.spec.closed_form:
+        result = _fit_closed_form(loaded, standardizer, config, run_dir, train_ids, val_ids, resumable, progress, log)
+    else:
+        result = _train_by_gradient(
+            loaded, standardizer, config, run_dir, train_ids, val_ids, resumable, progress, log, on_epoch
+        )
     if on_trained is not None:
         on_trained(run_dir, loaded)
     summary = {
@@ -180,6 +192,7 @@ def _train_by_gradient(
     resume: bool,
     progress: bool,
     log: Callable[[str], None],
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     """Epochs of gradient steps, each scored on ``val_ids`` and checkpointed, until ``epochs`` or a stop.
 
@@ -207,7 +220,7 @@ def _train_by_gradient(
     epoch = start_epoch - 1
     for epoch in bar if not run.stop else ():
         row = run.validate(epoch, run.train_epoch(epoch), val_ids)
-        run.keep(row, epoch)
+        run.keep(row, epoch, stopped_by_caller=bool(on_epoch and on_epoch(dict(row))))
         bar.set_postfix(
             loss=f"{row['loss']:.3f}",
             ccc_v=f"{row['ccc_v']:.3f}",
@@ -378,15 +391,18 @@ class _GradientRun:
         ckpt_mod.append_metrics(self.run_dir, row)
         return row
 
-    def keep(self, row: dict[str, Any], epoch: int) -> None:
-        """After an epoch's score: best.pt when P improved, the stop decision, then last.pt (written
-        last, so a kill before it reruns this epoch from the previous last.pt)."""
+    def keep(self, row: dict[str, Any], epoch: int, stopped_by_caller: bool = False) -> None:
+        """After an epoch's score: best.pt when P improved, the stop decision (``stopped_by_caller``: the
+        ``on_epoch`` hook asked to stop), then last.pt (written last, so a kill before it reruns this
+        epoch from the previous last.pt)."""
         if row["p"] > self.best["p"]:
             self.best, self.stale = {k: row[k] for k in ("epoch", "ccc_v", "ccc_a", "p", "loss")}, 0
             ckpt_mod.save_atomic(self._checkpoint(epoch), self.run_dir / ckpt_mod.BEST)
         else:
             self.stale += 1
         self.stop = _stop_reason(row, self.stale, self.config.training.patience)
+        if stopped_by_caller and not self.stop:
+            self.stop = "stopped by the caller (on_epoch)"
         last = self._checkpoint(epoch)
         last.update(
             optimizer=self.optimizer.state_dict(),
@@ -426,4 +442,4 @@ def _require_a_best(run_dir: Path, best: dict[str, Any], tc: TrainingConfig, epo
     )
 
 
-__all__ = ["TrainResult", "gradient_step", "train"]
+__all__ = ["EpochHook", "TrainResult", "gradient_step", "train"]

@@ -275,6 +275,26 @@ def _fork_once(
     args: list[object], log: Path, kill_at: int | None, also_count: tuple[tuple[object, str], ...], timeout: float
 ) -> ChildRun | None:
     """One forked run (see :func:`run_in_child`); None if it had to be killed after ``timeout``."""
+    pid, read_fd = _start_child(args, log, kill_at, also_count, timeout)
+    return _wait_child(pid, read_fd, log, time.monotonic() + timeout)
+
+
+def run_children_at_once(commands: list[list[object]], logs: list[Path], timeout: float = 90.0) -> list[ChildRun]:
+    """Run several ``vafusion`` commands at the same time, each in a forked child (see :func:`run_in_child`);
+    how each ended. A child still running after ``timeout`` is killed and fails the test."""
+    _stop_tqdm_monitor()
+    started = [_start_child(args, log, None, (), timeout) for args, log in zip(commands, logs)]
+    deadline = time.monotonic() + timeout
+    runs = [_wait_child(pid, read_fd, log, deadline) for (pid, read_fd), log in zip(started, logs)]
+    hung = [str(log) for run, log in zip(runs, logs) if run is None]
+    assert not hung, f"did not end within {timeout} s: {hung}"
+    return [run for run in runs if run is not None]
+
+
+def _start_child(
+    args: list[object], log: Path, kill_at: int | None, also_count: tuple[tuple[object, str], ...], timeout: float
+) -> tuple[int, int]:
+    """Fork a child running ``vafusion ARGS`` (output to ``log``); its pid and the pipe that counts its writes."""
     import faulthandler
     import sys
 
@@ -307,7 +327,11 @@ def _fork_once(
         finally:
             os._exit(code)
     os.close(write_fd)
-    deadline = time.monotonic() + timeout
+    return pid, read_fd
+
+
+def _wait_child(pid: int, read_fd: int, log: Path, deadline: float) -> ChildRun | None:
+    """Wait for a child of :func:`_start_child` until ``deadline``; None if it had to be killed then."""
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:

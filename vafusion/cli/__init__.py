@@ -13,6 +13,7 @@ from vafusion.cli import (  # noqa: F401  (register the commands)
     faces_cmd,
     fusion_cmds,
     predict_cmds,
+    tune_cmd,
 )
 from vafusion.cli.main import cli, main, reference_markdown
 

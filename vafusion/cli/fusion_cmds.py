@@ -13,8 +13,10 @@ from vafusion.cli.fusion_options import (
     _model_option_values,
     _model_options,
     _parallel_options,
+    _params_option,
     _parts,
     _print_scores,
+    _split_options,
     _training_options,
 )
 from vafusion.cli.main import cli
@@ -36,25 +38,10 @@ def _log(message: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Run directory to create (config.json, best.pt, last.pt, metrics.jsonl, summary.json).",
 )
-@click.option(
-    "--split",
-    type=click.Choice(["official", "folds"]),
-    default=None,
-    help="official: Train_Set trains, Validation_Set validates [default]. folds: both merged and "
-    "split by video (see --folds/--fold).",
-)
-@click.option(
-    "--folds",
-    default=6,
-    show_default=True,
-    type=_ranged(DataConfig, "folds"),
-    help="Number of folds (implies --split folds with --fold).",
-)
-@click.option(
-    "--fold", type=_ranged(DataConfig, "fold"), default=None, help="Which fold (1..N) validates; implies --split folds."
-)
+@_split_options
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN with the same options.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write RUN/report.html at the end.")
+@_params_option
 @_model_options()
 @_data_options()
 @_training_options
@@ -117,6 +104,7 @@ def train(
     "(mean or median over a window) and shift, package.module:Class of your own, or an installed plug-in "
     "(README, Post-processing steps).",
 )
+@_params_option
 @_parallel_options
 @_model_options()
 @_data_options()

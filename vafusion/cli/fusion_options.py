@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
-from vafusion.cli.options import DEVICE, DEVICE_HELP, _setting, _stacked
+from vafusion.cli.options import DEVICE, DEVICE_HELP, _ranged, _setting, _stacked
 from vafusion.errors import VafusionError
 from vafusion.fusion.runs.config import DataConfig, TrainingConfig
 
@@ -126,6 +129,45 @@ def _training_options(f):
     )(f)
 
 
+def _split_options(f):
+    """--split, --folds, --fold: which ids train and which validate (train, tune)."""
+    return _stacked(
+        [
+            click.option(
+                "--split",
+                type=click.Choice(["official", "folds"]),
+                default=None,
+                help="official: Train_Set trains, Validation_Set validates [default]. folds: both merged and "
+                "split by video (see --folds/--fold).",
+            ),
+            click.option(
+                "--folds",
+                default=6,
+                show_default=True,
+                type=_ranged(DataConfig, "folds"),
+                help="Number of folds (implies --split folds with --fold).",
+            ),
+            click.option(
+                "--fold",
+                type=_ranged(DataConfig, "fold"),
+                default=None,
+                help="Which fold (1..N) validates; implies --split folds.",
+            ),
+        ]
+    )(f)
+
+
+def _params_option(f):
+    """--params FILE: a tuned configuration (best.json of `vafusion tune`) as the defaults (train, cv)."""
+    return click.option(
+        "--params",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="A tuned configuration (DIR/best.json of `vafusion tune`): its model, model options, features, "
+        "window, hop and training settings, unless given here; the split and the device are this command's.",
+    )(f)
+
+
 def _parse_devices(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
     from vafusion.fusion.experiments.parallel import parse_devices
 
@@ -183,13 +225,58 @@ def _parts(kw: dict) -> tuple[dict, dict]:
     return take(DataConfig), take(TrainingConfig)
 
 
-def _config(model: str, model_options: tuple[str, ...], causal: bool, features: str, **kw) -> FusionConfig:
+def _config(
+    model: str, model_options: tuple[str, ...], causal: bool, features: str, params: Path | None = None, **kw
+) -> FusionConfig:
     from vafusion.fusion.runs.config import FusionConfig, ModelConfig
 
     options = _model_option_values(model_options, causal, kw)
     data, training = _parts(kw)
     names = tuple(x.strip() for x in features.split(",") if x.strip())
+    if params is not None:
+        return _tuned(params, model, options, dict(data, features=names), training)
     return FusionConfig(DataConfig(features=names, **data), ModelConfig(model, options), TrainingConfig(**training))
+
+
+def _is_given(name: str) -> bool:
+    """The user gave option ``name`` (command line or environment), as opposed to its default."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def _given(kw: dict) -> set[str]:
+    """The settings a user fixed: data and training options given, and every model option set
+    (--model-option, --causal, the deprecated per-model flags)."""
+    from vafusion.fusion.models import parse_model_options
+
+    fields = [*DataConfig.__dataclass_fields__, *TrainingConfig.__dataclass_fields__]
+    given = {name for name in fields if name in kw and _is_given(name)}
+    given |= set(parse_model_options(kw.get("model_options", ())))
+    given |= {"causal"} if kw.get("causal") else set()
+    for flag, (option, _) in _DEPRECATED_MODEL_FLAGS.items():
+        if kw.get(flag.lstrip("-").replace("-", "_")) is not None:
+            given.add(option)
+    return given
+
+
+def _tuned(path: Path, model: str, options: dict, data: dict, training: dict) -> FusionConfig:
+    """--params: the tuned configuration, where the user gave no option of their own; the split (split,
+    folds, fold) and the device always this command's."""
+    from vafusion.fusion.experiments.tune import read_params
+    from vafusion.fusion.models import resolve_model
+    from vafusion.fusion.runs.config import FusionConfig, ModelConfig
+
+    tuned = read_params(path)
+
+    def merged(kept: dict[str, Any], here: dict[str, Any], always: tuple[str, ...]) -> dict[str, Any]:
+        return {**kept, **{k: v for k, v in here.items() if k in always or _is_given(k)}}
+
+    data = merged(dataclasses.asdict(tuned.data), data, ("split", "folds", "fold"))
+    training = merged(dataclasses.asdict(tuned.training), training, ("device",))
+    name = model if _is_given("model") else tuned.model.name
+    same = resolve_model(name).ref == tuned.model.name
+    options = {**(tuned.model.options if same else {}), **options}
+    return FusionConfig(DataConfig(**data), ModelConfig(name, options), TrainingConfig(**training))
 
 
 def _print_scores(title: str, scores: dict) -> None:

@@ -21,12 +21,14 @@ from vafusion.fusion.models.layers import (
     regression_head,
     stream_inputs,
 )
+from vafusion.fusion.models.spaces import option_space
 
 
 class EarlyConcat(nn.Module):
     """Early fusion: projected streams concatenated per frame, one TCN, the head."""
 
     option_help = option_help("d_model", "tcn_kernel", "tcn_dilations", "causal", "dropout", "head_hidden")
+    option_space = option_space("d_model", "tcn_kernel", "tcn_dilations", "dropout", "head_hidden")
 
     def __init__(
         self,

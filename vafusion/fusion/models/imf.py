@@ -36,6 +36,7 @@ from vafusion.fusion.models.layers import (
     regression_head,
     stream_inputs,
 )
+from vafusion.fusion.models.spaces import option_space
 
 
 class IMF(VisualQueriesAudio):
@@ -44,6 +45,7 @@ class IMF(VisualQueriesAudio):
     option_help = option_help(
         "d_model", "tcn_kernel", "tcn_dilations", "causal", "dropout", "heads", "head_hidden", "attn_distance_bias"
     )
+    option_space = option_space("d_model", "tcn_kernel", "tcn_dilations", "dropout", "heads", "head_hidden")
 
     def __init__(
         self,

@@ -23,12 +23,14 @@ from vafusion.fusion.models.layers import (
     regression_head,
     stream_inputs,
 )
+from vafusion.fusion.models.spaces import option_space
 
 
 class LateFusion(nn.Module):
     """Late fusion: a TCN and head per stream, mixed by learned per-frame weights over the present streams."""
 
     option_help = option_help("d_model", "tcn_kernel", "tcn_dilations", "causal", "dropout", "head_hidden")
+    option_space = option_space("d_model", "tcn_kernel", "tcn_dilations", "dropout", "head_hidden")
 
     def __init__(
         self,

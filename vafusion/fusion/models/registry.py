@@ -13,6 +13,10 @@ A model declares everything vafusion needs in plain Python, with no registration
   opt: type = default, ...)``: names, defaults and annotations (int, float, bool, str or
   ``tuple[int, ...]``) are read with :mod:`inspect`; every option needs a default;
 - an optional class attribute ``option_help = {"opt": "one line"}``;
+- an optional class attribute ``option_space = {"opt": {"low": 16, "high": 256, "log": True}, "other":
+  {"choices": [3, 5, 7]}}``: the ranges ``vafusion tune`` searches by default (the options it names;
+  without it, tune derives ranges from the numeric options' defaults, see
+  :mod:`vafusion.fusion.experiments.space`);
 - the first line of the class docstring is its description in ``vafusion models``.
 
 Capabilities come from the class, never from its name: a model accepts ``--causal`` when
@@ -113,6 +117,7 @@ class ModelSpec:
     options: Mapping[str, Option]
     description: str
     origin: str  # "built-in", "entry point of <distribution>", or "module"
+    space: Mapping[str, Any] | None = None  # the class's option_space (search ranges for tune), if it has one
 
     @property
     def closed_form(self) -> bool:
@@ -191,7 +196,20 @@ def _describe(found: plugins.Found) -> ModelSpec:
     options = _options(cls, where)
     doc = inspect.getdoc(cls) or ""
     description = doc.strip().splitlines()[0] if doc.strip() else "(no description: give the class a docstring)"
-    return ModelSpec(found.name, found.ref, cls, options, description, found.origin)
+    return ModelSpec(found.name, found.ref, cls, options, description, found.origin, _space(cls, where, options))
+
+
+def _space(cls: type, where: str, options: Mapping[str, Option]) -> dict[str, Any] | None:
+    """The class's ``option_space`` (a dict naming options), as declared; each entry is read by tune's space."""
+    space = getattr(cls, "option_space", None)
+    if space is None:
+        return None
+    if not isinstance(space, Mapping):
+        raise VafusionError(f"{where}: option_space must be a dict of option -> range, not {type(space).__name__}")
+    unknown = sorted(str(k) for k in space if k not in options)
+    if unknown:
+        raise VafusionError(f"{where}: option_space names {unknown}, which are not constructor options")
+    return dict(space)
 
 
 def resolve_model(name: str) -> ModelSpec:

@@ -85,6 +85,10 @@ class RidgeBaseline:
         "context": "frames averaged (centred, presence-aware) before the per-frame ridge; 1 = none",
         "max_frames": "labelled frames the ridge is fitted on at most (a seeded uniform subsample)",
     }
+    option_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "alpha": {"low": 0.01, "high": 1000.0, "log": True},
+        "context": {"choices": [1, 5, 13, 25, 51]},
+    }
 
     def __init__(
         self, dims: Sequence[int], *, alpha: float = 10.0, context: int = 1, max_frames: int = 200_000

@@ -27,6 +27,7 @@ from vafusion.fusion.models.layers import (
     regression_head,
     stream_inputs,
 )
+from vafusion.fusion.models.spaces import option_space
 
 
 class TransformerLayer(nn.Module):
@@ -66,6 +67,7 @@ class TemporalTransformer(VisualQueriesAudio):
     option_help = option_help(
         "d_model", "layers", "heads", "ff_hidden", "causal", "dropout", "head_hidden", "attn_distance_bias"
     )
+    option_space = option_space("d_model", "layers", "heads", "ff_hidden", "dropout", "head_hidden")
 
     def __init__(
         self,

@@ -1,0 +1,238 @@
+"""vafusion tune on the toy cache: the study in its storage, trials as run directories that evaluate to
+what the study recorded, pruning, reruns, --params, the space (plug-ins, --space errors), Ctrl-C and
+concurrent processes on one journal and on one SQLite database. (SIGKILL: tests/faults/test_tune_kills.py.)"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from tests.faults.conftest import run_children_at_once
+from vafusion.cli import cli
+from vafusion.errors import VafusionError
+from vafusion.fusion.experiments import tune as tune_mod
+from vafusion.fusion.experiments.space import build_space
+from vafusion.fusion.runs.config import FusionConfig, make_config
+from vafusion.fusion.runs.evaluate import evaluate_run
+
+DATA = ["--features", "visual,audio", "--window", "48", "--hop", "32", "--device", "cpu", "--threads", "1"]
+TINY_SPACE = {
+    "d_model": {"choices": [8, 16]},
+    "heads": 2,
+    "head_hidden": 8,
+    "tcn_dilations": [1, 2],
+    "tcn_kernel": 3,
+    "dropout": None,
+    "weight_decay": None,
+    "batch_size": 8,
+    # constructed for pruning: a learning rate that learns nothing against two that learn
+    "lr": {"choices": [0.003, 0.01, 1e-7]},
+}
+
+
+def _cli(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _ok(*args: object) -> str:
+    result = _cli(*args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _journal(study: Path) -> optuna.Study:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = JournalStorage(JournalFileBackend(str(study / "study.journal")))
+    return optuna.load_study(study_name=study.name, storage=storage)
+
+
+@pytest.fixture(scope="module")
+def tuned(toy_cache, tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """6 trials x 3 epochs of a tiny imf with the median pruner; the study folder and the command."""
+    root = tmp_path_factory.mktemp("tune")
+    (root / "space.json").write_text(json.dumps(TINY_SPACE))
+    study = root / "study"
+    args = ["tune", toy_cache, "--study", study, "--trials", "6", "--epochs", "3", "--space", root / "space.json"]
+    args += [*DATA, "--seed", "0"]  # TPE's random start draws lr 0.003, 0.01, 0.003, 1e-7, ...: trial 3 is pruned
+    _ok(*args)
+    return toy_cache, study, [str(a) for a in args]
+
+
+def test_the_study_loads_from_its_storage_and_every_trial_is_a_run(tuned):
+    _, study, _ = tuned
+    trials = _journal(study).trials
+    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 6 and sorted(t.number for t in trials) == list(range(len(trials)))
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert complete and pruned  # lr 1e-7 learns nothing: the median pruner stops it after its warm-up
+    for t in complete:
+        run = Path(t.user_attrs["run"])
+        assert run == (study / "trials" / f"{t.number:04d}").resolve()
+        assert evaluate_run(run)["p"] == pytest.approx(t.value, abs=1e-5)
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["tune"] == {"study": "study", "trial": t.number, "params": t.params, "pruned": False}
+    for t in pruned:
+        rows = (Path(t.user_attrs["run"]) / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) == max(t.intermediate_values) < 3  # stopped at once, its run finished there
+        assert t.params["lr"] == 1e-7
+    result = json.loads((study / "tune.json").read_text())
+    assert result["best"]["p"] == pytest.approx(max(t.value for t in complete))
+    assert result["counts"]["complete"] == len(complete) and result["counts"]["pruned"] == len(pruned)
+    assert {r["trial"] for r in result["trials"]} == {t.number for t in trials}
+    assert (study / "tune.html").is_file() and (study / "figures" / "tune-history.png").is_file()
+
+
+def test_rerun_adds_no_trial_and_other_settings_are_refused(tuned):
+    _, study, args = tuned
+    before = len(_journal(study).trials)
+    _ok(*args)
+    assert len(_journal(study).trials) == before
+    result = _cli(*[a if a != "3" else "4" for a in args])  # --epochs 4: another study
+    assert result.exit_code == 1 and "other settings (base.training.epochs)" in result.output
+
+
+def test_params_retrains_the_best_configuration(tuned, tmp_path):
+    cache, study, _ = tuned
+    best = json.loads((study / "best.json").read_text())
+    run = tmp_path / "retrained"
+    _ok("train", cache, "--run", run, "--params", study / "best.json", "--epochs", "1", "--no-report", "--threads", "1")
+    config = FusionConfig.load(run)
+    tuned_config = FusionConfig.from_dict(best["config"])
+    assert config.model == tuned_config.model and config.data == tuned_config.data
+    assert config.training.lr == best["params"]["lr"] and config.training.epochs == 1  # given here: wins
+    bad = _cli("train", cache, "--run", tmp_path / "x", "--params", study / "tune.json")
+    assert bad.exit_code == 1 and "--params" in bad.output and "best.json" in bad.output
+
+
+def test_a_plugin_models_options_become_the_space(tmp_path, monkeypatch):
+    (tmp_path / "tunable.py").write_text(
+        textwrap.dedent(
+            '''
+            from torch import nn
+
+            class Declared(nn.Module):
+                """A plug-in declaring its ranges."""
+                option_space = {"width": {"low": 8, "high": 64, "log": True}, "act": {"choices": ["relu", "gelu"]}}
+
+                def __init__(self, dims, *, width: int = 16, act: str = "relu", rate: float = 0.1, flag: bool = True):
+                    super().__init__()
+
+            class Derived(nn.Module):
+                """A plug-in declaring nothing: ranges around its defaults."""
+
+                def __init__(self, dims, *, width: int = 16, rate: float = 0.1, alpha: float = 10.0, flag: bool = True):
+                    super().__init__()
+            '''
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tunable", raising=False)
+    declared = build_space(make_config(model="tunable:Declared"), set())
+    assert {n: p.part for n, p in declared.params.items()} == {
+        "width": "model",
+        "act": "model",
+        "lr": "training",
+        "weight_decay": "training",
+        "batch_size": "training",
+        "window": "data",
+    }
+    assert declared.params["width"].log and declared.params["act"].choices == ("relu", "gelu")
+    derived = build_space(make_config(model="tunable:Derived"), {"lr", "window"})
+    assert {n: (p.low, p.high) for n, p in derived.params.items() if p.part == "model"} == {
+        "width": (8, 32),
+        "rate": pytest.approx((0.01, 0.55)),
+        "alpha": pytest.approx((1.0, 100.0)),
+    }
+    assert "lr" not in derived.params and "window" not in derived.params  # given: fixed
+    printed = _ok("tune", tmp_path, "--model", "tunable:Declared", "--model-option", "width=32", "--print-space")
+    assert "act" in printed and "width" not in printed and "lr" in printed
+
+
+@pytest.mark.parametrize(
+    ("entries", "named"),
+    [
+        ({"lrr": {"low": 1e-4, "high": 1e-2}}, "lrr"),
+        ({"lr": {"low": -1, "high": 1e-2}}, "lr"),
+        ({"lr": {"low": 1e-2, "high": 1e-4}}, "lr"),
+        ({"weight_decay": {"low": 0, "high": 1e-2, "log": True}}, "weight_decay"),
+        ({"causal": {"low": 0, "high": 1}}, "causal"),
+        ({"d_model": {"choices": [32, "wide"]}}, "d_model"),
+        ({"window": {"low": 8, "high": 64, "step": 8}}, "window"),  # below --hop 32
+        ({"batch_size": {"low": 4, "high": 16.5}}, "batch_size"),
+        ({"dropout": {"min": 0.1}}, "dropout"),
+        ({"epochs": 3}, "epochs"),  # also given on the command line
+    ],
+)
+def test_space_errors_name_the_key(toy_cache, tmp_path, entries, named):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(entries))
+    result = _cli("tune", toy_cache, "--print-space", "--space", space, "--epochs", "2", *DATA)
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert f"--space {space} {named}" in errors[0]
+
+
+def test_ctrl_c_fails_the_trial_and_the_rerun_retries_it_once(toy_cache, tmp_path, monkeypatch):
+    args = ["tune", toy_cache, "--study", tmp_path / "s", "--model", "ridge", "--trials", "2", *DATA]
+    real = tune_mod.train
+
+    def interrupted(*a, **k):
+        monkeypatch.setattr(tune_mod, "train", real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune_mod, "train", interrupted)
+    assert _cli(*args).exit_code != 0
+    _ok(*args)
+    trials = {t.number: t for t in _journal(tmp_path / "s").trials}
+    assert trials[0].state == optuna.trial.TrialState.FAIL and trials[0].user_attrs["interrupted"]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].params == trials[0].params
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials.values()) == 2
+
+
+def _distinct_complete(trials: list, n: int) -> None:
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == n and len({t.number for t in trials}) == len(trials)
+    assert len({t.user_attrs["run"] for t in complete}) == n
+    assert all((Path(t.user_attrs["run"]) / "summary.json").is_file() for t in complete)
+
+
+def test_two_processes_share_one_journal(toy_cache, tmp_path):
+    args = ["tune", toy_cache, "--study", tmp_path / "shared", "--model", "ridge", "--trials", "6", *DATA]
+    runs = run_children_at_once([args, args], [tmp_path / "a.log", tmp_path / "b.log"])
+    assert all(r.exit_code == 0 for r in runs), [r.output for r in runs]
+    _distinct_complete(_journal(tmp_path / "shared").trials, 6)
+
+
+def test_two_processes_share_one_sqlite_database(toy_cache, tmp_path):
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    args = ["tune", toy_cache, "--study", tmp_path / "sq", "--storage", url, "--model", "ridge", "--trials", "6", *DATA]
+    runs = run_children_at_once([args, args], [tmp_path / "a.log", tmp_path / "b.log"])
+    assert all(r.exit_code == 0 for r in runs), [r.output for r in runs]
+    _distinct_complete(optuna.load_study(study_name="sq", storage=url).trials, 6)
+
+
+def test_a_jobs_worker_runs_the_tuning_it_is_sent(toy_cache, tmp_path):
+    """What a --jobs worker process does, here in-process: the tuning travels as plain data, the device is its own."""
+    base = make_config(model="ridge", features=("visual", "audio"), window=48, hop=32)
+    tuning = tune_mod.Tuning(toy_cache, tmp_path / "w", base, build_space(base, {"window", "hop"}), trials=2)
+    spec = json.loads(json.dumps(tuning.to_dict()))
+    assert tune_mod.Tuning.from_dict(spec) == tuning
+    tune_mod.open_study(tuning, create=True)
+    assert tune_mod._tune_task(spec, "cpu", lambda m: None) == 2
+    _distinct_complete(_journal(tmp_path / "w").trials, 2)
+    assert FusionConfig.load(tmp_path / "w" / "trials" / "0000").training.device == "cpu"
+
+
+def test_bad_storage_and_missing_study_are_one_line(toy_cache, tmp_path):
+    result = _cli("tune", toy_cache, "--study", tmp_path / "s", "--storage", "redis://x", *DATA)
+    assert result.exit_code == 1 and "--storage redis://x" in result.output
+    with pytest.raises(VafusionError, match="--params"):
+        tune_mod.read_params(tmp_path / "missing.json")

@@ -186,7 +186,7 @@ def fail_dead_trials(study: optuna.Study, study_dir: Path, me: str) -> list[int]
         if token and token != me and owner_is_dead(study_dir, str(token)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             dead.append(t.number)
-    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():
+    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():  # an RDB storage (see heartbeat())
         with warnings.catch_warnings():  # Optuna calls it experimental since 2.9; it is what its own loop uses
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # RDB: trials of processes that missed their heartbeat
@@ -229,7 +229,7 @@ def is_surplus(study: optuna.Study, number: int, goal: int) -> bool:
 @contextmanager
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """While a trial runs, record its heartbeat (RDB storages; the journal needs none: see the module doc)."""
-    storage = study._storage
+    storage: Any = study._storage  # Optuna has no public handle on a study's storage
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
     if not interval:
         yield
@@ -238,7 +238,7 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.is_set():
-            storage.record_heartbeat(trial._trial_id)
+            storage.record_heartbeat(trial._trial_id)  # the id Optuna's own heartbeat thread uses
             stop.wait(interval)
 
     thread = threading.Thread(target=beat, name="vafusion-tune-heartbeat", daemon=True)

@@ -115,7 +115,7 @@ def _slices(page: Page, trials: Sequence[Mapping[str, Any]], search: Mapping[str
         points = [(t["params"][name], t["p"]) for t in complete if name in t["params"]]
         if "choices" in search[name]:
             labels = [str(c if not isinstance(c, list) else ",".join(map(str, c))) for c in search[name]["choices"]]
-            xs = [labels.index(str(v)) if str(v) in labels else -1 for v, _ in points]
+            xs: list[float] = [labels.index(str(v)) if str(v) in labels else -1 for v, _ in points]
             ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=20)
         else:
             xs = [float(v) for v, _ in points]

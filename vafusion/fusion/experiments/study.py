@@ -147,33 +147,41 @@ class Owner:
     @classmethod
     @contextmanager
     def hold(cls, study_dir: Path) -> Iterator[Owner]:
+        """Take the lock for this process's life. The file stays when the process ends (its lock does not):
+        a trial it left running is still known as its; :func:`fail_dead_trials` removes the file later."""
         folder = make_dir(study_dir / OWNERS, "tune owners folder")
         token = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         path = folder / f"{token}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with folder_lock(study_dir):  # never swept between its creation and its lock
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield cls(token, path, fd)
         finally:
-            path.unlink(missing_ok=True)
             os.close(fd)
 
 
 def owner_is_dead(study_dir: Path, token: str) -> bool:
-    """The process of ``token`` held its lock file in this folder and holds it no more (killed)."""
+    """The process of ``token`` held its lock file in this folder and holds it no more (it ended)."""
     path = study_dir / OWNERS / f"{token}.lock"
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
-        return False  # not of this folder (another machine's), or it ended cleanly
+        return False  # not of this folder: another machine's (its heartbeat tells)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     finally:
         os.close(fd)
-    path.unlink(missing_ok=True)
     return True
+
+
+def _sweep_owners(study_dir: Path, keep: set[str]) -> None:
+    """Remove the lock files of processes that ended and own no running trial (under :func:`folder_lock`)."""
+    for path in (study_dir / OWNERS).glob("*.lock"):
+        if path.stem not in keep and owner_is_dead(study_dir, path.stem):
+            path.unlink(missing_ok=True)
 
 
 def fail_dead_trials(study: optuna.Study, study_dir: Path, me: str) -> list[int]:
@@ -181,11 +189,15 @@ def fail_dead_trials(study: optuna.Study, study_dir: Path, me: str) -> list[int]
     optuna = optuna_module()
     running = optuna.trial.TrialState.RUNNING
     dead: list[int] = []
+    alive: set[str] = set()
     for t in study.get_trials(deepcopy=False, states=(running,)):
-        token = t.user_attrs.get("owner")
-        if token and token != me and owner_is_dead(study_dir, str(token)):
+        token = str(t.user_attrs.get("owner", ""))
+        if token and token != me and owner_is_dead(study_dir, token):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             dead.append(t.number)
+        elif token:
+            alive.add(token)
+    _sweep_owners(study_dir, alive | {me})
     if getattr(study._storage, "get_heartbeat_interval", lambda: None)():  # an RDB storage (see heartbeat())
         with warnings.catch_warnings():  # Optuna calls it experimental since 2.9; it is what its own loop uses
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -31,6 +31,7 @@ import fcntl
 import os
 import socket
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -89,13 +90,8 @@ def open_storage(study_dir: Path, url: str | None) -> Any:
             f"--storage {shown_storage(study_dir, url)}: give an Optuna RDB URL (sqlite:///study.db, "
             f"postgresql://user@host/db, mysql://user@host/db), or leave it out for a journal file in --study"
         )
-    engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {}
     try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9; its own loop uses it
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-            )
+        return _rdb_storage(optuna, url, scheme)
     except ImportError as e:
         raise VafusionError(
             f"--storage {shown_storage(study_dir, url)}: its database driver is not installed ({e}); "
@@ -104,6 +100,26 @@ def open_storage(study_dir: Path, url: str | None) -> Any:
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise VafusionError(f"--storage {shown_storage(study_dir, url)}: cannot open it ({first})") from e
+
+
+def _rdb_storage(optuna: Any, url: str, scheme: str, attempts: int = 5) -> Any:
+    """Optuna's RDBStorage with a heartbeat. Processes of several machines that open a new database at
+    once race to create its tables (the loser sees an IntegrityError): the loser tries again."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {}
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9; its own loop uses it
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                )
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def make_pruner(name: str, epochs: int) -> Any:

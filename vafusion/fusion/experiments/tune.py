@@ -112,11 +112,11 @@ def open_study(tuning: Tuning, *, create: bool) -> Any:
     """The study in its storage (created if ``create``); a study made by another command is an error."""
     optuna = st.optuna_module()
     make_dir(tuning.study_dir, "--study folder")
-    storage = st.open_storage(tuning.study_dir, tuning.storage)
     pruner = st.make_pruner(tuning.pruner, tuning.base.training.epochs)
     sampler = st.trial_sampler(tuning.seed, 0)
     where = st.shown_storage(tuning.study_dir, tuning.storage)
-    with st.folder_lock(tuning.study_dir):
+    with st.folder_lock(tuning.study_dir):  # one process at a time creates a new database's tables
+        storage = st.open_storage(tuning.study_dir, tuning.storage)
         if create:
             study = optuna.create_study(
                 storage=storage,

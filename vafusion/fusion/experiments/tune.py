@@ -220,7 +220,7 @@ def run_trial(study: Any, trial: Any, tuning: Tuning, log: Callable[[str], None]
         config = tuning.space.config(tuning.base, values)
         with st.heartbeat(study, trial):
             result = train(
-                tuning.cache_dir, run, config, progress=progress, log=None, report=tuning.report, on_epoch=on_epoch
+                tuning.cache_dir, run, config, progress=progress, on_trained=_report_hook(tuning), on_epoch=on_epoch
             )
         _mark_summary(run, tuning, trial.number, values, bool(pruned))
     except VafusionError as e:
@@ -246,6 +246,15 @@ def run_trial(study: Any, trial: Any, tuning: Tuning, log: Callable[[str], None]
         study.tell(trial, float(result.best["p"]))
         log(f"trial {trial.number}: P {result.best['p']:.4f} ({_shown(values)}), {seconds:.1f} s")
     return ""
+
+
+def _report_hook(tuning: Tuning) -> Callable[[Path, Any], None] | None:
+    """With ``--report``, the hook that writes each trial's report.html (matplotlib only then)."""
+    if not tuning.report:
+        return None
+    from vafusion.fusion.reports.run import report_on_trained
+
+    return report_on_trained(tuning.base.training.device)
 
 
 def _shown(values: dict[str, Any]) -> str:

@@ -51,6 +51,21 @@ class Bound:
         return None
 
 
+IMAGE_SIZE = Bound(16, 1024)
+"""Side of a face crop in pixels: ``--image-size``, and the ``image_size`` a frame extractor declares."""
+
+SAMPLE_RATE = Bound(1000, 192000)
+"""Hz: the ``sample_rate`` a track extractor declares (a whole track is held at that rate)."""
+
+FEATURE_DIM = Bound(1, 65536)
+"""Columns of a feature: the ``dim`` an extractor declares (a video's rows are held as T x dim)."""
+
+
+def declared(b: Bound) -> dict[str, Bound]:
+    """Field metadata for a range declared above: ``field(default=224, metadata=declared(IMAGE_SIZE))``."""
+    return {BOUND: b}
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
@@ -94,4 +109,15 @@ def require_bounds(obj: Any, what: str) -> None:
         raise VafusionError(f"invalid {what}: " + "; ".join(problems))
 
 
-__all__ = ["Bound", "bound", "bound_of", "check_bounds", "option_name", "require_bounds"]
+__all__ = [
+    "FEATURE_DIM",
+    "IMAGE_SIZE",
+    "SAMPLE_RATE",
+    "Bound",
+    "bound",
+    "bound_of",
+    "check_bounds",
+    "declared",
+    "option_name",
+    "require_bounds",
+]

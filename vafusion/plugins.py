@@ -27,7 +27,9 @@ that vafusion did not write is here, so that every kind follows the same rules (
   ``**kwargs``, which receive the text as given.
 
 Every failure is a :class:`~vafusion.errors.VafusionError` of one line that names the plug-in
-(and the option) and says what to fix; the original exception is its ``__cause__``.
+(and the option) and says what to fix; the original exception is its ``__cause__``. A plug-in
+that calls ``sys.exit()`` (at import, in its constructor, or when called) has failed like one
+that raised (:data:`FOREIGN`): it may not end the run with its own exit code and no message.
 
 This module sits on top of the layers (it imports nothing from ``extract/``, ``fusion/`` or
 ``cache/``, and no torch), so that every layer may use it.
@@ -48,6 +50,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from vafusion.errors import VafusionError
+
+FOREIGN = (Exception, SystemExit)
+"""What code vafusion did not write may raise and still only fail itself: any exception, and
+``sys.exit()`` (KeyboardInterrupt still stops the run)."""
+
+
+def failure(e: BaseException) -> str:
+    """How a message tells what foreign code did: ``raised TypeError: text`` or ``called sys.exit(3)``."""
+    if isinstance(e, SystemExit):
+        return f"called sys.exit({e.code!r}) (a plug-in must raise an exception, not end the process)"
+    text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    return f"raised {type(e).__name__}{': ' + text if text else ''}"
+
 
 # ---- kinds ---------------------------------------------------------------------------------
 
@@ -111,8 +126,8 @@ def import_module(module: str, label: str) -> types.ModuleType:
             ) from e
         except VafusionError:
             raise
-        except Exception as e:  # any exception: the plug-in's own module failed while importing
-            raise VafusionError(f"{label}: importing {module!r} raised {type(e).__name__}: {e}") from e
+        except FOREIGN as e:  # the plug-in's own module failed (or exited) while importing
+            raise VafusionError(f"{label}: importing {module!r} {failure(e)}") from e
     raise AssertionError("unreachable")
 
 
@@ -456,15 +471,15 @@ def call(label: str, factory: Callable[..., Any], kwargs: Mapping[str, Any], err
         return factory(**kwargs)
     except VafusionError:
         raise
-    except Exception as e:  # any failure of foreign code becomes one line
+    except FOREIGN as e:  # any failure of foreign code (sys.exit included) becomes one line
         given = f" with {', '.join(sorted(kwargs))}" if kwargs else ""
-        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise error(f"{label}: building it{given} raised {type(e).__name__}{': ' + text if text else ''}") from e
+        raise error(f"{label}: building it{given} {failure(e)}") from e
 
 
 __all__ = [
     "DETECTORS",
     "EXTRACTORS",
+    "FOREIGN",
     "KINDS",
     "MODELS",
     "POST_STEPS",
@@ -476,6 +491,7 @@ __all__ = [
     "declared_options",
     "declares",
     "entry_point_names",
+    "failure",
     "find",
     "import_module",
     "import_object",

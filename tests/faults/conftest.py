@@ -241,6 +241,7 @@ def run_in_child(
     kill_at: int | None = None,
     also_count: tuple[tuple[object, str], ...] = (),
     timeout: float = 90.0,
+    memory_cap: int | None = None,
 ) -> ChildRun:
     """Run ``vafusion ARGS`` in a forked copy of this process (no imports to pay; run the command once
     in-process first to warm it up), and, with ``kill_at``, SIGKILL it at its ``kill_at``-th write
@@ -251,11 +252,13 @@ def run_in_child(
     another thread of pytest held at that instant, locked for ever (tqdm's monitor thread is
     stopped first for that reason); a child that does not end within ``timeout`` has its stacks
     written to ``log`` (faulthandler), is killed (which is one more kill the command must survive)
-    and run once more: a second hang is a failure.
+    and run once more: a second hang is a failure. ``memory_cap``: bytes of address space the child
+    may map beyond what it has at the fork (RLIMIT_AS), so a case that would exhaust the memory of a
+    shared machine fails fast in the child instead.
     """
     _stop_tqdm_monitor()
     for _attempt in (1, 2):
-        run = _fork_once(args, log, kill_at, also_count, timeout)
+        run = _fork_once(args, log, kill_at, also_count, timeout, memory_cap)
         if run is not None:
             return run
     raise AssertionError(
@@ -272,10 +275,15 @@ def _stop_tqdm_monitor() -> None:
 
 
 def _fork_once(
-    args: list[object], log: Path, kill_at: int | None, also_count: tuple[tuple[object, str], ...], timeout: float
+    args: list[object],
+    log: Path,
+    kill_at: int | None,
+    also_count: tuple[tuple[object, str], ...],
+    timeout: float,
+    memory_cap: int | None = None,
 ) -> ChildRun | None:
     """One forked run (see :func:`run_in_child`); None if it had to be killed after ``timeout``."""
-    pid, read_fd = _start_child(args, log, kill_at, also_count, timeout)
+    pid, read_fd = _start_child(args, log, kill_at, also_count, timeout, memory_cap)
     return _wait_child(pid, read_fd, log, time.monotonic() + timeout)
 
 
@@ -292,7 +300,12 @@ def run_children_at_once(commands: list[list[object]], logs: list[Path], timeout
 
 
 def _start_child(
-    args: list[object], log: Path, kill_at: int | None, also_count: tuple[tuple[object, str], ...], timeout: float
+    args: list[object],
+    log: Path,
+    kill_at: int | None,
+    also_count: tuple[tuple[object, str], ...],
+    timeout: float,
+    memory_cap: int | None = None,
 ) -> tuple[int, int]:
     """Fork a child running ``vafusion ARGS`` (output to ``log``); its pid and the pipe that counts its writes."""
     import faulthandler
@@ -314,6 +327,9 @@ def _start_child(
             os.dup2(out, 2)
             sys.stdout = sys.stderr = open(out, "w", buffering=1, closefd=False)  # not pytest's capture
             faulthandler.dump_traceback_later(timeout * 0.8, file=sys.stderr)
+            if memory_cap is not None:
+                mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+                resource.setrlimit(resource.RLIMIT_AS, (mapped + memory_cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
             with counting_writes(also_count, kill_at, lambda: os.write(write_fd, b".")):
                 try:
                     cli.main(args=[str(a) for a in args], prog_name="vafusion", standalone_mode=True)

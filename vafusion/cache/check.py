@@ -36,6 +36,7 @@ class FeatureFile(Protocol):
     path: Path
     feature: str
     corpus_fingerprint: str
+    extractor: dict  # the provenance: says whether the file was extracted, imported or derived
 
     @property
     def ids(self) -> list[str]: ...
@@ -198,9 +199,39 @@ def require_agreement(cache_dir: Path, index: CorpusIndex, files: Sequence[Featu
             raise VafusionError(r.malformed[0] + more)
     bad = [(ff, r) for ff, r in zip(files, results) if r.corpus]
     if bad:
+        remedies = dict.fromkeys(remake(cache_dir, [f for f, _ in bad if made_by(f) == how]) for how in REMAKE)
         raise VafusionError(
             "; ".join(f"{r.path}: " + ", ".join(r.corpus) for _, r in bad)
-            + f"; features and labels would be misaligned: re-extract them for this corpus index "
-            f"(vafusion extract --cache {cache_dir} --features {','.join(ff.feature for ff, _ in bad)} "
-            f"--overwrite ...), or use them with the cache they were made for"
+            + f"; features and labels would be misaligned: {'; '.join(filter(None, remedies))}, "
+            f"or use them with the cache they were made for"
         )
+
+
+REMAKE = ("imported", "pca", "extracted")
+"""How a feature file came to be, as :func:`made_by` tells it; each is made again by its own command."""
+
+
+def made_by(ff: FeatureFile) -> str:
+    """``imported`` (cache import), ``pca`` (cache derive) or ``extracted``, from the file's provenance."""
+    model = ff.extractor.get("model") if isinstance(ff.extractor, dict) else None
+    return model if model in ("imported", "pca") else "extracted"
+
+
+def remake(cache_dir: Path, files: Sequence[FeatureFile]) -> str:
+    """The command that makes ``files`` (all made the same way) again for this corpus index; '' for none."""
+    if not files:
+        return ""
+    names = ",".join(ff.feature for ff in files)
+    how = made_by(files[0])
+    if how == "imported":
+        return (
+            f"import {names} again with a file per id (vafusion cache import {cache_dir} FEATURE_NAME DIR --overwrite)"
+        )
+    if how == "pca":
+        return (
+            f"derive {names} again (vafusion cache derive {cache_dir} --from FEATURE --pca K --name NAME --overwrite)"
+        )
+    return (
+        f"re-extract {names} for this corpus index "
+        f"(vafusion extract --cache {cache_dir} --features {names} --overwrite ...)"
+    )

@@ -138,6 +138,7 @@ def derive_pca(
     """
     cache_dir = Path(cache_dir)
     name = name or f"{source}-pca{k}"
+    schema.require_feature_name(name, "--name")
     if name == source:
         raise VafusionError(f"--name {name}: the derived feature needs a name other than its source's")
     index = read_corpus_index(cache_dir)

@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vafusion.errors import VafusionError
+
 FEATURE_FORMAT = "vafusion-features"
 CORPUS_FORMAT = "vafusion-corpus"
 FORMAT_VERSION = 1
@@ -56,6 +58,25 @@ FRAME_TIMES_GROUP = "frame_times"
 
 SHARD_FILE = re.compile(r"^(?P<feature>.+)\.shard-(?P<k>\d+)-of-(?P<n>\d+)\.h5$")
 """The name :func:`feature_file_name` gives shard K of N > 1 (groups: feature, k, n)."""
+
+
+FEATURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+"""What a feature name may look like: it becomes a file name (``<name>.h5``) in the cache, nowhere else."""
+
+RESERVED_NAMES = frozenset({"corpus"})  # corpus.h5 is the index
+
+
+def require_feature_name(name: str, label: str) -> None:
+    """Refuse a feature name that is no plain file name in the cache (``../x``, ``a/b``, ``corpus``).
+
+    ``label`` is how the user gave it (``--name``, ``FEATURE_NAME``); every writer checks, so no
+    name can put a file outside the cache.
+    """
+    if not isinstance(name, str) or not FEATURE_NAME.match(name) or name in RESERVED_NAMES:
+        raise VafusionError(
+            f"{label} {name!r}: not a feature name; use letters, digits, _ . + - (it names the file "
+            f"<name>.h5 in the cache; {', '.join(sorted(RESERVED_NAMES))} is taken)"
+        )
 
 
 def canonical_json(obj: Any) -> str:

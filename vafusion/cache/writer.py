@@ -111,6 +111,7 @@ class FeatureWriter:
         split: str | None = None,
         extra: Mapping[str, np.ndarray] | None = None,
     ) -> None:
+        schema.require_feature_name(feature, "feature")
         self.cache_dir = make_dir(Path(cache_dir))
         self.extra = dict(extra or {})  # path in the file -> array, e.g. a derived feature's fitted transform
         self.feature = feature

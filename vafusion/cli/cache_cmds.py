@@ -84,6 +84,14 @@ def cache_merge_cmd(cache_dir: Path, copy: bool, features: tuple[str, ...]) -> N
     "Without it, row k of a file is frame k.",
 )
 @click.option(
+    "--header",
+    type=click.Choice(["auto", "yes", "no"]),
+    default="auto",
+    show_default=True,
+    help="Whether line 1 of each CSV file names the columns. auto: it does when one of its fields is not a "
+    "number; a line 1 of only column numbers 0,1,... (pandas' unnamed columns) is refused until you say which.",
+)
+@click.option(
     "--tolerance",
     default=5,
     show_default=True,
@@ -92,11 +100,12 @@ def cache_merge_cmd(cache_dir: Path, copy: bool, features: tuple[str, ...]) -> N
 )
 @click.option("--overwrite", is_flag=True, help="Replace FEATURE_NAME if the cache has it from other files.")
 def cache_import_cmd(
-    cache_dir: Path, feature: str, folder: Path, timestamps: bool, tolerance: int, overwrite: bool
+    cache_dir: Path, feature: str, folder: Path, timestamps: bool, header: str, tolerance: int, overwrite: bool
 ) -> None:
     """Import features computed elsewhere as CACHE/FEATURE_NAME.h5: DIR holds one <video_id>.npy
-    (2-D array) or <video_id>.csv (numbers, optional header) per video id. NaN rows become
-    masked rows; the files' sha256 go into the provenance. Resumable like extract."""
+    (2-D array) or <video_id>.csv (plain decimal numbers, optional header, one line per row: blank
+    or ragged lines are refused; pandas' index column is dropped) per video id. NaN rows (or empty
+    fields) become masked rows; the files' sha256 go into the provenance. Resumable like extract."""
     from vafusion.extract.importer import import_features
 
     report = import_features(
@@ -104,6 +113,7 @@ def cache_import_cmd(
         feature,
         folder,
         timestamps=timestamps,
+        header=header,
         tolerance=tolerance,
         overwrite=overwrite,
         warn=_warn_beside_bars,

@@ -32,13 +32,37 @@ class Failure:
         )
 
 
+FLOAT16_ZERO = float(np.finfo(np.float16).smallest_subnormal) / 2
+"""Magnitudes below this are stored as 0 by a float16 cache (the rounding of half the smallest subnormal)."""
+
+UNDERFLOW_SHARE = 0.01
+"""Warn when at least this share of a feature's present rows is stored as all zeros by float16."""
+
+
 @dataclass
 class Outcome:
-    """One feature's result in a pass: videos written, failures, and whether it stopped early."""
+    """One feature's result in a pass: videos written, failures, and whether it stopped early.
+
+    ``vanished``: present rows with values, every one of them too small for float16 (stored as
+    zeros, the mask saying present), of ``present`` rows; ``largest``: the largest such value.
+    """
 
     written: int
     failures: list[Failure]
     aborted: bool
+    present: int = 0
+    vanished: int = 0
+    largest: float = 0.0
+
+    def underflow(self, feature: str) -> str | None:
+        """A warning when the cache's float16 turns too many present rows into zeros, else None."""
+        if not self.vanished or self.vanished < UNDERFLOW_SHARE * self.present:
+            return None
+        return (
+            f"{feature}: {self.vanished} of {self.present} present rows are stored as zeros with the mask saying "
+            f"present: every value is below {FLOAT16_ZERO:.1e} in magnitude (the largest {self.largest:.1e}), which "
+            f"float16, the cache's type, rounds to 0; scale the extractor's output, then extract again with --overwrite"
+        )
 
 
 class Assembler:
@@ -55,6 +79,8 @@ class Assembler:
         self.futures: list[tuple[str, Future]] = []
         self.copies: dict[str, list[str]] = {}  # video id -> ids that get exactly its rows
         self.aborted: str | None = None  # why the whole feature stopped
+        self.present = self.vanished = 0  # present rows written; those float16 turns into zeros (Outcome)
+        self.largest = 0.0
 
     def open_copy(self, video_id: str, of: str) -> bool:
         """Let ``video_id`` receive the rows of ``of`` (still being assembled), computing nothing.
@@ -112,9 +138,18 @@ class Assembler:
         feats = self.rows.pop(video_id)
         mask = self.mask.pop(video_id)
         del self.remaining[video_id]
+        self._count_underflow(feats[mask], 1 + len(self.copies.get(video_id, [])))
         for vid in [video_id, *self.copies.pop(video_id, [])]:
             self.futures.append((vid, self.pool.submit(self.writer.write, vid, feats, mask)))
             self.on_done(vid)
+
+    def _count_underflow(self, present: np.ndarray, times: int) -> None:
+        peak = np.abs(present).max(axis=1, initial=0.0)
+        gone = (peak > 0) & (peak <= FLOAT16_ZERO)
+        self.present += times * len(present)
+        self.vanished += times * int(gone.sum())
+        if gone.any():
+            self.largest = max(self.largest, float(peak[gone].max()))
 
     def wait(self) -> Outcome:
         """Wait for pending writes; a failed write is a failure of that video, not of the run."""
@@ -129,4 +164,4 @@ class Assembler:
         self.futures.clear()
         if self.aborted:
             failures.append(Failure(None, self.writer.feature, self.aborted))
-        return Outcome(written, failures, self.aborted is not None)
+        return Outcome(written, failures, self.aborted is not None, self.present, self.vanished, self.largest)

@@ -23,18 +23,15 @@ stops that feature only.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from vafusion.bounds import FEATURE_DIM, IMAGE_SIZE, SAMPLE_RATE
+from vafusion.cache.schema import FEATURE_NAME, RESERVED_NAMES  # the feature names' rule (a file name in the cache)
 from vafusion.errors import VafusionError
-
-FEATURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-"""What a feature name may look like: it becomes a file name (``<name>.h5``)."""
-
-RESERVED_NAMES = frozenset({"corpus"})  # corpus.h5 is the index
+from vafusion.plugins import FOREIGN, failure
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 """Largest value a cache (float16) can hold; larger outputs would be stored as inf."""
@@ -81,8 +78,18 @@ class ExtractorError(VafusionError):
     """An extractor broke the contract (or raised): the feature stops, the run goes on."""
 
 
-def _positive_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and int(value) > 0
+DECLARED_RANGES = {"dim": FEATURE_DIM, "image_size": IMAGE_SIZE, "sample_rate": SAMPLE_RATE}
+"""The numbers an extractor declares, checked before anything is sized by them (a crop batch, a
+whole track at ``sample_rate``, a video's rows): one absurd number must not exhaust the memory."""
+
+
+def _declared_number(ext: object, attr: str, source: str) -> None:
+    value = getattr(ext, attr, None)
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or int(value) <= 0:
+        raise ExtractorError(f"extractor {source}: {attr} must be a positive int, got {value!r}")
+    problem = DECLARED_RANGES[attr].problem(int(value))
+    if problem:
+        raise ExtractorError(f"extractor {source}: {attr} {problem}; declare a value in that range")
 
 
 def check_declaration(ext: Any, source: str) -> Extractor:
@@ -99,26 +106,49 @@ def check_declaration(ext: Any, source: str) -> Extractor:
             f"extractor {source}: name {name!r} is not a usable feature (file) name; use letters, digits, _ . + -"
         )
     for attr in ("dim", KIND_ATTRIBUTES[kind]):
-        if not _positive_int(getattr(ext, attr, None)):
-            raise ExtractorError(f"extractor {source}: {attr} must be a positive int, got {getattr(ext, attr, None)!r}")
+        _declared_number(ext, attr, source)
     for method in ("provenance", "to", "__call__"):
         if not callable(getattr(ext, method, None)):
             raise ExtractorError(
                 f"extractor {source}: has no {method}() method (see README, Writing your own extractor)"
             )
-    prov = ext.provenance()
-    if not isinstance(prov, dict):
-        raise ExtractorError(f"extractor {source}: provenance() must return a dict, got {type(prov).__name__}")
+    checked_provenance(ext, source)
+    return ext  # foreign code (Any), now checked: an Extractor
+
+
+def checked_provenance(ext: Any, source: str) -> dict:
+    """``ext.provenance()``, checked: a plain-JSON dict, the same on every call.
+
+    Why twice: the provenance is hashed into the file's fingerprint; one that holds a time, a
+    random number or an object id differs on the next run, and the rerun would refuse the
+    finished work as "made by another extractor".
+    """
+    first, again = (guarded_call(ext.provenance, source, name_of(ext)) for _ in range(2))
+    if not isinstance(first, dict):
+        raise ExtractorError(f"extractor {source}: provenance() must return a dict, got {type(first).__name__}")
     try:
-        json.dumps(prov, allow_nan=False)
+        json.dumps(first, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ExtractorError(f"extractor {source}: provenance() is not plain JSON ({e})") from e
-    return ext  # foreign code (Any), now checked: an Extractor
+    if again != first:
+        other = again if isinstance(again, dict) else {}
+        keys = sorted(str(k) for k in {*first, *other} if first.get(k) != other.get(k))
+        raise ExtractorError(
+            f"extractor {source}: provenance() changes between calls ({', '.join(map(repr, keys[:3])) or 'its type'}); "
+            "return the same dict every time (no times, random numbers or object ids): it fingerprints the file"
+        )
+    return first
+
+
+def name_of(ext: Any) -> str:
+    """The feature name an extractor declares, for messages (``?`` before the declaration is checked)."""
+    name = getattr(ext, "name", None)
+    return name if isinstance(name, str) else "?"
 
 
 def to_device(ext: Extractor, device: torch.device, source: str) -> Extractor:
     """``ext.to(device)``, checked: the contract says it returns the extractor."""
-    moved = ext.to(device)
+    moved = guarded_call(ext.to, source, ext.name, device)
     if moved is None:
         raise ExtractorError(f"extractor {source}: to(device) returned None; return the extractor (e.g. `return self`)")
     return check_declaration(moved, source)
@@ -130,23 +160,30 @@ def check_rows(ext: Any, out: object, n_rows: int, what: str, source: str) -> np
     ``what`` says what the rows were for (``"64 crops"``, ``"video X (250 frames)"``).
     """
     if isinstance(out, torch.Tensor):
+        if out.is_meta or out.layout != torch.strided:
+            where = "on the meta device" if out.is_meta else f"with layout {out.layout}"
+            raise ExtractorError(
+                f"extractor {source} ({ext.name}): returned a tensor {where} for {what}; "
+                "return a dense tensor holding values (e.g. .to_dense(), or compute on the device it was given)"
+            )
         if not out.is_floating_point():
             raise ExtractorError(
                 f"extractor {source} ({ext.name}): returned dtype {out.dtype} for {what}; "
                 "return a floating-point tensor"
             )
-        arr = out.detach().float().cpu().numpy()
+        arr = guarded_call(lambda: out.detach().float().cpu().numpy(), source, ext.name)
     elif isinstance(out, np.ndarray):
         if out.dtype.kind != "f":
             raise ExtractorError(
                 f"extractor {source} ({ext.name}): returned dtype {out.dtype} for {what}; "
                 "return a floating-point tensor"
             )
-        arr = out.astype(np.float32, copy=False)
+        arr = out
     else:
         raise ExtractorError(
             f"extractor {source} ({ext.name}): returned {type(out).__name__} for {what}; return a torch.Tensor"
         )
+    arr = np.array(arr, dtype=np.float32)  # our own copy: the extractor may reuse (and change) its buffer
     if arr.ndim != 2 or arr.shape[0] != n_rows:
         raise ExtractorError(
             f"extractor {source} ({ext.name}): returned shape {tuple(arr.shape)} for {what}; "
@@ -168,13 +205,10 @@ def check_rows(ext: Any, out: object, n_rows: int, what: str, source: str) -> np
 
 
 def guarded_call(fn: Any, source: str, name: str, *args: Any) -> Any:
-    """Call into an extractor; anything it raises becomes one :class:`ExtractorError` line."""
+    """Call into an extractor; anything it raises (or a ``sys.exit()``) becomes one :class:`ExtractorError` line."""
     try:
         return fn(*args)
     except ExtractorError:
         raise
-    except Exception as e:  # foreign code: any failure stops this feature only
-        text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise ExtractorError(
-            f"extractor {source} ({name}) raised {type(e).__name__}{': ' + text if text else ''}"
-        ) from e
+    except FOREIGN as e:  # foreign code: any failure stops this feature only
+        raise ExtractorError(f"extractor {source} ({name}) {failure(e)}") from e

@@ -36,6 +36,7 @@ from vafusion.cache.corpus_index import write_corpus_index
 from vafusion.cache.merge import Merged, merge_shards
 from vafusion.device import set_threads, threads_given, threads_per_process
 from vafusion.errors import VafusionError
+from vafusion.extract.assembly import Failure
 from vafusion.extract.corpus import Corpus
 from vafusion.extract.run import ExtractOptions, ExtractReport, extract
 
@@ -145,7 +146,21 @@ def _summary(report: ExtractReport, rank: Rank) -> dict[str, Any]:
 
 
 def _all_gather_json(obj: Any, world_size: int) -> list[Any]:
-    """Every rank's ``obj`` (JSON-able), in rank order; a collective, so also a barrier. No pickle."""
+    """Every rank's ``obj`` (JSON-able), in rank order; a collective, so also a barrier. No pickle.
+
+    A rank that ended without taking part (killed, out of memory) is one line, not gloo's traceback.
+    """
+    try:
+        return _gather(obj, world_size)
+    except RuntimeError as e:  # gloo: "Connection closed by peer" and the like
+        said = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise VafusionError(
+            f"rank {dist.get_rank()}: another rank ended without reporting ({said}); its own output says why; "
+            "rerun the same command to resume"
+        ) from e
+
+
+def _gather(obj: Any, world_size: int) -> list[Any]:
     data = torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8)
     sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size)]
     dist.all_gather(sizes, torch.tensor([data.numel()], dtype=torch.int64))
@@ -195,7 +210,10 @@ def extract_distributed(
         if rank.rank == 0 and not (cache / schema.CORPUS_FILE).exists():  # one writer, before the others read it
             write_corpus_index(cache, corpus.index(), source=str(corpus.root or ""))
         dist.barrier()
-        report = extract(corpus, cache, mine)
+        try:
+            report = extract(corpus, cache, mine)
+        except VafusionError as e:  # this rank stops; the others still hear why (not a closed connection)
+            report = ExtractReport(cache=cache, failures=[Failure(None, ",".join(opts.features), str(e))])
         result = DistributedReport(rank, report, ranks=_all_gather_json(_summary(report, rank), rank.world_size))
         if rank.rank == 0 and rank.world_size > 1:  # one rank wrote whole files: nothing to merge
             result.merged, result.not_merged = _merge_finished(cache, result.ranks, copy)

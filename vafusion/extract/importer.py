@@ -1,7 +1,9 @@
 """``vafusion cache import``: features computed elsewhere, brought onto a cache's frame grid.
 
 A folder holds one file per video id: ``<video_id>.npy`` (a 2-D numeric array) or
-``<video_id>.csv`` (comma-separated numbers, an optional header line). Either
+``<video_id>.csv`` (comma-separated plain decimal numbers, an optional header line: see
+:data:`HEADERS`; a UTF-8 BOM is ignored; pandas' unnamed index column is dropped; a blank or
+ragged line is refused, since it would move every later row). Either
 
 * already on the frame grid: row k is frame k (lengths may differ from the corpus' T by
   ``tolerance`` frames: extra rows are dropped, missing ones masked), or
@@ -30,12 +32,14 @@ import numpy as np
 from tqdm import tqdm
 
 from vafusion.cache.corpus_index import VideoEntry, read_corpus_index
+from vafusion.cache.schema import require_feature_name
 from vafusion.cache.writer import FeatureWriter
 from vafusion.errors import VafusionError
 from vafusion.extract import align
-from vafusion.extract.contract import FEATURE_NAME, FLOAT16_MAX, RESERVED_NAMES
+from vafusion.extract.contract import FLOAT16_MAX
 from vafusion.extract.corpus import FRAME_MISMATCH_TOLERANCE
 from vafusion.hashing import sha256_file
+from vafusion.numbers import decimal
 
 SUFFIXES = (".npy", ".csv")
 
@@ -48,38 +52,97 @@ class ImportReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    rows: list[list[float]] = []
-    with open(path, newline="") as f:
-        for line_no, fields in enumerate(csv.reader(f), start=1):
-            if not fields:
-                continue
-            try:
-                rows.append([float(x) for x in fields])
-            except ValueError as e:
-                if line_no == 1 and not rows:  # a header
-                    continue
-                bad = next(x for x in fields if not _is_number(x))
-                raise VafusionError(
-                    f"{path}:{line_no}: non-numeric value {bad!r}; write numbers only (NaN for a missing row)"
-                ) from e
-    if rows and len({len(r) for r in rows}) > 1:
-        raise VafusionError(f"{path}: rows have different numbers of columns; write one table")
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+HEADERS = ("auto", "yes", "no")
+"""``--header``: whether line 1 of a CSV file names the columns. ``auto``: it does when one of its
+fields is not a number; a line 1 of only the column numbers ``0,1,...`` (what pandas writes for
+unnamed columns) could be either, and is refused until ``yes`` or ``no`` says which."""
+
+_INDEX_NAMES = ("", "Unnamed: 0")  # what pandas writes over (and reads back from) its index column
 
 
-def _is_number(text: str) -> bool:
+def _number(text: str) -> float | None:
+    """A CSV field as a number; an empty field is a missing value (pandas writes NaN so)."""
+    return float("nan") if not text.strip() else decimal(text.strip(), special=True)
+
+
+def _lines(path: Path) -> list[tuple[int, list[str]]]:
+    """``(line number, fields)`` of every line up to the last non-blank one; a BOM is not part of line 1."""
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            lines = list(enumerate(csv.reader(f), start=1))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise VafusionError(f"{path}: not a CSV text file ({e}); write UTF-8 comma-separated numbers") from e
+    while lines and not "".join(lines[-1][1]).strip():
+        lines.pop()  # blank lines at the end move no row
+    return lines
 
 
-def read_table(path: Path) -> np.ndarray:
-    """A file's ``(N, columns)`` float64 table; one-line errors naming the file."""
+def _has_header(path: Path, fields: list[str], header: str) -> bool:
+    if header != "auto":
+        return header == "yes"
+    if any(_number(x) is None for x in fields):
+        return True
+    numbered = [str(i) for i in range(len(fields))]
+    if fields[0] in _INDEX_NAMES and len(fields) > 1 and fields[1:] == numbered[:-1]:
+        return True  # pandas' to_csv(index=True): an unnamed index column, then the column numbers
+    if fields == numbered:
+        raise VafusionError(
+            f"{path}:1: reads {','.join(fields)}: the column names pandas writes, or a first row of data? "
+            "pass --header yes (line 1 names the columns) or --header no (line 1 is frame 1)"
+        )
+    return False
+
+
+def _read_csv(path: Path, header: str = "auto") -> np.ndarray:
+    """The numbers of a CSV file, one row per line; blank or ragged lines are refused, naming the line.
+
+    Why so strict: row k is frame k, so a line dropped or taken as a header shifts every later row.
+    """
+    lines = _lines(path)
+    if not lines:
+        return np.zeros((0, 0))
+    names = lines.pop(0)[1] if _has_header(path, lines[0][1], header) else None
+    rows: list[list[float]] = []
+    for line_no, fields in lines:
+        if not "".join(fields).strip():
+            raise VafusionError(
+                f"{path}:{line_no}: blank line; remove it (each line is one row: a blank one would move every "
+                "row after it)"
+            )
+        width = len(names) if names is not None else len(rows[0]) if rows else len(fields)
+        if len(fields) != width:
+            raise VafusionError(
+                f"{path}:{line_no}: {len(fields)} values where the {'header has' if names else 'lines above have'} "
+                f"{width}; write one table (the same number of values on every line)"
+            )
+        values = [_number(x) for x in fields]
+        if None in values:
+            bad = fields[values.index(None)]
+            raise VafusionError(
+                f"{path}:{line_no}: non-numeric value {bad!r}; write plain decimal numbers only "
+                "(NaN or an empty field for a missing value)"
+            )
+        rows.append(values)  # type: ignore[arg-type]
+    table = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    return _without_index(path, table, names)
+
+
+def _without_index(path: Path, table: np.ndarray, names: list[str] | None) -> np.ndarray:
+    """Drop pandas' index column (``to_csv(index=True)``: an unnamed first column counting 0, 1, 2 ...)."""
+    if names is None or not names or names[0] not in _INDEX_NAMES or table.shape[1] < 2:
+        return table
+    if not np.array_equal(table[:, 0], np.arange(len(table))):
+        raise VafusionError(
+            f"{path}:1: the first column has no name but is not pandas' row index (0, 1, 2 ...); name it, "
+            "or write the file with to_csv(index=False)"
+        )
+    return table[:, 1:]
+
+
+def read_table(path: Path, header: str = "auto") -> np.ndarray:
+    """A file's ``(N, columns)`` float64 table; one-line errors naming the file (and line)."""
     if path.suffix == ".csv":
-        table = _read_csv(path)
+        table = _read_csv(path, header)
     else:
         try:
             table = np.load(path, allow_pickle=False)
@@ -111,6 +174,11 @@ def _on_grid(path: Path, table: np.ndarray, entry: VideoEntry, tolerance: int) -
 def _timestamped(path: Path, table: np.ndarray, entry: VideoEntry, tolerance: int) -> tuple[np.ndarray, np.ndarray]:
     if table.shape[1] < 2:
         raise VafusionError(f"{path}: --timestamps needs a time column and at least one value column")
+    if len(table) < 2:
+        raise VafusionError(
+            f"{path}: one timestamped row; --timestamps needs at least two rows (their spacing is the time a "
+            "row covers): import it on the frame grid (without --timestamps) or write more rows"
+        )
     times, values = table[:, 0], table[:, 1:]
     try:
         steps = align.Steps.at(times)
@@ -170,6 +238,7 @@ def import_features(
     folder: str | Path,
     *,
     timestamps: bool = False,
+    header: str = "auto",
     tolerance: int = FRAME_MISMATCH_TOLERANCE,
     overwrite: bool = False,
     progress: bool = True,
@@ -177,8 +246,9 @@ def import_features(
 ) -> ImportReport:
     """Import ``folder``'s files as feature ``feature`` of ``cache``; resumable; see the module doc."""
     cache, folder = Path(cache), Path(folder)
-    if not FEATURE_NAME.match(feature) or feature in RESERVED_NAMES:
-        raise VafusionError(f"FEATURE_NAME {feature!r}: use letters, digits, _ . + - (it names the file <name>.h5)")
+    require_feature_name(feature, "FEATURE_NAME")
+    if header not in HEADERS:
+        raise VafusionError(f"--header {header}: one of {', '.join(HEADERS)}")
     index = read_corpus_index(cache)
     files = _files(folder)
     unknown = sorted(set(files) - set(index.ids))
@@ -190,7 +260,7 @@ def import_features(
     place = _timestamped if timestamps else _on_grid
     width: int | None = None
     for vid, path in files.items():  # everything checked before anything is written
-        table = read_table(path)
+        table = read_table(path, header)
         cols = table.shape[1] - (1 if timestamps else 0)
         if width is not None and cols != width:
             raise VafusionError(
@@ -210,11 +280,13 @@ def import_features(
         )
         (warn or (lambda m: None))(report.warnings[-1])
     prov = _provenance(feature, files, timestamps, tolerance, width)
+    if header != "auto":  # only then: imports made before --header keep their fingerprints
+        prov["header"] = header
     with FeatureWriter(cache, feature, width, prov, index.fingerprint, overwrite=overwrite) as writer:
         todo = writer.pending(sorted(files))
         report.skipped = len(files) - len(todo)
         for vid in tqdm(todo, desc=f"import {feature}", unit="video", disable=not progress):
-            rows, mask = place(files[vid], read_table(files[vid]), index[vid], tolerance)
+            rows, mask = place(files[vid], read_table(files[vid], header), index[vid], tolerance)
             mask &= ~np.isnan(rows).any(axis=1)
             rows[~mask] = 0.0
             writer.write(vid, rows.astype(np.float32), mask)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vafusion.bounds import bound, require_bounds
+from vafusion.bounds import IMAGE_SIZE, bound, declared, require_bounds
 from vafusion.errors import VafusionError
 from vafusion.extract import registry
 
@@ -23,7 +23,7 @@ class ExtractOptions:
 
     features: tuple[str, ...] = ("resnet50", "vggish", "logmel")
     visual_weights: str = "imagenet"
-    image_size: int = field(default=224, metadata=bound(16, 1024))
+    image_size: int = field(default=224, metadata=declared(IMAGE_SIZE))
     vggish_weights: str | None = None
     vggish_pca: str | None = None
     weights: Mapping[str, str] = field(default_factory=dict)

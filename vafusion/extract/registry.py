@@ -31,7 +31,7 @@ from typing import Any
 
 from vafusion import plugins
 from vafusion.errors import VafusionError
-from vafusion.extract.contract import Extractor, ExtractorError, check_declaration
+from vafusion.extract.contract import Extractor, ExtractorError, check_declaration, checked_provenance
 from vafusion.hashing import sha256_file
 from vafusion.plugins import EXTRACTORS
 
@@ -171,13 +171,20 @@ class Resolved:
     source: str
     extractor: Extractor
     plugin: dict[str, Any] | None = None  # recorded in the provenance of a user's extractor
+    recorded: dict[str, Any] | None = None  # the provenance, once asked for
 
     @property
     def name(self) -> str:
         return self.extractor.name
 
     def provenance(self) -> dict:
-        prov = self.extractor.provenance()
+        """What the file records, asked once (:func:`~.contract.checked_provenance`: the same on every call)."""
+        if self.recorded is None:
+            self.recorded = self._provenance()
+        return self.recorded
+
+    def _provenance(self) -> dict:
+        prov = checked_provenance(self.extractor, self.source)
         if self.plugin is not None:
             if "plugin" in prov:
                 raise ExtractorError(

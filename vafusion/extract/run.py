@@ -87,6 +87,7 @@ def _build_all(
         try:
             resolved = registry.build(entry, opts.extractor_settings())
             resolved.extractor = to_device(resolved.extractor, device, resolved.source)
+            weights = resolved.provenance().get("weights")
         except ExtractorError as e:
             show_chain(e)
             report.failures.append(Failure(None, entry, str(e)))
@@ -98,7 +99,7 @@ def _build_all(
             report.failures.append(Failure(None, entry, str(e)))
             continue
         _require_like(opts, entry, resolved, device)
-        if resolved.provenance().get("weights") == "random":
+        if weights == "random":
             note(f"{resolved.name} uses RANDOM weights (fine for tests and demos, not for real results)")
         built.append(resolved)
     names = [r.name for r in built]
@@ -155,8 +156,13 @@ def _open_writers(
     return writers
 
 
-def _record(report: ExtractReport, feature: str, writer: FeatureWriter, outcome: Outcome) -> None:
+def _record(
+    report: ExtractReport, feature: str, writer: FeatureWriter, outcome: Outcome, note: Callable[[str], None]
+) -> None:
     report.failures += outcome.failures
+    underflow = outcome.underflow(feature)
+    if underflow:
+        note(underflow)
     report.extracted[feature] = outcome.written
     if not outcome.aborted:
         report.written[feature] = writer.finalize()
@@ -208,11 +214,12 @@ def extract(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vafusion-writer") as pool:
         for r in (r for r in built if r.extractor.kind == "frame"):
             todo = [v for v in videos if v.entry.id in pending[r.name]]
-            _record(report, r.name, writers[r.name], frame_pass(todo, writers[r.name], r, opts, device, pool, note))
+            outcome = frame_pass(todo, writers[r.name], r, opts, device, pool, note)
+            _record(report, r.name, writers[r.name], outcome, note)
         tracks = {r.name: r for r in built if r.extractor.kind == "track"}
         if tracks:
             todo = [v for v in videos if any(v.entry.id in pending[f] for f in tracks)]
             outcomes = track_pass(todo, {f: writers[f] for f in tracks}, tracks, pending, opts, device, pool, note)
             for f, outcome in outcomes.items():
-                _record(report, f, writers[f], outcome)
+                _record(report, f, writers[f], outcome, note)
     return report

@@ -114,12 +114,18 @@ class _Feature:
         self.alive = True
 
     def rows(self, waves: dict, fronts: dict, frame_times: np.ndarray, device: torch.device) -> np.ndarray:
-        """This video's ``(T, dim)`` rows, checked (not for batched extractors)."""
+        """This video's ``(T, dim)`` rows, checked (not for batched extractors).
+
+        Every extractor gets its own copy of the wave, the frontend's output and the frame times:
+        one that changes its input in place (``wave.zero_()``) must not change what the next sees.
+        """
         ext, source = self.ext, self.resolved.source
         if self.frontend is not None:
-            out = guarded_call(ext.from_frontend, source, ext.name, fronts[self.frontend.key], frame_times)
+            front = fronts[self.frontend.key].clone()
+            out = guarded_call(ext.from_frontend, source, ext.name, front, frame_times.copy())
         else:
-            out = guarded_call(ext, source, ext.name, waves[ext.sample_rate].to(device), frame_times)
+            wave = waves[ext.sample_rate].to(device, copy=True)
+            out = guarded_call(ext, source, ext.name, wave, frame_times.copy())
         return check_rows(ext, out, len(frame_times), f"a track of {len(frame_times)} frames", source)
 
     def run_batches(self, batch_size: int, flush: bool) -> None:
@@ -184,7 +190,9 @@ def _video(
     if first is not None and rows is not None:
         a.put(e.id, np.arange(e.n_frames), rows)
     elif feature.queue is not None:
-        feature.queue.add(e.id, feature.ext.batch_rows(fronts[feature.frontend.key], frame_times))
+        ext, front = feature.ext, fronts[feature.frontend.key].clone()
+        batched = guarded_call(ext.batch_rows, feature.resolved.source, ext.name, front, frame_times.copy())
+        feature.queue.add(e.id, batched)
         done[grid] = (e.id, None)
     else:
         done[grid] = (e.id, feature.rows(waves, fronts, frame_times, device))

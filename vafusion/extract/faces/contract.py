@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vafusion.errors import VafusionError
+from vafusion.plugins import FOREIGN, failure
 
 
 @runtime_checkable
@@ -112,7 +113,6 @@ def guarded_detect(det: Detector, images: torch.Tensor, source: str) -> list[Fac
         out = det(images)
     except VafusionError:
         raise
-    except Exception as e:
-        text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise DetectorError(f"detector {source} raised {type(e).__name__}{': ' + text if text else ''}") from e
+    except FOREIGN as e:  # sys.exit() included: the video is reported, the run goes on
+        raise DetectorError(f"detector {source} {failure(e)}") from e
     return check_output(out, len(images), source)

@@ -102,7 +102,8 @@ def predict(
 )
 def check_submission_cmd(file: Path, sample: Path) -> None:
     """Check a submission FILE against the organisers' sample: header image_location,valence,arousal;
-    exactly the sample's rows, in its order, each once; two numbers per row, finite, in [-1, 1].
+    exactly the sample's rows, in its order, each once; two plain decimal numbers per row (-0.25, 1e-3;
+    not 0.0_1 or non-ASCII digits), finite, in [-1, 1].
     Every problem is listed with its line (the first 10 of each kind, then a count); exit code 1
     on any."""
     from vafusion.fusion.predict.submission import check_submission, read_sample

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 _COLUMN_BLOCK = 256  # columns per cumulative-sum block: bounds the float64 temporary to T x 256
+_EDGE_BLOCK = 256  # end frames sorted at a time by moving_median: bounds its temporary to 256 x d x n
 
 
 def centred_window(n: int) -> tuple[int, int]:
@@ -66,19 +67,25 @@ def moving_median(x: np.ndarray, n: int) -> np.ndarray:
     """Centred median over ``n`` (odd) frames along axis 0 of ``(T, d)`` values (window shrinking at the ends).
 
     scipy's running median inside (O(log n) per frame); the ``(n - 1) / 2`` frames at each end,
-    whose windows shrink, from their sorted NaN-padded windows.
+    whose windows shrink, from their sorted NaN-padded windows, a block of frames at a time. A
+    window wider than ``2T - 1`` frames is taken as ``2T - 1`` (every frame's window is then the
+    whole video either way), so memory and time grow with the video, never with the window.
     """
     from scipy.ndimage import median_filter
 
-    half, t = (n - 1) // 2, len(x)
+    t = len(x)
+    n = min(n, 2 * t - 1) if t else n  # a wider window covers the whole video from every frame: the same medians
+    half = (n - 1) // 2
     x = x.astype(np.float32, copy=False)
     out = np.stack([median_filter(column, size=n, mode="nearest") for column in x.T], axis=1)  # 1-D: the fast path
     pad = np.full((half, x.shape[1]), np.nan, dtype=np.float32)
     windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, x, pad]), n, axis=0)  # (T, d, n) view
     ends = np.unique(np.concatenate([np.arange(min(half, t)), np.arange(max(t - half, 0), t)]))
-    edge = np.sort(windows[ends], axis=-1)  # the padding NaNs sort last
-    valid = (n - np.isnan(edge).sum(axis=-1))[..., None]
-    out[ends] = (np.take_along_axis(edge, (valid - 1) // 2, -1) + np.take_along_axis(edge, valid // 2, -1))[..., 0] / 2
+    for rows in np.array_split(ends, max(1, -(-len(ends) // _EDGE_BLOCK))):  # memory: a block of windows at a time
+        edge = np.sort(windows[rows], axis=-1)  # the padding NaNs sort last
+        valid = (n - np.isnan(edge).sum(axis=-1))[..., None]
+        low, high = np.take_along_axis(edge, (valid - 1) // 2, -1), np.take_along_axis(edge, valid // 2, -1)
+        out[rows] = (low + high)[..., 0] / 2
     return out
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
-from vafusion.fs import make_dir
+from vafusion.fs import make_dir, read_text
 from vafusion.fusion.post.registry import make_step, step_name
 from vafusion.fusion.post.steps import Shift, Smooth, Step
 
@@ -65,12 +65,20 @@ class DimPost:
     def from_dict(cls, content: Mapping[str, Any], where: str = "post.json") -> DimPost:
         """From :meth:`to_dict`'s form, or format_version 1's ``{method, window_s, shift_s}``."""
         if "steps" not in content:
-            return cls.smooth_then_shift(str(content["method"]), float(content["window_s"]), float(content["shift_s"]))
+            numbers = {k: _number(content[k], k) for k in ("window_s", "shift_s")}
+            return cls.smooth_then_shift(str(content["method"]), numbers["window_s"], numbers["shift_s"])
         steps = []
         for entry in content["steps"]:
             params = {k: v for k, v in entry.items() if k != "step"}
             steps.append(make_step(str(entry["step"]), params, where))
         return cls(tuple(steps))
+
+
+def _number(value: Any, name: str) -> float:
+    """A post.json number as a float; ``true`` or ``"0.5"`` is no number (float() would take them)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise VafusionError(f"{name} {json.dumps(value)}: not a number; write seconds, e.g. 0.5")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -104,11 +112,10 @@ def write_post(path: Path, post: Post, details: Mapping[str, Any]) -> Path:
 def read_post(path: str | Path) -> Post:
     """The choice recorded in a ``post.json`` (format_version 1 or 2); a one-line error for anything else."""
     path = Path(path)
+    text = read_text(path, "post.json written by `vafusion cv` (--post FILE)")
     try:
-        content = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise VafusionError(f"--post {path}: no such file; give a post.json written by `vafusion cv`") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        content = json.loads(text)
+    except json.JSONDecodeError as e:
         raise VafusionError(f"{path}: not JSON; give a post.json written by `vafusion cv`") from e
     if not isinstance(content, dict) or content.get("format") != POST_FORMAT:
         raise VafusionError(f"{path}: not a vafusion post-processing file (format {POST_FORMAT!r} expected)")
@@ -119,6 +126,8 @@ def read_post(path: str | Path) -> Post:
         )
     try:
         dims = {d: DimPost.from_dict(content[d], str(path)) for d in DIMENSIONS}
+    except VafusionError as e:  # a value out of its range, or not a number: name the file
+        raise VafusionError(e if str(e).startswith(str(path)) else f"{path}: {e}") from e
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise VafusionError(
             f"{path}: needs valence and arousal entries, each a list of steps (format_version 2) "

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from vafusion.bounds import bound, bound_of
 from vafusion.errors import VafusionError
 from vafusion.fusion.signal import delay, moving_mean, moving_median
 
@@ -76,6 +77,17 @@ class Step:
 
 SMOOTHERS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {"mean": moving_mean, "median": moving_median}
 
+MAX_WINDOW_S = 60.0
+"""The longest smoothing window and shift a step takes (seconds): far beyond any useful one (the fit
+tries up to 3 s and 1 s), short enough that no number in a post.json can size the work."""
+
+
+def _require_in_range(cls: type, name: str, value: Any, what: str) -> None:
+    """A step's parameter within the range its field declares (:mod:`vafusion.bounds`); one line if not."""
+    problem = bound_of(cls, name).problem(value)  # type: ignore[union-attr]
+    if problem:
+        raise VafusionError(f"post-processing {name} {value!r}: {problem} ({what})")
+
 
 def smooth(x: np.ndarray, n: int, method: str = "mean") -> np.ndarray:
     """Centred ``method`` (mean or median) over ``n`` frames along axis 0; ``n <= 1`` returns ``x``.
@@ -90,6 +102,7 @@ def smooth(x: np.ndarray, n: int, method: str = "mean") -> np.ndarray:
         return x
     if method == "median" and n % 2 == 0:
         raise ValueError(f"median over {n} frames: the window must be odd to be centred")
+    n = min(n, 2 * len(x) - 1)  # wider windows give the same values (every window is the whole video)
     flat = x.reshape(len(x), -1)
     return SMOOTHERS[method](flat, n).astype(x.dtype, copy=False).reshape(x.shape)
 
@@ -113,7 +126,7 @@ class Smooth(Step):
     frames (the odd count nearest ``window_s * fps``, so it is centred exactly); 0 s: no smoothing."""
 
     method: str = "mean"
-    window_s: float = 0.0
+    window_s: float = field(default=0.0, metadata=bound(0, MAX_WINDOW_S))
 
     title: ClassVar[str] = "smoothing"
     about: ClassVar[str] = "no smoothing, or a centred mean or median over a window"
@@ -121,8 +134,7 @@ class Smooth(Step):
     def __post_init__(self) -> None:
         if self.method not in SMOOTHERS:
             raise VafusionError(f"post-processing method {self.method!r}: use one of {', '.join(SMOOTHERS)}")
-        if not np.isfinite(self.window_s) or self.window_s < 0:
-            raise VafusionError(f"post-processing window {self.window_s} s: need a finite window >= 0")
+        _require_in_range(type(self), "window_s", self.window_s, "seconds of the smoothing window")
 
     @classmethod
     def grid(cls) -> tuple[Step, ...]:
@@ -156,14 +168,13 @@ class Shift(Step):
     """A delay of ``shift_s`` seconds: frame t takes the value of frame ``t - round(shift_s * fps)``, the first
     frames repeat the first value (edge padding); a label lag of d seconds calls for ``shift_s = d``, < 0 advances."""
 
-    shift_s: float = 0.0
+    shift_s: float = field(default=0.0, metadata=bound(-MAX_WINDOW_S, MAX_WINDOW_S))
 
     title: ClassVar[str] = "shift"
     about: ClassVar[str] = "a shift (positive: predictions delayed, as a label lag calls for)"
 
     def __post_init__(self) -> None:
-        if not np.isfinite(self.shift_s):
-            raise VafusionError(f"post-processing shift {self.shift_s} s: need a finite shift")
+        _require_in_range(type(self), "shift_s", self.shift_s, "seconds of delay")
 
     @classmethod
     def grid(cls) -> tuple[Step, ...]:
@@ -198,6 +209,7 @@ class Shift(Step):
 
 __all__ = [
     "MAX_SHIFT_S",
+    "MAX_WINDOW_S",
     "SHIFTS_S",
     "SHIFT_STEP_S",
     "SMOOTHERS",

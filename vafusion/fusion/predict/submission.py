@@ -31,6 +31,7 @@ import numpy as np
 from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
 from vafusion.fs import make_dir, read_text
+from vafusion.numbers import decimal
 
 HEADER = ("image_location", "valence", "arousal")
 _LOCATION = re.compile(r"(?P<video>.+)/(?P<frame>\d{5})\.jpg")
@@ -226,9 +227,8 @@ def _first_not_below(tails: list[int], positions: list[int], p: int) -> int:
 
 def _check_values(result: CheckResult, number: int, fields: list[str]) -> None:
     for name, text in zip(HEADER[1:], fields[1:]):
-        try:
-            x = float(text)
-        except ValueError:
+        x = decimal(text.strip(), special=True)  # float() would also take 0.0_1 and other scripts' digits
+        if x is None:
             result.add("not a number", f"line {number}: {name} {text!r} is not a number")
             continue
         if not math.isfinite(x):

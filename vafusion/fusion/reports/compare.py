@@ -19,8 +19,10 @@ COMPARE_HTML = "compare.html"
 _FIGURE = "compare.png"
 
 
-def _mean_pm_std(cell: Mapping[str, float], digits: int = 3) -> str:
-    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+def _mean_pm_std(cell: Mapping[str, float], runs: int, digits: int = 3) -> str:
+    """``mean ± std`` over ``runs`` runs; the mean alone for one run (a std of one value says nothing)."""
+    mean = f"{cell['mean']:.{digits}f}"
+    return f"{mean} ± {cell['std']:.{digits}f}" if runs > 1 else mean
 
 
 def format_table(summary: Sequence[dict[str, Any]]) -> str:
@@ -29,7 +31,7 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
     feat_w = max([len("features")] + [len(r["features"]) for r in summary])
     lines = [f"{'model':<{model_w}}  {'features':<{feat_w}}  {'runs':>4}  {'CCC_V':>14}  {'CCC_A':>14}  {'P':>14}"]
     for r in summary:
-        cells = "  ".join(f"{_mean_pm_std(r[m]):>14}" for m in METRIC_KEYS)
+        cells = "  ".join(f"{_mean_pm_std(r[m], r['n']):>14}" for m in METRIC_KEYS)
         lines.append(f"{r['model']:<{model_w}}  {r['features']:<{feat_w}}  {r['n']:>4}  {cells}")
     return "\n".join(lines)
 
@@ -50,14 +52,23 @@ def _results(page: Page, result: Mapping[str, Any]) -> None:
     summary = result["summary"]
     spread = "seeds and folds" if result["split"] == "folds" else "seeds"
     page.add("<h2>Results</h2>")
+    several = any(r["n"] > 1 for r in summary)
     page.add(
-        f"<p>Validation scores of each run's best checkpoint (CCC over all validation frames, the "
-        f"challenge's way; P = (CCC_V + CCC_A) / 2), mean ± std over {spread}.</p>"
+        "<p>Validation scores of each run's best checkpoint (CCC over all validation frames, the "
+        "challenge's way; P = (CCC_V + CCC_A) / 2), "
+        + (
+            f"mean ± std over {spread} (± only where there is more than one run).</p>"
+            if several
+            else "one run each.</p>"
+        )
     )
     best = max(range(len(summary)), key=lambda i: summary[i]["p"]["mean"]) if summary else None
     page.add(
         table(
-            [(r["model"], r["features"], r["n"], *(_mean_pm_std(r[m], 4) for m in METRIC_KEYS)) for r in summary],
+            [
+                (r["model"], r["features"], r["n"], *(_mean_pm_std(r[m], r["n"], 4) for m in METRIC_KEYS))
+                for r in summary
+            ],
             header=["model", "features", "runs", "CCC_V", "CCC_A", "P"],
             numeric=(2, 3, 4, 5),
             highlight=best,
@@ -77,7 +88,7 @@ def _results(page: Page, result: Mapping[str, Any]) -> None:
             chart,
             _FIGURE,
             "validation scores by model and features",
-            f"Mean CCC_V, CCC_A and P; error bars ± one std over {spread}.",
+            f"Mean CCC_V, CCC_A and P; error bars ± one std over {spread}." if several else "CCC_V, CCC_A and P.",
         )
 
 

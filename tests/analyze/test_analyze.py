@@ -1,5 +1,5 @@
-"""``vafusion analyze`` on a clip of a real face with a trained run: one row per frame, values in range,
-the face column where the face was drawn, and the plot and page beside them."""
+"""``vafusion analyze`` on a clip of a real face with trained runs: one row per frame, values in range,
+the face column where the face was drawn, and the plot and page beside them; --json prints the JSON alone."""
 
 from __future__ import annotations
 
@@ -12,19 +12,24 @@ from tests.faults.conftest import invoke
 from vafusion.fusion.runs.config import make_config
 from vafusion.fusion.runs.train import train
 
+CHATTY = "tests.faults.misbehaving_models:ChattyClosed"
+
 
 def test_analyze_writes_one_row_per_frame_with_the_face_mask(tiny_extracted, face_corpus, tmp_path):
     _, cache, _ = tiny_extracted
     run = tmp_path / "run"
     train(cache, run, make_config(model="ridge", features=("resnet18", "logmel")), progress=False)
+    chatty = tmp_path / "chatty"  # a model plug-in that prints when it predicts: not into the JSON on stdout
+    train(cache, chatty, make_config(model=CHATTY, features=("resnet18", "logmel")), progress=False)
     clip = face_corpus.one  # a blank span: frames without a face
     out = tmp_path / "out"
     result = invoke(
-        "analyze", clip.path, "--run", run, "--out", out, "--detector-option", "min_face=40", "--device", "cpu",
-        "--threads", "1", "--json",
+        "analyze", clip.path, "--run", run, "--run", chatty, "--out", out, "--detector-option", "min_face=40",
+        "--device", "cpu", "--threads", "1", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    assert "ChattyClosed: predict" in result.stderr
     assert summary["frames"] == clip.n_frames and summary["features"] == ["resnet18", "logmel"]
     rows = list(csv.DictReader(open(out / "one.csv")))
     assert [int(r["frame"]) for r in rows] == list(range(1, clip.n_frames + 1))

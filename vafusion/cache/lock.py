@@ -1,8 +1,11 @@
-"""One writer per cache file: an exclusive lock held while a process writes it.
+"""One writer per cache file (and per run directory): an exclusive lock held while a process writes it.
 
 Why: two runs may be pointed at the same cache. The second fails at once with one
 :class:`VafusionError` naming the holder, instead of an HDF5 "Unable to create file" per
-video. (The folder checks every writing command shares, ``make_dir``, ``require_writable``,
+video. Two trainings of one run directory (two identical ``compare`` or ``cv`` commands, a
+``train --resume`` beside a running ``train``) would write every epoch twice into one
+``metrics.jsonl``; the trainer takes the same lock on the directory (:mod:`vafusion.fusion.runs.run_dir`).
+(The folder checks every writing command shares, ``make_dir``, ``require_writable``,
 ``require_space``, ``write_error``, live in :mod:`vafusion.fs`.)
 """
 
@@ -24,9 +27,18 @@ class WriteLock:
     the holder exits or is killed, so a stale lock file never blocks a rerun. Linux and macOS.
     """
 
-    def __init__(self, target: Path) -> None:
+    def __init__(
+        self,
+        target: Path,
+        path: Path | None = None,
+        doing: str = "written",
+        advice: str = "wait for it to finish or use another cache",
+    ) -> None:
+        """``path``: the lock file (default ``.<target name>.lock`` beside ``target``); ``doing`` and
+        ``advice`` word the error (``"... is being {doing} by another process (pid N on HOST); {advice}"``)."""
         self.target = target
-        self.path = target.with_name(f".{target.name}{schema.LOCK_SUFFIX}")
+        self.path = path or target.with_name(f".{target.name}{schema.LOCK_SUFFIX}")
+        self.doing, self.advice = doing, advice
         self._fd: int | None = None
 
     @property
@@ -43,8 +55,7 @@ class WriteLock:
                 holder = os.read(fd, 200).decode(errors="replace").strip() or "pid unknown"
                 os.close(fd)
                 raise VafusionError(
-                    f"{self.target} is being written by another process ({holder}); wait for it to "
-                    f"finish or use another cache"
+                    f"{self.target} is being {self.doing} by another process ({holder}); {self.advice}"
                 ) from e
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
@@ -66,6 +77,13 @@ class WriteLock:
         finally:
             os.close(self._fd)
             self._fd = None
+
+    def __enter__(self) -> WriteLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def __del__(self) -> None:
         if self._fd is not None:

@@ -9,7 +9,7 @@ import click
 
 from vafusion.cli.faces_cmd import parse_detector_options
 from vafusion.cli.main import cli
-from vafusion.cli.options import DEVICE, DEVICE_HELP, _compute_options, _setting
+from vafusion.cli.options import DEVICE, DEVICE_HELP, _compute_options, _setting, json_only_on_stdout
 from vafusion.extract.faces.options import FacesOptions
 
 
@@ -91,7 +91,8 @@ def analyze(
         device=device,
         progress=not as_json,
     )
-    result = run_analyze(video, out, opts, log=None if as_json else lambda m: click.echo(m, err=True))
+    with json_only_on_stdout(as_json):
+        result = run_analyze(video, out, opts, log=None if as_json else lambda m: click.echo(m, err=True))
     summary = {
         "id": result.id,
         "frames": len(result.values),

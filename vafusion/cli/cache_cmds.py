@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from vafusion.cli.main import _Group, cli
-from vafusion.cli.options import _compute_options, _warn_beside_bars
+from vafusion.cli.options import _compute_options, _warn_beside_bars, json_only_on_stdout
 
 
 @cli.group(cls=_Group)
@@ -26,7 +26,8 @@ def cache_info_cmd(cache_dir: Path, as_json: bool) -> None:
     and temporary files left by writers."""
     from vafusion.cache.inspect import cache_info, format_info
 
-    info = cache_info(cache_dir)
+    with json_only_on_stdout(as_json):
+        info = cache_info(cache_dir)
     click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
 
 

@@ -20,7 +20,7 @@ from vafusion.cli.fusion_options import (
     _training_options,
 )
 from vafusion.cli.main import cli
-from vafusion.cli.options import DEVICE, DEVICE_HELP, _compute_options, _ranged
+from vafusion.cli.options import DEVICE, DEVICE_HELP, _compute_options, _ranged, json_only_on_stdout
 from vafusion.errors import VafusionError
 from vafusion.fusion.runs.config import DataConfig, TrainingConfig
 
@@ -228,21 +228,22 @@ def compare(
     sets = [
         tuple(f.strip() for f in s.split(",") if f.strip()) for group in features for s in group.split(";") if s.strip()
     ]
-    result = run_compare(
-        cache_dir,
-        runs_dir,
-        [m.strip() for m in models.split(",") if m.strip()],
-        sets,
-        data=DataConfig(split=split, folds=folds or 6, **data),
-        training=TrainingConfig(**training),
-        seeds=seeds,
-        model_options=options,
-        causal=causal,
-        report=report,
-        workers=workers,
-        devices=devices,
-        log=lambda m: click.echo(m, err=True),
-    )
+    with json_only_on_stdout(as_json):
+        result = run_compare(
+            cache_dir,
+            runs_dir,
+            [m.strip() for m in models.split(",") if m.strip()],
+            sets,
+            data=DataConfig(split=split, folds=folds or 6, **data),
+            training=TrainingConfig(**training),
+            seeds=seeds,
+            model_options=options,
+            causal=causal,
+            report=report,
+            workers=workers,
+            devices=devices,
+            log=lambda m: click.echo(m, err=True),
+        )
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result["summary"]))
 
 
@@ -253,7 +254,8 @@ def models(as_json: bool) -> None:
     line of description. Choose one with --model NAME and set options with --model-option KEY=VALUE."""
     from vafusion.fusion.models import ALIASES, list_models
 
-    specs, problems = list_models()
+    with json_only_on_stdout(as_json):
+        specs, problems = list_models()
     aliases = {target: [a for a, t in ALIASES.items() if t == target] for target in set(ALIASES.values())}
     if as_json:
         click.echo(
@@ -312,7 +314,8 @@ def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str,
     plus a per-id table."""
     from vafusion.fusion.runs.evaluate import evaluate_run
 
-    scores = evaluate_run(run_dir, cache_dir, partition, device)
+    with json_only_on_stdout(as_json):
+        scores = evaluate_run(run_dir, cache_dir, partition, device)
     if as_json:
         click.echo(json.dumps(scores, indent=2))
         return

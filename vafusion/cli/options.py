@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import click
 
@@ -70,6 +71,31 @@ def _warn_beside_bars(message: str) -> None:
 
 DEVICE = _Device()
 DEVICE_HELP = "auto, cpu, cuda or cuda:K (mps on Apple GPUs)."
+
+
+@contextlib.contextmanager
+def json_only_on_stdout(active: bool) -> Iterator[None]:
+    """While a command that prints JSON does its work, everything else printed goes to stderr.
+
+    Why: a plug-in's ``print`` (at import or while it runs), a library's C-level output or a
+    ``--jobs`` worker would otherwise land in the JSON a script parses. Both ``sys.stdout`` and
+    file descriptor 1 (inherited by worker processes) point at stderr until the block ends;
+    the command prints its JSON after it.
+    """
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved_fd, saved_stream = os.dup(1), sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = saved_stream
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
 
 
 def _stacked(options: list) -> Callable:

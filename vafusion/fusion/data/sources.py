@@ -120,8 +120,10 @@ class StreamedFeature(FeatureSource):
     """A feature file's videos read where they lie: mapped views, or per-window HDF5 reads.
 
     Each video is checked the first time any of its rows is used: no inf/NaN (the same error
-    as a load into RAM gives) and, with ``verify``, its stored checksums. The file stays open
-    until :meth:`close` (or garbage collection); mapped views outlive it.
+    as a load into RAM gives) and, with ``verify``, its stored checksums. Before every read the
+    file (and its shards) must be the one opened (:meth:`FeatureFile.require_unchanged`): same
+    inode, size and modification time. The file stays open until :meth:`close` (or garbage
+    collection); mapped views outlive it.
     """
 
     in_memory = False
@@ -168,6 +170,7 @@ class StreamedFeature(FeatureSource):
         return view[start:stop] if view is not None else self.ff.read_rows(self.ids[i], start, stop)
 
     def rows(self, a: int, b: int) -> np.ndarray:
+        self.ff.require_unchanged()
         parts = [self._video_rows(*p) for p in self._pieces(a, b)]
         if len(parts) == 1:
             return parts[0]
@@ -182,6 +185,7 @@ class StreamedFeature(FeatureSource):
         return found
 
     def copy_windows(self, out: Tensor, first: Sequence[int], length: Sequence[int]) -> None:
+        self.ff.require_unchanged()  # a changed file: one line naming it, never other rows or a SIGBUS
         for j, (a, n) in enumerate(zip(first, length)):
             for i, start, stop in self._pieces(a, a + n):
                 self._check(i)

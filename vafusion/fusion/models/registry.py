@@ -44,6 +44,7 @@ from torch import nn
 
 from vafusion import plugins
 from vafusion.errors import VafusionError
+from vafusion.fusion.models import contract
 from vafusion.plugins import MODELS, Option, parse_value
 
 ENTRY_POINT_GROUP = MODELS.group
@@ -153,9 +154,11 @@ class ModelSpec:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             try:
-                return self.cls([int(d) for d in dims], **options)
-            except ValueError as e:
-                raise VafusionError(f"model {self.name!r}: {e}; fix --model-option") from e
+                return contract.guarded(self.name, "building it", self.cls, [int(d) for d in dims], **options)
+            except contract.ModelError as e:
+                if isinstance(e.__cause__, ValueError):  # an option value it cannot work with
+                    raise VafusionError(f"model {self.name!r}: {e.__cause__}; fix --model-option") from e
+                raise
 
 
 def _options(cls: type, where: str) -> dict[str, Option]:
@@ -252,10 +255,10 @@ def is_closed_form(model: Any) -> bool:
     return not isinstance(model, nn.Module)
 
 
-def count_parameters(model: Any) -> int:
+def count_parameters(model: Any, name: str = "") -> int:
     """Trainable parameters of a module (weight-norm counts g and v); numbers in a closed-form state."""
     if is_closed_form(model):
-        return int(sum(np.size(np.asarray(v)) for v in model.state_dict().values()))
+        return int(sum(np.size(np.asarray(v)) for v in contract.state(name or type(model).__name__, model).values()))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -29,6 +29,7 @@ from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
 from vafusion.fs import write_error
 from vafusion.fusion.data.standardize import Standardizer
+from vafusion.fusion.models import contract
 from vafusion.fusion.runs.config import FusionConfig
 
 BEST = "best.pt"
@@ -66,7 +67,7 @@ def make_checkpoint(
     metrics: dict[str, Any],
     epoch: int,
 ) -> dict[str, Any]:
-    weights = _tensors(model.state_dict())
+    weights = _tensors(contract.state(config.model.name, model))
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,

@@ -21,7 +21,7 @@ from vafusion.fusion.data.batches import build_batch, iterate_batches
 from vafusion.fusion.data.loading import LoadedCache
 from vafusion.fusion.data.standardize import Standardizer
 from vafusion.fusion.data.windows import make_windows, overlap_average
-from vafusion.fusion.models import is_closed_form
+from vafusion.fusion.models import contract, is_closed_form
 from vafusion.fusion.runs.config import FusionConfig
 
 
@@ -87,12 +87,12 @@ def predict_loaded(
     A module predicts windows of ``config.data`` (overlap-averaged per frame); a model fitted
     in closed form predicts each whole video.
     """
+    name = config.model.name
     if is_closed_form(model):
         feats, present = video_streams(loaded, standardizer, ids)
-        return {
-            vid: np.clip(np.asarray(p, dtype=np.float32), -1.0, 1.0)
-            for vid, p in zip(ids, model.predict(feats, present))
-        }
+        said = contract.guarded(name, "predict", model.predict, feats, present)
+        whole = contract.predictions(name, said, [int(loaded.lengths[loaded.position(v)]) for v in ids])
+        return {vid: np.clip(p, -1.0, 1.0) for vid, p in zip(ids, whole)}
     data = config.data
     device = device or torch.device("cpu")
     windows = make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop, videos=loaded.positions(ids))
@@ -113,7 +113,7 @@ def predict_loaded(
         ):
             batch = batch.to(device, non_blocking=True)
             with autocast(device, config.training.amp):
-                out = model(batch.streams, batch.present, batch.valid)
+                out = contract.forward(name, model, batch.streams, batch.present, batch.valid)
             outputs.append(out.float().cpu())
             trim_heap()
     model.train(was_training)

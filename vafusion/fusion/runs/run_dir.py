@@ -21,16 +21,24 @@ files present say how far it got:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from vafusion.cache.lock import WriteLock
 from vafusion.errors import VafusionError
+from vafusion.fs import make_dir, write_error
 from vafusion.fusion.runs.checkpoint import BEST, LAST, METRICS, SUMMARY
 from vafusion.fusion.runs.config import CONFIG_FILE, FusionConfig
 
 METRIC_KEYS = ("ccc_v", "ccc_a", "p")
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class RunState(Enum):
@@ -80,10 +88,73 @@ def run_state(run_dir: Path, config: FusionConfig, resume: bool) -> RunState:
     return RunState.RESUMABLE if LAST in checkpoints else RunState.NEW
 
 
+LOCK = ".lock"
+"""The run directory's lock file: held (flock) by the one process training it."""
+
+
+@contextmanager
+def lock_run(run_dir: Path) -> Iterator[None]:
+    """Make ``run_dir`` and hold its lock while this process trains it; a second process training the
+    same directory at once (two identical ``compare`` or ``cv`` commands, ``train --resume``) fails with
+    one line naming it, before it reads or writes anything there. A killed holder's lock is released by
+    the kernel. A finished run in a folder that cannot be written (read-only media) is read back without
+    a lock: nothing will be written there. A directory made here and left empty is removed again (a
+    training refused at once leaves nothing behind)."""
+    made = not run_dir.exists()
+    make_dir(run_dir, "run directory")
+    lock = WriteLock(
+        run_dir,
+        run_dir / LOCK,
+        doing="trained",
+        advice="wait for it to finish (a rerun then reads its result back), or use another directory",
+    )
+    try:
+        lock.acquire()
+    except OSError as e:
+        if read_summary(run_dir) is None:
+            raise write_error(run_dir / LOCK, e) from e
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+        if made:
+            with suppress(OSError):  # only if empty: nothing was written
+                run_dir.rmdir()
+
+
+def one_trainer_at_a_time(train: Callable[P, T]) -> Callable[P, T]:
+    """``train(cache_dir, run_dir, ...)`` run while holding ``run_dir``'s lock (:func:`lock_run`).
+
+    Why a decorator on the trainer: every command that trains (``train``, ``train --resume``, ``cv``,
+    ``compare``, a tuner's trials) goes through that one function, and the lock must span all of it,
+    from deciding what the directory holds to writing ``summary.json``.
+    """
+    signature = inspect.signature(train)
+
+    @functools.wraps(train)
+    def locked(*args: P.args, **kwargs: P.kwargs) -> T:
+        run_dir = Path(signature.bind(*args, **kwargs).arguments["run_dir"])
+        with lock_run(run_dir):
+            return train(*args, **kwargs)
+
+    return locked
+
+
 def clear_partial(run_dir: Path) -> None:
     """Remove what an attempt that cannot be resumed left (before starting again)."""
     for name in (BEST, LAST, METRICS, SUMMARY):
         (run_dir / name).unlink(missing_ok=True)
 
 
-__all__ = ["METRIC_KEYS", "RunState", "clear_partial", "read_summary", "run_state"]
+__all__ = [
+    "LOCK",
+    "METRIC_KEYS",
+    "RunState",
+    "clear_partial",
+    "lock_run",
+    "one_trainer_at_a_time",
+    "read_summary",
+    "run_state",
+]

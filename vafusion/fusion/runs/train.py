@@ -35,11 +35,11 @@ from vafusion.fusion.data.scores import partition_score
 from vafusion.fusion.data.standardize import Standardizer
 from vafusion.fusion.data.windows import make_windows, windows_with_labels
 from vafusion.fusion.metrics import ccc_loss
-from vafusion.fusion.models import count_parameters
+from vafusion.fusion.models import contract, count_parameters
 from vafusion.fusion.runs import checkpoint as ckpt_mod
 from vafusion.fusion.runs.config import CONFIG_FILE, FusionConfig, TrainingConfig
 from vafusion.fusion.runs.infer import predict_loaded, video_streams
-from vafusion.fusion.runs.run_dir import RunState, clear_partial, read_summary, run_state
+from vafusion.fusion.runs.run_dir import RunState, clear_partial, one_trainer_at_a_time, read_summary, run_state
 
 EpochHook = Callable[[dict[str, Any]], Any]
 """``on_epoch(row)``: called after each epoch with its metrics.jsonl row; a true return stops the run."""
@@ -83,6 +83,7 @@ def _finished(run_dir: Path, log: Callable[[str], None]) -> TrainResult:
     return TrainResult(run_dir, best, int(summary.get("epochs_run") or 0), int(summary.get("parameters") or 0))
 
 
+@one_trainer_at_a_time
 def train(
     cache_dir: str | Path,
     run_dir: str | Path,
@@ -159,15 +160,19 @@ def _fit_closed_form(
     """One ``fit`` on the training videos (nothing to resume: a rerun fits again)."""
     model = config.build_model(list(loaded.dims))
     feats, present = video_streams(loaded, standardizer, train_ids)
-    model.fit(feats, present, [loaded.labels[loaded.rows(v)] for v in train_ids], seed=config.training.seed)
+    labels = [loaded.labels[loaded.rows(v)] for v in train_ids]
+    contract.guarded(config.model.name, "fit", model.fit, feats, present, labels, seed=config.training.seed)
     scores = partition_score(loaded, predict_loaded(model, config, standardizer, loaded, val_ids), val_ids)
     best = {"epoch": 0, "ccc_v": scores["ccc_v"], "ccc_a": scores["ccc_a"], "p": scores["p"]}
+    if not math.isfinite(best["p"]):  # as a gradient run without a finite score: no best.pt, one line
+        stop = f"{contract.label(config.model.name)} predicted non-finite values"
+        _require_a_best(run_dir, {}, config.training, 1, stop, "fix its fit or predict, then train again")
     ckpt_mod.append_metrics(run_dir, dict(best, loss=None))
     checkpoint = ckpt_mod.make_checkpoint(
         config, list(loaded.dims), standardizer, model, _fingerprints(loaded), best, 0
     )
     ckpt_mod.save_atomic(checkpoint, run_dir / ckpt_mod.BEST)
-    return TrainResult(run_dir, best, 0, count_parameters(model))
+    return TrainResult(run_dir, best, 0, count_parameters(model, config.model.name))
 
 
 def _lr_lambda(total_steps: int, warmup: int) -> Callable[[int], float]:
@@ -243,13 +248,15 @@ def gradient_step(
     batch: Batch,
     tc: TrainingConfig,
     device: torch.device,
+    name: str = "",
 ) -> float:
     """One optimiser step on 1 - CCC (autocast and loss scaling as configured); the batch's loss.
 
-    The one training step: the trainer's, and the one benchmarks/bench_train.py times.
+    The one training step: the trainer's, and the one benchmarks/bench_train.py times. ``name``:
+    the model as its configuration names it, for the contract's messages.
     """
     with autocast(device, tc.amp):
-        pred = model(batch.streams, batch.present, batch.valid)
+        pred = contract.forward(name or type(model).__name__, model, batch.streams, batch.present, batch.valid)
     loss = ccc_loss(pred.float(), batch.labels, batch.valid, mse_weight=tc.mse_weight)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -295,7 +302,9 @@ class _GradientRun:
         data, tc = config.data, config.training
         device = resolve_device(tc.device)
         torch.manual_seed(tc.seed)
-        model = config.build_model(list(loaded.dims)).to(device)
+        model = config.build_model(list(loaded.dims))
+        contract.check_module(config.model.name, model)
+        model = contract.guarded(config.model.name, "to(device)", model.to, device)
         windows = windows_with_labels(
             loaded,
             make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop, videos=loaded.positions(train_ids)),
@@ -373,7 +382,14 @@ class _GradientRun:
 
     def _step(self, batch: Batch) -> float:
         return gradient_step(
-            self.model, self.optimizer, self.scheduler, self.scaler, batch, self.config.training, self.device
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            batch,
+            self.config.training,
+            self.device,
+            self.config.model.name,
         )
 
     def validate(self, epoch: int, loss: float, val_ids: list[str]) -> dict[str, Any]:
@@ -431,14 +447,17 @@ def _stop_reason(row: dict[str, Any], stale: int, patience: int) -> str:
     return ""
 
 
-def _require_a_best(run_dir: Path, best: dict[str, Any], tc: TrainingConfig, epochs: int, stop: str) -> None:
+def _require_a_best(
+    run_dir: Path, best: dict[str, Any], tc: TrainingConfig, epochs: int, stop: str, remedy: str = ""
+) -> None:
     """A run without a single finite validation score has no best.pt: say why, instead of failing later."""
     if "epoch" in best:
         return
     why = f"; {stop}" if stop else ""
     raise VafusionError(
         f"{run_dir}: no epoch gave a finite validation score (P was NaN in all {epochs} epoch(s){why}); "
-        f"train again with a lower --lr (now {tc.lr:g}) into a new --run directory (or delete this one)"
+        f"{remedy or f'train again with a lower --lr (now {tc.lr:g})'} into a new --run directory "
+        "(or delete this one)"
     )
 
 

@@ -18,6 +18,7 @@ from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion.experiments import tune as tune_mod
 from vafusion.fusion.experiments.space import build_space
+from vafusion.fusion.runs import train as train_mod
 from vafusion.fusion.runs.config import FusionConfig, make_config
 from vafusion.fusion.runs.evaluate import evaluate_run
 
@@ -53,6 +54,9 @@ def _journal(study: Path) -> optuna.Study:
     return optuna.load_study(study_name=study.name, storage=storage)
 
 
+READS: list[str] = []  # who read the cache during the tune of ``tuned``
+
+
 @pytest.fixture(scope="module")
 def tuned(toy_cache, tmp_path_factory) -> tuple[Path, Path, list[str]]:
     """6 trials x 3 epochs of a tiny imf with the median pruner; the study folder and the command."""
@@ -61,8 +65,19 @@ def tuned(toy_cache, tmp_path_factory) -> tuple[Path, Path, list[str]]:
     study = root / "study"
     args = ["tune", toy_cache, "--study", study, "--trials", "6", "--epochs", "3", "--space", root / "space.json"]
     args += [*DATA, "--seed", "0"]  # TPE's random start draws lr 0.003, 0.01, 0.003, 1e-7, ...: trial 3 is pruned
-    _ok(*args)
+    with pytest.MonkeyPatch.context() as mp:
+        for module, name in ((tune_mod, "tune"), (train_mod, "train")):
+            mp.setattr(module, "load_cache", _counted(module.load_cache, name))
+        _ok(*args)
     return toy_cache, study, [str(a) for a in args]
+
+
+def _counted(load, name: str):
+    def counted(*a, **k):
+        READS.append(name)
+        return load(*a, **k)
+
+    return counted
 
 
 def test_the_study_loads_from_its_storage_and_every_trial_is_a_run(tuned):
@@ -88,6 +103,7 @@ def test_the_study_loads_from_its_storage_and_every_trial_is_a_run(tuned):
     assert result["counts"]["complete"] == len(complete) and result["counts"]["pruned"] == len(pruned)
     assert {r["trial"] for r in result["trials"]} == {t.number for t in trials}
     assert (study / "tune.html").is_file() and (study / "figures" / "tune-history.png").is_file()
+    assert READS == ["tune"]  # features and split are not searched: one read serves every trial
 
 
 def test_rerun_adds_no_trial_and_other_settings_are_refused(tuned):

@@ -14,6 +14,8 @@ from tests.toy_cache import write_toy_cache
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
+from vafusion.fusion.data.folds import split_ids
+from vafusion.fusion.data.loading import load_cache
 from vafusion.fusion.experiments.cv import cross_validate
 from vafusion.fusion.post.steps import smooth
 from vafusion.fusion.predict.ensemble import predict_to_dir
@@ -108,6 +110,18 @@ def test_on_epoch_sees_every_row_and_stops_the_run(cache, tmp_path):
     # finished like an early stop: a resume trains no more epochs
     again = train(cache, tmp_path / "run", cfg, resume=True, progress=False)
     assert again.best == result.best and len(_metrics(tmp_path / "run")) == 2
+
+
+def test_a_cache_read_by_the_caller_trains_the_same_and_must_match(cache, tmp_path):
+    cfg = make_config(**dict(FAST, epochs=1))
+    index = read_corpus_index(cache)
+    train_ids, val_ids = split_ids(index, cfg.data)
+    loaded = load_cache(cache, cfg.data.features, train_ids + val_ids, index=index, progress=False)
+    given = train(cache, tmp_path / "given", cfg, progress=False, loaded=loaded)
+    read = train(cache, tmp_path / "read", cfg, progress=False)
+    assert given.best == read.best  # a tuner's trials share one read and train exactly as alone
+    with pytest.raises(ValueError, match="not this run's ids and features"):
+        train(cache, tmp_path / "other", make_config(**dict(FAST, features=("visual",))), loaded=loaded)
 
 
 def test_ridge_baseline_run(cache, tmp_path):

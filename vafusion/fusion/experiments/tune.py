@@ -17,6 +17,7 @@ the same folder would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -30,6 +31,7 @@ from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.errors import VafusionError
 from vafusion.fs import make_dir, read_text
 from vafusion.fusion.data.folds import split_ids
+from vafusion.fusion.data.loading import LoadedCache, load_cache
 from vafusion.fusion.experiments import study as st
 from vafusion.fusion.experiments.parallel import run_in_workers
 from vafusion.fusion.experiments.space import Space
@@ -184,10 +186,11 @@ def tune_loop(tuning: Tuning, log: Callable[[str], None], progress: bool = False
     """One process's share of the study: trials until it has ``tuning.trials`` finished ones; how many it ran."""
     study = open_study(tuning, create=False)
     ran, failed_in_a_row = 0, 0
+    data = functools.cache(lambda: load_trial_data(tuning, progress))  # at the first trial; a failed read is retried
     with st.Owner.hold(tuning.study_dir) as owner:
         while (trial := _claim(study, tuning, owner, log)) is not None:
             study.sampler = st.trial_sampler(tuning.seed, trial.number)
-            error = run_trial(study, trial, tuning, log, progress)
+            error = run_trial(study, trial, tuning, log, progress, data)
             ran += 1
             failed_in_a_row = failed_in_a_row + 1 if error else 0
             if failed_in_a_row >= FAILURES_IN_A_ROW:
@@ -198,8 +201,25 @@ def tune_loop(tuning: Tuning, log: Callable[[str], None], progress: bool = False
     return ran
 
 
-def run_trial(study: Any, trial: Any, tuning: Tuning, log: Callable[[str], None], progress: bool) -> str:
-    """Sample, train, tell; the error that failed the trial ("" if it completed or was pruned)."""
+def load_trial_data(tuning: Tuning, progress: bool = False) -> LoadedCache:
+    """The ids and features every trial trains on, read once per tune process (features and split are not searched)."""
+    index = read_corpus_index(tuning.cache_dir)
+    train_ids, val_ids = split_ids(index, tuning.base.data)
+    return load_cache(tuning.cache_dir, tuning.base.data.features, train_ids + val_ids, index=index, progress=progress)
+
+
+def run_trial(
+    study: Any,
+    trial: Any,
+    tuning: Tuning,
+    log: Callable[[str], None],
+    progress: bool,
+    data: Callable[[], LoadedCache],
+) -> str:
+    """Sample, train, tell; the error that failed the trial ("" if it completed or was pruned).
+
+    ``data()``: the process's one read of the cache (:func:`load_trial_data`), shared by its trials.
+    """
     optuna = st.optuna_module()
     states = optuna.trial.TrialState
     run = trial_dir(tuning.study_dir, trial.number)
@@ -220,7 +240,13 @@ def run_trial(study: Any, trial: Any, tuning: Tuning, log: Callable[[str], None]
         config = tuning.space.config(tuning.base, values)
         with st.heartbeat(study, trial):
             result = train(
-                tuning.cache_dir, run, config, progress=progress, on_trained=_report_hook(tuning), on_epoch=on_epoch
+                tuning.cache_dir,
+                run,
+                config,
+                progress=progress,
+                on_trained=_report_hook(tuning),
+                on_epoch=on_epoch,
+                loaded=data(),
             )
         _mark_summary(run, tuning, trial.number, values, bool(pruned))
     except VafusionError as e:

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from vafusion.atomic import atomic_path
-from vafusion.cache.corpus_index import read_corpus_index
+from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
 from vafusion.device import autocast, precision, resolve_device
 from vafusion.errors import VafusionError
 from vafusion.fs import make_dir, remove_stale_temporaries
@@ -61,6 +61,18 @@ def _fingerprints(loaded: LoadedCache) -> dict[str, Any]:
     }
 
 
+def _cache_for(
+    cache_dir: Path, config: FusionConfig, ids: list[str], index: CorpusIndex, progress: bool, given: LoadedCache | None
+) -> LoadedCache:
+    """The run's data: ``given`` (read once by a caller that trains many runs on it), else read now."""
+    if given is None:
+        return load_cache(cache_dir, config.data.features, ids, index=index, progress=progress)
+    ours = (cache_dir.resolve(), tuple(config.data.features), ids, index.fingerprint)
+    if (Path(given.cache_dir).resolve(), given.features, given.ids, given.corpus_fingerprint) != ours:
+        raise ValueError(f"train(loaded=...): not this run's ids and features of {cache_dir}")
+    return given
+
+
 def _prepare_run_dir(run_dir: Path, config: FusionConfig, resume: bool, log: Callable[[str], None]) -> RunState:
     """Apply the rules of :mod:`vafusion.fusion.runs.run_dir`: start (again), resume, or nothing left to do."""
     state = run_state(run_dir, config, resume)
@@ -94,6 +106,7 @@ def train(
     log: Callable[[str], None] | None = None,
     on_trained: Callable[[Path, LoadedCache], None] | None = None,
     on_epoch: EpochHook | None = None,
+    loaded: LoadedCache | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``cache_dir``, writing checkpoints and metrics into ``run_dir``.
 
@@ -106,7 +119,8 @@ def train(
     start again, or nothing left to do; see :mod:`vafusion.fusion.runs.run_dir`); without it a
     directory holding checkpoints is an error. ``on_epoch(row)`` is called after every epoch
     with its metrics row (``epoch``, ``loss``, ``ccc_v``, ``ccc_a``, ``p``, ``lr``); returning a
-    true value stops the run there (it is then finished, like an early stop).
+    true value stops the run there (it is then finished, like an early stop). ``loaded``: this run's
+    ids and features of ``cache_dir``, already read (a tuner's trials share one read); else read here.
     """
     log = log or (lambda msg: None)
     cache_dir, run_dir = Path(cache_dir), Path(run_dir)
@@ -115,7 +129,7 @@ def train(
     state = _prepare_run_dir(run_dir, config, resume, log)
     if state is RunState.FINISHED:
         return _finished(run_dir, log)
-    loaded = load_cache(cache_dir, config.data.features, train_ids + val_ids, index=index, progress=progress)
+    loaded = _cache_for(cache_dir, config, train_ids + val_ids, index, progress, loaded)
     standardizer = Standardizer.fit(loaded, train_ids)
     log(
         f"{len(train_ids)} train ids ({int(loaded.lengths[loaded.positions(train_ids)].sum())} frames), "

@@ -250,5 +250,9 @@ def test_a_jobs_worker_runs_the_tuning_it_is_sent(toy_cache, tmp_path):
 def test_bad_storage_and_missing_study_are_one_line(toy_cache, tmp_path):
     result = _cli("tune", toy_cache, "--study", tmp_path / "s", "--storage", "redis://x", *DATA)
     assert result.exit_code == 1 and "--storage redis://x" in result.output
+    result = _cli("tune", toy_cache, "--study", tmp_path / "f", *DATA, "--features", "visual,resnet50")
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "--features visual,resnet50" in result.output and "available: audio, visual" in result.output
+    assert not (tmp_path / "f" / "study.journal").exists()  # no study holds the folder: fix --features, rerun
     with pytest.raises(VafusionError, match="--params"):
         tune_mod.read_params(tmp_path / "missing.json")

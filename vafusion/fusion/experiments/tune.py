@@ -28,6 +28,7 @@ from typing import Any
 
 from vafusion.atomic import atomic_path
 from vafusion.cache.corpus_index import read_corpus_index
+from vafusion.cache.reader import open_feature_file
 from vafusion.errors import VafusionError
 from vafusion.fs import make_dir, read_text
 from vafusion.fusion.data.folds import split_ids
@@ -320,6 +321,7 @@ def run_tune(
     log = log or (lambda msg: None)
     index = read_corpus_index(tuning.cache_dir)
     split_ids(index, tuning.base.data)  # a split that cannot work is one line now, not in every trial
+    _check_features(tuning)
     tuning = dataclasses.replace(tuning, corpus=index.fingerprint)
     study = open_study(tuning, create=True)
     n = st.counts(study)
@@ -345,6 +347,17 @@ def run_tune(
             f"command to continue): " + "; ".join(problems)
         )
     return summary
+
+
+def _check_features(tuning: Tuning) -> None:
+    """Every feature set is in the cache: one line now, before a study that no trial could train is created
+    (a study's settings are fixed, so it would hold the --study folder)."""
+    features = tuning.base.data.features
+    for name in features:
+        try:
+            open_feature_file(tuning.cache_dir, name).close()
+        except VafusionError as e:
+            raise VafusionError(f"--features {','.join(features)}: {e}; name those it has") from e
 
 
 def _trial_row(t: Any) -> dict[str, Any]:

@@ -68,7 +68,12 @@ from vafusion.errors import VafusionError
     "[default: a journal file in --study]",
 )
 @click.option("--report/--no-report", default=False, show_default=True, help="Write report.html in each trial's run.")
-@click.option("--json", "as_json", is_flag=True, help="Print tune.json (or, with --print-space, the space) as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print tune.json as JSON (with --print-space: the space as --space FILE takes it).",
+)
 @_split_options
 @_parallel_options
 @_model_options()
@@ -112,7 +117,7 @@ def tune(
     entries = read_space_file(space_file) if space_file is not None else None
     space = build_space(base, given, entries, where=f"--space {space_file}" if space_file else "--space")
     if print_space:
-        click.echo(json.dumps(space.to_dict(), indent=2) if as_json else "\n".join(space.describe()))
+        click.echo(json.dumps(space.as_space_file(), indent=2) if as_json else "\n".join(space.describe()))
         return
     if study_dir is None:
         raise click.UsageError("--study DIR is required (the folder of the study)")

@@ -172,6 +172,15 @@ def test_a_plugin_models_options_become_the_space(tmp_path, monkeypatch):
     assert "act" in printed and "width" not in printed and "lr" in printed
 
 
+def test_print_space_json_is_a_space_file_that_gives_the_same_space(toy_cache, tmp_path):
+    (tmp_path / "space.json").write_text(json.dumps(TINY_SPACE))
+    args = ["tune", toy_cache, "--print-space", *DATA]
+    printed = _ok(*args, "--space", tmp_path / "space.json", "--json")
+    assert json.loads(printed)["dropout"] is None and json.loads(printed)["heads"] == 2  # dropped, fixed
+    (tmp_path / "printed.json").write_text(printed)
+    assert _ok(*args, "--space", tmp_path / "printed.json") == _ok(*args, "--space", tmp_path / "space.json")
+
+
 @pytest.mark.parametrize(
     ("entries", "named"),
     [

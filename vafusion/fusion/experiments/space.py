@@ -119,11 +119,13 @@ def _encode(choice: Any) -> Any:
 @dataclass(frozen=True)
 class Space:
     """The effective space: ``params`` searched, ``fixed`` values from ``--space`` (command-line values are in
-    the base configuration already), ``hop_follows_window`` (hop = 2/3 window in every trial)."""
+    the base configuration already), ``hop_follows_window`` (hop = 2/3 window in every trial), ``dropped``
+    (``null`` in ``--space``: left at their defaults)."""
 
     params: dict[str, Param]
     fixed: dict[str, Any]
     hop_follows_window: bool = False
+    dropped: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,15 +134,30 @@ class Space:
             "hop_follows_window": self.hop_follows_window,
         }
 
+    def as_space_file(self) -> dict[str, Any]:
+        """The space as ``--space FILE`` takes it: with the same command line, that file gives this space."""
+        return {
+            **{n: p.to_dict() for n, p in self.params.items()},
+            **self.fixed,
+            **{n: None for n in self.dropped},
+        }
+
     def dump(self) -> dict[str, Any]:
         """Everything, exactly (a ``--jobs`` worker gets the space this way); :meth:`load` reads it back."""
         params = [{**dataclasses.asdict(p), "choices": list(p.choices)} for p in self.params.values()]
-        return {"params": params, "fixed": dict(self.fixed), "hop_follows_window": self.hop_follows_window}
+        return {
+            "params": params,
+            "fixed": dict(self.fixed),
+            "hop_follows_window": self.hop_follows_window,
+            "dropped": list(self.dropped),
+        }
 
     @classmethod
     def load(cls, d: Mapping[str, Any]) -> Space:
         params = [Param(**{**p, "choices": tuple(p["choices"])}) for p in d["params"]]
-        return cls({p.name: p for p in params}, dict(d["fixed"]), bool(d["hop_follows_window"]))
+        return cls(
+            {p.name: p for p in params}, dict(d["fixed"]), bool(d["hop_follows_window"]), tuple(d.get("dropped", ()))
+        )
 
     def describe(self) -> list[str]:
         """``--print-space``: one line per searched setting, then the fixed ones."""
@@ -204,6 +221,7 @@ def build_space(
             params[name] = _param(name, raw, spec, "vafusion's training space")
     params = {n: p for n, p in params.items() if n not in given}
     fixed: dict[str, Any] = {}
+    dropped: list[str] = []
     for name, raw in (entries or {}).items():
         _known(name, spec, where)
         if name in given:
@@ -213,9 +231,10 @@ def build_space(
             params[name] = _param(name, raw, spec, where)
         elif raw is not None:
             fixed[name] = raw
-    space = Space(
-        params, fixed, "window" in params and "hop" not in given and "hop" not in params and "hop" not in fixed
-    )
+        else:
+            dropped.append(name)
+    follows = "window" in params and "hop" not in given and "hop" not in params and "hop" not in fixed
+    space = Space(params, fixed, follows, tuple(dropped))
     _check_window(space, base, where)
     space.config(base, {})  # the fixed values are checked now, not in the first trial
     return space

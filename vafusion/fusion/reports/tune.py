@@ -74,8 +74,11 @@ def _value(v: Any) -> str:
 
 def _history(page: Page, trials: Sequence[Mapping[str, Any]]) -> None:
     """P of each complete trial by number, pruned trials at their last P, and the best so far."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = new_figure(8.0, 3.2)
     ax = fig.subplots()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers
     for state, colour in _STATE_COLOURS.items():
         mine = [t for t in trials if t["state"] == state and t["p"] is not None]
         ax.scatter([t["trial"] for t in mine], [t["p"] for t in mine], s=18, color=colour, label=state)

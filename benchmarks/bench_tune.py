@@ -13,10 +13,12 @@ thread), jobs 2 (two worker processes, one core's share each). The trials are th
 three (TPE's random start draws each trial from (seed, trial number)). Result: median(jobs 1) /
 median(jobs 2), target >= 1.3.
 
-tune_overhead: a tune of ``--trials`` unpruned trials in this process at 1 torch thread: its wall
-time (opening the study, every trial, tune.json/best.json/tune.html) / the sum of the wall times
-of the ``train`` calls of its trials (each timed around the call); median over ``--repeats``.
-Target <= 1.1.
+tune_overhead: a tune of ``--overhead-trials`` unpruned trials in this process at 1 torch thread: its
+wall time (opening the study, the one read of the cache, every trial, tune.json/best.json/tune.html)
+/ the sum of the wall times of the ``train`` calls of its trials (each timed around the call);
+median over ``--repeats``. Target <= 1.1. Also printed: the fixed seconds (wall - trainings) and how
+many trials of this length a tune needs for the ratio to reach 1.1 (fixed / (0.1 x mean training)),
+since the ratio depends on that, not on vafusion alone.
 
 tune_pruning_saving: the same ``--prune-trials`` trials of ``--prune-epochs`` epochs (same seed) with
 the median pruner and without, on a learnable cache (tests/toy_cache.py, ``--videos`` videos of
@@ -24,7 +26,7 @@ the median pruner and without, on a learnable cache (tests/toy_cache.py, ``--vid
 epochs trained with / epochs trained without. Target <= 0.8.
 
     python benchmarks/bench_tune.py [--only overhead|jobs|pruning] [--frames 3000] [--videos 12] [--window 150]
-        [--trials 4] [--epochs 2] [--prune-trials 8] [--prune-epochs 4] [--repeats 2]
+        [--trials 4] [--epochs 2] [--overhead-trials 8] [--prune-trials 8] [--prune-epochs 4] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -99,20 +101,29 @@ def _epochs(summary: dict[str, Any]) -> int:
 
 def overhead(args: argparse.Namespace, cache: Path, tmp: Path) -> None:
     """In this process at 1 torch thread (the jobs-1 control's setting: the trainings' own time is stable)."""
-    ratios = []
+    ratios, fixed, per_trial = [], [], []
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for r in range(args.repeats):
-            tuning = _tuning(cache, tmp / f"overhead{r}", args, args.trials, args.epochs, "none", REAL)
+            tuning = _tuning(cache, tmp / f"overhead{r}", args, args.overhead_trials, args.epochs, "none", REAL)
             wall, inside, summary = _run(tuning)
-            ratios.append(wall / inside)
             n = len(summary["trials"])
+            ratios.append(wall / inside)
+            fixed.append(wall - inside)
+            per_trial.append(inside / n)
             print(
-                f"  repeat {r + 1}: tune {wall:.1f} s, its {n} trainings {inside:.1f} s: {ratios[-1]:.3f}", flush=True
+                f"  repeat {r + 1}: tune {wall:.1f} s, its {n} trainings {inside:.1f} s ({per_trial[-1]:.1f} s each): "
+                f"{ratios[-1]:.3f}; outside the trainings {fixed[-1]:.1f} s; load {C.load_average()}",
+                flush=True,
             )
     finally:
         torch.set_num_threads(default_threads)
+    needed = C.median(fixed) / (OVERHEAD_MAX - 1) / C.median(per_trial)
+    print(
+        f"median outside the trainings {C.median(fixed):.1f} s, training {C.median(per_trial):.1f} s per trial: "
+        f"{OVERHEAD_MAX} is reached from about {needed:.0f} trials of this length"
+    )
     C.result("tune_overhead", C.median(ratios), "<=", OVERHEAD_MAX)
 
 
@@ -132,7 +143,11 @@ def jobs(args: argparse.Namespace, cache: Path, tmp: Path) -> None:
                 torch.set_num_threads(default_threads)
             times[way].append(wall)
             best = summary["best"]["p"] if summary["best"] else float("nan")
-        print(f"  repeat {r + 1}: " + ", ".join(f"{w} {times[w][-1]:.1f} s" for w in ways) + f" (best P {best:.4f})")
+        print(
+            f"  repeat {r + 1}: " + ", ".join(f"{w} {times[w][-1]:.1f} s" for w in ways) + f" (best P {best:.4f}); "
+            f"load {C.load_average()}",
+            flush=True,
+        )
     med = {w: C.median(t) for w, t in times.items()}
     print("median wall time: " + ", ".join(f"{w} {t:.1f} s" for w, t in med.items()))
     print(f"jobs 1 at 1 thread / jobs 2: {med['jobs 1, 1 thread'] / med['jobs 2']:.3f} (processes alone)")
@@ -162,7 +177,7 @@ def pruning(args: argparse.Namespace, _: Path, tmp: Path) -> None:
         n = summary["counts"]
         print(
             f"  {pruner}: {epochs[pruner]} epochs in {wall:.1f} s; {n['complete']} complete, {n['pruned']} pruned; "
-            f"best P {summary['best']['p']:.4f} (trial {summary['best']['trial']})",
+            f"best P {summary['best']['p']:.4f} (trial {summary['best']['trial']}); load {C.load_average()}",
             flush=True,
         )
     C.result("tune_pruning_saving", epochs["median"] / epochs["none"], "<=", PRUNING_MAX)
@@ -175,6 +190,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=150)
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--overhead-trials", type=int, default=8)
     ap.add_argument("--prune-trials", type=int, default=8)
     ap.add_argument("--prune-epochs", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
@@ -192,6 +208,7 @@ def main() -> None:
         for name, bench in (("overhead", overhead), ("jobs", jobs), ("pruning", pruning)):
             if args.only in (None, name):
                 bench(args, cache, Path(tmp))
+        print(f"# load average at the end {C.load_average()}")
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@ def test_a_feature_file_changed_under_a_streamed_training_stops_it(toy_cache, co
     monkeypatch.setenv("CHANGE_CACHE", f"{how}:{cache / 'visual.h5'}")
     run = tmp_path / "run"
     args = ["train", cache, "--run", run, "--model", f"{M}:ChangesTheCache", *FAST, "--epochs", "3", "--stream"]
+    args += ["--threads", "1"]  # a forked child on more threads can wait for ever on the OpenMP pool the fork left
     child = run_in_child([*args, "--no-report"], tmp_path / "log")
     assert child.exit_code == 1, child.output
     errors = [line for line in child.output.splitlines() if line.startswith("error: ")]

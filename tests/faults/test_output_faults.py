@@ -73,8 +73,9 @@ def test_a_post_json_number_out_of_its_range_is_one_line(toy_run, toy_cache, tmp
     """A median over 1e9 s was killed by the kernel (memory grew with the window, even on a 79-frame video);
     1e300 was an OverflowError traceback; "shift_s": true was taken as a 1 s delay. Run under a 2 GiB cap."""
     post = _post(tmp_path / "post.json", case, version=2 if "steps" in case else 1)
+    args = ["predict", toy_run, "--cache", toy_cache, "--out", tmp_path / "out", "--device", "cpu", "--post", post]
     child = run_in_child(
-        ["predict", toy_run, "--cache", toy_cache, "--out", tmp_path / "out", "--device", "cpu", "--post", post],
+        [*args, "--threads", "1"],  # a forked child on one thread: no OpenMP pool the fork left without its threads
         tmp_path / "log",
         memory_cap=2 << 30,
     )

@@ -17,13 +17,16 @@ import pytest
 
 from tests.toy_cache import write_big_cache, write_toy_cache
 from vafusion.extract.run import ExtractOptions, extract
-from vafusion.synth import SynthCorpus, make_corpus
+from vafusion.synth import SynthCorpus, make_alignment_corpus, make_corpus
 from vafusion.synth.face_video import FaceClip
 
 FAST_EXTRACT = dict(
     visual_weights="random", vggish_weights="random", image_size=32, batch_size=48, workers=0, progress=False
 )
 """Extraction options for tests: random weights, small crops, no worker processes."""
+
+SPEECH_SPANS = ((26, 100), (151, 225))
+"""Frames (1-based, inclusive) of :func:`speech_cache`'s video that hold speech-like sound."""
 
 
 @pytest.fixture
@@ -83,6 +86,29 @@ def learnable_cache(tmp_path_factory) -> Path:
     report = extract(root / "corpus", root / "cache", opts)
     assert report.ok, (report.problems, report.failures)
     return root / "cache"
+
+
+@pytest.fixture(scope="session")
+def alignment_corpus(tmp_path_factory) -> Path:
+    """One 25 fps video (id ``align``) of 100 frames: 1 kHz beeps centred on frames 25 and 70 in
+    digital silence, a white crop on frame 10 among grey ones (make_alignment_corpus)."""
+    root = tmp_path_factory.mktemp("align") / "corpus"
+    make_alignment_corpus(root, fps=25.0, n_frames=100, beep_frames=[25, 70], marker_frames=[10])
+    return root
+
+
+@pytest.fixture(scope="session")
+def speech_cache(tmp_path_factory) -> tuple[Path, Path]:
+    """A 10 s, 25 fps video (id ``align``, 250 frames) whose track holds speech-like sound on the
+    frames of :data:`SPEECH_SPANS` and digital silence elsewhere, and its ``vad`` + ``logmel``
+    cache (real Silero weights): (corpus root, cache)."""
+    root = tmp_path_factory.mktemp("speech")
+    make_alignment_corpus(
+        root / "corpus", fps=25.0, n_frames=250, beep_frames=[], marker_frames=[], speech_spans=SPEECH_SPANS
+    )
+    report = extract(root / "corpus", root / "cache", ExtractOptions(features=("vad", "logmel"), **FAST_EXTRACT))
+    assert report.ok, (report.problems, report.failures)
+    return root / "corpus", root / "cache"
 
 
 @pytest.fixture

@@ -197,6 +197,17 @@ def test_bad_arguments_and_existing_corpus(tmp_path: Path, corpus: SynthCorpus) 
         make_corpus(corpus.root, n_videos=2, seconds=1.0)
     with pytest.raises(VafusionError, match="marker_frames"):
         make_alignment_corpus(tmp_path / "b", n_frames=10, beep_frames=[2], marker_frames=[11])
+    with pytest.raises(VafusionError, match=r"speech_spans=\[\(5, 11\)\]"):
+        make_alignment_corpus(tmp_path / "c", n_frames=10, beep_frames=[], marker_frames=[], speech_spans=[(5, 11)])
+
+
+def test_speech_like_sound_is_seeded_and_bounded() -> None:
+    from vafusion.synth.speech import speech_like
+
+    a, b = speech_like(16000, seed=1), speech_like(16000, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and a.shape == (16000,) and np.abs(a).max() == pytest.approx(0.5)
+    assert not np.array_equal(a, speech_like(16000, seed=2))
 
 
 # --------------------------------------------------------------------------- determinism

@@ -77,3 +77,23 @@ def test_like_refuses_a_feature_that_would_come_out_otherwise(face_corpus, weigh
     )  # fmt: skip
     one_line_error(result, "--like", "resnet18", "sha256", "--weights resnet18=PATH")
     assert not (tmp_path / "new" / "resnet18.h5").exists()
+
+
+def test_like_reads_back_timm_and_vad_features(alignment_corpus, tmp_path):
+    """Families of open-ended names: the entry (timm:NAME) and the options given come from the provenance."""
+    vit = "timm:test_vit.r160_in1k"
+    opts = ExtractOptions(
+        features=(vit, "vad"),
+        weights={vit: "random"},
+        extractor_options={vit: {"image_size": "48", "crop_pct": "1"}},
+        workers=0,
+        progress=False,
+    )
+    assert extract(alignment_corpus, tmp_path / "model", opts).ok
+    settings = like_settings(tmp_path / "model", {}, {})
+    assert settings["features"] == (vit, "vad") and settings["weights"] == {vit: "random", "vad": "default"}
+    assert settings["extractor_options"] == {vit: {"crop_pct": "1", "image_size": "48"}}
+    assert extract(alignment_corpus, tmp_path / "new", ExtractOptions(**settings, workers=0, progress=False)).ok
+    for name in ("timm-test_vit.r160_in1k", "vad"):
+        with open_feature_file(tmp_path / "model", name) as a, open_feature_file(tmp_path / "new", name) as b:
+            assert a.fingerprint == b.fingerprint, name

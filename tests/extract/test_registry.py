@@ -15,14 +15,38 @@ from vafusion.extract.torchvision_backbones import _architecture, model_names
 
 def test_built_ins_are_every_family_name_once():
     table = registry.builtins()
-    assert set(model_names()) | set(speech.MODELS) | {"vggish", "logmel"} == set(table)
-    assert len(table) == len(model_names()) + len(speech.MODELS) + 2
+    assert set(model_names()) | set(speech.MODELS) | {"vggish", "logmel", "vad"} == set(table)
+    assert len(table) == len(model_names()) + len(speech.MODELS) + 3
     assert {table["resnet50"].key, table["vggish"].key, table["logmel"].key, table["hubert_base"].key} == {
         "torchvision",
         "vggish",
         "logmel",
         "speech",
     }
+    assert {p: f.key for p, f in registry.prefixes().items()} == {"timm": "timm", "hf": "hf"}
+
+
+def test_family_prefixes_are_told_from_plugin_paths():
+    """The rule: the text before the first colon exactly a family prefix -> that family; any other
+    colon -> package.module:attribute (so a plug-in path that merely contains 'timm' or 'hf' stays one)."""
+    timm_family, hf_family = registry.prefixes()["timm"], registry.prefixes()["hf"]
+    assert registry.prefixed("timm:resnet50") is timm_family
+    assert registry.prefixed("timm:vit_base_patch14_dinov2.lvd142m") is timm_family
+    assert registry.prefixed("hf:openai/whisper-base") is hf_family
+    assert registry.prefixed("hf:C:/models/wavlm") is hf_family  # only the first colon counts
+    for plugin in ("timm_tools:Extractor", "my.timm:Extractor", "hf.models:Make", "pkg.hf:X", "mymod:timm"):
+        assert registry.prefixed(plugin) is None, plugin
+        assert not registry.is_builtin(plugin)
+    assert registry.is_builtin("timm:resnet50") and registry.is_builtin("resnet50") and registry.is_builtin("vad")
+    assert registry.find("timm:resnet50") is timm_family
+    with pytest.raises(VafusionError, match=r"cannot import module 'timm_tools'"):  # a plug-in path, imported as such
+        registry.find("timm_tools:Extractor")
+    with pytest.raises(VafusionError, match=r"timm has no model 'no_such_net'"):
+        ExtractOptions(features=("timm:no_such_net",))
+    with pytest.raises(VafusionError, match=r"name a timm model after timm:"):
+        ExtractOptions(features=("timm:",))
+    with pytest.raises(VafusionError, match=r"built-ins: .*, hf:<name>, timm:<name>;"):
+        ExtractOptions(features=("resnet5",))
 
 
 def test_legacy_and_per_feature_weights():
@@ -75,8 +99,10 @@ def test_option_syntax_and_names_are_checked_early():
 def test_readme_features_table_is_true():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     table = readme[readme.index("## Features") : readme.index("## Writing your own extractor")]
-    for name in [*speech.MODELS, "vggish", "logmel"]:
+    for name in [*speech.MODELS, "vggish", "logmel", "vad", "timm:MODEL", "hf:REPO_OR_FOLDER"]:
         assert f"`{name}`" in table, name
+    for prefix in registry.prefixes():
+        assert f"`{prefix}:" in table, prefix
     dims = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
     dims |= {
         m.group(1): int(m.group(2))

@@ -4,8 +4,6 @@ test is about plumbing, wav2vec2_base where it is about the real architecture)."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -17,7 +15,6 @@ from vafusion.errors import VafusionError
 from vafusion.extract import align, speech
 from vafusion.extract.options import ExtractOptions
 from vafusion.extract.run import extract
-from vafusion.synth import make_alignment_corpus
 
 SR = 16000
 TINY_CONV = [(16, 10, 5), (16, 3, 2), (16, 3, 2), (16, 3, 2), (16, 3, 2), (16, 2, 2), (16, 2, 2)]  # base's strides
@@ -165,18 +162,11 @@ def test_options_are_checked_before_any_work():
             ExtractOptions(features=("wav2vec2_base",), extractor_options={"wav2vec2_base": option})
 
 
-@pytest.fixture(scope="module")
-def beep_corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("speech-align") / "corpus"
-    make_alignment_corpus(root, fps=25.0, n_frames=100, beep_frames=[25, 70], marker_frames=[10])
-    return root
-
-
-def test_a_speech_extractors_steps_land_on_the_beeps_frames(beep_corpus, tmp_path):
+def test_a_speech_extractors_steps_land_on_the_beeps_frames(alignment_corpus, tmp_path):
     """Through the real track pass and aligner, by import path: the frames whose rows differ
     from silence are the beeps' own frames and their neighbours, the beep's frame strongest."""
     opts = ExtractOptions(features=("tests.extract.test_speech:localized_speech_extractor",), workers=0, progress=False)
-    report = extract(beep_corpus, tmp_path / "cache", opts)
+    report = extract(alignment_corpus, tmp_path / "cache", opts)
     assert report.ok, report.failures
     with open_feature_file(tmp_path / "cache", "localized_speech") as ff:
         rows, mask = ff.read("align")
@@ -189,7 +179,7 @@ def test_a_speech_extractors_steps_land_on_the_beeps_frames(beep_corpus, tmp_pat
     assert all(min(abs(k - b) for b in (25, 70)) <= 1 for k in hears), sorted(hears)
 
 
-def test_wav2vec2_base_random_end_to_end(beep_corpus, tmp_path):
+def test_wav2vec2_base_random_end_to_end(alignment_corpus, tmp_path):
     opts = ExtractOptions(
         features=("wav2vec2_base", "logmel"),
         weights={"wav2vec2_base": "random"},
@@ -197,7 +187,7 @@ def test_wav2vec2_base_random_end_to_end(beep_corpus, tmp_path):
         workers=0,
         progress=False,
     )
-    report = extract(beep_corpus, tmp_path / "cache", opts)
+    report = extract(alignment_corpus, tmp_path / "cache", opts)
     assert report.ok and report.extracted == {"wav2vec2_base": 1, "logmel": 1}
     assert verify_cache(tmp_path / "cache") == []
     with open_feature_file(tmp_path / "cache", "wav2vec2_base") as ff:

@@ -49,8 +49,9 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
     show_default=True,
     help="Comma-separated, mixable: any torchvision classification model (resnet50, efficientnet_b0, "
     "convnext_tiny, ...), vggish, logmel, a speech model (wav2vec2_base, hubert_base, wavlm_base_plus, "
-    "...; see README, Features), package.module:attribute for your own extractor, or a name an "
-    "installed package registers (entry points vafusion.extractors).",
+    "...), vad (speech probability), timm:MODEL (any timm image model), hf:REPO_OR_FOLDER (a Hugging "
+    "Face speech encoder, Whisper's included; see README, Features), package.module:attribute for your "
+    "own extractor, or a name an installed package registers (entry points vafusion.extractors).",
 )
 @click.option(
     "--videos",
@@ -86,7 +87,9 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
     multiple=True,
     metavar="FEATURE=SPEC",
     help="Weights of one feature (repeatable): random, default (the published weights, downloaded once "
-    "to TORCH_HOME) or a local PATH. Overrides --visual-weights/--vggish-weights for that feature.",
+    "to TORCH_HOME, or the Hugging Face cache for timm: and hf: models) or a local PATH, e.g. "
+    "timm:tf_efficientnet_b0.ns_jft_in1k=affectnet.pth. Overrides --visual-weights/--vggish-weights "
+    "for that feature.",
 )
 @click.option(
     "--extractor-option",
@@ -109,7 +112,8 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
     default=224,
     show_default=True,
     type=_ranged(ExtractOptions, "image_size"),
-    help="Crops are resized to this square size (Aff-Wild2 crops are 112).",
+    help="Crops are resized to this square size (Aff-Wild2 crops are 112) for torchvision models; "
+    "timm: models take their own (image_size option).",
 )
 @click.option(
     "--vggish-weights",

@@ -33,6 +33,16 @@ from vafusion.cache.schema import FEATURE_NAME, RESERVED_NAMES  # the feature na
 from vafusion.errors import VafusionError
 from vafusion.plugins import FOREIGN, failure
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
+
+
+def file_safe(prefix: str, text: str) -> str:
+    """A feature name from ``prefix`` and free text (a model name, a repository id): every run of
+    characters a feature name may not hold becomes one ``-`` (``hf``, ``openai/whisper-base`` ->
+    ``hf-openai-whisper-base``)."""
+    return f"{prefix}-" + _UNSAFE.sub("-", text).strip("-.")
+
+
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 """Largest value a cache (float16) can hold; larger outputs would be stored as inf."""
 

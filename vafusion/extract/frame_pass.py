@@ -5,6 +5,10 @@ uint8); the main thread batches them across video boundaries, runs the extractor
 device, checks its output against the contract and scatters rows into per-video arrays; a
 writer thread writes finished videos. Frames without a crop are zero rows with mask False:
 the extractor never sees them.
+
+Optional hook of built-in frame extractors (a user's extractor needs none): ``interpolation``
+(``bilinear``, the default, ``bicubic`` or ``nearest``), how the workers resize crops to
+``image_size`` (timm models name their own).
 """
 
 from __future__ import annotations
@@ -67,8 +71,9 @@ class _DecoderMessages:
 _MESSAGES = _DecoderMessages()  # one per process (each DataLoader worker has its own)
 
 
-def decode_crop(path: str | Path, image_size: int) -> torch.Tensor:
-    """Read a JPEG/PNG face crop as uint8 RGB (3, image_size, image_size).
+def decode_crop(path: str | Path, image_size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Read a JPEG/PNG face crop as uint8 RGB (3, image_size, image_size), resized (antialiased)
+    with ``interpolation`` (bilinear, bicubic or nearest).
 
     Meant for DataLoader workers: resizing here gives every batch one shape, so batches can
     span videos and crops of any size. A file that cannot be decoded raises VafusionError;
@@ -96,7 +101,10 @@ def decode_crop(path: str | Path, image_size: int) -> torch.Tensor:
     if img.dtype != torch.uint8:  # 16-bit PNG
         img = TF.to_dtype(img, torch.uint8, scale=True)
     if tuple(img.shape[-2:]) != (image_size, image_size):
-        img = TF.resize(img, [image_size, image_size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        mode = TF.InterpolationMode(interpolation)
+        img = TF.resize(
+            img, [image_size, image_size], interpolation=mode, antialias=mode != TF.InterpolationMode.NEAREST
+        )
     return img.contiguous()
 
 
@@ -107,9 +115,10 @@ class CorruptCrop(VafusionError):
 class _CropDataset(Dataset):
     """One item per face crop, across all videos of the pass; errors and damage travel as data."""
 
-    def __init__(self, items: list[tuple[int, int, str]], image_size: int):
+    def __init__(self, items: list[tuple[int, int, str]], image_size: int, interpolation: str = "bilinear"):
         self.items = items  # (video number, row index, crop path)
         self.image_size = image_size
+        self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.items)
@@ -119,7 +128,7 @@ class _CropDataset(Dataset):
         video, row, path = self.items[i]
         blank = torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
         try:
-            return decode_crop(path, self.image_size), video, row, "", ""
+            return decode_crop(path, self.image_size, self.interpolation), video, row, "", ""
         except CorruptCrop as e:
             return blank, video, row, "", str(e)
         except VafusionError as e:
@@ -162,7 +171,7 @@ def frame_pass(
     ids = [v.entry.id for v in videos]
     workers = opts.workers if opts.workers is not None else default_workers()
     loader = DataLoader(
-        _CropDataset(items, ext.image_size),
+        _CropDataset(items, ext.image_size, getattr(ext, "interpolation", "bilinear")),
         batch_size=opts.batch_size,
         shuffle=False,
         num_workers=workers,

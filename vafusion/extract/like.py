@@ -67,8 +67,8 @@ def _weights(rec: Recorded, record: Mapping[str, Any], cache: Path) -> str | Non
         return None
     if spec == "random":
         return "random"
-    if isinstance(spec, str) and spec.split(":")[0] in ("imagenet", "torchaudio"):
-        return "default"
+    if isinstance(spec, str) and spec.split(":")[0] in ("imagenet", "torchaudio", "timm"):
+        return "default"  # the published weights of that tag
     match = _FILE.match(str(spec))
     if sha256 and match:
         return _locate(rec.feature, match["name"], str(sha256), cache)
@@ -76,7 +76,8 @@ def _weights(rec: Recorded, record: Mapping[str, Any], cache: Path) -> str | Non
 
 
 def _options(rec: Recorded, cache: Path) -> dict[str, str]:
-    """Options of built-ins that their provenance states outright (a speech model's layer, VGGish's PCA file)."""
+    """Options of built-ins that their provenance states outright (a speech model's layer, VGGish's PCA file,
+    a timm model's options as given)."""
     prov = rec.provenance
     options: dict[str, str] = {}
     layer = prov.get("layer")
@@ -88,7 +89,17 @@ def _options(rec: Recorded, cache: Path) -> dict[str, str]:
     post = prov.get("postprocess")
     if isinstance(post, dict) and post.get("pca"):
         options["pca"] = _locate(rec.feature, str(post["pca"]), str(post.get("pca_sha256")), cache)
+    given = prov.get("options")  # a family that records the options it was given (timm:)
+    if isinstance(given, dict):
+        options.update({str(k): str(v) for k, v in given.items()})
     return options
+
+
+def _builtin_entry(rec: Recorded) -> str:
+    """The ``--features`` entry of a built-in's file: its name, or for a family of open-ended names
+    (``timm:``, ``hf:``, whose files are named ``timm-...``) the ``PREFIX:NAME`` its provenance records."""
+    model = rec.provenance.get("model")
+    return model if isinstance(model, str) and registry.prefixed(model) is not None else rec.feature
 
 
 def like_settings(
@@ -107,9 +118,12 @@ def like_settings(
         raise VafusionError(f"--cache {cache}: has no feature {missing[0]}; give the cache the run was trained on")
     for rec in recorded:
         plugin = rec.provenance.get("plugin")
-        entry = plugin["source"] if isinstance(plugin, dict) else rec.feature
-        if not isinstance(plugin, dict) and rec.feature not in registry.builtins():
-            raise VafusionError(f"--like {cache}: feature {rec.feature} is no built-in and records no plug-in source")
+        entry = plugin["source"] if isinstance(plugin, dict) else _builtin_entry(rec)
+        if not isinstance(plugin, dict) and not registry.is_builtin(entry):
+            raise VafusionError(
+                f"--like {cache}: feature {rec.feature} records neither a built-in nor a plug-in source; "
+                "extract it with --features"
+            )
         features.append(entry)
         spec = weights.get(entry) or _weights(rec, plugin if isinstance(plugin, dict) else rec.provenance, cache)
         if spec is not None:

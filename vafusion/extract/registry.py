@@ -5,7 +5,14 @@ An entry is one of
 * a built-in name: each family module (:data:`FAMILY_MODULES`) declares its names and
   how to build them (a :class:`Family`), like torchvision's model registry: the names of
   a family are listed, not hard-coded here (``resnet50``, ``efficientnet_b0``, ``vggish``,
-  ``logmel``, ``wav2vec2_base`` ...);
+  ``logmel``, ``wav2vec2_base``, ``vad`` ...);
+* ``PREFIX:NAME`` for a family whose names are open-ended (any timm model, any Hugging Face
+  speech encoder): ``timm:vit_small_patch14_dinov2.lvd142m``, ``hf:openai/whisper-base``,
+  ``hf:/models/wavlm-large``. The rule that tells these from ``package.module:attribute``:
+  when the text before the first colon is exactly a family prefix (:func:`prefixes`:
+  ``timm``, ``hf``), the entry is that family's, always; any other entry with a colon is
+  a plug-in. (A module of your own named ``timm`` or ``hf`` cannot be given by path: rename
+  it, or register it as an entry point.)
 * ``package.module:attribute``, the attribute an extractor class or a zero-argument
   callable returning one (the module importable on ``sys.path`` or from the current
   directory);
@@ -42,6 +49,9 @@ FAMILY_MODULES = (
     "vafusion.extract.vggish",
     "vafusion.extract.logmel",
     "vafusion.extract.speech",
+    "vafusion.extract.timm_models",
+    "vafusion.extract.hf_audio",
+    "vafusion.extract.vad",
 )
 """Modules holding a ``FAMILY``: the built-ins. A new family is one module plus one line here."""
 
@@ -79,7 +89,8 @@ class Family:
 
     ``check`` validates a request cheaply (no weights loaded) so that a bad option fails
     before any work; ``default_weights`` applies when neither ``--weights`` nor a legacy
-    option names any.
+    option names any. A family with a ``prefix`` takes every entry ``PREFIX:NAME`` (its
+    ``check`` judges NAME) and lists no ``names``.
     """
 
     key: str
@@ -88,11 +99,30 @@ class Family:
     check: Callable[[BuildRequest], None] = lambda request: None
     options: tuple[str, ...] = ()
     default_weights: str | None = None
+    prefix: str | None = None
 
 
 @cache
 def families() -> tuple[Family, ...]:
     return tuple(importlib.import_module(m).FAMILY for m in FAMILY_MODULES)
+
+
+@cache
+def prefixes() -> dict[str, Family]:
+    """Every family prefix (``timm``, ``hf``) -> its family."""
+    return {fam.prefix: fam for fam in families() if fam.prefix}
+
+
+def prefixed(entry: str) -> Family | None:
+    """The family of a ``PREFIX:NAME`` entry: the text before the first colon is a family
+    prefix, exactly (``timm:resnet50`` yes; ``timm_tools:make`` and ``mypkg.hf:X`` no)."""
+    head, colon, _ = entry.partition(":")
+    return prefixes().get(head) if colon else None
+
+
+def is_builtin(entry: str) -> bool:
+    """Whether ``entry`` names a built-in (a listed name or ``PREFIX:NAME``), not a user's plug-in."""
+    return prefixed(entry) is not None or (":" not in entry and entry in builtins())
 
 
 @cache
@@ -118,6 +148,9 @@ class Plugin:
 
 def find(entry: str) -> Family | Plugin:
     """Resolve one ``--features`` entry without building anything (a user's module is imported)."""
+    family = prefixed(entry)
+    if family is not None:
+        return family
     found = plugins.find(EXTRACTORS, entry, builtins(), flag="--features")
     if found.builtin:
         return found.obj
@@ -149,10 +182,15 @@ def _request(entry: str, family: Family, settings: Settings) -> BuildRequest:
 def check(features: Sequence[str], settings: Settings) -> None:
     """Fail fast on what the user typed: unknown names, bad options of built-ins.
 
-    Nothing is built or imported: a user's module is imported by :func:`build`, where a
-    failure stops that feature only (the run goes on with the others).
+    Nothing is built, and no user module imported: that happens in :func:`build`, where a
+    failure stops that feature only (the run goes on with the others). A family may import its
+    own optional package here, so that a missing one is named before any work.
     """
     for entry in features:
+        family = prefixed(entry)
+        if family is not None:
+            family.check(_request(entry, family, settings))
+            continue
         if ":" in entry:
             plugins.split_ref(entry, EXTRACTORS)
             continue
@@ -160,7 +198,8 @@ def check(features: Sequence[str], settings: Settings) -> None:
         if family is not None:
             family.check(_request(entry, family, settings))
         elif not plugins.declares(EXTRACTORS, entry):
-            raise plugins.unknown(EXTRACTORS, entry, sorted(builtins()), flag="--features")
+            forms = [f"{prefix}:<name>" for prefix in sorted(prefixes())]  # listed with the built-ins
+            raise plugins.unknown(EXTRACTORS, entry, [*sorted(builtins()), *forms], flag="--features")
 
 
 @dataclass

@@ -93,7 +93,7 @@ def _build_all(
             report.failures.append(Failure(None, entry, str(e)))
             continue
         except VafusionError as e:
-            if ":" not in entry and entry in registry.builtins():
+            if registry.is_builtin(entry):
                 raise
             show_chain(e)
             report.failures.append(Failure(None, entry, str(e)))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -95,11 +96,18 @@ class StepGeometry:
 
     @classmethod
     def of(cls, model: Wav2Vec2Model) -> StepGeometry:
-        field, jump = 1, 1
+        """Of a torchaudio model (its feature extractor's conv layers)."""
         frontend: Any = model.feature_extractor  # torchaudio types the model's parts as nn.Module only
-        for block in frontend.conv_layers:
-            field += (block.conv.kernel_size[0] - 1) * jump
-            jump *= block.conv.stride[0]
+        convs = [block.conv for block in frontend.conv_layers]
+        return cls.of_convs([c.kernel_size[0] for c in convs], [c.stride[0] for c in convs])
+
+    @classmethod
+    def of_convs(cls, kernels: Sequence[int], strides: Sequence[int]) -> StepGeometry:
+        """Of a stack of unpadded 1-D convolutions (kernel sizes and strides, first layer first)."""
+        field, jump = 1, 1
+        for kernel, stride in zip(kernels, strides, strict=True):
+            field += (kernel - 1) * jump
+            jump *= stride
         return cls(field, jump)
 
     def n_steps(self, n_samples: int) -> int:
@@ -129,7 +137,23 @@ def chunk_plan(n_steps: int, chunk_steps: int, context_steps: int) -> list[tuple
     return plan
 
 
-def _parse_layers(text: str, n_layers: int, name: str) -> tuple[int, int]:
+def run_chunks(
+    x: Tensor, plan: list[tuple[int, int, int]], chunk_samples: int, stride: int, run: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """The rows of a track by :func:`chunk_plan`: ``run`` (samples -> step rows) on each chunk of
+    ``chunk_samples`` samples starting at step ``start`` (sample ``start * stride``), each chunk's
+    owned rows kept. One chunk: ``run`` on the whole track (its trailing samples included, as a
+    whole-track call would)."""
+    if len(plan) == 1:
+        return run(x)
+    parts = []
+    for start, lo, hi in plan:
+        rows = run(x[start * stride : start * stride + chunk_samples])
+        parts.append(rows[lo - start : hi - start])
+    return torch.cat(parts)
+
+
+def parse_layers(text: str, n_layers: int, name: str) -> tuple[int, int]:
     """``"mean"`` -> all layers, ``"6"`` -> (6, 6), ``"4-9"`` -> (4, 9); 1-based, inclusive."""
     try:
         if text == "mean":
@@ -148,7 +172,7 @@ def _parse_layers(text: str, n_layers: int, name: str) -> tuple[int, int]:
     return first, last
 
 
-def _parse_seconds(options: dict, key: str, default: float, name: str) -> float:
+def parse_seconds(options: dict, key: str, default: float, name: str) -> float:
     try:
         value = float(options.get(key, default))
     except ValueError:
@@ -185,7 +209,7 @@ class SpeechExtractor:
         self.normalize_waveform = normalize_waveform
         self.geometry = StepGeometry.of(model)
         n_layers, self.dim = encoder_shape(model)
-        self.layers = _parse_layers(layer, n_layers, name)
+        self.layers = parse_layers(layer, n_layers, name)
         g = self.geometry
         self.chunk_steps = max(1, g.n_steps(int(round(chunk_s * SAMPLE_RATE))))
         self.context_steps = int(round(context_s * SAMPLE_RATE / g.stride))
@@ -233,15 +257,10 @@ class SpeechExtractor:
         if x.numel() < g.receptive_field:  # shorter than one step: pad with silence to one step
             x = F.pad(x, (0, g.receptive_field - x.numel()))
         total = g.n_steps(x.numel())
-        plan = chunk_plan(total, self.chunk_steps, self.context_steps)
-        if len(plan) == 1:  # the whole track in one call (its trailing samples included, as whole-track would)
-            return self._run(x)
         chunk_samples = (self.chunk_steps - 1) * g.stride + g.receptive_field
-        out = torch.empty(total, self.dim)
-        for start, lo, hi in plan:
-            rows = self._run(x[start * g.stride : start * g.stride + chunk_samples])
-            out[lo:hi] = rows[lo - start : hi - start]
-        return out
+        return run_chunks(
+            x, chunk_plan(total, self.chunk_steps, self.context_steps), chunk_samples, g.stride, self._run
+        )
 
     def __call__(self, wave: Tensor, frame_times: np.ndarray) -> Tensor:
         rows = self.step_features(wave)
@@ -285,10 +304,10 @@ def _load_weights(name: str, spec: str) -> tuple[Wav2Vec2Model, dict[str, Any]]:
 
 def _check(request: BuildRequest) -> None:
     options = dict(request.options)
-    _parse_seconds(options, "chunk", DEFAULT_CHUNK_S, request.name)
-    _parse_seconds(options, "context", DEFAULT_CONTEXT_S, request.name)
+    parse_seconds(options, "chunk", DEFAULT_CHUNK_S, request.name)
+    parse_seconds(options, "context", DEFAULT_CONTEXT_S, request.name)
     n_layers, _ = encoder_shape(architecture(request.name, "meta"))
-    _parse_layers(options.get("layer", "mean"), n_layers, request.name)
+    parse_layers(options.get("layer", "mean"), n_layers, request.name)
 
 
 def _build(request: BuildRequest) -> SpeechExtractor:
@@ -301,8 +320,8 @@ def _build(request: BuildRequest) -> SpeechExtractor:
         prov,
         MODELS[request.name].normalize_waveform,
         layer=options.get("layer", "mean"),
-        chunk_s=_parse_seconds(options, "chunk", DEFAULT_CHUNK_S, request.name),
-        context_s=_parse_seconds(options, "context", DEFAULT_CONTEXT_S, request.name),
+        chunk_s=parse_seconds(options, "chunk", DEFAULT_CHUNK_S, request.name),
+        context_s=parse_seconds(options, "context", DEFAULT_CONTEXT_S, request.name),
     )
 
 

@@ -55,13 +55,31 @@ def _unwrap(obj: Any) -> Mapping[str, Any] | None:
     return None
 
 
+def _safetensors(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file (no code in it by design); safetensors comes with timm and transformers."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError as e:
+        raise VafusionError(
+            f"{path}: reading .safetensors needs the safetensors package (pip install safetensors)"
+        ) from e
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # SafetensorError, OSError ...
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise VafusionError(f"{path}: not a readable safetensors file ({reason}); {fix}") from e
+
+
 def read_state_dict(path: Path, fix: str) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file, unwrapped, ``module.`` prefixes stripped.
+    """The tensors of a checkpoint file (``torch.save``'d, or ``.safetensors``), unwrapped,
+    ``module.`` prefixes stripped.
 
     ``fix`` ends every error message: what the user should pass instead.
     """
     if not path.is_file():
         raise VafusionError(f"{path}: no such weights file; {fix}")
+    if path.suffix == ".safetensors":
+        return _strip_module(_safetensors(path, fix))
     try:
         obj = torch_load_plain(path)
     except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError ...
@@ -72,6 +90,11 @@ def read_state_dict(path: Path, fix: str) -> dict[str, torch.Tensor]:
     state = _unwrap(obj)
     if state is None:
         raise VafusionError(f"{path}: holds no tensors (nor a 'state_dict'/'model' entry with tensors); {fix}")
+    return _strip_module(state)
+
+
+def _strip_module(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of ``state``, the ``module.`` prefix of DataParallel checkpoints removed."""
     cleaned: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if isinstance(value, torch.Tensor):

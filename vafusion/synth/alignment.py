@@ -27,6 +27,7 @@ from vafusion.synth.layout import (
 )
 from vafusion.synth.media import Mp4Writer, save_crop
 from vafusion.synth.plan import exact_fps, frame_shape, quantise
+from vafusion.synth.speech import speech_like
 
 BEEP_HZ = 1000.0
 """Frequency of the alignment corpus' beeps."""
@@ -42,11 +43,16 @@ def _check_arguments(
     beep_frames: Sequence[int],
     marker_frames: Sequence[int],
     frame_times: Sequence[float] | None,
+    speech_spans: Sequence[tuple[int, int]] = (),
 ) -> None:
     """Refuse frames outside the video and instants that do not start at 0 and increase."""
     if n_frames < 2 or fps <= 0:
         raise VafusionError(
             f"make_alignment_corpus: need n_frames >= 2 and fps > 0, got {n_frames}, {fps}; fix the arguments"
+        )
+    if any(not 1 <= first <= last <= n_frames for first, last in speech_spans):
+        raise VafusionError(
+            f"speech_spans={list(speech_spans)}: give (first, last) frames with 1 <= first <= last <= {n_frames}"
         )
     for name, frames in (("beep_frames", beep_frames), ("marker_frames", marker_frames)):
         bad = [k for k in frames if not 1 <= k <= n_frames]
@@ -72,6 +78,15 @@ def _beeps(instants: np.ndarray, beep_frames: Sequence[int], fps: float, sample_
         ok = (idx >= 0) & (idx < n_samples)
         audio[idx[ok]] += burst[ok].astype(np.float32)
     return audio
+
+
+def _speech(audio: np.ndarray, instants: np.ndarray, spans: Sequence[tuple[int, int]], fps: float, rate: int) -> None:
+    """Add speech-like sound (:func:`.speech.speech_like`) from the instant of each span's first frame
+    to the end of its last (the instant after it), a different utterance per span."""
+    for i, (first, last) in enumerate(spans):
+        lo = int(round(instants[first - 1] * rate))
+        hi = min(len(audio), int(round((instants[last - 1] + 1 / fps) * rate)))
+        audio[lo:hi] += speech_like(hi - lo, rate, seed=i)
 
 
 def _write_media(
@@ -111,6 +126,7 @@ def make_alignment_corpus(
     frame_size: int = 64,
     overwrite: bool = False,
     frame_times: Sequence[float] | None = None,
+    speech_spans: Sequence[tuple[int, int]] = (),
 ) -> SynthCorpus:
     """One labelled train video for frame-alignment tests of the extractors.
 
@@ -122,12 +138,15 @@ def make_alignment_corpus(
     (128) except the ``marker_frames``, which are white (255). Labels are a ramp that
     names the frame: valence of frame k is ``-1 + 2 (k - 1) / (n_frames - 1)``,
     arousal its negative, so label alignment can be checked too. The id is ``align``
-    (file ``videos/align.mp4``); no crops or labels are missing.
+    (file ``videos/align.mp4``); no crops or labels are missing. ``speech_spans``: 1-based
+    ``(first, last)`` frames during which the track holds speech-like sound that a voice activity
+    detector takes for speech (:mod:`vafusion.synth.speech`); elsewhere it stays silent.
     """
-    _check_arguments(fps, n_frames, beep_frames, marker_frames, frame_times)
+    _check_arguments(fps, n_frames, beep_frames, marker_frames, frame_times, speech_spans)
     instants = np.arange(n_frames) / fps if frame_times is None else np.asarray(frame_times, dtype=np.float64)
     root = prepare_root(root, overwrite)
     audio = _beeps(instants, beep_frames, fps, sample_rate)
+    _speech(audio, instants, speech_spans, fps, sample_rate)
     markers = np.zeros(n_frames, dtype=bool)
     markers[np.asarray(list(marker_frames), dtype=int) - 1] = True
     _write_media(root, markers, fps, audio, sample_rate, crop_size, frame_size, frame_times)

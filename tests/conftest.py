@@ -100,13 +100,15 @@ def alignment_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def speech_cache(tmp_path_factory) -> tuple[Path, Path]:
     """A 10 s, 25 fps video (id ``align``, 250 frames) whose track holds speech-like sound on the
-    frames of :data:`SPEECH_SPANS` and digital silence elsewhere, and its ``vad`` + ``logmel``
-    cache (real Silero weights): (corpus root, cache)."""
+    frames of :data:`SPEECH_SPANS` and digital silence elsewhere, and its ``vad`` (real Silero
+    weights) + ``logmel`` + ``resnet18`` (32 px, random) cache: (corpus root, cache)."""
     root = tmp_path_factory.mktemp("speech")
     make_alignment_corpus(
         root / "corpus", fps=25.0, n_frames=250, beep_frames=[], marker_frames=[], speech_spans=SPEECH_SPANS
     )
-    report = extract(root / "corpus", root / "cache", ExtractOptions(features=("vad", "logmel"), **FAST_EXTRACT))
+    report = extract(
+        root / "corpus", root / "cache", ExtractOptions(features=("vad", "logmel", "resnet18"), **FAST_EXTRACT)
+    )
     assert report.ok, (report.problems, report.failures)
     return root / "corpus", root / "cache"
 

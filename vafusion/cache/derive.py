@@ -155,7 +155,7 @@ def derive_pca(
             f"{schema.TRANSFORM_GROUP}/explained_variance": pca.explained_variance.astype(np.float32),
         }
         with FeatureWriter(
-            cache_dir, name, k, provenance, index.fingerprint, overwrite=overwrite, extra=extra
+            cache_dir, name, k, provenance, index.fingerprint, overwrite=overwrite, extra=extra, kind=ff.kind
         ) as writer:
             pending = writer.pending(sorted(index.ids))
             for vid in tqdm(pending, desc=f"writing {name}", unit="video", disable=None if progress else True):

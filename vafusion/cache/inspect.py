@@ -57,6 +57,7 @@ def _feature_info(path: Path, index: CorpusIndex) -> dict[str, Any]:
                 "fingerprint": ff.fingerprint,
                 "corpus_matches": ff.corpus_fingerprint == index.fingerprint,
                 "compression": ff.compression,
+                "kind": ff.kind,
                 "checksums": "all" if with_checksums == len(ids) else "none" if not with_checksums else "some",
                 "shards": [p.name for p in ff.sources],
                 "created": ff.created,
@@ -138,6 +139,7 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(
             f"  {f['file']}: dim {f['dim']} {f['dtype']}, {f['ids']} ids, {f['frames']} frames, "
             f"{_human_bytes(f['bytes'])}, compression {f['compression']}"
+            + (f", rows from {schema.KINDS[f['kind']]}" if f.get("kind") in schema.KINDS else "")
         )
         lines.append(
             f"      extractor {ex.get('model', f['feature'])} ({weights}), fingerprint {f['fingerprint'][:16]}"

@@ -105,6 +105,20 @@ class Identity(NamedTuple):
         return "it was rewritten in place (its modification time changed)"
 
 
+def kind_of(recorded: object, extractor: dict) -> str | None:
+    """A file's kind (:data:`~vafusion.cache.schema.KINDS`): as recorded, else, for files written before
+    vafusion recorded it, what its built-in extractor's description shows: ``frame`` for one that read
+    face crops, ``track`` for the built-in audio features; None where nothing says (an imported or
+    derived feature, a user's extractor)."""
+    if recorded is not None:
+        return str(recorded)
+    if "plugin" in extractor or extractor.get("model") in ("imported", "pca"):
+        return None
+    if extractor.get("input") == schema.KINDS["frame"]:
+        return "frame"
+    return "track" if "timing" in extractor else None
+
+
 class FeatureFile:
     """One open feature file (read-only). Use as a context manager."""
 
@@ -161,6 +175,7 @@ class FeatureFile:
             self.vafusion_version: str = str(attrs.get("vafusion_version", ""))
             self.compression: str = str(attrs.get("compression", "none"))
             self.shard_records = shards.read_records(attrs)
+            self.kind: str | None = kind_of(attrs.get(schema.KIND_ATTR), self.extractor)
         except (KeyError, ValueError, TypeError) as e:
             raise VafusionError(f"{self.path}: header attribute missing or malformed ({e})") from e
         try:

@@ -36,6 +36,13 @@ STANDARDIZE_KEY, STANDARDIZE_SHARED = "standardize", "shared"
 by one standard deviation (per-dim means still subtracted) instead of one per dim. For features
 whose dims' relative variances carry meaning, such as principal components."""
 
+KIND_ATTR = "kind"
+"""Root attribute of a feature file (written since vafusion recorded it): what its rows come from."""
+
+KINDS = {"frame": "face crops", "track": "the audio track"}
+"""``kind`` -> what it means: a frame extractor's rows (mask = face present) or a track
+extractor's (mask = audio present). Stage 2 asks it to tell audio streams (``--audio-where-speech``)."""
+
 # Integrity attributes (written since checksums were added; files without them still read):
 CHECKSUM_ATTR = "checksum"
 """Per dataset (features, mask, corpus labels): ``crc32:<8 hex>`` of id, name, dtype, shape and data."""

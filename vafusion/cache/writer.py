@@ -93,6 +93,7 @@ class FeatureWriter:
     The writer holds the file's write lock from construction to :meth:`finalize` (or
     :meth:`close`), so a second process writing the same file fails at once. ``split``: the
     rule that chose a shard's ids, recorded in its file (:data:`~vafusion.cache.schema.SPLIT_ATTR`).
+    ``kind``: ``frame`` or ``track`` (:data:`~vafusion.cache.schema.KINDS`), recorded when known.
     ``extra``: datasets (path -> array) the final file holds beside ``videos/``, e.g. the fitted
     transform of a derived feature (``cache derive``); describe them in ``extractor`` too, so
     that the fingerprint changes with them.
@@ -110,8 +111,12 @@ class FeatureWriter:
         compression: str | None = None,
         split: str | None = None,
         extra: Mapping[str, np.ndarray] | None = None,
+        kind: str | None = None,
     ) -> None:
         schema.require_feature_name(feature, "feature")
+        if kind is not None and kind not in schema.KINDS:
+            raise ValueError(f"kind must be one of {', '.join(schema.KINDS)} or None, got {kind!r}")
+        self.kind = kind
         self.cache_dir = make_dir(Path(cache_dir))
         self.extra = dict(extra or {})  # path in the file -> array, e.g. a derived feature's fitted transform
         self.feature = feature
@@ -305,6 +310,7 @@ class FeatureWriter:
             "shard": f"{self.shard[0]}/{self.shard[1]}",
             "compression": self.compression or "none",
             **({schema.SPLIT_ATTR: self.split} if self.split and self.shard[1] > 1 else {}),
+            **({schema.KIND_ATTR: self.kind} if self.kind else {}),
         }
         parts_by_id = {p.name[: -len(_PART_SUFFIX)]: p for p in parts}
         earlier = FeatureFile(self.final_path) if self._final_ids - set(parts_by_id) else None

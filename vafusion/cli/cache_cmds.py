@@ -99,9 +99,22 @@ def cache_merge_cmd(cache_dir: Path, copy: bool, features: tuple[str, ...]) -> N
     type=click.IntRange(0),
     help="Frames by which a file may be shorter or longer than its video (missing rows are masked).",
 )
+@click.option(
+    "--kind",
+    type=click.Choice(["frame", "track"]),
+    help="What the rows come from, recorded in the file: frame (face crops) or track (the audio track; "
+    "then --audio-where-speech treats them as audio).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace FEATURE_NAME if the cache has it from other files.")
 def cache_import_cmd(
-    cache_dir: Path, feature: str, folder: Path, timestamps: bool, header: str, tolerance: int, overwrite: bool
+    cache_dir: Path,
+    feature: str,
+    folder: Path,
+    timestamps: bool,
+    header: str,
+    tolerance: int,
+    kind: str | None,
+    overwrite: bool,
 ) -> None:
     """Import features computed elsewhere as CACHE/FEATURE_NAME.h5: DIR holds one <video_id>.npy
     (2-D array) or <video_id>.csv (plain decimal numbers, optional header, one line per row: blank
@@ -116,6 +129,7 @@ def cache_import_cmd(
         timestamps=timestamps,
         header=header,
         tolerance=tolerance,
+        kind=kind,
         overwrite=overwrite,
         warn=_warn_beside_bars,
     )

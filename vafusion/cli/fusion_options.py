@@ -29,7 +29,8 @@ _DEPRECATED_MODEL_FLAGS = {
 
 
 def _data_options(feature_sets: bool = False):
-    """--features, --window, --hop (DataConfig); ``feature_sets``: several sets, as `compare` takes them."""
+    """--features, --window, --hop, --audio-where-speech (DataConfig); ``feature_sets``: several sets, as
+    `compare` takes them."""
     d = DataConfig()
     if feature_sets:
         features = click.option(
@@ -54,6 +55,13 @@ def _data_options(feature_sets: bool = False):
             features,
             _setting(DataConfig, "window", "Frames per training window."),
             _setting(DataConfig, "hop", "Frames between window starts."),
+            _setting(
+                DataConfig,
+                "audio_where_speech",
+                "Treat the audio streams (features extracted from the audio track) as absent where the "
+                "cache's vad feature (speech probability, `extract --features vad`) is below this, e.g. 0.5; "
+                "recorded in the run's config, so evaluate and predict apply it too. [default: off]",
+            ),
         ]
     )
 

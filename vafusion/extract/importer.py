@@ -240,11 +240,14 @@ def import_features(
     timestamps: bool = False,
     header: str = "auto",
     tolerance: int = FRAME_MISMATCH_TOLERANCE,
+    kind: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
 ) -> ImportReport:
-    """Import ``folder``'s files as feature ``feature`` of ``cache``; resumable; see the module doc."""
+    """Import ``folder``'s files as feature ``feature`` of ``cache``; resumable; see the module doc.
+
+    ``kind``: ``frame`` or ``track`` when known (recorded in the file; not in the fingerprint)."""
     cache, folder = Path(cache), Path(folder)
     require_feature_name(feature, "FEATURE_NAME")
     if header not in HEADERS:
@@ -282,7 +285,7 @@ def import_features(
     prov = _provenance(feature, files, timestamps, tolerance, width)
     if header != "auto":  # only then: imports made before --header keep their fingerprints
         prov["header"] = header
-    with FeatureWriter(cache, feature, width, prov, index.fingerprint, overwrite=overwrite) as writer:
+    with FeatureWriter(cache, feature, width, prov, index.fingerprint, overwrite=overwrite, kind=kind) as writer:
         todo = writer.pending(sorted(files))
         report.skipped = len(files) - len(todo)
         for vid in tqdm(todo, desc=f"import {feature}", unit="video", disable=not progress):

@@ -147,6 +147,7 @@ def _open_writers(
                 overwrite=opts.overwrite,
                 compression=opts.compression,
                 split=schema.SPLIT_RULE,
+                kind=r.extractor.kind,
             )
             writers[r.name].require_owned(ids)
     except VafusionError:

@@ -29,6 +29,7 @@ from vafusion.cache.check import few, require_agreement
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
 from vafusion.cache.reader import FeatureFile, open_feature_file
 from vafusion.errors import VafusionError
+from vafusion.fusion.data import speech
 from vafusion.fusion.data.sources import (
     CHECK_CHUNK,
     FeatureSource,
@@ -54,7 +55,8 @@ class LoadedCache:
     offsets: np.ndarray  # (N + 1,) int64
     labels: np.ndarray  # (sum T, 2) float32, NaN = no label
     extractors: dict[str, dict] = field(default_factory=dict)  # feature -> extractor description
-    feature_fingerprints: dict[str, str] = field(default_factory=dict)  # feature -> fingerprint
+    feature_fingerprints: dict[str, str] = field(default_factory=dict)  # feature -> fingerprint (+ vad's if gated)
+    audio_where_speech: float | None = None  # audio masks False where speech probability < this (speech.py)
     _position: dict[str, int] = field(init=False, repr=False)
     _torch: tuple[list[Tensor], Tensor] | None = field(init=False, repr=False, default=None)
 
@@ -127,6 +129,7 @@ def load_cache(
     progress: bool = True,
     verify_checksums: bool = False,
     stream: bool | None = None,
+    audio_where_speech: float | None = None,
 ) -> LoadedCache:
     """Read corpus.h5 and the named feature files of ``cache_dir``, checked: features into RAM, or streamed.
 
@@ -146,6 +149,9 @@ def load_cache(
     its checksums with ``verify_checksums``, when first used); None: the choice of
     :func:`vafusion.fusion.data.sources.loading`, else streamed when the features take more than
     half of the memory available now.
+
+    ``audio_where_speech``: audio streams absent where the cache's ``vad`` feature is below it
+    (:mod:`vafusion.fusion.data.speech`).
     """
     cache_dir = Path(cache_dir)
     features = _requested_features(cache_dir, features)
@@ -159,7 +165,13 @@ def load_cache(
         labels = _frame_labels(index, ids, offsets)
         streamed = choose_stream(stream, int(offsets[-1]) * sum(ff.dim for ff in files) * 2)
         read = _open_streamed if streamed else _read_into_ram
+        fingerprints = {ff.feature: ff.fingerprint for ff in files}
+        streams = []
+        if audio_where_speech is not None:  # checked before the big read
+            streams = speech.audio_streams(features, {ff.feature: ff.kind for ff in files}, audio_where_speech)
         sources, masks = read(files, ids, offsets, verify_checksums, progress)
+        if audio_where_speech is not None:
+            fingerprints[speech.SPEECH_FEATURE] = _gate_audio(cache_dir, index, ids, masks, streams, audio_where_speech)
         return LoadedCache(
             cache_dir=cache_dir,
             index=index,
@@ -171,7 +183,8 @@ def load_cache(
             offsets=offsets,
             labels=labels,
             extractors={ff.feature: ff.extractor for ff in files},
-            feature_fingerprints={ff.feature: ff.fingerprint for ff in files},
+            feature_fingerprints=fingerprints,
+            audio_where_speech=audio_where_speech,
         )
     except BaseException:
         streamed = False  # close every file below
@@ -180,6 +193,21 @@ def load_cache(
         if not streamed:  # a cache in RAM needs its files no more; a streamed one reads them later
             for ff in files:
                 ff.close()
+
+
+def _gate_audio(
+    cache_dir: Path, index: CorpusIndex, ids: list[str], masks: list[np.ndarray], streams: list[int], threshold: float
+) -> str:
+    """Audio masks False where the ``vad`` feature is below ``threshold``; returns ``vad``'s fingerprint."""
+    if not (cache_dir / f"{speech.SPEECH_FEATURE}.h5").exists():
+        raise VafusionError(
+            f"--audio-where-speech {threshold:g}: {cache_dir}/{speech.SPEECH_FEATURE}.h5 missing; extract it first: "
+            f"vafusion extract CORPUS --cache {cache_dir} --features {speech.SPEECH_FEATURE} "
+            "(pip install 'vafusion[vad]')"
+        )
+    vad = load_cache(cache_dir, [speech.SPEECH_FEATURE], ids, index=index, progress=False, stream=False)
+    speech.gate(masks, streams, speech.speech_frames(vad.data[0][:, 0], vad.masks[0], threshold))
+    return vad.feature_fingerprints[speech.SPEECH_FEATURE]
 
 
 def _requested_features(cache_dir: Path, features: str | Sequence[str]) -> tuple[str, ...]:

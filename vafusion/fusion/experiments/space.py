@@ -45,7 +45,9 @@ TRAINING_SPACE: dict[str, dict[str, Any]] = {
 }
 """What a gradient-trained model's tuning searches besides the model's own options."""
 
-NOT_TUNED = frozenset({"seed", "folds", "fold"})  # numeric settings that describe the experiment, not the model
+# Numeric settings that describe the experiment, not the model; audio_where_speech decides which frames
+# the trials see (the data a tune process reads once for all its trials).
+NOT_TUNED = frozenset({"seed", "folds", "fold", "audio_where_speech"})
 _RANGE_KEYS = frozenset({"low", "high", "log", "step"})
 _DEFAULT_HOP_RATIO = DataConfig().hop / DataConfig().window
 

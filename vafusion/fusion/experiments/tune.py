@@ -203,10 +203,15 @@ def tune_loop(tuning: Tuning, log: Callable[[str], None], progress: bool = False
 
 
 def load_trial_data(tuning: Tuning, progress: bool = False) -> LoadedCache:
-    """The ids and features every trial trains on, read once per tune process (features and split are not searched)."""
+    """The ids and features every trial trains on (audio gated by --audio-where-speech), read once per tune
+    process (features, split and the gate are not searched)."""
     index = read_corpus_index(tuning.cache_dir)
     train_ids, val_ids = split_ids(index, tuning.base.data)
-    return load_cache(tuning.cache_dir, tuning.base.data.features, train_ids + val_ids, index=index, progress=progress)
+    data = tuning.base.data
+    ids = train_ids + val_ids
+    return load_cache(
+        tuning.cache_dir, data.features, ids, index=index, progress=progress, audio_where_speech=data.audio_where_speech
+    )
 
 
 def run_trial(

@@ -89,14 +89,19 @@ def keep_oof(
     if not todo:
         return [r for r in results if r is not None]  # all of them
     index = read_corpus_index(cache_dir)
-    needed: dict[tuple[str, ...], set[str]] = {}
+    needed: dict[tuple[tuple[str, ...], float | None], set[str]] = {}
     for run in todo.values():
-        needed.setdefault(tuple(run.config.data.features), set()).update(split_ids(index, run.config.data)[1])
+        data = run.config.data
+        needed.setdefault((tuple(data.features), data.audio_where_speech), set()).update(split_ids(index, data)[1])
     loaded = {
-        key: load_cache(cache_dir, key, sorted(ids), index=index, progress=progress) for key, ids in needed.items()
+        key: load_cache(cache_dir, key[0], sorted(ids), index=index, progress=progress, audio_where_speech=key[1])
+        for key, ids in needed.items()
     }
     for i, run in todo.items():
-        partition = predict_partition(run, device=device, loaded=loaded[tuple(run.config.data.features)])
+        data = run.config.data
+        partition = predict_partition(
+            run, device=device, loaded=loaded[(tuple(data.features), data.audio_where_speech)]
+        )
         labels = [partition.loaded.labels[partition.loaded.rows(v)] for v in partition.ids]
         fps = np.array([partition.loaded.index[v].fps for v in partition.ids], dtype=np.float64)
         kept = results[i] = RunPredictions(

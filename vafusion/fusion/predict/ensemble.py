@@ -59,12 +59,15 @@ def ensemble_predict(
     """``{id: (T, 2)}``: the mean of every run's predictions (each run weighs the same), before post-processing."""
     dev = resolve_device(device)
     total: dict[str, np.ndarray] = {}
-    loaded_by_features: dict[tuple[str, ...], LoadedCache] = {}
+    loaded_by_features: dict[tuple[tuple[str, ...], float | None], LoadedCache] = {}
     for run_dir in run_dirs:
         run = load_run(run_dir)
-        key = tuple(run.config.data.features)
+        data = run.config.data
+        key = (tuple(data.features), data.audio_where_speech)
         if key not in loaded_by_features:
-            loaded_by_features[key] = load_cache(cache_dir, key, ids, index=index, progress=False)
+            loaded_by_features[key] = load_cache(
+                cache_dir, data.features, ids, index=index, progress=False, audio_where_speech=data.audio_where_speech
+            )
         loaded = loaded_by_features[key]
         check_features_match(run, loaded)
         if not is_closed_form(run.model):

@@ -47,6 +47,8 @@ class DataConfig:
     split: str = "official"
     folds: int = field(default=6, metadata=bound(2))
     fold: int = field(default=1, metadata=bound(1))
+    # audio streams absent where the cache's vad (speech probability) is below this; None: never
+    audio_where_speech: float | None = field(default=None, metadata=bound(0, 1, optional=True))
 
     def __post_init__(self) -> None:
         self.features = tuple(self.features)

@@ -19,6 +19,7 @@ from vafusion.errors import VafusionError
 from vafusion.fusion.data.folds import split_ids
 from vafusion.fusion.data.loading import LoadedCache, load_cache
 from vafusion.fusion.data.scores import partition_score
+from vafusion.fusion.data.speech import SPEECH_FEATURE
 from vafusion.fusion.models import is_closed_form
 from vafusion.fusion.runs.checkpoint import TrainedRun, load_run
 from vafusion.fusion.runs.infer import predict_loaded
@@ -27,7 +28,14 @@ from vafusion.fusion.runs.infer import predict_loaded
 def check_features_match(run: TrainedRun, loaded: LoadedCache) -> None:
     """Refuse a cache whose features come from other extractors than the run was trained on."""
     trained = run.fingerprints.get("features", {})
-    wrong = [f for f in run.config.data.features if trained.get(f) != loaded.feature_fingerprints.get(f)]
+    gated = run.config.data.audio_where_speech is not None
+    if loaded.audio_where_speech != run.config.data.audio_where_speech:  # a caller's cache, loaded otherwise
+        raise ValueError(
+            f"the cache was loaded with audio_where_speech={loaded.audio_where_speech}, the run needs "
+            f"{run.config.data.audio_where_speech}"
+        )
+    features = [*run.config.data.features, *([SPEECH_FEATURE] if gated else [])]
+    wrong = [f for f in features if trained.get(f) != loaded.feature_fingerprints.get(f)]
     if wrong:
         raise VafusionError(
             f"{loaded.cache_dir}: feature set(s) {', '.join(wrong)} were made by another extractor than the ones "
@@ -76,7 +84,14 @@ def predict_partition(
     train_ids, val_ids = split_ids(index, run.config.data)
     ids = val_ids if partition == "validation" else train_ids
     if loaded is None:
-        loaded = load_cache(cache_dir, run.config.data.features, ids, index=index, progress=False)
+        loaded = load_cache(
+            cache_dir,
+            run.config.data.features,
+            ids,
+            index=index,
+            progress=False,
+            audio_where_speech=run.config.data.audio_where_speech,
+        )
     check_features_match(run, loaded)
     dev = resolve_device(device)
     if not is_closed_form(run.model):

@@ -65,11 +65,13 @@ def _cache_for(
     cache_dir: Path, config: FusionConfig, ids: list[str], index: CorpusIndex, progress: bool, given: LoadedCache | None
 ) -> LoadedCache:
     """The run's data: ``given`` (read once by a caller that trains many runs on it), else read now."""
+    gate = config.data.audio_where_speech
     if given is None:
-        return load_cache(cache_dir, config.data.features, ids, index=index, progress=progress)
-    ours = (cache_dir.resolve(), tuple(config.data.features), ids, index.fingerprint)
-    if (Path(given.cache_dir).resolve(), given.features, given.ids, given.corpus_fingerprint) != ours:
-        raise ValueError(f"train(loaded=...): not this run's ids and features of {cache_dir}")
+        return load_cache(cache_dir, config.data.features, ids, index=index, progress=progress, audio_where_speech=gate)
+    ours = (cache_dir.resolve(), tuple(config.data.features), ids, index.fingerprint, gate)
+    theirs = (Path(given.cache_dir).resolve(), given.features, given.ids, given.corpus_fingerprint)
+    if (*theirs, given.audio_where_speech) != ours:
+        raise ValueError(f"train(loaded=...): not this run's ids, features and --audio-where-speech of {cache_dir}")
     return given
 
 

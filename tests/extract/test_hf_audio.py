@@ -227,3 +227,18 @@ def test_sources_and_options_are_checked_before_any_work(tmp_path):
         ExtractOptions(features=(entry,), extractor_options={entry: {"bins": "3"}})
     with pytest.raises(VafusionError, match=r"could not load it .*config.json, preprocessor_config.json"):
         registry.build(entry, ExtractOptions(features=(entry,)).extractor_settings())
+
+
+def test_a_hub_id_that_cannot_be_fetched_is_one_line(monkeypatch):
+    import transformers
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files\nmore")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
+    entry = "hf:openai/whisper-base"
+    with pytest.raises(VafusionError) as caught:
+        registry.build(entry, ExtractOptions(features=(entry,)).extractor_settings())
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{entry}: could not load it (We couldn't connect")
+    assert "downloads into the Hugging Face cache" in message

@@ -174,3 +174,20 @@ def test_image_size_builds_a_vit_for_it():
     assert (ext.prep.size, ext.image_size) == (96, 101)
     with torch.inference_mode():
         assert ext(torch.zeros(2, 3, 101, 101, dtype=torch.uint8)).shape == (2, 64)
+
+
+def test_published_weights_that_cannot_be_fetched_are_one_line(monkeypatch):
+    """No network here: timm's download failing becomes one line naming the feature and the way out."""
+
+    def offline(*args, pretrained=False, **kwargs):
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'\nmore lines")
+        return real(*args, pretrained=pretrained, **kwargs)
+
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(VafusionError) as caught:
+        built(NET, "default")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("timm:tinynet_e.in1k: could not get its published weights")
+    assert "--weights timm:tinynet_e.in1k=PATH" in message

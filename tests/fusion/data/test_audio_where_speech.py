@@ -94,7 +94,7 @@ def tiny_with_vad(tiny_extracted, tmp_path_factory):
 
 def test_a_run_records_the_threshold_and_evaluate_and_predict_apply_it(tiny_with_vad, tmp_path):
     config = make_config(features=("resnet18", "vggish"), model="ridge", audio_where_speech=0.05)
-    train(tiny_with_vad, tmp_path / "run", config, progress=False, report=False)
+    train(tiny_with_vad, tmp_path / "run", config, progress=False)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["data"]["audio_where_speech"] == 0.05
     run = load_run(tmp_path / "run")

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
+from vafusion import device
 from vafusion.cache.reader import open_feature_file
 from vafusion.errors import VafusionError
 from vafusion.extract import registry, timm_models
@@ -174,6 +175,19 @@ def test_image_size_builds_a_vit_for_it():
     assert (ext.prep.size, ext.image_size) == (96, 101)
     with torch.inference_mode():
         assert ext(torch.zeros(2, 3, 101, 101, dtype=torch.uint8)).shape == (2, 64)
+
+
+def test_bf16_runs_the_model_under_autocast_as_the_torchvision_family():
+    """``--precision bf16`` on a CPU: the forward pass in bfloat16 (close to fp32, not equal to it)."""
+    ext = built(VIT, image_size="48")
+    crops = torch.randint(0, 256, (4, 3, ext.image_size, ext.image_size), dtype=torch.uint8)
+    with torch.inference_mode():
+        with device.compute(1, "fp32"):
+            fp32 = ext(crops).float()
+        with device.compute(1, "bf16", allow_emulated=True):
+            bf16 = ext(crops).float()
+    assert not torch.equal(bf16, fp32)  # autocast engaged
+    assert float(torch.nn.functional.cosine_similarity(bf16, fp32).min()) > 0.99  # bf16 rounding only
 
 
 def test_published_weights_that_cannot_be_fetched_are_one_line(monkeypatch):

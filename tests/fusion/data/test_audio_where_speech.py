@@ -11,9 +11,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from tests.conftest import FAST_EXTRACT
 from vafusion.cache.reader import kind_of, open_feature_file
+from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.extract.importer import import_features
 from vafusion.extract.run import ExtractOptions, extract
@@ -106,3 +108,13 @@ def test_a_run_records_the_threshold_and_evaluate_and_predict_apply_it(tiny_with
 
     preds = ensemble_predict([tmp_path / "run"], tiny_with_vad, index_ids, read_corpus_index(tiny_with_vad), "cpu")
     assert set(preds) == set(index_ids)
+
+
+def test_tune_trains_every_trial_with_the_threshold(tiny_with_vad, tmp_path):
+    study = tmp_path / "study"
+    args = ["tune", tiny_with_vad, "--study", study, "--trials", "1", "--model", "ridge"]
+    args += ["--features", "resnet18,vggish", "--audio-where-speech", "0.05", "--device", "cpu", "--threads", "1"]
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    run = load_run(study / "trials" / "0000")
+    assert run.config.data.audio_where_speech == 0.05 and "vad" in run.fingerprints["features"]

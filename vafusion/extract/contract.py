@@ -23,6 +23,7 @@ stops that feature only.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np

@@ -71,7 +71,7 @@ def _cache_for(
     ours = (cache_dir.resolve(), tuple(config.data.features), ids, index.fingerprint, gate)
     theirs = (Path(given.cache_dir).resolve(), given.features, given.ids, given.corpus_fingerprint)
     if (*theirs, given.audio_where_speech) != ours:
-        raise ValueError(f"train(loaded=...): not this run's ids, features and --audio-where-speech of {cache_dir}")
+        raise ValueError(f"train(loaded=...): not this run's ids and features of {cache_dir} (or not its audio gate)")
     return given
 
 

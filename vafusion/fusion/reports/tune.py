@@ -108,6 +108,8 @@ def _importances(page: Page, importances: Mapping[str, float]) -> None:
 
 def _slices(page: Page, trials: Sequence[Mapping[str, Any]], search: Mapping[str, Mapping[str, Any]]) -> None:
     """One panel per searched setting: P of the complete trials against its value."""
+    from matplotlib.ticker import NullFormatter
+
     names = list(search)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
@@ -120,10 +122,13 @@ def _slices(page: Page, trials: Sequence[Mapping[str, Any]], search: Mapping[str
             labels = [str(c if not isinstance(c, list) else ",".join(map(str, c))) for c in search[name]["choices"]]
             xs: list[float] = [labels.index(str(v)) if str(v) in labels else -1 for v, _ in points]
             ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=20)
+            ax.set_xlim(-0.5, len(labels) - 0.5)  # every choice, tried or not
         else:
             xs = [float(v) for v, _ in points]
             if search[name].get("log"):
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short decade
+            ax.set_xlim(float(search[name]["low"]), float(search[name]["high"]))  # the whole searched range
         ax.scatter(xs, [p for _, p in points], s=14, c=[t["trial"] for t in complete if name in t["params"]])
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)

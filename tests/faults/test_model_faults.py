@@ -77,6 +77,15 @@ def test_plugin_prints_never_reach_the_json_on_stdout(toy_cache, tmp_path):
     assert "Chatty: building" in scores.stderr
 
 
+def test_tune_json_keeps_a_models_prints_off_stdout(toy_cache, tmp_path):
+    """tune --json (added after the other --json commands were mended) printed a model's lines into stdout."""
+    args = ["tune", toy_cache, "--study", tmp_path / "study", "--trials", "1", "--model", f"{M}:Chatty", *FAST]
+    result = invoke(*args, "--epochs", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["complete"] == 1  # stdout is the JSON alone
+    assert "Chatty: forward" in result.stderr
+
+
 def test_a_run_directory_trained_by_another_process_is_refused(toy_cache, tmp_path):
     """Two identical compare (or cv, or train --resume) commands trained one run at once: every epoch twice in
     metrics.jsonl. The second now stops at once, naming the directory, before it writes anything there."""

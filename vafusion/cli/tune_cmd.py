@@ -18,7 +18,7 @@ from vafusion.cli.fusion_options import (
     _training_options,
 )
 from vafusion.cli.main import cli
-from vafusion.cli.options import _compute_options
+from vafusion.cli.options import _compute_options, json_only_on_stdout
 from vafusion.errors import VafusionError
 
 
@@ -112,10 +112,11 @@ def tune(
     if split == "official" and fold is not None:
         raise VafusionError(f"--fold {fold} and --split official: the official split has no folds; drop one")
     split = split or ("folds" if fold is not None else "official")
-    given = _given(kw)
-    base = _config(split=split, folds=folds, fold=1 if fold is None else fold, **kw)
-    entries = read_space_file(space_file) if space_file is not None else None
-    space = build_space(base, given, entries, where=f"--space {space_file}" if space_file else "--space")
+    with json_only_on_stdout(as_json):  # a model plug-in's prints (import, build, forward): not into the JSON
+        given = _given(kw)
+        base = _config(split=split, folds=folds, fold=1 if fold is None else fold, **kw)
+        entries = read_space_file(space_file) if space_file is not None else None
+        space = build_space(base, given, entries, where=f"--space {space_file}" if space_file else "--space")
     if print_space:
         click.echo(json.dumps(space.as_space_file(), indent=2) if as_json else "\n".join(space.describe()))
         return
@@ -123,7 +124,8 @@ def tune(
         raise click.UsageError("--study DIR is required (the folder of the study)")
     deadline = None if timeout is None else time.time() + timeout
     tuning = Tuning(cache_dir, study_dir, base, space, trials, pruner, storage, deadline, report)
-    summary = run_tune(tuning, workers=workers, devices=devices, log=lambda m: click.echo(m, err=True))
+    with json_only_on_stdout(as_json):
+        summary = run_tune(tuning, workers=workers, devices=devices, log=lambda m: click.echo(m, err=True))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

@@ -63,6 +63,14 @@ class TimeFirst(Small):
         return super().forward(streams, present, valid).transpose(0, 1)  # (W, B, 2)
 
 
+class WrongWhenScoring(Small):
+    """Right while it trains, (B, W, 3) when it predicts (eval mode): caught where vafusion predicts."""
+
+    def forward(self, streams, present, valid):
+        out = super().forward(streams, present, valid)
+        return out if self.training else torch.cat([out, out[..., :1]], dim=-1)
+
+
 class NoGrad(Small):
     def forward(self, streams, present, valid):
         return super().forward(streams, present, valid).detach()

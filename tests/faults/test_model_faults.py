@@ -28,6 +28,7 @@ BROKEN = {  # model -> what its one error line says
     "Wide": "forward returned torch.float32 of shape (4, 32, 3) for a batch of 4 windows of 32 frames",
     "Flat": "forward returned torch.float32 of shape (4, 32) for a batch",
     "TimeFirst": "forward returned torch.float32 of shape (32, 4, 2) for a batch",
+    "WrongWhenScoring": "3) for a batch of",  # in eval mode only: the check where vafusion predicts
     "NoGrad": "forward returned an output that does not depend on its parameters (no grad)",
     "NoParameters": "has no trainable parameters",
     "TextInState": "state_dict() entry 'note' is a str; a checkpoint holds tensors and arrays of numbers only",

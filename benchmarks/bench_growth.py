@@ -147,7 +147,7 @@ def training(args, tmp: Path, scales: list[int]) -> None:
             f"{info['feature_bytes'] / 1e6:.0f} MB float16",
             flush=True,
         )
-    config = make_config(epochs=1, device="cpu")
+    config = make_config(recipe="v1", epochs=1, device="cpu")
     times: dict[int, list[float]] = {s: [] for s in sizes}
     n = 0
     for r in range(args.repeats):

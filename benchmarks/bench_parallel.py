@@ -59,8 +59,13 @@ def cv_jobs_speedup(args: argparse.Namespace, tmp: Path) -> None:
         f"{torch.get_num_threads()}",
         flush=True,
     )
-    config = make_config(
-        features=tuple(C.REAL_DIMS), folds=args.folds, epochs=args.epochs, patience=args.epochs, device="cpu"
+    config = make_config(  # the v1 recipe: the one BENCHMARKS.md section 7 was measured with
+        recipe="v1",
+        features=tuple(C.REAL_DIMS),
+        folds=args.folds,
+        epochs=args.epochs,
+        patience=args.epochs,
+        device="cpu",
     )
     ways = {"jobs 1": (1, None), "jobs 1, 1 thread": (1, 1), "jobs 2": (2, None)}
     times: dict[str, list[float]] = {w: [] for w in ways}

@@ -28,7 +28,7 @@ from vafusion.cache.derive import derive_pca
 from vafusion.demo import AUDIO, DEMO_DATA, DEMO_MODEL_OPTIONS, DEMO_TRAINING, VISUAL
 from vafusion.extract.run import ExtractOptions, extract
 from vafusion.fusion.experiments.compare import compare
-from vafusion.fusion.runs.config import DataConfig, TrainingConfig
+from vafusion.fusion.runs.config import DataConfig, training_recipe
 from vafusion.synth import SIZES, make_corpus
 
 
@@ -85,7 +85,7 @@ def main() -> None:
             ["imf"],
             sets,
             data=DataConfig(**DEMO_DATA),
-            training=TrainingConfig(seed=0, device="cpu", **DEMO_TRAINING),
+            training=training_recipe("v1", seed=0, device="cpu", **DEMO_TRAINING),
             seeds=args.seeds,
             model_options=DEMO_MODEL_OPTIONS,
             progress=False,

@@ -49,7 +49,7 @@ def interleaved(run: dict, steps: int, repeats: int) -> dict[str, float]:
 
 
 def train_step(batch_size: int, steps: int, repeats: int) -> float:
-    config = make_config(device="cpu", batch_size=batch_size)
+    config = make_config(recipe="v1", device="cpu", batch_size=batch_size)
     dims = list(C.REAL_DIMS.values())
     trainers = {p: Trainer(config, dims, torch.device("cpu"), total_steps=10_000) for p in ("fp32", "bf16")}
     batch = _batch(batch_size, config.data.window, dims)

@@ -102,7 +102,7 @@ def rss_child(cache: str, run_dir: str, train_windows: int) -> None:
         train_mod.windows_with_labels = fewer_windows
     start = time.perf_counter()
     with loading(True):
-        train(cache, run_dir, make_config(epochs=1, device="cpu"), progress=False)
+        train(cache, run_dir, make_config(recipe="v1", epochs=1, device="cpu"), progress=False)
     print(
         json.dumps(
             {
@@ -158,7 +158,7 @@ def evict(paths: list[Path]) -> None:
 def speed(tmp: Path, frames: int, steps: int, repeats: int) -> None:
     cache = tmp / "speed-cache"
     C.write_random_cache(cache, frames, max(4, frames // 5000))
-    config = make_config(device="cpu")
+    config = make_config(recipe="v1", device="cpu")
     data, tc = config.data, config.training
     ram = load_cache(cache, data.features, progress=False, stream=False)
     train_ids = [e.id for e in ram.index.by_partition("train")]

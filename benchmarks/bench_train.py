@@ -2,7 +2,9 @@
 
 A cache of realistic dims (resnet50 2048 + vggish 128 + logmel 64, float16, random data,
 ~100k frames in 20 videos of Aff-Wild2's mean length ~5000 frames) is written with the real
-writer API; the default configuration (imf, window 300, hop 200, batch 16, d_model 128) trains on it.
+writer API; the configuration of the v1 recipe (imf, window 300, hop 200, batch 16, d_model 128; the
+one sections 4 and 8 of BENCHMARKS.md were measured with; ``bench_fast_training.py`` measures the fast
+recipe's step against it) trains on it.
 
 1. Step efficiency, interleaved and repeated: the trainer's full step (``iterate_batches``
    batch assembly + forward + 1 - CCC loss + backward + clip + AdamW + schedule, the code of
@@ -135,7 +137,7 @@ def rss_child(cache: str, run_dir: str) -> None:
 
     train_mod.load_cache = load_and_mark
     start = time.perf_counter()
-    train_mod.train(cache, run_dir, make_config(epochs=1, device="cpu"), progress=False)
+    train_mod.train(cache, run_dir, make_config(recipe="v1", epochs=1, device="cpu"), progress=False)
     print(
         json.dumps(
             {
@@ -171,7 +173,7 @@ def step_child(mode: str, steps: int) -> None:
 
     if _THREAD_MODES[mode][1]:
         set_threads(None)
-    config = make_config(device="cpu")
+    config = make_config(recipe="v1", device="cpu")
     dims = list(C.REAL_DIMS.values())
     trainer = Trainer(config, dims, torch.device("cpu"), total_steps=10_000)
     g = torch.Generator().manual_seed(0)
@@ -283,7 +285,7 @@ def main() -> None:
         return
     C.header("training: full step vs model-only step; peak RSS; frames/s")
     device = resolve_device(args.device)
-    config = make_config(device=str(device))
+    config = make_config(recipe="v1", device=str(device))
     data, tc = config.data, config.training
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp_name:
         tmp = Path(tmp_name)

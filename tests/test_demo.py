@@ -15,7 +15,7 @@ def test_demo_tiny_prints_the_table_and_writes_the_reports(tmp_path):
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["model", "features", "runs", "CCC_V", "CCC_A", "P"]
+    assert lines[0].split() == ["model", "features", "runs", "CCC_V", "CCC_A", "P", "time/run"]
     assert [tuple(line.split()[:3]) for line in lines[1:]] == [
         (m, ",".join(f), "1") for m in MODELS for f in FEATURE_SETS
     ]

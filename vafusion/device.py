@@ -8,12 +8,14 @@ pass asks for its precision. The precision and the ``--threads`` given are conte
 :mod:`vafusion.runtime` (scoped to the block and its thread, handed whole to worker processes);
 torch's thread count itself is process-wide, as torch keeps it.
 
-- Precision: ``fp32`` (default) or ``bf16`` (CPU autocast to bfloat16). bf16 is refused on a
-  CPU without native bfloat16 arithmetic (x86 AVX512-BF16 or AMX, ARM's BF16 extension):
-  there oneDNN emulates it, measured 1.4-1.7x slower than fp32 on an AVX2 CPU (BENCHMARKS.md,
-  section 8). ``VAFUSION_ALLOW_EMULATED_BF16=1`` (or ``allow_emulated=True``) runs it anyway:
-  for tests, and for checking results on a machine without it. On CUDA, autocast is always on
-  (``amp``: bf16 where the GPU has it, else fp16).
+- Precision: ``auto`` (the commands' default), ``fp32`` or ``bf16`` (CPU autocast to bfloat16).
+  ``auto`` is bf16 where the CPU has native bfloat16 arithmetic (x86 AVX512-BF16 or AMX, ARM's
+  BF16 extension), else fp32. An explicit bf16 is refused on a CPU without it: there oneDNN
+  emulates it, measured 1.4-1.7x slower than fp32 on an AVX2 CPU (BENCHMARKS.md, section 8).
+  ``VAFUSION_ALLOW_EMULATED_BF16=1`` (or ``allow_emulated=True``) runs it anyway: for tests,
+  and for checking results on a machine without it. On CUDA, autocast is always on (``amp``:
+  bf16 where the GPU has it, else fp16). Outside a :func:`compute` block (a library caller
+  that sets nothing) the precision is fp32.
 - Threads: by default the physical cores this process may use, minus the cores other
   processes keep busy right now (sampled from /proc/stat for 0.1 s), at least 1. Two
   spinning threads on two cores while other processes hold them made a training step 3-4x
@@ -34,9 +36,9 @@ from pathlib import Path
 import torch
 
 from vafusion.errors import VafusionError
-from vafusion.runtime import PRECISION, THREADS_GIVEN
+from vafusion.runtime import PRECISION, PRECISION_ASKED, THREADS_GIVEN
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 EMULATED_BF16_ENV = "VAFUSION_ALLOW_EMULATED_BF16"
 _BUSY_SAMPLE_S = 0.1
 
@@ -118,20 +120,56 @@ def cpu_bf16_native() -> bool:
 def check_precision(precision: str, allow_emulated: bool | None = None) -> None:
     """A one-line error for an unknown precision, or bf16 on a CPU that would only emulate it."""
     if precision not in PRECISIONS:
-        raise VafusionError(f"--precision {precision!r}: use {' or '.join(PRECISIONS)}")
+        raise VafusionError(f"--precision {precision!r}: use {', '.join(PRECISIONS)}")
     if allow_emulated is None:
         allow_emulated = os.environ.get(EMULATED_BF16_ENV, "") not in ("", "0")
     if precision == "bf16" and not (allow_emulated or cpu_bf16_native()):
         raise VafusionError(
             f"--precision bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 "
-            f"(AVX512-BF16, AMX or ARM BF16): emulated, bf16 runs slower than fp32; use --precision fp32 "
+            f"(AVX512-BF16, AMX or ARM BF16): emulated, bf16 runs slower than fp32; use --precision fp32 or auto "
             f"(or set {EMULATED_BF16_ENV}=1 to run it emulated anyway)"
         )
 
 
+def resolve_precision(precision: str) -> str:
+    """``auto`` as this CPU's precision (bf16 where it is native, else fp32); fp32 and bf16 as they are."""
+    if precision == "auto":
+        return "bf16" if cpu_bf16_native() else "fp32"
+    return precision
+
+
 def precision() -> str:
-    """The precision of CPU forward passes in force (see :func:`compute`)."""
+    """The precision of CPU forward passes in force, fp32 or bf16 (see :func:`compute`)."""
     return PRECISION.get()
+
+
+def precision_asked() -> str:
+    """What the enclosing :func:`compute` block was asked for: ``auto``, ``fp32`` or ``bf16``.
+
+    A resumed training follows the precision its run recorded where the choice was ``auto``
+    (and fp32 for a run that recorded none), so one run never mixes precisions.
+    """
+    return PRECISION_ASKED.get()
+
+
+@contextlib.contextmanager
+def precision_in_force(precision: str) -> Iterator[str]:
+    """Within the block: CPU forward passes in ``precision`` (fp32 or bf16, already checked); restored after."""
+    token = PRECISION.set(precision)
+    try:
+        yield precision
+    finally:
+        PRECISION.reset(token)
+
+
+def device_precision(device: torch.device, amp: bool = True) -> str:
+    """The precision a forward pass on ``device`` computes in: :func:`precision` on the CPU, the autocast
+    dtype on CUDA (``amp``), fp32 elsewhere. Recorded in a run's summary."""
+    if device.type == "cuda":
+        if not amp:
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return precision() if device.type == "cpu" else "fp32"
 
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
@@ -271,21 +309,24 @@ def trim_heap() -> None:
 
 @contextlib.contextmanager
 def compute(
-    threads: int | None = None, precision: str = "fp32", *, allow_emulated: bool | None = None
+    threads: int | None = None, precision: str = "auto", *, allow_emulated: bool | None = None
 ) -> Iterator[tuple[int, str]]:
-    """Within the block: ``threads`` (default :func:`default_threads`) and ``precision``; yields both.
+    """Within the block: ``threads`` (default :func:`default_threads`) and ``precision``; yields both
+    (the precision resolved: ``auto`` becomes fp32 or bf16, :func:`resolve_precision`).
 
     Both are restored afterwards. bf16 on a CPU without native support is an error unless
     ``allow_emulated`` (default: the ``VAFUSION_ALLOW_EMULATED_BF16`` environment variable).
     """
     check_precision(precision, allow_emulated)
+    resolved = resolve_precision(precision)
     before = torch.get_num_threads()
     n = set_threads(threads)
-    tokens = PRECISION.set(precision), THREADS_GIVEN.set(threads)
+    tokens = PRECISION.set(resolved), PRECISION_ASKED.set(precision), THREADS_GIVEN.set(threads)
     try:
-        yield n, precision
+        yield n, resolved
     finally:
-        THREADS_GIVEN.reset(tokens[1])
+        THREADS_GIVEN.reset(tokens[2])
+        PRECISION_ASKED.reset(tokens[1])
         PRECISION.reset(tokens[0])
         set_threads(before)
 
@@ -300,9 +341,13 @@ __all__ = [
     "compute",
     "cpu_bf16_native",
     "default_threads",
+    "device_precision",
     "physical_cores",
     "precision",
+    "precision_asked",
+    "precision_in_force",
     "resolve_device",
+    "resolve_precision",
     "set_threads",
     "threads_given",
     "threads_per_process",

@@ -21,6 +21,9 @@ from typing import Any
 
 PRECISION: ContextVar[str] = ContextVar("vafusion.precision", default="fp32")
 """The precision of CPU forward passes (``fp32`` or ``bf16``): :func:`vafusion.device.compute` sets it."""
+PRECISION_ASKED: ContextVar[str] = ContextVar("vafusion.precision_asked", default="fp32")
+"""What ``--precision`` asked for (``auto``, ``fp32`` or ``bf16``) before :func:`vafusion.device.resolve_precision`:
+a resumed run under ``auto`` keeps the precision it recorded."""
 THREADS_GIVEN: ContextVar[int | None] = ContextVar("vafusion.threads_given", default=None)
 """The ``--threads`` of the enclosing :func:`vafusion.device.compute` block, None where it chose the default."""
 STREAM: ContextVar[bool | None] = ContextVar("vafusion.stream", default=None)
@@ -32,6 +35,7 @@ class RuntimeOptions:
     """Every runtime setting at once: what a worker process needs to run as its parent runs (picklable)."""
 
     precision: str = "fp32"
+    precision_asked: str = "fp32"
     threads_given: int | None = None
     stream: bool | None = None
 
@@ -51,7 +55,12 @@ class RuntimeOptions:
                 var.reset(token)
 
 
-_VARIABLES: dict[str, ContextVar[Any]] = {"precision": PRECISION, "threads_given": THREADS_GIVEN, "stream": STREAM}
+_VARIABLES: dict[str, ContextVar[Any]] = {
+    "precision": PRECISION,
+    "precision_asked": PRECISION_ASKED,
+    "threads_given": THREADS_GIVEN,
+    "stream": STREAM,
+}
 """One variable per field of :class:`RuntimeOptions` (a test holds them equal)."""
 
-__all__ = ["PRECISION", "STREAM", "THREADS_GIVEN", "RuntimeOptions"]
+__all__ = ["PRECISION", "PRECISION_ASKED", "STREAM", "THREADS_GIVEN", "RuntimeOptions"]

@@ -133,6 +133,7 @@ def cv(
     """
     from vafusion.fusion.experiments.cv import cross_validate
     from vafusion.fusion.post.apply import DimPost
+    from vafusion.fusion.reports.pages import seconds_text
 
     config = _config(split="folds", folds=folds, fold=1, **kw)
     summary = cross_validate(
@@ -146,10 +147,14 @@ def cv(
         log=lambda m: click.echo(m, err=True),
         post_steps=[s.strip() for s in post_steps.split(",") if s.strip()],
     )
-    click.echo(f"{'fold':>6} {'CCC_V':>8} {'CCC_A':>8} {'P':>8}" + ("  (mean over seeds)" if seeds > 1 else ""))
+    click.echo(
+        f"{'fold':>6} {'CCC_V':>8} {'CCC_A':>8} {'P':>8} {'time':>9}" + ("  (mean over seeds)" if seeds > 1 else "")
+    )
     for row in summary["folds"]:
-        click.echo(f"{row['fold']:>6} {row['ccc_v']:>8.4f} {row['ccc_a']:>8.4f} {row['p']:>8.4f}")
-    click.echo(" ".join([f"{'mean':>6}"] + [f"{summary[m]['mean']:>8.4f}" for m in ("ccc_v", "ccc_a", "p")]))
+        time = seconds_text(row.get("seconds"))
+        click.echo(f"{row['fold']:>6} {row['ccc_v']:>8.4f} {row['ccc_a']:>8.4f} {row['p']:>8.4f} {time:>9}")
+    total = seconds_text(summary.get("seconds"))
+    click.echo(" ".join([f"{'mean':>6}"] + [f"{summary[m]['mean']:>8.4f}" for m in ("ccc_v", "ccc_a", "p")] + [total]))
     click.echo(" ".join([f"{'± std':>6}"] + [f"{summary[m]['std']:>8.4f}" for m in ("ccc_v", "ccc_a", "p")]))
     oof = summary["out_of_fold"]
     click.echo(f"out-of-fold (all folds pooled): CCC_V {oof['ccc_v']:.4f}  CCC_A {oof['ccc_a']:.4f}  P {oof['p']:.4f}")
@@ -235,7 +240,7 @@ def compare(
             [m.strip() for m in models.split(",") if m.strip()],
             sets,
             data=DataConfig(split=split, folds=folds or 6, **data),
-            training=TrainingConfig(**training),
+            training=training,
             seeds=seeds,
             model_options=options,
             causal=causal,

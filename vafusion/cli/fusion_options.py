@@ -11,7 +11,8 @@ from click.core import ParameterSource
 
 from vafusion.cli.options import DEVICE, DEVICE_HELP, _ranged, _setting, _stacked
 from vafusion.errors import VafusionError
-from vafusion.fusion.runs.config import DataConfig, TrainingConfig
+from vafusion.fusion.runs.config import RECIPES, WINDOWS, DataConfig, TrainingConfig, training_recipe
+from vafusion.fusion.runs.schedule import SCHEDULES
 
 if TYPE_CHECKING:
     from vafusion.fusion.runs.config import FusionConfig
@@ -113,20 +114,51 @@ def _model_options(several: bool = False):
     )
 
 
+def _recipe_setting(name: str, help: str, choices: tuple[str, ...] | None = None):
+    """``--<name>`` for a TrainingConfig setting a recipe chooses: unset (None) means the recipe's value,
+    which --help shows for each recipe."""
+    defaults = "; ".join(f"{r}: {training_recipe(r).__dict__[name]}" for r in RECIPES)
+    kind = click.Choice(choices) if choices else _ranged(TrainingConfig, name)
+    return click.option(
+        f"--{name.replace('_', '-')}", default=None, type=kind, show_default=f"--recipe {defaults}", help=help
+    )
+
+
 def _training_options(f):
-    """--epochs ... --device (TrainingConfig)."""
+    """--recipe, --epochs ... --device (TrainingConfig)."""
     return _stacked(
         [
-            _setting(
-                TrainingConfig,
+            click.option(
+                "--recipe",
+                type=click.Choice(list(RECIPES)),
+                default="fast",
+                show_default=True,
+                help="Defaults of the training settings below. fast: chosen for time to quality (random window "
+                "offsets, short warm-up, cosine schedule, small batches, early stop on a plateau). v1: the recipe "
+                "of vafusion before it, to reproduce earlier runs. Options given override it.",
+            ),
+            _recipe_setting(
                 "epochs",
                 "Training epochs at most (--patience may stop earlier; closed-form models ignore it).",
             ),
-            _setting(TrainingConfig, "batch_size", "Windows per step."),
-            _setting(TrainingConfig, "lr", "Peak AdamW learning rate."),
+            _recipe_setting("batch_size", "Windows per step."),
+            _recipe_setting("lr", "Peak AdamW learning rate."),
+            _recipe_setting(
+                "schedule",
+                "Learning rate: warm-up, then cosine to 5% of --lr. cosine: warm-up over half an epoch (at most 200 "
+                "steps); v1: over 10% of all steps (at most 200).",
+                tuple(SCHEDULES),
+            ),
+            _recipe_setting(
+                "windows",
+                "Training windows: random shifts the grid of --hop by a random offset per video and epoch (every "
+                "frame still in a window each epoch); grid: the same grid every epoch.",
+                WINDOWS,
+            ),
             _setting(TrainingConfig, "weight_decay", "AdamW weight decay."),
             _setting(TrainingConfig, "mse_weight", "Weight of an extra MSE term in the loss."),
-            _setting(TrainingConfig, "patience", "Stop after this many epochs without a better validation P."),
+            _recipe_setting("patience", "Stop after this many epochs without a better validation P..."),
+            _recipe_setting("min_epochs", "...but not before this epoch."),
             _setting(
                 TrainingConfig,
                 "seed",
@@ -224,13 +256,14 @@ def _model_option_values(model_options: tuple[str, ...], causal: bool, kw: dict)
     return options
 
 
-def _parts(kw: dict) -> tuple[dict, dict]:
-    """The DataConfig and TrainingConfig fields among the command's keyword arguments."""
+def _parts(kw: dict) -> tuple[dict, TrainingConfig]:
+    """The DataConfig fields among the command's keyword arguments, and the TrainingConfig of its --recipe
+    with the training options it was given."""
 
     def take(cls) -> dict:
         return {f: kw[f] for f in cls.__dataclass_fields__ if f in kw}
 
-    return take(DataConfig), take(TrainingConfig)
+    return take(DataConfig), training_recipe(kw.get("recipe", "fast"), **take(TrainingConfig))
 
 
 def _config(
@@ -242,8 +275,8 @@ def _config(
     data, training = _parts(kw)
     names = tuple(x.strip() for x in features.split(",") if x.strip())
     if params is not None:
-        return _tuned(params, model, options, dict(data, features=names), training)
-    return FusionConfig(DataConfig(features=names, **data), ModelConfig(model, options), TrainingConfig(**training))
+        return _tuned(params, model, options, dict(data, features=names), dataclasses.asdict(training))
+    return FusionConfig(DataConfig(features=names, **data), ModelConfig(model, options), training)
 
 
 def _is_given(name: str) -> bool:

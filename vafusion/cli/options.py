@@ -134,12 +134,13 @@ def _compute_options(precision: bool = True, stream: bool = True):
         options.append(
             click.option(
                 "--precision",
-                type=click.Choice(["fp32", "bf16"]),
-                default="fp32",
+                type=click.Choice(["auto", "fp32", "bf16"]),
+                default="auto",
                 show_default=True,
-                help="CPU forward passes in fp32 or under bfloat16 autocast; bf16 needs a CPU with native bfloat16 "
-                f"(AVX512-BF16, AMX or ARM BF16; elsewhere an error, or {EMULATED_BF16_ENV}=1 to emulate it, "
-                "1.4-1.7x slower on an AVX2 CPU). On a GPU, autocast is always on.",
+                help="CPU forward passes in fp32 or under bfloat16 autocast. auto: bf16 where the CPU has native "
+                "bfloat16 (AVX512-BF16, AMX or ARM BF16), else fp32; a resumed run keeps the precision it started "
+                f"with. bf16 elsewhere is an error ({EMULATED_BF16_ENV}=1 emulates it, 1.4-1.7x slower on an AVX2 "
+                "CPU). On a GPU, autocast is always on.",
             )
         )
     if stream:
@@ -156,7 +157,7 @@ def _compute_options(precision: bool = True, stream: bool = True):
 
     def decorate(f: Callable) -> Callable:
         @functools.wraps(f)
-        def run(*args, threads: int | None, precision: str = "fp32", in_memory: bool | None = None, **kw):
+        def run(*args, threads: int | None, precision: str = "auto", in_memory: bool | None = None, **kw):
             from vafusion.device import compute
 
             with contextlib.ExitStack() as stack:

@@ -37,17 +37,28 @@ def trainings(monkeypatch) -> list[tuple[str, bool]]:
     real = train_mod._prepare_run_dir
 
     def spy(run_dir, *args):
-        state = real(run_dir, *args)
+        state, config = real(run_dir, *args)
         if state is not RunState.FINISHED:
             calls.append(("/".join(Path(run_dir).parts[-3:]), state is RunState.RESUMABLE))
-        return state
+        return state, config
 
     monkeypatch.setattr(train_mod, "_prepare_run_dir", spy)
     return calls
 
 
 def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / ckpt_mod.METRICS).read_text().splitlines()]
+    """metrics.jsonl's rows without their wall-clock times (the only part two identical runs differ in)."""
+    rows = [json.loads(line) for line in (run / ckpt_mod.METRICS).read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in rows]
+
+
+def _untimed(value):
+    """A result without its training ``seconds`` (a run trained again takes other seconds, same scores)."""
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
 
 
 def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(
@@ -111,8 +122,8 @@ def test_compare_cli_folds_json_and_errors(toy_cache, tmp_path):
     table = runner.invoke(cli, [*base, "--models", "ridge", "--features", "visual", "--folds", "2"])
     assert table.exit_code == 0
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["model", "features", "runs", "CCC_V", "CCC_A", "P"]
-    assert lines[1].split()[:3] == ["ridge", "visual", "2"] and "±" in lines[1]
+    assert lines[0].split() == ["model", "features", "runs", "CCC_V", "CCC_A", "P", "time/run"]
+    assert lines[1].split()[:3] == ["ridge", "visual", "2"] and "±" in lines[1] and lines[1].endswith(" s")
 
     def fails(*args: str) -> str:
         out = runner.invoke(cli, base + list(args))
@@ -132,5 +143,6 @@ def test_cv_continues_and_keeps_finished_folds(toy_cache, tmp_path, trainings):
     assert [t for t, _ in trainings] == [f"{tmp_path.name}/cv/fold-{k}" for k in (1, 2, 3)]
     (tmp_path / "cv" / "fold-2" / ckpt_mod.SUMMARY).unlink()  # as if stopped before fold 2 finished
     trainings.clear()
-    assert cross_validate(toy_cache, tmp_path / "cv", config, progress=False, report=False) == first
+    again = cross_validate(toy_cache, tmp_path / "cv", config, progress=False, report=False)
+    assert _untimed(again) == _untimed(first) and again["seconds"] > 0 and all(f["seconds"] > 0 for f in again["folds"])
     assert trainings == [(f"{tmp_path.name}/cv/fold-2", False)]  # a closed-form fit has no last.pt: fitted again

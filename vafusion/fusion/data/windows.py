@@ -4,7 +4,8 @@ Why index arithmetic: a window is ``[video, start, length]``, so cutting a cache
 into windows costs a few arrays of int64, never a copy of the features; frame ``start + j`` of
 the window is the absolute row ``offsets[video] + start + j`` (:func:`frame_indices`), which is
 how batches gather (:mod:`.batches`) and how :func:`overlap_average` puts the window
-predictions back per frame, as the ABAW challenge scores them (one row per frame).
+predictions back per frame, as the ABAW challenge scores them (one row per frame). Training
+draws its windows per epoch from a grid shifted at random per video (:func:`random_windows`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,42 @@ def make_windows(
     starts = np.minimum(k * hop, last_start)
     length = np.repeat(np.minimum(t, window), count)
     return np.stack([np.repeat(video, count), starts, length], axis=1)
+
+
+def random_windows(
+    offsets: Sequence[int] | np.ndarray,
+    window: int,
+    hop: int,
+    videos: Sequence[int] | np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Training windows ``[video, start, length]`` on a grid shifted by a random offset per video.
+
+    Why: a fixed grid shows the model the same window boundaries every epoch; shifting the
+    grid by ``o`` (uniform in ``0..hop - 1``, drawn per video from ``rng``) shows every frame
+    at other positions of its windows, epoch after epoch. Per video of T > ``window`` frames
+    the starts are ``o - hop, o, o + hop, ...`` clipped to ``[0, T - window]`` (repeats
+    dropped), so the first window starts at 0, the last ends at T and consecutive starts are at
+    most ``hop <= window`` apart: every frame is in a window in every epoch. A video of
+    T <= ``window`` frames gets its one window ``[0, T)``, as :func:`make_windows` gives it.
+    """
+    if not 1 <= hop <= window:
+        raise ValueError(f"random_windows: need 1 <= hop <= window (else frames go uncovered), got {window}, {hop}")
+    offsets = np.asarray(offsets, dtype=np.int64)
+    video = np.asarray(videos, dtype=np.int64).reshape(-1)
+    t = offsets[video + 1] - offsets[video]
+    keep = t > 0
+    video, t = video[keep], t[keep]
+    extra = np.maximum(t - window, 0)
+    shift = rng.integers(0, hop, size=video.size) - hop  # the grid's first start, before clipping
+    count = np.where(extra > 0, 1 + -(-(extra - shift) // hop), 1)  # starts up to the first >= extra
+    first = np.repeat(np.cumsum(count) - count, count)
+    k = np.arange(int(count.sum()), dtype=np.int64) - first
+    starts = np.clip(np.repeat(shift, count) + k * hop, 0, np.repeat(extra, count))
+    rows = np.stack([np.repeat(video, count), starts, np.repeat(np.minimum(t, window), count)], axis=1)
+    repeat = np.zeros(len(rows), dtype=bool)
+    repeat[1:] = (rows[1:, 0] == rows[:-1, 0]) & (rows[1:, 1] == rows[:-1, 1])
+    return rows[~repeat]
 
 
 def windows_with_labels(loaded: LoadedCache, windows: np.ndarray) -> np.ndarray:
@@ -117,4 +154,4 @@ def overlap_average(predictions: Any, windows: np.ndarray, lengths: Sequence[int
     return [out[offsets[i] : offsets[i + 1]] for i in range(lengths.size)]
 
 
-__all__ = ["frame_indices", "make_windows", "overlap_average", "windows_with_labels"]
+__all__ = ["frame_indices", "make_windows", "overlap_average", "random_windows", "windows_with_labels"]

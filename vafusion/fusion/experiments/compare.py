@@ -24,7 +24,7 @@ from typing import Any
 from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
 from vafusion.fs import make_dir, remove_stale_temporaries
-from vafusion.fusion.experiments.jobs import Job, mean_std, run_jobs
+from vafusion.fusion.experiments.jobs import Job, mean_std, run_jobs, total_seconds
 from vafusion.fusion.models import ModelSpec, resolve_model
 from vafusion.fusion.reports.compare import write_compare_page
 from vafusion.fusion.runs.config import DataConfig, FusionConfig, ModelConfig, TrainingConfig
@@ -106,11 +106,16 @@ def compare_jobs(
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (model, features), in first-seen order: ``n`` runs and mean ± std of CCC_V, CCC_A, P."""
+    """Per (model, features), in first-seen order: ``n`` runs, mean ± std of CCC_V, CCC_A, P, and the mean
+    training ``seconds`` of a run (None if one did not record it)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["model"], row["features"]), []).append(row)
-    return [{"model": m, "features": f, "n": len(g), **mean_std(g)} for (m, f), g in groups.items()]
+    out = []
+    for (m, f), g in groups.items():
+        total = total_seconds(g)
+        out.append({"model": m, "features": f, "n": len(g), **mean_std(g), "seconds": total and total / len(g)})
+    return out
 
 
 def compare(

@@ -28,7 +28,7 @@ import numpy as np
 from vafusion.atomic import atomic_path
 from vafusion.errors import VafusionError
 from vafusion.fs import remove_stale_temporaries
-from vafusion.fusion.experiments.jobs import Job, mean_std, run_jobs
+from vafusion.fusion.experiments.jobs import Job, mean_std, run_jobs, total_seconds
 from vafusion.fusion.metrics import score
 from vafusion.fusion.post.apply import write_post
 from vafusion.fusion.post.fit import PostFit, fit_post
@@ -75,12 +75,17 @@ def cv_jobs(cache_dir: str | Path, runs_dir: str | Path, config: FusionConfig, s
 
 
 def _fold_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per fold: the mean over its seeds of CCC_V, CCC_A, P, and how many seeds."""
+    """Per fold: the mean over its seeds of CCC_V, CCC_A, P, how many seeds, and their training seconds together."""
     folds: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         folds.setdefault(row["fold"], []).append(row)
     return [
-        {"fold": k, **{m: float(np.mean([r[m] for r in g])) for m in METRIC_KEYS}, "seeds": len(g)}
+        {
+            "fold": k,
+            **{m: float(np.mean([r[m] for r in g])) for m in METRIC_KEYS},
+            "seeds": len(g),
+            "seconds": total_seconds(g),
+        }
         for k, g in folds.items()
     ]
 
@@ -111,8 +116,9 @@ def cross_validate(
 ) -> dict[str, Any]:
     """Train every fold x seed (resumably), keep OOF predictions, choose post-processing; ``cv.json``'s content.
 
-    Returns ``folds`` (per fold: CCC_V, CCC_A, P, mean over its seeds), their mean ± std
-    (``ccc_v``, ``ccc_a``, ``p``), ``seeds``, ``runs`` (one row per fold x seed),
+    Returns ``folds`` (per fold: CCC_V, CCC_A, P, mean over its seeds; its training seconds),
+    their mean ± std (``ccc_v``, ``ccc_a``, ``p``), ``seeds``, ``seconds`` (every run's training
+    together; None if a run of an earlier version recorded none), ``runs`` (one row per fold x seed),
     ``out_of_fold`` (pooled CCCs of the seed-averaged OOF predictions) and ``post`` (the
     content of ``post.json``). ``workers``, ``devices``: the runs in parallel processes
     (:func:`~vafusion.fusion.experiments.jobs.run_jobs`). ``post_steps``: the post-processing steps
@@ -137,6 +143,7 @@ def cross_validate(
         "folds": folds,
         **mean_std(folds),
         "seeds": list(range(config.training.seed, config.training.seed + seeds)),
+        "seconds": total_seconds(rows),
         "runs": rows,
         "out_of_fold": _pooled(per_fold),
         "post": _post_summary(fit),

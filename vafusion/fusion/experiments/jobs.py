@@ -43,14 +43,16 @@ class Job:
 def run_job(
     job: Job, *, progress: bool = True, log: Callable[[str], None] | None = None, report: bool = False
 ) -> dict[str, Any]:
-    """Train ``job`` (or continue it, or read it back if finished); its best ``{epoch, ccc_v, ccc_a, p, ...}``.
+    """Train ``job`` (or continue it, or read it back if finished); its best ``{epoch, ccc_v, ccc_a, p, ...}``
+    and ``seconds``, the run's training time (None for a run of an earlier version, which did not record it).
 
     Exactly ``train --resume`` (the rules of :mod:`vafusion.fusion.runs.run_dir`).
     """
     on_trained = report_on_trained(job.config.training.device, log) if report else None
-    return train(
+    result = train(
         job.cache_dir, job.run_dir, job.config, resume=True, progress=progress, log=log, on_trained=on_trained
-    ).best
+    )
+    return {**result.best, "seconds": result.seconds}
 
 
 def job_name(job: Job) -> str:
@@ -63,8 +65,15 @@ def _row(job: Job, best: dict[str, Any]) -> dict[str, Any]:
         **job.labels,
         **{m: float(best[m]) for m in METRIC_KEYS},
         "epoch": best.get("epoch"),
+        "seconds": best.get("seconds"),
         "run": str(job.run_dir),
     }
+
+
+def total_seconds(rows: Sequence[dict[str, Any]]) -> float | None:
+    """The training seconds of ``rows`` together; None if a run did not record them."""
+    times = [r.get("seconds") for r in rows]
+    return None if any(t is None for t in times) else float(sum(times))
 
 
 def run_jobs(
@@ -76,7 +85,8 @@ def run_jobs(
     workers: int | None = None,
     devices: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every job; one row per job, in job order: its labels, ``ccc_v``, ``ccc_a``, ``p``, ``epoch`` and ``run``.
+    """Run every job; one row per job, in job order: its labels, ``ccc_v``, ``ccc_a``, ``p``, ``epoch``,
+    ``seconds`` (training time) and ``run``.
 
     ``workers`` > 1 or ``devices``: in that many worker processes (default: one per device),
     each on its device (round-robin), see :func:`run_jobs_parallel`. Otherwise (the default)
@@ -182,4 +192,14 @@ def mean_std(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-__all__ = ["METRIC_KEYS", "Job", "JobsFailed", "job_name", "mean_std", "run_job", "run_jobs", "run_jobs_parallel"]
+__all__ = [
+    "METRIC_KEYS",
+    "Job",
+    "JobsFailed",
+    "job_name",
+    "mean_std",
+    "run_job",
+    "run_jobs",
+    "run_jobs_parallel",
+    "total_seconds",
+]

@@ -99,7 +99,7 @@ def _worker(
     if the worker dies the next instant.
     """
     _die_with_parent()
-    with runtime.applied(), compute(threads, runtime.precision, allow_emulated=True):
+    with runtime.applied(), compute(threads, runtime.precision_asked, allow_emulated=True):
         _take_tasks(device, fn, tasks, conn)
 
 

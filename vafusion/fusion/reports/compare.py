@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vafusion.fs import make_dir
-from vafusion.fusion.reports.pages import FIGURES, Page, clear_figures, num, score_chart, table
+from vafusion.fusion.reports.pages import FIGURES, Page, clear_figures, num, score_chart, seconds_text, table
 from vafusion.fusion.runs.run_dir import METRIC_KEYS
 
 COMPARE_HTML = "compare.html"
@@ -29,10 +29,14 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
     """The summary as a plain-text table (what ``vafusion compare`` and ``vafusion demo`` print)."""
     model_w = max([len("model")] + [len(r["model"]) for r in summary])
     feat_w = max([len("features")] + [len(r["features"]) for r in summary])
-    lines = [f"{'model':<{model_w}}  {'features':<{feat_w}}  {'runs':>4}  {'CCC_V':>14}  {'CCC_A':>14}  {'P':>14}"]
+    lines = [
+        f"{'model':<{model_w}}  {'features':<{feat_w}}  {'runs':>4}  {'CCC_V':>14}  {'CCC_A':>14}  {'P':>14}"
+        f"  {'time/run':>9}"
+    ]
     for r in summary:
         cells = "  ".join(f"{_mean_pm_std(r[m], r['n']):>14}" for m in METRIC_KEYS)
-        lines.append(f"{r['model']:<{model_w}}  {r['features']:<{feat_w}}  {r['n']:>4}  {cells}")
+        time = seconds_text(r.get("seconds"))
+        lines.append(f"{r['model']:<{model_w}}  {r['features']:<{feat_w}}  {r['n']:>4}  {cells}  {time:>9}")
     return "\n".join(lines)
 
 
@@ -66,11 +70,17 @@ def _results(page: Page, result: Mapping[str, Any]) -> None:
     page.add(
         table(
             [
-                (r["model"], r["features"], r["n"], *(_mean_pm_std(r[m], r["n"], 4) for m in METRIC_KEYS))
+                (
+                    r["model"],
+                    r["features"],
+                    r["n"],
+                    *(_mean_pm_std(r[m], r["n"], 4) for m in METRIC_KEYS),
+                    seconds_text(r.get("seconds")),
+                )
                 for r in summary
             ],
-            header=["model", "features", "runs", "CCC_V", "CCC_A", "P"],
-            numeric=(2, 3, 4, 5),
+            header=["model", "features", "runs", "CCC_V", "CCC_A", "P", "time per run"],
+            numeric=(2, 3, 4, 5, 6),
             highlight=best,
         )
     )
@@ -102,11 +112,12 @@ def _runs(page: Page, runs_dir: Path, runs: Sequence[Mapping[str, Any]]) -> None
                     *(r.get(k, "") for k in keys),
                     *(num(r[m]) for m in METRIC_KEYS),
                     r.get("epoch"),
+                    seconds_text(r.get("seconds")),
                     Path(r["run"]).relative_to(runs_dir) if Path(r["run"]).is_relative_to(runs_dir) else r["run"],
                 )
                 for r in runs
             ],
-            header=[*keys, "CCC_V", "CCC_A", "P", "best epoch", "run directory"],
+            header=[*keys, "CCC_V", "CCC_A", "P", "best epoch", "training time", "run directory"],
             numeric=tuple(range(len(keys), len(keys) + 3)),
         )
     )

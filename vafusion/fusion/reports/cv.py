@@ -15,7 +15,17 @@ from typing import Any
 from vafusion.fs import make_dir
 from vafusion.fusion.post.apply import DimPost
 from vafusion.fusion.post.fit import PostFit
-from vafusion.fusion.reports.pages import COLOURS, FIGURES, Page, clear_figures, esc, new_figure, num, table
+from vafusion.fusion.reports.pages import (
+    COLOURS,
+    FIGURES,
+    Page,
+    clear_figures,
+    esc,
+    new_figure,
+    num,
+    seconds_text,
+    table,
+)
 from vafusion.fusion.runs.config import FusionConfig
 from vafusion.fusion.runs.run_dir import METRIC_KEYS
 
@@ -29,9 +39,19 @@ def _scores(page: Page, summary: dict[str, Any], runs_dir: Path) -> None:
         "<p>Validation scores of each fold's best checkpoint (CCC over all the fold's validation frames; "
         "P = (CCC_V + CCC_A) / 2), the mean over its seeds, and mean ± std over folds.</p>"
     )
-    rows = [(r["fold"], r.get("seeds", 1), *(num(r[m]) for m in METRIC_KEYS)) for r in summary["folds"]]
-    rows.append(("mean ± std", "", *(f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" for m in METRIC_KEYS)))
-    page.add(table(rows, header=["fold", "seeds", "CCC_V", "CCC_A", "P"], numeric=(1, 2, 3, 4)))
+    rows = [
+        (r["fold"], r.get("seeds", 1), *(num(r[m]) for m in METRIC_KEYS), seconds_text(r.get("seconds")))
+        for r in summary["folds"]
+    ]
+    rows.append(
+        (
+            "mean ± std",
+            "",
+            *(f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" for m in METRIC_KEYS),
+            f"{seconds_text(summary.get('seconds'))} in all",
+        )
+    )
+    page.add(table(rows, header=["fold", "seeds", "CCC_V", "CCC_A", "P", "training time"], numeric=(1, 2, 3, 4, 5)))
     if len(summary["seeds"]) > 1:
         page.add("<h3>Runs</h3>")
         page.add(
@@ -42,12 +62,13 @@ def _scores(page: Page, summary: dict[str, Any], runs_dir: Path) -> None:
                         r["seed"],
                         *(num(r[m]) for m in METRIC_KEYS),
                         r.get("epoch"),
+                        seconds_text(r.get("seconds")),
                         Path(r["run"]).relative_to(runs_dir) if Path(r["run"]).is_relative_to(runs_dir) else r["run"],
                     )
                     for r in summary["runs"]
                 ],
-                header=["fold", "seed", "CCC_V", "CCC_A", "P", "best epoch", "run directory"],
-                numeric=(2, 3, 4),
+                header=["fold", "seed", "CCC_V", "CCC_A", "P", "best epoch", "training time", "run directory"],
+                numeric=(2, 3, 4, 6),
             )
         )
     oof = summary["out_of_fold"]

@@ -108,6 +108,15 @@ def num(value: Any, digits: int = 4) -> str:
     return "NaN" if math.isnan(x) else f"{x:.{digits}f}"
 
 
+def seconds_text(seconds: float | None) -> str:
+    """A run's training time for tables: ``41 s``, ``12.5 min``, ``3.2 h``; ``—`` when not recorded."""
+    if seconds is None:
+        return "—"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def table(
     rows: Iterable[Sequence[Any]],
     header: Sequence[str] | None = None,
@@ -205,5 +214,6 @@ __all__ = [
     "note",
     "num",
     "score_chart",
+    "seconds_text",
     "table",
 ]

@@ -90,6 +90,8 @@ def _header(
     if epochs_run is None:
         epochs_run = len([r for r in rows if r.get("loss") is not None])
     fps = run.fingerprints.get("features", {})
+    elapsed = [r.get("elapsed") for r in rows]
+    at_best = next((r.get("elapsed") for r in rows if r["epoch"] == run.epoch), None)
     info = [
         ("run directory", str(run.run_dir.resolve())),
         ("model", f"{spec.name} — {spec.description}"),
@@ -97,6 +99,12 @@ def _header(
         ("split", split),
         ("best epoch", "— (closed-form fit)" if is_closed_form(run.model) else f"{run.epoch} of {epochs_run} run"),
         ("parameters", f"{_parameters(run, summary):,}"),
+        (
+            "training time",
+            f"{elapsed[-1]:.1f} s (wall clock, start-up included); best epoch at {at_best:.1f} s"
+            if elapsed and elapsed[-1] is not None and at_best is not None
+            else "— (not recorded: a run of an earlier version)",
+        ),
         ("trained on cache", trained_cache + ("" if cache_here else "  (not here now)")),
         ("predictions below from", str(used_cache) if used_cache else "— (no cache reachable)"),
         ("corpus fingerprint", str(run.fingerprints.get("corpus", "—"))[:16]),
@@ -144,8 +152,9 @@ def _learning_curves(page: Page, rows: list[dict[str, Any]], best_epoch: int, cl
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in trained]
-    fig = new_figure(8, 3)
-    ax_loss, ax_val = fig.subplots(1, 2)
+    timed = all(r.get("elapsed") is not None for r in trained)
+    fig = new_figure(12 if timed else 8, 3)
+    ax_loss, ax_val, *ax_time = fig.subplots(1, 3 if timed else 2)
     ax_loss.plot(epochs, [r["loss"] for r in trained], "o-", ms=3, color=COLOURS["loss"], label="training loss")
     ax_loss.set(title="training loss (1 − CCC)", xlabel="epoch", ylabel="loss")
     for key, name in (("ccc_v", "CCC_V"), ("ccc_a", "CCC_A"), ("p", "P")):
@@ -160,16 +169,62 @@ def _learning_curves(page: Page, rows: list[dict[str, Any]], best_epoch: int, cl
         )
     ax_val.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best (epoch {best_epoch})")
     ax_val.set(title="validation", xlabel="epoch", ylabel="CCC")
-    ax_val.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     for ax in (ax_loss, ax_val):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    if timed:
+        _against_time(ax_time[0], trained, best_epoch)
+    (ax_time[0] if timed else ax_val).legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     page.figure(
         fig,
         "curves.png",
         "learning curves",
-        f"Training loss and validation CCC_V, CCC_A, P over {len(trained)} epoch(s); the dashed line marks the "
-        f"best epoch (the checkpoint used below).",
+        f"Training loss and validation CCC_V, CCC_A, P over {len(trained)} epoch(s)"
+        + (", and validation P against the run's wall-clock seconds" if timed else "")
+        + "; the dashed line marks the best epoch (the checkpoint used below).",
+    )
+    if timed:
+        _epoch_table(page, trained)
+
+
+def _against_time(ax: Any, trained: list[dict[str, Any]], best_epoch: int) -> None:
+    """Validation CCC_V, CCC_A, P against the elapsed wall seconds of the run (start-up included)."""
+    elapsed = [r["elapsed"] for r in trained]
+    for key, name in (("ccc_v", "CCC_V"), ("ccc_a", "CCC_A"), ("p", "P")):
+        ax.plot(
+            elapsed,
+            [r.get(key, np.nan) for r in trained],
+            "o-",
+            ms=3,
+            color=COLOURS[key],
+            label=name,
+            lw=2 if key == "p" else 1.2,
+        )
+    best = next((r["elapsed"] for r in trained if r["epoch"] == best_epoch), None)
+    if best is not None:
+        ax.axvline(best, color="grey", ls="--", lw=1, label=f"best ({best:.0f} s)")
+    ax.set(title="validation against time", xlabel="seconds since the start", ylabel="CCC")
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+
+
+def _epoch_table(page: Page, trained: list[dict[str, Any]]) -> None:
+    """Every epoch's scores and wall seconds (training and validation), and the run's elapsed seconds."""
+    page.add(
+        table(
+            [
+                (
+                    r["epoch"],
+                    *(num(r[k]) for k in ("loss", "ccc_v", "ccc_a", "p")),
+                    f"{r['lr']:.2e}",
+                    f"{r['seconds']:.1f}",
+                    f"{r['elapsed']:.1f}",
+                )
+                for r in trained
+            ],
+            header=["epoch", "loss", "CCC_V", "CCC_A", "P", "learning rate", "seconds", "elapsed s"],
+            numeric=(1, 2, 3, 4, 6, 7),
+        )
     )
 
 

@@ -6,13 +6,22 @@ Three parts, because they vary independently and belong to different owners:
   validate); the same for every model of a comparison;
 - :class:`ModelConfig`: which model and its options; the options are the model's own
   declaration (its constructor, see :mod:`vafusion.fusion.models`), never fields here;
-- :class:`TrainingConfig`: how it is fitted (epochs, batch size, learning rate, seed, device).
+- :class:`TrainingConfig`: how it is fitted (epochs, batch size, learning rate, schedule, windows,
+  stopping, seed, device).
 
 One place for defaults means the CLI, the library, checkpoints and reports cannot disagree
 about what a run did. A ``ModelConfig`` always holds *every* option of its model (defaults
 filled in, typed), so a run records what it used even if a later version changes a default.
 Configurations of version 1 (one flat dataclass, ``model: "fusion" | "ridge"``) are read
 and converted, so old run directories keep working.
+
+Recipes: the training defaults are the ``fast`` recipe (chosen for time to quality,
+BENCHMARKS.md section 9); ``v1`` is the recipe of every run before it (30 epochs of batch 16 at
+1e-3 on a fixed grid of windows, ``v1`` schedule, patience 8), kept so earlier results
+reproduce: ``make_config(recipe="v1")``, ``--recipe v1``. A saved configuration that predates a
+training setting (it has no ``windows`` key, say) gets the ``v1`` value of that setting, which
+is what the run used; those settings are listed in :attr:`FusionConfig.implied`, and a resume
+takes them from the run (:mod:`vafusion.fusion.run_dir`).
 """
 
 from __future__ import annotations
@@ -24,15 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from vafusion.atomic import atomic_path
-from vafusion.bounds import bound, check_bounds, require_bounds
+from vafusion.bounds import bound, check_bounds
 from vafusion.errors import VafusionError
 from vafusion.fusion.models.registry import DEFAULT_MODEL, V1_MODEL_FIELDS, ModelSpec, model_from_v1, resolve_model
+from vafusion.fusion.runs.schedule import SCHEDULES
 
 CONFIG_FILE = "config.json"
 CONFIG_VERSION = 2
 
 
 SPLITS = ("official", "folds")
+WINDOWS = ("random", "grid")  # training windows: a grid shifted at random per epoch and video, or the fixed grid
 SEED_RANGE = bound(0, 2**32 - 1)  # what every RNG vafusion seeds (numpy, torch) accepts
 
 
@@ -73,21 +84,52 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
-    """Numeric fields carry their range (:mod:`vafusion.bounds`): checked here, and the CLI options' types."""
+    """Numeric fields carry their range (:mod:`vafusion.bounds`): checked here, and the CLI options' types.
 
-    epochs: int = field(default=30, metadata=bound(1))
-    batch_size: int = field(default=16, metadata=bound(1))
-    lr: float = field(default=1e-3, metadata=bound(0, low_open=True))
+    The defaults are the ``fast`` recipe; :func:`training_recipe` gives another recipe's.
+    """
+
+    epochs: int = field(default=10, metadata=bound(1))
+    batch_size: int = field(default=8, metadata=bound(1))
+    lr: float = field(default=3e-3, metadata=bound(0, low_open=True))
     weight_decay: float = field(default=1e-4, metadata=bound(0))
     mse_weight: float = field(default=0.0, metadata=bound(0))
-    patience: int = field(default=8, metadata=bound(1))
+    patience: int = field(default=3, metadata=bound(1))
     grad_clip: float = field(default=1.0, metadata=bound(0))  # 0 = no clipping
     seed: int = field(default=0, metadata=SEED_RANGE)
     device: str = "auto"
     amp: bool = True  # only used on CUDA
+    schedule: str = "cosine"  # .schedule.SCHEDULES
+    windows: str = "random"  # WINDOWS
+    min_epochs: int = field(default=4, metadata=bound(1))  # no early stop before this epoch
 
     def __post_init__(self) -> None:
-        require_bounds(self, "configuration")
+        problems = check_bounds(self)
+        if self.schedule not in SCHEDULES:
+            problems.append(f"--schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if self.windows not in WINDOWS:
+            problems.append(f"--windows {self.windows!r}: use one of {', '.join(WINDOWS)}")
+        if problems:
+            raise VafusionError("invalid configuration: " + "; ".join(problems))
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "fast": {},  # TrainingConfig's defaults
+    "v1": dict(
+        epochs=30, batch_size=16, lr=1e-3, patience=8, schedule="v1", windows="grid", min_epochs=1
+    ),  # every run before the fast recipe
+}
+"""Recipe name -> the TrainingConfig settings it changes from the defaults."""
+LEGACY_TRAINING = {k: RECIPES["v1"][k] for k in ("schedule", "windows", "min_epochs")}
+"""Settings added with the fast recipe, as runs that predate them used them."""
+
+
+def training_recipe(recipe: str = "fast", **settings: Any) -> TrainingConfig:
+    """A TrainingConfig of ``recipe`` (:data:`RECIPES`), with ``settings`` (None = the recipe's) over it."""
+    if recipe not in RECIPES:
+        raise VafusionError(f"--recipe {recipe!r}: use one of {', '.join(RECIPES)}")
+    given = {k: v for k, v in settings.items() if v is not None}
+    return TrainingConfig(**{**RECIPES[recipe], **given})
 
 
 @dataclass
@@ -112,6 +154,9 @@ class FusionConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    # ``part.key`` of settings a saved configuration did not record (it predates them): they hold the
+    # values that run used (LEGACY_TRAINING), and a resume takes them from the run, not from the caller
+    implied: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def build_model(self, dims: list[int]) -> Any:
         """The model this configuration names, for feature widths ``dims``; weights from ``training.seed``."""
@@ -147,11 +192,14 @@ class FusionConfig:
         unknown = sorted(set(data) - {"config_version", "data", "model", "training"})
         if unknown:
             raise VafusionError(f"run configuration has unknown keys {unknown}; made by another vafusion version?")
+        training = data.get("training", {})
+        implied = tuple(f"training.{k}" for k in LEGACY_TRAINING if k not in training)
         try:
             return cls(
                 DataConfig(**data.get("data", {})),
                 ModelConfig(**data.get("model", {})),
-                TrainingConfig(**data.get("training", {})),
+                TrainingConfig(**{**LEGACY_TRAINING, **training}),
+                implied,
             )
         except TypeError as e:
             raise VafusionError(f"run configuration does not fit this version ({e}); made by another version?") from e
@@ -200,15 +248,19 @@ def _from_v1(flat: dict[str, Any]) -> FusionConfig:
     return FusionConfig(
         DataConfig(**{k: v for k, v in flat.items() if k in _DATA_FIELDS}),
         ModelConfig(name, options),
-        TrainingConfig(**{k: v for k, v in flat.items() if k in _TRAINING_FIELDS}),
+        TrainingConfig(**{**LEGACY_TRAINING, **{k: v for k, v in flat.items() if k in _TRAINING_FIELDS}}),
+        tuple(f"training.{k}" for k in LEGACY_TRAINING),
     )
 
 
-def make_config(model: str = DEFAULT_MODEL, options: dict[str, Any] | None = None, **settings: Any) -> FusionConfig:
+def make_config(
+    model: str = DEFAULT_MODEL, options: dict[str, Any] | None = None, *, recipe: str = "fast", **settings: Any
+) -> FusionConfig:
     """A :class:`FusionConfig` from flat keyword settings, each routed to its part.
 
-    Data and training fields by name; every other keyword is an option of ``model`` (as
-    are the entries of ``options``), checked against the model's declaration::
+    Data and training fields by name (training settings not given: those of ``recipe``,
+    :data:`RECIPES`); every other keyword is an option of ``model`` (as are the entries of
+    ``options``), checked against the model's declaration::
 
         make_config(features=("resnet50", "vggish"), epochs=20, model="imf", d_model=64)
     """
@@ -216,7 +268,9 @@ def make_config(model: str = DEFAULT_MODEL, options: dict[str, Any] | None = Non
     training = {k: v for k, v in settings.items() if k in _TRAINING_FIELDS}
     model_options = {k: v for k, v in settings.items() if k not in _DATA_FIELDS and k not in _TRAINING_FIELDS}
     return FusionConfig(
-        DataConfig(**data), ModelConfig(model, {**(options or {}), **model_options}), TrainingConfig(**training)
+        DataConfig(**data),
+        ModelConfig(model, {**(options or {}), **model_options}),
+        training_recipe(recipe, **training),
     )
 
 
@@ -234,4 +288,14 @@ def replace(config: FusionConfig, model: str | None = None, **changes: Any) -> F
     )
 
 
-__all__ = ["CONFIG_FILE", "DataConfig", "FusionConfig", "ModelConfig", "TrainingConfig", "make_config", "replace"]
+__all__ = [
+    "CONFIG_FILE",
+    "RECIPES",
+    "DataConfig",
+    "FusionConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "make_config",
+    "replace",
+    "training_recipe",
+]

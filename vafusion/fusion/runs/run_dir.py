@@ -16,7 +16,10 @@ files present say how far it got:
   in closed form killed before its summary): cannot resume, starts again.
 
 ``train`` without ``--resume`` refuses a directory that holds checkpoints (it names the flag);
-``train --resume``, ``cv`` and ``compare`` finish whatever is there, if it is the same experiment.
+``train --resume``, ``cv`` and ``compare`` finish whatever is there, if it is the same experiment:
+every setting its ``config.json`` records must agree. Settings it predates (a run of an earlier
+version has no ``windows``, say; :attr:`~vafusion.fusion.config.FusionConfig.implied`) are the
+run's own and continue as it used them.
 """
 
 from __future__ import annotations
@@ -77,11 +80,13 @@ def run_state(run_dir: Path, config: FusionConfig, resume: bool) -> RunState:
             else "a run that did not finish; add --resume to finish it, or use another --run directory"
         )
         raise VafusionError(f"{run_dir}: already holds {what}")
-    changed = FusionConfig.load(run_dir).differences(config)
+    saved = FusionConfig.load(run_dir)
+    changed = [k for k in saved.differences(config) if k not in saved.implied]
     if changed:
+        hint = " (a run made before the fast recipe: add --recipe v1)" if saved.implied else ""
         raise VafusionError(
             f"{run_dir}: holds a run with other settings ({', '.join(changed)}); rerun with the "
-            f"same options to continue it, or use another directory (or delete this one)"
+            f"same options to continue it{hint}, or use another directory (or delete this one)"
         )
     if read_summary(run_dir) is not None:
         return RunState.FINISHED

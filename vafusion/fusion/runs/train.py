@@ -1,19 +1,25 @@
 """Training a model from a cache into a run directory.
 
 The cache is loaded into RAM once. A model trained by gradient steps (a ``torch.nn.Module``)
-shuffles windows each epoch, trains on 1 - CCC, then scores the validation ids the challenge
+trains each epoch on shuffled windows (a grid shifted at random per video and epoch, or the
+fixed grid of the ``v1`` recipe) on 1 - CCC, then scores the validation ids the challenge
 way (overlap-averaged per frame, CCC over the whole partition); the best epoch by
 P = (CCC_V + CCC_A) / 2 is kept in ``best.pt``, and ``last.pt`` holds everything needed to
-resume exactly (optimiser, schedule, RNG state). A model fitted in closed form (the ridge)
-is fitted once on the training videos and scored the same way. Which of the two a model is
-comes from its class (:mod:`vafusion.fusion.models`), never from its name. ``on_epoch`` (a
-tuner's pruner, say) sees each epoch's row and can stop the run.
+resume exactly (optimiser, schedule, RNG state, precision). A model fitted in closed form (the
+ridge) is fitted once on the training videos and scored the same way. Which of the two a model
+is comes from its class (:mod:`vafusion.fusion.models`), never from its name.
+
+Time is part of the result: every metrics.jsonl row holds the epoch's wall ``seconds`` and the
+``elapsed`` seconds of the run so far (start-up included; a resumed run adds its own), and
+summary.json ``train_seconds`` and ``seconds_to_best``. ``on_epoch`` (a tuner's pruner, say)
+sees each epoch's row and can stop the run.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +31,14 @@ from tqdm import tqdm
 
 from vafusion.atomic import atomic_path
 from vafusion.cache.corpus_index import CorpusIndex, read_corpus_index
-from vafusion.device import autocast, precision, resolve_device
+from vafusion.device import (
+    autocast,
+    device_precision,
+    precision,
+    precision_asked,
+    precision_in_force,
+    resolve_device,
+)
 from vafusion.errors import VafusionError
 from vafusion.fs import make_dir, remove_stale_temporaries
 from vafusion.fusion.data.batches import Batch, iterate_batches
@@ -33,16 +46,18 @@ from vafusion.fusion.data.folds import split_ids
 from vafusion.fusion.data.loading import LoadedCache, load_cache
 from vafusion.fusion.data.scores import partition_score
 from vafusion.fusion.data.standardize import Standardizer
-from vafusion.fusion.data.windows import make_windows, windows_with_labels
+from vafusion.fusion.data.windows import make_windows, random_windows, windows_with_labels
 from vafusion.fusion.metrics import ccc_loss
 from vafusion.fusion.models import contract, count_parameters
 from vafusion.fusion.runs import checkpoint as ckpt_mod
-from vafusion.fusion.runs.config import CONFIG_FILE, FusionConfig, TrainingConfig
+from vafusion.fusion.runs.config import CONFIG_FILE, FusionConfig, TrainingConfig, replace
 from vafusion.fusion.runs.infer import predict_loaded, video_streams
 from vafusion.fusion.runs.run_dir import RunState, clear_partial, one_trainer_at_a_time, read_summary, run_state
+from vafusion.fusion.runs.schedule import lr_factor, stop_reason
 
 EpochHook = Callable[[dict[str, Any]], Any]
 """``on_epoch(row)``: called after each epoch with its metrics.jsonl row; a true return stops the run."""
+
 
 
 @dataclass
@@ -51,6 +66,9 @@ class TrainResult:
     best: dict[str, Any]  # metrics of the best epoch: epoch, ccc_v, ccc_a, p, ...
     epochs_run: int
     parameters: int
+    seconds: float | None = None  # wall seconds of the training (all sessions of a resumed run)
+    seconds_to_best: float | None = None  # elapsed seconds when the best epoch was scored
+    precision: str = "fp32"
 
 
 def _fingerprints(loaded: LoadedCache) -> dict[str, Any]:
@@ -75,9 +93,14 @@ def _cache_for(
     return given
 
 
-def _prepare_run_dir(run_dir: Path, config: FusionConfig, resume: bool, log: Callable[[str], None]) -> RunState:
-    """Apply the rules of :mod:`vafusion.fusion.runs.run_dir`: start (again), resume, or nothing left to do."""
+def _prepare_run_dir(
+    run_dir: Path, config: FusionConfig, resume: bool, log: Callable[[str], None]
+) -> tuple[RunState, FusionConfig]:
+    """Apply the rules of :mod:`vafusion.fusion.runs.run_dir`: start (again), resume, or nothing left to do; the
+    configuration to train (a run continued keeps its own: settings it predates keep the values it used)."""
     state = run_state(run_dir, config, resume)
+    if state is not RunState.NEW:
+        config = replace(FusionConfig.load(run_dir), device=config.training.device)
     if state is RunState.NEW:
         if resume and (run_dir / CONFIG_FILE).is_file():
             log(f"{run_dir}: the interrupted run stopped before its first {ckpt_mod.LAST}: starting it again")
@@ -87,14 +110,22 @@ def _prepare_run_dir(run_dir: Path, config: FusionConfig, resume: bool, log: Cal
         clear_partial(run_dir)
         config.save(run_dir)
     remove_stale_temporaries(run_dir)
-    return state
+    return state, config
 
 
 def _finished(run_dir: Path, log: Callable[[str], None]) -> TrainResult:
     summary = read_summary(run_dir) or {}
     best = summary["best"]
     log(f"{run_dir}: finished before, not trained again (P {best['p']:.4f})")
-    return TrainResult(run_dir, best, int(summary.get("epochs_run") or 0), int(summary.get("parameters") or 0))
+    return TrainResult(
+        run_dir,
+        best,
+        int(summary.get("epochs_run") or 0),
+        int(summary.get("parameters") or 0),
+        summary.get("train_seconds"),
+        summary.get("seconds_to_best"),
+        str(summary.get("precision") or "fp32"),
+    )
 
 
 @one_trainer_at_a_time
@@ -120,15 +151,17 @@ def train(
     ``resume``: finish what ``run_dir`` holds of this same configuration (resume from ``last.pt``,
     start again, or nothing left to do; see :mod:`vafusion.fusion.runs.run_dir`); without it a
     directory holding checkpoints is an error. ``on_epoch(row)`` is called after every epoch
-    with its metrics row (``epoch``, ``loss``, ``ccc_v``, ``ccc_a``, ``p``, ``lr``); returning a
-    true value stops the run there (it is then finished, like an early stop). ``loaded``: this run's
-    ids and features of ``cache_dir``, already read (a tuner's trials share one read); else read here.
+    with its metrics row (``epoch``, ``loss``, ``ccc_v``, ``ccc_a``, ``p``, ``lr``, ``seconds``,
+    ``elapsed``); returning a true value stops the run there (it is then finished, like an early stop).
+    ``loaded``: this run's ids and features of ``cache_dir``, already read (a tuner's trials share one
+    read); else read here.
     """
+    started = time.perf_counter()
     log = log or (lambda msg: None)
     cache_dir, run_dir = Path(cache_dir), Path(run_dir)
     index = read_corpus_index(cache_dir)
     train_ids, val_ids = split_ids(index, config.data)
-    state = _prepare_run_dir(run_dir, config, resume, log)
+    state, config = _prepare_run_dir(run_dir, config, resume, log)
     if state is RunState.FINISHED:
         return _finished(run_dir, log)
     loaded = _cache_for(cache_dir, config, train_ids + val_ids, index, progress, loaded)
@@ -138,12 +171,13 @@ def train(
         f"{len(val_ids)} validation ids; features "
         f"{', '.join(f'{f} ({d})' for f, d in zip(loaded.features, loaded.dims))}"
     )
-    resumable = state is RunState.RESUMABLE
+    ids = (train_ids, val_ids)
     if config.model.spec.closed_form:
-        result = _fit_closed_form(loaded, standardizer, config, run_dir, train_ids, val_ids, resumable, progress, log)
+        result = _fit_closed_form(loaded, standardizer, config, run_dir, ids, started)
     else:
+        clock = _Clock(started)
         result = _train_by_gradient(
-            loaded, standardizer, config, run_dir, train_ids, val_ids, resumable, progress, log, on_epoch
+            loaded, standardizer, config, run_dir, ids, state is RunState.RESUMABLE, progress, log, clock, on_epoch
         )
     if on_trained is not None:
         on_trained(run_dir, loaded)
@@ -155,7 +189,9 @@ def train(
         "epochs_run": result.epochs_run,
         "split": config.data.split,
         "fold": config.data.fold if config.data.split == "folds" else None,
-        "precision": precision(),
+        "precision": result.precision,
+        "train_seconds": result.seconds,
+        "seconds_to_best": result.seconds_to_best,
     }
     with atomic_path(run_dir / ckpt_mod.SUMMARY) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
@@ -167,13 +203,11 @@ def _fit_closed_form(
     standardizer: Standardizer,
     config: FusionConfig,
     run_dir: Path,
-    train_ids: list[str],
-    val_ids: list[str],
-    resume: bool,
-    progress: bool,
-    log: Callable[[str], None],
+    ids: tuple[list[str], list[str]],
+    started: float,
 ) -> TrainResult:
     """One ``fit`` on the training videos (nothing to resume: a rerun fits again)."""
+    train_ids, val_ids = ids
     model = config.build_model(list(loaded.dims))
     feats, present = video_streams(loaded, standardizer, train_ids)
     labels = [loaded.labels[loaded.rows(v)] for v in train_ids]
@@ -183,24 +217,24 @@ def _fit_closed_form(
     if not math.isfinite(best["p"]):  # as a gradient run without a finite score: no best.pt, one line
         stop = f"{contract.label(config.model.name)} predicted non-finite values"
         _require_a_best(run_dir, {}, config.training, 1, stop, "fix its fit or predict, then train again")
-    ckpt_mod.append_metrics(run_dir, dict(best, loss=None))
+    seconds = time.perf_counter() - started
+    ckpt_mod.append_metrics(run_dir, dict(best, loss=None, seconds=seconds, elapsed=seconds))
     checkpoint = ckpt_mod.make_checkpoint(
         config, list(loaded.dims), standardizer, model, _fingerprints(loaded), best, 0
     )
     ckpt_mod.save_atomic(checkpoint, run_dir / ckpt_mod.BEST)
-    return TrainResult(run_dir, best, 0, count_parameters(model, config.model.name))
+    return TrainResult(run_dir, best, 0, count_parameters(model, config.model.name), seconds, seconds, precision())
 
 
-def _lr_lambda(total_steps: int, warmup: int) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to 5% of the peak rate."""
+@dataclass
+class _Clock:
+    """Wall seconds of a run: ``elapsed()`` since it started, over all its sessions (a resume adds ``before``)."""
 
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    started: float  # time.perf_counter() when this session's train() began
+    before: float = 0.0  # elapsed seconds of the sessions before this one (from the last kept metrics row)
 
-    return f
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.started
 
 
 def _train_by_gradient(
@@ -208,26 +242,46 @@ def _train_by_gradient(
     standardizer: Standardizer,
     config: FusionConfig,
     run_dir: Path,
-    train_ids: list[str],
-    val_ids: list[str],
+    ids: tuple[list[str], list[str]],
     resume: bool,
     progress: bool,
     log: Callable[[str], None],
+    clock: _Clock,
     on_epoch: EpochHook | None = None,
 ) -> TrainResult:
-    """Epochs of gradient steps, each scored on ``val_ids`` and checkpointed, until ``epochs`` or a stop.
+    """Epochs of gradient steps, each scored on the validation ids and checkpointed, until ``epochs`` or a stop.
 
     The steps of an epoch (train, validate, keep) are methods of :class:`_GradientRun`, which also
     holds what last.pt saves, so this function reads as the recipe and a resumed run takes the
-    same path as a straight one.
+    same path as a straight one. The epochs run in the run's precision (:meth:`_GradientRun.resume`).
     """
-    tc = config.training
+    train_ids, val_ids = ids
     run = _GradientRun.start(loaded, standardizer, config, run_dir, train_ids)
-    start_epoch = run.resume(log) if resume else 1
+    start_epoch = run.resume(log, clock) if resume else 1
+    with precision_in_force(run.precision):
+        epoch = _epochs(run, start_epoch, val_ids, progress, log, clock, on_epoch)
+    rows = ckpt_mod.read_metrics(run_dir)
+    seconds = rows[-1].get("elapsed") if rows else None
+    at_best = next((r.get("elapsed") for r in rows if r["epoch"] == run.best.get("epoch")), None)
+    return TrainResult(run_dir, run.best, epoch, run.parameters, seconds, at_best, run.recorded_precision)
+
+
+def _epochs(
+    run: _GradientRun,
+    start_epoch: int,
+    val_ids: list[str],
+    progress: bool,
+    log: Callable[[str], None],
+    clock: _Clock,
+    on_epoch: EpochHook | None,
+) -> int:
+    """Train, validate and keep epoch after epoch until the last one or a stop; the last epoch run."""
+    tc, config, run_dir = run.config.training, run.config, run.run_dir
     log(
         f"model {config.model.name}: {run.parameters:,} parameters, {len(run.windows)} training windows of "
-        f"{config.data.window} frames, device {run.device}, {torch.get_num_threads()} threads, {precision()}, "
-        f"features {'in RAM' if loaded.in_memory else 'streamed'}"
+        f"{config.data.window} frames ({tc.windows} grid, {tc.schedule} schedule), device {run.device}, "
+        f"{torch.get_num_threads()} threads, {run.recorded_precision}, "
+        f"features {'in RAM' if run.loaded.in_memory else 'streamed'}"
     )
     bar = tqdm(
         range(start_epoch, tc.epochs + 1),
@@ -240,7 +294,9 @@ def _train_by_gradient(
     )
     epoch = start_epoch - 1
     for epoch in bar if not run.stop else ():
-        row = run.validate(epoch, run.train_epoch(epoch), val_ids)
+        began = time.perf_counter()
+        loss = run.train_epoch(epoch)
+        row = run.validate(epoch, loss, val_ids, seconds=time.perf_counter() - began, elapsed=clock.elapsed())
         run.keep(row, epoch, stopped_by_caller=bool(on_epoch and on_epoch(dict(row))))
         bar.set_postfix(
             loss=f"{row['loss']:.3f}",
@@ -253,7 +309,7 @@ def _train_by_gradient(
             break
     bar.close()
     _require_a_best(run_dir, run.best, tc, epoch, run.stop)
-    return TrainResult(run_dir, run.best, epoch, run.parameters)
+    return epoch
 
 
 def gradient_step(
@@ -289,9 +345,10 @@ def gradient_step(
 class _GradientRun:
     """One training by gradient steps: what it reads, the objects an epoch changes, and where it stands.
 
-    ``best`` (metrics of the best epoch so far), ``stale`` (epochs since) and ``stop`` (why no
-    more epochs, "" = go on) are saved in last.pt with the optimiser, schedule and torch RNG, so
-    a resume continues exactly where the killed run would have.
+    ``best`` (metrics of the best epoch so far), ``stale`` (epochs since), ``stop`` (why no
+    more epochs, "" = go on) and ``precision`` (fp32 or bf16: a run never changes it) are saved in
+    last.pt with the optimiser, schedule and torch RNG, so a resume continues exactly where the
+    killed run would have.
     """
 
     loaded: LoadedCache
@@ -300,7 +357,7 @@ class _GradientRun:
     run_dir: Path
     device: torch.device
     model: torch.nn.Module
-    windows: np.ndarray
+    windows: np.ndarray  # the fixed grid of training windows (with labels); random ones are drawn per epoch
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
@@ -308,6 +365,7 @@ class _GradientRun:
     best: dict[str, Any] = field(default_factory=lambda: {"p": -math.inf})
     stale: int = 0
     stop: str = ""
+    precision: str = field(default_factory=precision)  # the CPU precision the epochs run in
 
     @classmethod
     def start(
@@ -328,8 +386,9 @@ class _GradientRun:
         if len(windows) == 0:
             raise VafusionError("no training window holds a label; check the annotations of the training ids")
         optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        total = math.ceil(len(windows) / tc.batch_size) * tc.epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, min(total // 10, 200))))
+        per_epoch = math.ceil(len(windows) / tc.batch_size)  # random windows: about as many (+- 1 per video)
+        factor = lr_factor(tc.schedule, per_epoch * tc.epochs, per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         scaler_enabled = device.type == "cuda" and tc.amp and not torch.cuda.is_bf16_supported()
         scaler = torch.amp.GradScaler("cuda", enabled=scaler_enabled)
         return cls(
@@ -352,40 +411,65 @@ class _GradientRun:
         return count_parameters(self.model)
 
     @property
+    def recorded_precision(self) -> str:
+        """The precision the summary records: the CPU's for this run, the autocast dtype on CUDA."""
+        return device_precision(self.device, self.config.training.amp) if self.device.type != "cpu" else self.precision
+
+    @property
     def on_gpu(self) -> bool:
         """Batches are pinned and prefetched a step ahead only where a copy to the device can overlap compute."""
         return self.device.type == "cuda"
 
-    def resume(self, log: Callable[[str], None]) -> int:
-        """Load last.pt (weights, optimiser, schedule, torch RNG, standing), drop later metrics rows of
-        the killed run; returns the first epoch still to train."""
+    def resume(self, log: Callable[[str], None], clock: _Clock) -> int:
+        """Load last.pt (weights, optimiser, schedule, torch RNG, standing, precision), drop later metrics
+        rows of the killed run, carry its elapsed seconds on; returns the first epoch still to train.
+
+        Under ``--precision auto`` the run keeps the precision it recorded (fp32 for a run that
+        recorded none: every run before precisions were recorded was fp32); an explicit
+        ``--precision`` is obeyed.
+        """
         last = ckpt_mod.read_checkpoint(self.run_dir / ckpt_mod.LAST)
         self.model.load_state_dict(last["weights"])
         self.optimizer.load_state_dict(last["optimizer"])
         self.scheduler.load_state_dict(last["scheduler"])
         torch.set_rng_state(last["torch_rng"])
         start_epoch, self.best, self.stale = int(last["epoch"]) + 1, json.loads(last["best"]), int(last["stale"])
-        patience = self.config.training.patience
-        self.stop = str(last.get("stop", "")) or ("early stop" if self.stale >= patience else "")
+        if precision_asked() == "auto":
+            self.precision = str(last.get("precision", "fp32"))
+        self.stop = str(last.get("stop", "")) or stop_reason(
+            0.0, start_epoch - 1, self.stale, self.config.training.patience, self.config.training.min_epochs
+        )
         ckpt_mod.truncate_metrics(self.run_dir, start_epoch - 1)
+        rows = ckpt_mod.read_metrics(self.run_dir)
+        clock.before = float(rows[-1].get("elapsed") or 0.0) if rows else 0.0
         log(
-            f"resuming after epoch {start_epoch - 1} (best P {self.best['p']:.4f})"
+            f"resuming after epoch {start_epoch - 1} (best P {self.best['p']:.4f}, {self.precision})"
             + (f"; it had stopped ({self.stop}): no more epochs" if self.stop else "")
         )
         return start_epoch
 
+    def epoch_windows(self, rng: np.random.Generator) -> np.ndarray:
+        """The training windows of an epoch: the grid shifted by ``rng`` per video (``windows: random``), or
+        the fixed grid (``grid``, the v1 recipe)."""
+        if self.config.training.windows == "grid":
+            return self.windows
+        data, loaded = self.config.data, self.loaded
+        videos = np.unique(self.windows[:, 0])  # the training videos that hold a label
+        return windows_with_labels(loaded, random_windows(loaded.offsets, data.window, data.hop, videos, rng))
+
     def train_epoch(self, epoch: int) -> float:
-        """One pass over the shuffled training windows; the mean training loss. The shuffle is drawn from
-        ``(seed, epoch)`` alone (stateless per epoch), so a resumed epoch sees the same order."""
+        """One pass over the epoch's shuffled training windows; the mean training loss. Windows and shuffle
+        are drawn from ``(seed, epoch)`` alone (stateless per epoch), so a resumed epoch sees the same ones."""
         tc, data = self.config.training, self.config.data
         self.model.train()
         rng = np.random.default_rng([tc.seed, epoch])  # stateless per epoch: resume-exact
+        windows = self.epoch_windows(rng)
         losses = []
         # On a GPU: batches assembled a step ahead in pinned memory, so the copy overlaps compute.
         for batch in iterate_batches(
             self.loaded,
             self.standardizer,
-            self.windows,
+            windows,
             tc.batch_size,
             shuffle=True,
             generator=rng,
@@ -408,10 +492,18 @@ class _GradientRun:
             self.config.model.name,
         )
 
-    def validate(self, epoch: int, loss: float, val_ids: list[str]) -> dict[str, Any]:
-        """Score ``val_ids`` the challenge way and append the epoch's row to metrics.jsonl; the row."""
+    def validate(
+        self, epoch: int, loss: float, val_ids: list[str], seconds: float = 0.0, elapsed: float | None = None
+    ) -> dict[str, Any]:
+        """Score ``val_ids`` the challenge way and append the epoch's row to metrics.jsonl; the row.
+
+        ``seconds`` (the epoch's training) and ``elapsed`` (the run's, when that training ended; see
+        :class:`_Clock`) are wall seconds; the row holds them with this validation added.
+        """
+        began = time.perf_counter()
         preds = predict_loaded(self.model, self.config, self.standardizer, self.loaded, val_ids, self.device)
         scores = partition_score(self.loaded, preds, val_ids)
+        spent = time.perf_counter() - began
         row = {
             "epoch": epoch,
             "loss": loss,
@@ -419,6 +511,8 @@ class _GradientRun:
             "ccc_a": scores["ccc_a"],
             "p": scores["p"],
             "lr": self.scheduler.get_last_lr()[0],
+            "seconds": seconds + spent,
+            "elapsed": None if elapsed is None else elapsed + spent,
         }
         ckpt_mod.append_metrics(self.run_dir, row)
         return row
@@ -427,12 +521,13 @@ class _GradientRun:
         """After an epoch's score: best.pt when P improved, the stop decision (``stopped_by_caller``: the
         ``on_epoch`` hook asked to stop), then last.pt (written last, so a kill before it reruns this
         epoch from the previous last.pt)."""
+        tc = self.config.training
         if row["p"] > self.best["p"]:
             self.best, self.stale = {k: row[k] for k in ("epoch", "ccc_v", "ccc_a", "p", "loss")}, 0
             ckpt_mod.save_atomic(self._checkpoint(epoch), self.run_dir / ckpt_mod.BEST)
         else:
             self.stale += 1
-        self.stop = _stop_reason(row, self.stale, self.config.training.patience)
+        self.stop = stop_reason(row["loss"], epoch, self.stale, tc.patience, tc.min_epochs)
         if stopped_by_caller and not self.stop:
             self.stop = "stopped by the caller (on_epoch)"
         last = self._checkpoint(epoch)
@@ -443,6 +538,7 @@ class _GradientRun:
             best=json.dumps(self.best),
             stale=self.stale,
             stop=self.stop,
+            precision=self.precision,
         )
         ckpt_mod.save_atomic(last, self.run_dir / ckpt_mod.LAST)
 
@@ -451,16 +547,6 @@ class _GradientRun:
         return ckpt_mod.make_checkpoint(
             self.config, list(self.loaded.dims), self.standardizer, self.model, self.fingerprints, self.best, epoch
         )
-
-
-def _stop_reason(row: dict[str, Any], stale: int, patience: int) -> str:
-    """Why training stops after this epoch ("" = go on): no better P for ``patience`` epochs, or a
-    non-finite loss (the weights are NaN now: no later epoch can recover)."""
-    if not math.isfinite(row["loss"]):
-        return f"the training loss is {row['loss']} (diverged)"
-    if stale >= patience:
-        return f"early stop: no better validation P for {patience} epochs"
-    return ""
 
 
 def _require_a_best(

@@ -20,7 +20,7 @@ def test_current_takes_every_setting_and_applied_restores_them() -> None:
     assert RuntimeOptions.current() == RuntimeOptions()
     with compute(1, "bf16", allow_emulated=True), loading(True):
         here = RuntimeOptions.current()
-        assert here == RuntimeOptions(precision="bf16", threads_given=1, stream=True)
+        assert here == RuntimeOptions(precision="bf16", precision_asked="bf16", threads_given=1, stream=True)
     assert RuntimeOptions.current() == RuntimeOptions()
     with here.applied():
         assert (precision(), threads_given(), loading_choice()) == ("bf16", 1, True)

@@ -19,6 +19,7 @@ from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion.data.loading import load_cache
 from vafusion.fusion.data.windows import make_windows, random_windows, windows_with_labels
+from vafusion.fusion.reports.run import report_on_trained
 from vafusion.fusion.runs import checkpoint as ckpt_mod
 from vafusion.fusion.runs.config import LEGACY_TRAINING, RECIPES, FusionConfig, make_config, training_recipe
 from vafusion.fusion.runs.schedule import lr_factor, stop_reason
@@ -135,7 +136,8 @@ def test_the_toy_task_learns_with_the_default_recipe(toy_cache, tmp_path):
 
 
 def test_time_is_recorded_per_epoch_in_the_summary_and_in_the_report(toy_cache, tmp_path):
-    result = train(toy_cache, tmp_path / "r", make_config(**TINY, epochs=3, min_epochs=3), progress=False)
+    config = make_config(**TINY, epochs=3, min_epochs=3)
+    result = train(toy_cache, tmp_path / "r", config, progress=False, on_trained=report_on_trained("cpu"))
     rows = _rows(tmp_path / "r")
     assert all(r["seconds"] > 0 for r in rows)
     elapsed = [r["elapsed"] for r in rows]

@@ -73,7 +73,7 @@ def _row(job: Job, best: dict[str, Any]) -> dict[str, Any]:
 def total_seconds(rows: Sequence[dict[str, Any]]) -> float | None:
     """The training seconds of ``rows`` together; None if a run did not record them."""
     times = [r.get("seconds") for r in rows]
-    return None if any(t is None for t in times) else float(sum(times))
+    return None if any(t is None for t in times) else float(sum(float(t) for t in times if t is not None))
 
 
 def run_jobs(

@@ -7,6 +7,7 @@ private copy first (``copy_cache``).
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,3 +182,10 @@ def write_tone(path: Path, seconds: float = 0.5) -> None:
         frame.sample_rate = rate
         for packet in [*stream.encode(frame), *stream.encode()]:
             out.mux(packet)
+
+
+def untimed_metrics(run: Path) -> list[dict]:
+    """A run's metrics.jsonl rows without their wall-clock ``seconds`` and ``elapsed``: the only part of a row
+    in which two identical runs (a straight one and a resumed one, say) differ."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in rows]

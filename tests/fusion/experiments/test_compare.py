@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import vafusion.fusion.runs.train as train_mod
+from tests.conftest import untimed_metrics
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion.experiments.compare import COMPARE_JSON, compare
@@ -46,12 +47,6 @@ def trainings(monkeypatch) -> list[tuple[str, bool]]:
     return calls
 
 
-def _metrics(run: Path) -> list[dict]:
-    """metrics.jsonl's rows without their wall-clock times (the only part two identical runs differ in)."""
-    rows = [json.loads(line) for line in (run / ckpt_mod.METRICS).read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in rows]
-
-
 def _untimed(value):
     """A result without its training ``seconds`` (a run trained again takes other seconds, same scores)."""
     if isinstance(value, dict):
@@ -79,7 +74,7 @@ def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(
     assert trainings == [(second, True)] + [(e, False) for e in expected[2:]]  # the finished one is not retrained
     straight = FusionConfig(replace(DATA, features=SETS[0]), ModelConfig("imf", OPTIONS), replace(TRAINING, seed=1))
     train(toy_cache, tmp_path / "straight", straight, progress=False)
-    assert _metrics(runs / second) == _metrics(tmp_path / "straight")  # resumed exactly
+    assert untimed_metrics(runs / second) == untimed_metrics(tmp_path / "straight")  # resumed exactly
 
     assert [(r["model"], r["features"], r["n"]) for r in result["summary"]] == [
         ("imf", "visual,audio", 2),

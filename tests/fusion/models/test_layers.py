@@ -12,7 +12,15 @@ import torch
 
 from vafusion.fusion.models import count_parameters, resolve_model
 from vafusion.fusion.models.imf import IMF
-from vafusion.fusion.models.layers import TCN, CrossModalAttention
+from vafusion.fusion.models.layers import (
+    TCN,
+    CrossModalAttention,
+    attention_mask,
+    distance_bias,
+    distance_slopes,
+    key_mask,
+    masked_attention,
+)
 
 TINY = dict(d_model=16, heads=4, tcn_kernel=3, tcn_dilations=(1, 2), head_hidden=16, dropout=0.1)
 IMF_SPEC = resolve_model("imf")
@@ -112,6 +120,42 @@ def test_attention_key_padding_and_empty_key_window():
         k3 = k.clone()
         k3[present] += 1.0
         assert not torch.allclose(attn(q, k3, present)[0][0], out[0])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_attention_equals_the_reference_computation(causal, bias):
+    """masked_attention (the kernel called directly, its mask built once) against nn.MultiheadAttention with
+    the (B * heads, W, S) mask of attention_mask, as the models computed it before: fp32, within 1e-5, values
+    and gradients, with masked keys, a sample without keys, one without any mask, causal and not."""
+    torch.manual_seed(0)
+    attn = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    q, k = torch.randn(3, 20, 16, requires_grad=True), torch.randn(3, 25, 16, requires_grad=True)
+    present = torch.rand(3, 25) > 0.4
+    present[1] = False  # no key at all
+    present[2, :8] = False  # causally, queries 0..7 of sample 2 have none
+    present[0] = True  # no mask at all
+    slopes = distance_slopes(4) if bias else None
+    mask, has_key = attention_mask(q, present, 4, causal, slopes)
+    ref = attn(q, k, k, attn_mask=mask, need_weights=False)[0] * has_key[..., None]
+    masks = key_mask(present, 20, causal, q.dtype, slopes)
+    out = masked_attention(attn, q, k, masks)
+    assert torch.equal(masks[1], has_key)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    weights = [q, k, attn.in_proj_weight, attn.out_proj.weight]
+    grads = torch.autograd.grad(out.square().sum(), weights)
+    ref_grads = torch.autograd.grad(ref.square().sum(), weights)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(out).all() and not out[1].any()  # no key: exactly zero
+
+
+def test_the_distance_bias_is_built_once_per_shape():
+    slopes = distance_slopes(2)
+    first = distance_bias(slopes, 5, 7, torch.float32)
+    assert distance_bias(slopes, 5, 7, torch.float32) is first  # kept: no step builds it again
+    assert first.shape == (2, 5, 7) and first[1, 4, 0] == -4 / 4
+    assert distance_bias(slopes, 5, 7, torch.bfloat16).dtype == torch.bfloat16
 
 
 def test_deterministic_with_fixed_seed():

@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.conftest import untimed_metrics
 from tests.toy_cache import write_toy_cache
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.cli import cli
@@ -19,7 +20,6 @@ from vafusion.fusion.data.loading import load_cache
 from vafusion.fusion.experiments.cv import cross_validate
 from vafusion.fusion.post.steps import smooth
 from vafusion.fusion.predict.ensemble import predict_to_dir
-from vafusion.fusion.runs import checkpoint as ckpt_mod
 from vafusion.fusion.runs.config import FusionConfig, make_config
 from vafusion.fusion.runs.evaluate import evaluate_run
 from vafusion.fusion.runs.train import train
@@ -43,21 +43,12 @@ def cache(toy_cache) -> Path:
     return toy_cache
 
 
-TIMES = ("seconds", "elapsed")  # wall clock: the only parts of a row that differ between identical runs
-
-
-def _metrics(run: Path) -> list[dict]:
-    """metrics.jsonl's rows without their wall-clock times."""
-    rows = [json.loads(line) for line in (run / ckpt_mod.METRICS).read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
-
-
 def test_training_learns_and_writes_a_run(cache, tmp_path):
     result = train(cache, tmp_path / "run", make_config(**dict(FAST, epochs=8, lr=3e-3)), progress=False)
     assert result.best["p"] > 0.5  # the toy cache is easy: a broken loop cannot get here
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"config.json", "best.pt", "last.pt", "metrics.jsonl", "summary.json"} <= names
-    rows = _metrics(tmp_path / "run")
+    rows = untimed_metrics(tmp_path / "run")
     assert [r["epoch"] for r in rows] == list(range(1, 9))
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert max(r["p"] for r in rows) == pytest.approx(result.best["p"])
@@ -83,8 +74,8 @@ def test_same_seed_same_metrics_and_other_seed_differs(cache, tmp_path):
     train(cache, tmp_path / "a", cfg, progress=False)
     train(cache, tmp_path / "b", cfg, progress=False)
     train(cache, tmp_path / "c", make_config(**dict(FAST, epochs=2, seed=1)), progress=False)
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
-    assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
+    assert untimed_metrics(tmp_path / "a") == untimed_metrics(tmp_path / "b")
+    assert untimed_metrics(tmp_path / "a") != untimed_metrics(tmp_path / "c")
 
 
 def test_resume_continues_exactly(cache, tmp_path, kill_after_last_save):
@@ -98,7 +89,7 @@ def test_resume_continues_exactly(cache, tmp_path, kill_after_last_save):
     with pytest.raises(VafusionError, match="other settings"):
         train(cache, tmp_path / "resumed", make_config(**dict(FAST, epochs=5)), resume=True, progress=False)
     train(cache, tmp_path / "resumed", cfg, resume=True, progress=False)
-    assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "straight")
+    assert untimed_metrics(tmp_path / "resumed") == untimed_metrics(tmp_path / "straight")
 
 
 def test_on_epoch_sees_every_row_and_stops_the_run(cache, tmp_path):

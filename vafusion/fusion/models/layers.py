@@ -11,11 +11,13 @@ frame; ``causal`` never looks ahead):
 - :class:`TCN` zeroes frames outside the video after every convolution, so the prediction
   for a frame does not depend on how much padding follows it; causal padding sits on the
   left only.
-- :func:`attention_mask` masks keys where the key stream is absent (and, causally, future
-  keys), adds the distance bias ``-slope_h * |t - s|`` per head (fixed ALiBi-style slopes
-  1, 1/4, 1/16 ...: without a positional signal a query cannot find its own instant; on the
-  synthetic task CCC is 0.98 with it and about 0 without), and reports which queries had no
-  key at all: their attention term is made exactly zero instead of NaN.
+- :func:`masked_attention` masks keys where the key stream is absent (and, causally, future
+  keys; :func:`key_mask`), adds the distance bias ``-slope_h * |t - s|`` per head (fixed
+  ALiBi-style slopes 1, 1/4, 1/16 ...: without a positional signal a query cannot find its own
+  instant; on the synthetic task CCC is 0.98 with it and about 0 without), and reports which
+  queries had no key at all: their attention term is made exactly zero instead of NaN.
+  :func:`attention_mask` is the same masking as one ``(B * heads, W, S)`` mask for
+  ``nn.MultiheadAttention``: the reference computation, and what a plug-in may still use.
 
 Tensor layout: models take and return ``(B, W, C)``; :class:`TCN` and :class:`TemporalBlock`
 take the convolution layout ``(B, C, W)``.
@@ -40,10 +42,14 @@ __all__ = [
     "attention_mask",
     "check_streams",
     "checked_dims",
+    "compute_dtype",
     "cross_attend",
+    "distance_bias",
     "distance_slopes",
     "embed_stream",
     "encode_tcn",
+    "key_mask",
+    "masked_attention",
     "option_help",
     "regression_head",
     "stream_inputs",
@@ -214,6 +220,83 @@ def attention_mask(
     return mask.reshape(B * heads, W, S), has_key
 
 
+_BIASES: dict[tuple, Tensor] = {}
+"""Distance biases already built, by (slopes, W, S, dtype, device): the same for every batch of a run."""
+
+
+def distance_bias(slopes: Tensor, queries: int, keys: int, dtype: torch.dtype) -> Tensor:
+    """``(H, W, S)`` additive bias ``-slope_h * |t - s|``, the same for every batch row and every batch.
+
+    Built once per shape and kept (a few windows' sizes per run; 1.4 MB for 4 x 300 x 300 fp32),
+    so no step pays for it again.
+    """
+    key = (tuple(slopes.tolist()), queries, keys, dtype, slopes.device)
+    bias = _BIASES.get(key)
+    if bias is None:
+        t = torch.arange(queries, device=slopes.device)
+        s = torch.arange(keys, device=slopes.device)
+        dist = (t[:, None] - s[None, :]).abs().to(dtype)
+        bias = _BIASES.setdefault(key, -slopes.to(dtype)[:, None, None] * dist)
+    return bias
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype attention computes in for input ``x``: autocast's where it is on (bf16 on a CPU under
+    ``--precision bf16``, half precision on CUDA), else ``x``'s. Masks are built in it, never converted."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def key_mask(
+    key_allowed: Tensor, queries: int, causal: bool, dtype: torch.dtype, slopes: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(additive mask, has_key (B, W))`` for :func:`masked_attention`: built once per key stream and batch.
+
+    The mask is 0 where a query may use a key and ``-inf`` elsewhere, plus the distance bias
+    (:func:`distance_bias`) when ``slopes`` is given: ``(B, H, W, S)`` then, else ``(B, 1, 1, S)``
+    (``(B, 1, W, S)`` when ``causal``), broadcast over heads. A layer stack over one stream (the
+    transformer's) builds it once for all its layers. A query without any usable key gets every
+    key unmasked (a finite softmax); its output is multiplied by ``has_key`` (False there).
+    """
+    B, S = key_allowed.shape
+    if causal:
+        before = torch.ones(queries, S, dtype=torch.bool, device=key_allowed.device).tril_()  # s <= t
+        allowed = key_allowed[:, None, :] & before  # (B, W, S)
+        has_key = allowed.any(dim=-1)
+        blocked = ~(allowed | ~has_key[..., None])[:, None]  # (B, 1, W, S)
+    else:
+        any_key = key_allowed.any(dim=-1)  # (B,)
+        blocked = ~(key_allowed | ~any_key[:, None])[:, None, None]  # (B, 1, 1, S)
+        has_key = any_key[:, None].expand(B, queries)
+    mask = torch.zeros(blocked.shape, dtype=dtype, device=key_allowed.device).masked_fill_(blocked, float("-inf"))
+    if slopes is not None:
+        mask = distance_bias(slopes, queries, S, dtype)[None] + mask
+    return mask, has_key
+
+
+def masked_attention(attn: nn.MultiheadAttention, query: Tensor, key: Tensor, masks: tuple[Tensor, Tensor]) -> Tensor:
+    """``attn``'s weights applied by ``scaled_dot_product_attention`` with ``masks`` (:func:`key_mask`);
+    ``(B, W, D)``, exactly zero where a query had no key. Key and value are the same stream.
+
+    Why not ``attn(query, key, key, attn_mask=...)``: it needs a ``(B * heads, W, S)`` mask made per
+    layer with a ``where`` over it, and goes through checks and copies of its own; the mask made
+    once (distance bias cached, key mask broadcast) and the kernel called directly cost 0.83x the
+    CPU time for forward + backward (batch 16 x 300 frames, 4 heads, d_model 128; BENCHMARKS.md).
+    The result equals the module's with the mask of :func:`attention_mask`
+    (tests/fusion/models/test_layers.py).
+    """
+    B, W, D = query.shape
+    S, H = key.shape[1], attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    q = F.linear(query, w[:D], None if b is None else b[:D]).view(B, W, H, D // H).transpose(1, 2)  # (B, H, W, dh)
+    k, v = F.linear(key, w[D:], None if b is None else b[D:]).view(B, S, 2, H, D // H).permute(2, 0, 3, 1, 4)
+    mask, has_key = masks
+    dropout = attn.dropout if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout)
+    out = F.linear(out.transpose(1, 2).reshape(B, W, D), attn.out_proj.weight, attn.out_proj.bias)
+    return out * has_key[..., None].to(out.dtype)
+
+
 class CrossModalAttention(nn.Module):
     """Each query frame attends over the whole window of one key/value stream.
 
@@ -237,10 +320,9 @@ class CrossModalAttention(nn.Module):
             self.slopes = None
 
     def forward(self, query: Tensor, keys: Tensor, key_present: Tensor) -> tuple[Tensor, Tensor]:
-        mask, has_key = attention_mask(query, key_present, self.heads, self.causal, self.slopes)
-        out, _ = self.attn(query, keys, keys, attn_mask=mask, need_weights=False)
-        out = out * has_key[..., None].to(out.dtype)
-        return self.norm(query + self.dropout(out)), has_key
+        masks = key_mask(key_present, query.shape[1], self.causal, compute_dtype(query), self.slopes)
+        out = masked_attention(self.attn, query, keys, masks)
+        return self.norm(query + self.dropout(out)), masks[1]
 
 
 def cross_attend(

@@ -19,10 +19,12 @@ from vafusion.fusion.models.layers import (
     CrossModalAttention,
     Dropout,
     VisualQueriesAudio,
-    attention_mask,
     checked_dims,
+    compute_dtype,
     distance_slopes,
     embed_stream,
+    key_mask,
+    masked_attention,
     option_help,
     regression_head,
     stream_inputs,
@@ -52,11 +54,13 @@ class TransformerLayer(nn.Module):
         else:
             self.slopes = None
 
-    def forward(self, x: Tensor, key_present: Tensor, valid: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, key_present: Tensor, valid: Tensor, masks: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        """``masks``: :func:`key_mask` of ``key_present``, built once for a stack of layers (else here)."""
         q = self.norm1(x)
-        mask, has_key = attention_mask(q, key_present, self.heads, self.causal, self.slopes)
-        a, _ = self.attn(q, q, q, attn_mask=mask, need_weights=False)
-        x = x + self.dropout(a * has_key[..., None].to(a.dtype))
+        masks = masks or key_mask(key_present, x.shape[1], self.causal, compute_dtype(q), self.slopes)
+        x = x + self.dropout(masked_attention(self.attn, q, q, masks))
         x = x + self.dropout(self.ff(self.norm2(x)))
         return x * valid[..., None].to(x.dtype)
 
@@ -103,6 +107,9 @@ class TemporalTransformer(VisualQueriesAudio):
     def encode(self, i: int, x: Tensor, present: Tensor, valid: Tensor) -> Tensor:
         h = embed_stream(self.project[i], self.missing[i], x, present, valid)
         usable = present & valid
-        for layer in cast(nn.ModuleList, self.encoders[i]):  # a ModuleList of layers per stream
-            h = layer(h, usable, valid)
+        layers = cast(nn.ModuleList, self.encoders[i])  # a ModuleList of layers per stream
+        first = layers[0]
+        masks = key_mask(usable, h.shape[1], first.causal, compute_dtype(h), first.slopes)  # once for all layers
+        for layer in layers:
+            h = layer(h, usable, valid, masks)
         return self.norms[i](h) * valid[..., None].to(h.dtype)

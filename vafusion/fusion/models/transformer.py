@@ -108,7 +108,7 @@ class TemporalTransformer(VisualQueriesAudio):
         h = embed_stream(self.project[i], self.missing[i], x, present, valid)
         usable = present & valid
         layers = cast(nn.ModuleList, self.encoders[i])  # a ModuleList of layers per stream
-        first = layers[0]
+        first = cast(TransformerLayer, layers[0])
         masks = key_mask(usable, h.shape[1], first.causal, compute_dtype(h), first.slopes)  # once for all layers
         for layer in layers:
             h = layer(h, usable, valid, masks)

@@ -42,7 +42,7 @@ threads, the precision each run recorded, load average.
 
     python benchmarks/bench_fast_training.py [--parts ttq,demo,throughput,cv] [--repeats 3]
         [--baseline DIR | --baseline-commit 494c1e4] [--threads 2] [--run-threads 1] [--parallel 1]
-        [--frames 60000] [--keep DIR]
+        [--frames 60000] [--hard-frames 36000] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -185,13 +185,19 @@ def _trained(trees: dict[str, Path], cache: Path, folder: Path, repeats: int, th
     return {name: [done[(name, s)] for s in range(repeats)] for name in trees}
 
 
-def part_ttq(trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int) -> dict:
+def hard_cache(work: Path, train_frames: int) -> Path:
+    """The hard cache of ``train_frames`` training frames (and a quarter as many validation frames), built once."""
     from _hard_cache import write_hard_cache
 
-    cache = work / "hard-cache"
+    cache = work / f"hard-cache-{train_frames}"
     if not (cache / "corpus.h5").is_file():
-        info = write_hard_cache(cache)
+        info = write_hard_cache(cache, train_frames=train_frames, val_frames=train_frames // 4)
         print(f"hard cache: {info['train_frames']} training, {info['val_frames']} validation frames", flush=True)
+    return cache
+
+
+def part_ttq(trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int, frames: int) -> dict:
+    cache = hard_cache(work, frames)
     runs = _trained(trees, cache, work / "ttq", repeats, threads, parallel, [])
     base_best = C.median([r["summary"]["best"]["p"] for r in runs["today"]])
     bar = 0.99 * base_best
@@ -380,17 +386,13 @@ def part_throughput(trees: dict[str, Path], work: Path, repeats: int, threads: i
     return out
 
 
-def part_bf16(trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int) -> None:
+def part_bf16(trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int, frames: int) -> None:
     """Quality of the new recipe in bf16 against fp32 (best P, ``repeats`` seeds) on the hard cache and on the
     demo cache. On a CPU without native bf16 the bf16 runs are EMULATED (VAFUSION_ALLOW_EMULATED_BF16=1): a
     check of correctness and quality only, their times mean nothing."""
-    from _hard_cache import write_hard_cache
-
     emulated = "none" in bf16_flags()
     env = {"VAFUSION_ALLOW_EMULATED_BF16": "1"} if emulated else {}
-    hard = work / "hard-cache"
-    if not (hard / "corpus.h5").is_file():
-        write_hard_cache(hard)
+    hard = hard_cache(work, frames)
     for label, cache, args in (("hard", hard, []), ("demo", demo_cache(work), DEMO_ARGS)):
         jobs = []
         for seed in range(repeats):
@@ -473,6 +475,7 @@ def main() -> None:
     ap.add_argument("--baseline", help="a checkout of today's code (default: git archive of --baseline-commit)")
     ap.add_argument("--baseline-commit", default="494c1e4")
     ap.add_argument("--frames", type=int, default=60_000, help="frames of the random cache (throughput)")
+    ap.add_argument("--hard-frames", type=int, default=36_000, help="training frames of the hard cache (ttq, bf16)")
     ap.add_argument("--keep", help="work folder to keep (caches, runs); default a temporary one")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -495,11 +498,15 @@ def main() -> None:
             raise SystemExit(f"{name}: imports vafusion from {where}, not from {tree}")
         print(f"# {name} runs {where}", flush=True)
     try:
-        ttq = part_ttq(trees, work, args.repeats, args.run_threads, args.parallel) if "ttq" in parts else None
+        ttq = (
+            part_ttq(trees, work, args.repeats, args.run_threads, args.parallel, args.hard_frames)
+            if "ttq" in parts
+            else None
+        )
         if "demo" in parts:
             part_demo(trees, work, args.repeats, args.run_threads, args.parallel)
         if "bf16" in parts:
-            part_bf16(trees, work, args.repeats, args.run_threads, args.parallel)
+            part_bf16(trees, work, args.repeats, args.run_threads, args.parallel, args.hard_frames)
         if "throughput" in parts or "cv" in parts:
             tp = part_throughput(trees, work, args.repeats, args.threads, args.frames)
             if "cv" in parts:

@@ -293,8 +293,10 @@ def masked_attention(attn: nn.MultiheadAttention, query: Tensor, key: Tensor, ma
     mask, has_key = masks
     dropout = attn.dropout if attn.training else 0.0
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout)
-    out = F.linear(out.transpose(1, 2).reshape(B, W, D), attn.out_proj.weight, attn.out_proj.bias)
-    return out * has_key[..., None].to(out.dtype)
+    # laid out (W, B, D) in memory as nn.MultiheadAttention lays it out: Dropout's random draw follows the
+    # strides, so a run resumed from a checkpoint of the module's time draws the same dropout masks
+    out = F.linear(out.permute(2, 0, 1, 3).reshape(W * B, D), attn.out_proj.weight, attn.out_proj.bias)
+    return out.view(W, B, D).transpose(0, 1) * has_key[..., None].to(out.dtype)
 
 
 class CrossModalAttention(nn.Module):

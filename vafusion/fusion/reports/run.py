@@ -68,6 +68,15 @@ def _parameters(run: TrainedRun, summary: dict[str, Any] | None) -> int:
 # ---- sections -------------------------------------------------------------------------------
 
 
+def _training_time(rows: list[dict[str, Any]], best_epoch: int) -> str:
+    """The run's wall seconds and when its best epoch was scored, from metrics.jsonl's ``elapsed``."""
+    last = rows[-1].get("elapsed") if rows else None
+    at_best = next((r.get("elapsed") for r in rows if r["epoch"] == best_epoch), None)
+    if last is None or at_best is None:
+        return "— (not recorded: a run of an earlier version)"
+    return f"{last:.1f} s (wall clock, start-up included); best epoch at {at_best:.1f} s"
+
+
 def _header(
     page: Page,
     run: TrainedRun,
@@ -90,8 +99,6 @@ def _header(
     if epochs_run is None:
         epochs_run = len([r for r in rows if r.get("loss") is not None])
     fps = run.fingerprints.get("features", {})
-    elapsed = [r.get("elapsed") for r in rows]
-    at_best = next((r.get("elapsed") for r in rows if r["epoch"] == run.epoch), None)
     info = [
         ("run directory", str(run.run_dir.resolve())),
         ("model", f"{spec.name} — {spec.description}"),
@@ -99,12 +106,7 @@ def _header(
         ("split", split),
         ("best epoch", "— (closed-form fit)" if is_closed_form(run.model) else f"{run.epoch} of {epochs_run} run"),
         ("parameters", f"{_parameters(run, summary):,}"),
-        (
-            "training time",
-            f"{elapsed[-1]:.1f} s (wall clock, start-up included); best epoch at {at_best:.1f} s"
-            if elapsed and elapsed[-1] is not None and at_best is not None
-            else "— (not recorded: a run of an earlier version)",
-        ),
+        ("training time", _training_time(rows, run.epoch)),
         ("trained on cache", trained_cache + ("" if cache_here else "  (not here now)")),
         ("predictions below from", str(used_cache) if used_cache else "— (no cache reachable)"),
         ("corpus fingerprint", str(run.fingerprints.get("corpus", "—"))[:16]),

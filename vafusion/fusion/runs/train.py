@@ -181,6 +181,12 @@ def train(
         )
     if on_trained is not None:
         on_trained(run_dir, loaded)
+    _write_summary(run_dir, config, result)
+    return result
+
+
+def _write_summary(run_dir: Path, config: FusionConfig, result: TrainResult) -> None:
+    """summary.json, the run's last file (its presence means the run is finished)."""
     summary = {
         "best": result.best,
         "model": config.model.name,
@@ -195,7 +201,6 @@ def train(
     }
     with atomic_path(run_dir / ckpt_mod.SUMMARY) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    return result
 
 
 def _fit_closed_form(

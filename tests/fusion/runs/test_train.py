@@ -20,6 +20,7 @@ from vafusion.fusion.data.loading import load_cache
 from vafusion.fusion.experiments.cv import cross_validate
 from vafusion.fusion.post.steps import smooth
 from vafusion.fusion.predict.ensemble import predict_to_dir
+from vafusion.fusion.runs import checkpoint as ckpt_mod
 from vafusion.fusion.runs.config import FusionConfig, make_config
 from vafusion.fusion.runs.evaluate import evaluate_run
 from vafusion.fusion.runs.train import train
@@ -101,11 +102,11 @@ def test_on_epoch_sees_every_row_and_stops_the_run(cache, tmp_path):
 
     cfg = make_config(**dict(FAST, epochs=4))
     result = train(cache, tmp_path / "run", cfg, progress=False, on_epoch=hook)
-    assert [r["epoch"] for r in seen] == [1, 2] and seen == _metrics(tmp_path / "run")
+    assert [r["epoch"] for r in seen] == [1, 2] and seen == ckpt_mod.read_metrics(tmp_path / "run")
     assert result.epochs_run == 2 and (tmp_path / "run" / ckpt_mod.SUMMARY).is_file()
     # finished like an early stop: a resume trains no more epochs
     again = train(cache, tmp_path / "run", cfg, resume=True, progress=False)
-    assert again.best == result.best and len(_metrics(tmp_path / "run")) == 2
+    assert again.best == result.best and len(untimed_metrics(tmp_path / "run")) == 2
 
 
 def test_a_cache_read_by_the_caller_trains_the_same_and_must_match(cache, tmp_path):

@@ -59,7 +59,6 @@ EpochHook = Callable[[dict[str, Any]], Any]
 """``on_epoch(row)``: called after each epoch with its metrics.jsonl row; a true return stops the run."""
 
 
-
 @dataclass
 class TrainResult:
     run_dir: Path

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -184,8 +185,20 @@ def write_tone(path: Path, seconds: float = 0.5) -> None:
             out.mux(packet)
 
 
+TIMES = ("seconds", "elapsed", "train_seconds", "seconds_to_best")
+"""Wall-clock keys of metrics rows, summaries and cv/compare results: the only part in which two identical
+runs (a straight one and a resumed or rerun one, say) differ."""
+
+
+def untimed(value: Any) -> Any:
+    """``value`` (a result read from JSON) without its wall-clock keys (:data:`TIMES`), at any depth."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMES}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
+
+
 def untimed_metrics(run: Path) -> list[dict]:
-    """A run's metrics.jsonl rows without their wall-clock ``seconds`` and ``elapsed``: the only part of a row
-    in which two identical runs (a straight one and a resumed one, say) differ."""
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in rows]
+    """A run's metrics.jsonl rows without their wall-clock ``seconds`` and ``elapsed``."""
+    return untimed([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()])

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import vafusion.fusion.runs.train as train_mod
-from tests.conftest import untimed_metrics
+from tests.conftest import untimed, untimed_metrics
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion.experiments.compare import COMPARE_JSON, compare
@@ -45,15 +45,6 @@ def trainings(monkeypatch) -> list[tuple[str, bool]]:
 
     monkeypatch.setattr(train_mod, "_prepare_run_dir", spy)
     return calls
-
-
-def _untimed(value):
-    """A result without its training ``seconds`` (a run trained again takes other seconds, same scores)."""
-    if isinstance(value, dict):
-        return {k: _untimed(v) for k, v in value.items() if k != "seconds"}
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
 
 
 def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(
@@ -139,5 +130,5 @@ def test_cv_continues_and_keeps_finished_folds(toy_cache, tmp_path, trainings):
     (tmp_path / "cv" / "fold-2" / ckpt_mod.SUMMARY).unlink()  # as if stopped before fold 2 finished
     trainings.clear()
     again = cross_validate(toy_cache, tmp_path / "cv", config, progress=False, report=False)
-    assert _untimed(again) == _untimed(first) and again["seconds"] > 0 and all(f["seconds"] > 0 for f in again["folds"])
+    assert untimed(again) == untimed(first) and again["seconds"] > 0 and all(f["seconds"] > 0 for f in again["folds"])
     assert trainings == [(f"{tmp_path.name}/cv/fold-2", False)]  # a closed-form fit has no last.pt: fitted again

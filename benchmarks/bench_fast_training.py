@@ -42,7 +42,7 @@ threads, the precision each run recorded, load average.
 
     python benchmarks/bench_fast_training.py [--parts ttq,demo,throughput,cv] [--repeats 3]
         [--baseline DIR | --baseline-commit 494c1e4] [--threads 2] [--run-threads 1] [--parallel 1]
-        [--frames 60000] [--hard-frames 36000] [--keep DIR]
+        [--ttq-repeats N] [--frames 60000] [--hard-frames 36000] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -469,6 +469,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="ttq,demo,throughput,cv")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ttq-repeats", type=int, help="seeds of the ttq part (default --repeats): its runs are the longest")
     ap.add_argument("--threads", type=int, default=2, help="threads of the throughput part")
     ap.add_argument("--run-threads", type=int, default=1, help="threads of each `vafusion train` (ttq, demo)")
     ap.add_argument("--parallel", type=int, default=1, help="`vafusion train` runs at a time (ttq, demo)")
@@ -499,7 +500,7 @@ def main() -> None:
         print(f"# {name} runs {where}", flush=True)
     try:
         ttq = (
-            part_ttq(trees, work, args.repeats, args.run_threads, args.parallel, args.hard_frames)
+            part_ttq(trees, work, args.ttq_repeats or args.repeats, args.run_threads, args.parallel, args.hard_frames)
             if "ttq" in parts
             else None
         )

@@ -469,7 +469,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="ttq,demo,throughput,cv")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--ttq-repeats", type=int, help="seeds of the ttq part (default --repeats): its runs are the longest")
+    ap.add_argument(
+        "--ttq-repeats", type=int, help="seeds of the ttq part (default --repeats): its runs are the longest"
+    )
     ap.add_argument("--threads", type=int, default=2, help="threads of the throughput part")
     ap.add_argument("--run-threads", type=int, default=1, help="threads of each `vafusion train` (ttq, demo)")
     ap.add_argument("--parallel", type=int, default=1, help="`vafusion train` runs at a time (ttq, demo)")

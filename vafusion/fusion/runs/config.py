@@ -16,7 +16,7 @@ Configurations of version 1 (one flat dataclass, ``model: "fusion" | "ridge"``) 
 and converted, so old run directories keep working.
 
 Recipes: the training defaults are the ``fast`` recipe (chosen for time to quality,
-BENCHMARKS.md section 11); ``v1`` is the recipe of every run before it (30 epochs of batch 16 at
+BENCHMARKS.md section 12); ``v1`` is the recipe of every run before it (30 epochs of batch 16 at
 1e-3 on a fixed grid of windows, ``v1`` schedule, patience 8), kept so earlier results
 reproduce: ``make_config(recipe="v1")``, ``--recipe v1``. A saved configuration that predates a
 training setting (it has no ``windows`` key, say) gets the ``v1`` value of that setting, which

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
@@ -299,6 +300,21 @@ def run_children_at_once(commands: list[list[object]], logs: list[Path], timeout
     return [run for run in runs if run is not None]
 
 
+def one_thread(args: list[object]) -> list[object]:
+    """ARGS with ``--threads 1`` added where the command takes it and none is given. A forked child
+    that computes on more than one thread waits for ever on the OpenMP pool the fork copied without
+    its threads (seen in the full suite, where pytest has used the pool before the fork); on one
+    thread torch never enters that pool."""
+    names = [str(a) for a in args]
+    command = cli
+    for name in names:
+        if not isinstance(command, click.Group) or name not in command.commands:
+            break
+        command = command.commands[name]
+    takes_threads = any(p.name == "threads" for p in command.params)
+    return [*args, "--threads", "1"] if takes_threads and "--threads" not in names else args
+
+
 def _start_child(
     args: list[object],
     log: Path,
@@ -311,6 +327,7 @@ def _start_child(
     import faulthandler
     import sys
 
+    args = one_thread(args)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest

@@ -159,16 +159,7 @@ def _learning_curves(page: Page, rows: list[dict[str, Any]], best_epoch: int, cl
     ax_loss, ax_val, *ax_time = fig.subplots(1, 3 if timed else 2)
     ax_loss.plot(epochs, [r["loss"] for r in trained], "o-", ms=3, color=COLOURS["loss"], label="training loss")
     ax_loss.set(title="training loss (1 − CCC)", xlabel="epoch", ylabel="loss")
-    for key, name in (("ccc_v", "CCC_V"), ("ccc_a", "CCC_A"), ("p", "P")):
-        ax_val.plot(
-            epochs,
-            [r.get(key, np.nan) for r in trained],
-            "o-",
-            ms=3,
-            color=COLOURS[key],
-            label=name,
-            lw=2 if key == "p" else 1.2,
-        )
+    _validation_curves(ax_val, epochs, trained)
     ax_val.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best (epoch {best_epoch})")
     ax_val.set(title="validation", xlabel="epoch", ylabel="CCC")
     for ax in (ax_loss, ax_val):
@@ -189,12 +180,11 @@ def _learning_curves(page: Page, rows: list[dict[str, Any]], best_epoch: int, cl
         _epoch_table(page, trained)
 
 
-def _against_time(ax: Any, trained: list[dict[str, Any]], best_epoch: int) -> None:
-    """Validation CCC_V, CCC_A, P against the elapsed wall seconds of the run (start-up included)."""
-    elapsed = [r["elapsed"] for r in trained]
+def _validation_curves(ax: Any, xs: list[Any], trained: list[dict[str, Any]]) -> None:
+    """CCC_V, CCC_A and P of each epoch at XS (epochs or elapsed seconds), P drawn thickest."""
     for key, name in (("ccc_v", "CCC_V"), ("ccc_a", "CCC_A"), ("p", "P")):
         ax.plot(
-            elapsed,
+            xs,
             [r.get(key, np.nan) for r in trained],
             "o-",
             ms=3,
@@ -202,6 +192,12 @@ def _against_time(ax: Any, trained: list[dict[str, Any]], best_epoch: int) -> No
             label=name,
             lw=2 if key == "p" else 1.2,
         )
+
+
+def _against_time(ax: Any, trained: list[dict[str, Any]], best_epoch: int) -> None:
+    """Validation CCC_V, CCC_A, P against the elapsed wall seconds of the run (start-up included)."""
+    elapsed = [r["elapsed"] for r in trained]
+    _validation_curves(ax, elapsed, trained)
     best = next((r["elapsed"] for r in trained if r["epoch"] == best_epoch), None)
     if best is not None:
         ax.axvline(best, color="grey", ls="--", lw=1, label=f"best ({best:.0f} s)")

@@ -42,7 +42,8 @@ from vafusion.errors import VafusionError
     "--timeout",
     type=click.FloatRange(0, min_open=True),
     default=None,
-    help="Start no trial after this many seconds (running ones finish).",
+    help="Stop after this many seconds: no trial starts, and a running one stops at the end of its epoch, its "
+    "run kept (failed, 'stopped by --timeout'); the same command continues it from there.",
 )
 @click.option(
     "--space",

@@ -5,6 +5,7 @@ concurrent processes on one journal and on one SQLite database. (SIGKILL: tests/
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +14,7 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import untimed_metrics
 from tests.faults.conftest import run_children_at_once
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
@@ -220,6 +222,58 @@ def test_ctrl_c_fails_the_trial_and_the_rerun_retries_it_once(toy_cache, tmp_pat
     assert trials[0].state == optuna.trial.TrialState.FAIL and trials[0].user_attrs["interrupted"]
     assert trials[1].user_attrs["retry_of"] == 0 and trials[1].params == trials[0].params
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials.values()) == 2
+
+
+def test_timeout_stops_a_running_trial_and_the_rerun_resumes_it(toy_cache, tmp_path, monkeypatch):
+    """--timeout during a trial: it stops as its epoch ends (failed, its run resumable); the same command retries it,
+    continuing that run from its last.pt, and ends with the P of the same configuration trained straight."""
+    study = tmp_path / "s"
+    model = ["--model-option", "d_model=8", "--model-option", "heads=2", "--model-option", "head_hidden=8"]
+    args = ["tune", toy_cache, "--study", study, "--trials", "1", "--epochs", "3", "--pruner", "none", *model, *DATA]
+    deadline = iter([False, False, True])  # before trial 0, after its epoch 1: not yet; after its epoch 2: passed
+    monkeypatch.setattr(tune_mod, "_past", lambda when: next(deadline, True))
+    out = _ok(*args, "--timeout", "1000")
+    assert "trial 0: stopped by --timeout after epoch 2" in out
+    paused = study / "trials" / "0000"
+    assert (paused / "last.pt").is_file() and not (paused / "summary.json").exists()
+    row = json.loads((study / "tune.json").read_text())["trials"][0]
+    assert row["state"] == "fail" and row["timeout"] and row["error"] is None
+    monkeypatch.undo()
+    out = _ok(*args, "--timeout", "1000")
+    trials = {t.number: t for t in _journal(study).trials}
+    retry = trials[1]
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == trials[0].params
+    assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs["resumed_from"] == 0
+    assert sorted(retry.intermediate_values) == [1, 2, 3]  # the paused epochs reported too: the pruner sees them
+    rows = untimed_metrics(study / "trials" / "0001")
+    assert len(rows) == 3 and rows[:2] == untimed_metrics(paused)
+    assert not (paused / "summary.json").exists()  # the paused trial's folder stays as it was
+    straight = train_mod.train(toy_cache, tmp_path / "straight", FusionConfig.load(paused), progress=False)
+    assert retry.value == pytest.approx(straight.best["p"], abs=1e-6)
+
+
+def test_importances_are_ped_anova_and_import_no_scikit_learn(tmp_path):
+    """tune.json's importances: Optuna's PED-ANOVA, computed without importing scikit-learn (2-3 s of a short tune
+    command otherwise; a process of its own, where nothing imported it before); optuna.importance is whole after."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import optuna
+        from vafusion.fusion.experiments import study as st
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(lambda t: t.suggest_float("x", 0, 1) + 0.01 * t.suggest_float("y", 0, 1), n_trials=12)
+        ours = st.param_importances(study)
+        assert "sklearn" not in sys.modules, "scikit-learn was imported"
+        import optuna.importance as imp
+        assert ours == imp.get_param_importances(study, evaluator=imp.PedAnovaImportanceEvaluator()), ours
+        assert list(ours) == ["x", "y"] and ours["x"] > 0.5
+        imp.FanovaImportanceEvaluator()  # needs scikit-learn: importable again
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 def _distinct_complete(trials: list, n: int) -> None:

@@ -23,7 +23,7 @@ from vafusion.fusion.predict.ensemble import predict_to_dir
 from vafusion.fusion.runs import checkpoint as ckpt_mod
 from vafusion.fusion.runs.config import FusionConfig, make_config
 from vafusion.fusion.runs.evaluate import evaluate_run
-from vafusion.fusion.runs.train import train
+from vafusion.fusion.runs.train import PauseTraining, train
 
 FAST = dict(
     features=("visual", "audio"),
@@ -107,6 +107,24 @@ def test_on_epoch_sees_every_row_and_stops_the_run(cache, tmp_path):
     # finished like an early stop: a resume trains no more epochs
     again = train(cache, tmp_path / "run", cfg, resume=True, progress=False)
     assert again.best == result.best and len(untimed_metrics(tmp_path / "run")) == 2
+
+
+def test_a_hook_pauses_the_run_resumably_and_a_last_epoch_finishes_it(cache, tmp_path):
+    """PauseTraining from on_epoch: the epoch is kept, the run is left to resume (no summary); at the run's last
+    epoch the pause is moot: the run finishes and nothing is raised."""
+
+    def pause(row: dict) -> bool:
+        raise PauseTraining("deadline")
+
+    cfg = make_config(**dict(FAST, epochs=2))
+    with pytest.raises(PauseTraining):
+        train(cache, tmp_path / "run", cfg, progress=False, on_epoch=pause)
+    assert not (tmp_path / "run" / ckpt_mod.SUMMARY).exists()
+    assert ckpt_mod.read_checkpoint(tmp_path / "run" / ckpt_mod.LAST)["stop"] == ""  # no stop of the caller's
+    result = train(cache, tmp_path / "run", cfg, resume=True, progress=False, on_epoch=pause)
+    straight = train(cache, tmp_path / "straight", cfg, progress=False)
+    assert result.epochs_run == 2 and result.best == straight.best
+    assert untimed_metrics(tmp_path / "run") == untimed_metrics(tmp_path / "straight")
 
 
 def test_a_cache_read_by_the_caller_trains_the_same_and_must_match(cache, tmp_path):

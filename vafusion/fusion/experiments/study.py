@@ -16,9 +16,11 @@ one storage, and about what a killed one leaves behind; :mod:`.tune` only runs t
   token into the user attributes of the trials it runs. A running trial whose owner's lock
   can be taken was killed: it is marked failed. With an RDB storage a heartbeat covers the
   processes of other machines (their trials fail once they miss it for ``GRACE_S`` seconds).
-- **Retry.** A trial that failed because it was interrupted (killed, Ctrl-C) is enqueued once
-  more with the same parameters (user attribute ``retry_of``); a trial that failed with an
-  error (its own ``error`` attribute) is not, nor is a retry.
+- **Retry.** A trial that failed because it was interrupted (killed, Ctrl-C, paused by
+  ``--timeout``) is enqueued once more with the same parameters (user attribute ``retry_of``),
+  and the retry continues the interrupted run from its last.pt (:mod:`.tune`); a trial that
+  failed with an error (its own ``error`` attribute) is not retried, nor is a retry, unless it
+  was paused by ``--timeout`` (each pause is continued once).
 - **How many.** ``--trials N`` counts finished trials (complete or pruned). A new trial is asked
   for only while finished + running trials are fewer than N, under ``DIR/tune.lock``, so the
   processes sharing a folder never start more than N; one that finds it would be the
@@ -30,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -63,6 +66,54 @@ def optuna_module() -> Any:
         raise VafusionError(f"vafusion tune needs Optuna ({e}); pip install 'optuna>=4.0,<6'") from e
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
+
+
+def param_importances(study: optuna.Study) -> dict[str, float]:
+    """PED-ANOVA importances of the parameters over the complete trials (sum 1); {} when Optuna cannot tell
+    the parameters apart (too few trials: it would give them all the same share).
+
+    Why PED-ANOVA, named: it is Optuna's default since 5.0 and needs no scikit-learn (Optuna 4's
+    default, fANOVA, fits a random forest). Why the import below: ``optuna.importance`` imports its
+    fANOVA and MDI evaluators, and they import scikit-learn (2-3 s, most of what a short tune
+    command spent outside its trainings) although neither is used; scikit-learn is hidden while it
+    is imported (their optional import fails as if it were absent) and the package is dropped from
+    ``sys.modules`` afterwards, so a later ``import optuna.importance`` in this process is whole.
+    """
+    optuna = optuna_module()
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 2 or not any(t.params for t in complete):
+        return {}
+    with _importance_module() as importance, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        try:
+            found = importance.get_param_importances(study, evaluator=importance.PedAnovaImportanceEvaluator())
+        except (RuntimeError, ValueError):  # e.g. every complete trial has the same parameters
+            return {}
+    if any("will be equal" in str(w.message) for w in warned):
+        return {}
+    return {k: float(v) for k, v in found.items()}
+
+
+@contextmanager
+def _importance_module() -> Iterator[Any]:
+    """``optuna.importance`` imported without scikit-learn unless either is imported already (see
+    :func:`param_importances`); dropped again on leaving if it was imported here."""
+    if "optuna.importance" in sys.modules or "sklearn" in sys.modules:
+        import optuna.importance
+
+        yield optuna.importance
+        return
+    sys.modules["sklearn"] = None  # type: ignore[assignment]  # "import sklearn" raises ImportError
+    try:
+        import optuna.importance
+    finally:
+        del sys.modules["sklearn"]
+    try:
+        yield optuna.importance
+    finally:
+        for name in [n for n in sys.modules if n == "optuna.importance" or n.startswith("optuna.importance.")]:
+            del sys.modules[name]
+        vars(sys.modules["optuna"]).pop("importance", None)
 
 
 def shown_storage(study_dir: Path, url: str | None) -> str:
@@ -230,7 +281,8 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
     for t in trials:
         attrs = t.user_attrs
         interrupted = t.state == optuna.trial.TrialState.FAIL and not attrs.get("error") and not attrs.get("surplus")
-        if interrupted and "retry_of" not in attrs and t.number not in retried:
+        once = "retry_of" not in attrs or attrs.get("timeout")  # a retry paused by --timeout goes on again
+        if interrupted and once and t.number not in retried:
             study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
             again.append(t.number)
     return again
@@ -290,6 +342,7 @@ __all__ = [
     "make_pruner",
     "open_storage",
     "optuna_module",
+    "param_importances",
     "retry_interrupted",
     "shown_storage",
     "trial_sampler",

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ from vafusion.fusion.experiments.parallel import run_in_workers
 from vafusion.fusion.experiments.space import Space
 from vafusion.fusion.runs import checkpoint as ckpt_mod
 from vafusion.fusion.runs.config import FusionConfig, replace
-from vafusion.fusion.runs.train import train
+from vafusion.fusion.runs.run_dir import LOCK as RUN_LOCK
+from vafusion.fusion.runs.train import PauseTraining, train
 
 TRIALS = "trials"
 TUNE_JSON = "tune.json"
@@ -58,7 +60,7 @@ class Tuning:
     trials: int
     pruner: str = "median"
     storage: str | None = None
-    deadline: float | None = None  # time.time() after which no trial starts
+    deadline: float | None = None  # time.time() after which no trial starts and a running one pauses
     report: bool = False  # report.html in each trial's run
     corpus: str = ""  # the cache's corpus fingerprint: every process of a study trains on the same data
 
@@ -163,16 +165,16 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
 
 def _claim(study: Any, tuning: Tuning, owner: st.Owner, log: Callable[[str], None]) -> Any | None:
     """Under the folder lock: fail killed trials, enqueue their retries, then ask for a trial if one is needed."""
+    if _past(tuning.deadline):
+        return None
     with st.folder_lock(tuning.study_dir):
         dead = st.fail_dead_trials(study, tuning.study_dir, owner.token)
         for number in dead:
             log(f"trial {number}: its process was killed; marked failed")
         for number in st.retry_interrupted(study):
-            log(f"trial {number}: interrupted; its configuration is tried once more")
+            log(f"trial {number}: interrupted; its configuration is tried once more (from its last.pt if it has one)")
         n = st.counts(study)
         if n["finished"] >= tuning.trials or n["finished"] + n["running"] >= tuning.trials:
-            return None
-        if tuning.deadline is not None and time.time() >= tuning.deadline:
             return None
         trial = study.ask()
         trial.set_user_attr("owner", owner.token)
@@ -222,39 +224,37 @@ def run_trial(
     progress: bool,
     data: Callable[[], LoadedCache],
 ) -> str:
-    """Sample, train, tell; the error that failed the trial ("" if it completed or was pruned).
+    """Sample, train, tell; the error that failed the trial ("" if it completed, was pruned or was paused at
+    the deadline).
 
     ``data()``: the process's one read of the cache (:func:`load_trial_data`), shared by its trials.
     """
-    optuna = st.optuna_module()
-    states = optuna.trial.TrialState
+    states = st.optuna_module().trial.TrialState
     run = trial_dir(tuning.study_dir, trial.number)
     trial.set_user_attr("run", str(run.resolve()))
-    pruned: list[int] = []
-
-    def on_epoch(row: dict[str, Any]) -> bool:
-        p = row["p"]
-        trial.report(float("nan") if p is None else float(p), int(row["epoch"]))
-        if trial.should_prune():
-            pruned.append(int(row["epoch"]))
-            return True
-        return False
-
+    hook = _EpochHook(trial, run, tuning.deadline)
     started = time.perf_counter()
     try:
         values = {name: param.suggest(trial) for name, param in tuning.space.params.items()}
         config = tuning.space.config(tuning.base, values)
+        resumed = _resume_from(trial, tuning, config, run)
         with st.heartbeat(study, trial):
             result = train(
                 tuning.cache_dir,
                 run,
                 config,
+                resume=resumed is not None,
                 progress=progress,
                 on_trained=_report_hook(tuning),
-                on_epoch=on_epoch,
+                on_epoch=hook,
                 loaded=data(),
             )
-        _mark_summary(run, tuning, trial.number, values, bool(pruned))
+        _mark_summary(run, tuning, trial.number, values, hook.pruned is not None)
+    except PauseTraining:
+        trial.set_user_attr("timeout", True)
+        study.tell(trial, state=states.FAIL)
+        log(f"trial {trial.number}: stopped by --timeout after epoch {hook.reported}; the same command resumes it")
+        return ""
     except VafusionError as e:
         trial.set_user_attr("error", str(e))
         study.tell(trial, state=states.FAIL)
@@ -268,16 +268,77 @@ def run_trial(
         trial.set_user_attr("error", f"{type(e).__name__}: {e}")
         study.tell(trial, state=states.FAIL)
         raise
-    seconds = time.perf_counter() - started
+    _tell(study, trial, result, hook.pruned, _shown(values), time.perf_counter() - started, log)
+    return ""
+
+
+def _tell(
+    study: Any, trial: Any, result: Any, pruned: int | None, shown: str, seconds: float, log: Callable[[str], None]
+) -> None:
+    """The trained trial's end: its seconds (this session's) and epochs (the run's), then pruned or its P."""
     trial.set_user_attr("seconds", seconds)
     trial.set_user_attr("epochs", int(result.epochs_run))
-    if pruned:
-        study.tell(trial, state=states.PRUNED)
-        log(f"trial {trial.number}: pruned after epoch {pruned[0]} (best P {result.best['p']:.4f}), {seconds:.1f} s")
+    if pruned is not None:
+        study.tell(trial, state=st.optuna_module().trial.TrialState.PRUNED)
+        log(f"trial {trial.number}: pruned after epoch {pruned} (best P {result.best['p']:.4f}), {seconds:.1f} s")
     else:
         study.tell(trial, float(result.best["p"]))
-        log(f"trial {trial.number}: P {result.best['p']:.4f} ({_shown(values)}), {seconds:.1f} s")
-    return ""
+        log(f"trial {trial.number}: P {result.best['p']:.4f} ({shown}), {seconds:.1f} s")
+
+
+class _EpochHook:
+    """A trial's ``on_epoch``: report each epoch's P to Optuna (a resumed run's earlier epochs first, so the
+    pruner compares whole curves), stop a pruned trial (its run finished), pause at the deadline (its run
+    left to resume: :class:`~vafusion.fusion.runs.train.PauseTraining`)."""
+
+    def __init__(self, trial: Any, run: Path, deadline: float | None) -> None:
+        self.trial, self.run, self.deadline = trial, run, deadline
+        self.pruned: int | None = None  # the epoch after which the pruner stopped the trial
+        self.reported = 0  # the last epoch reported
+
+    def __call__(self, row: dict[str, Any]) -> bool:
+        epoch = int(row["epoch"])
+        if self.reported == 0 and epoch > 1:  # resumed: the epochs of the run it continues
+            for earlier in ckpt_mod.read_metrics(self.run):
+                if int(earlier["epoch"]) < epoch:
+                    self._report(earlier)
+        self._report(row)
+        if self.trial.should_prune():
+            self.pruned = epoch
+            return True
+        if _past(self.deadline):
+            raise PauseTraining(f"the --timeout deadline passed during epoch {epoch}")
+        return False
+
+    def _report(self, row: dict[str, Any]) -> None:
+        p = row["p"]
+        self.trial.report(float("nan") if p is None else float(p), int(row["epoch"]))
+        self.reported = int(row["epoch"])
+
+
+def _past(deadline: float | None) -> bool:
+    """``--timeout`` has run out (checked before a trial starts and after each epoch)."""
+    return deadline is not None and time.time() >= deadline
+
+
+def _resume_from(trial: Any, tuning: Tuning, config: FusionConfig, run: Path) -> int | None:
+    """A retry continues the run of the trial it retries (killed, Ctrl-C, stopped by --timeout) from that run's
+    last.pt, in a copy (the failed trial's folder stays as it was), when that run holds this same configuration
+    (it does unless the folder was edited); the retried trial's number, or None: trained from the start."""
+    of = trial.user_attrs.get("retry_of")
+    if of is None or run.exists():
+        return None
+    source = trial_dir(tuning.study_dir, int(of))  # absent when that trial ran on a machine with another folder
+    if not (source / ckpt_mod.LAST).is_file():
+        return None
+    try:
+        if FusionConfig.load(source).differences(config):
+            return None
+    except VafusionError:
+        return None
+    shutil.copytree(source, run, ignore=shutil.ignore_patterns(RUN_LOCK))
+    trial.set_user_attr("resumed_from", int(of))
+    return int(of)
 
 
 def _report_hook(tuning: Tuning) -> Callable[[Path, Any], None] | None:
@@ -380,21 +441,10 @@ def _trial_row(t: Any) -> dict[str, Any]:
         "params": dict(t.params),
         "run": attrs.get("run"),
         "retry_of": attrs.get("retry_of"),
+        "resumed_from": attrs.get("resumed_from"),
+        "timeout": bool(attrs.get("timeout")),
         "error": attrs.get("error"),
     }
-
-
-def _importances(study: Any) -> dict[str, float]:
-    """Optuna's parameter importances (fANOVA) over the complete trials; {} while they cannot be computed."""
-    optuna = st.optuna_module()
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < 2 or not any(t.params for t in complete):
-        return {}
-    try:
-        importances = optuna.importance.get_param_importances(study)
-    except (RuntimeError, ValueError):  # e.g. every complete trial has the same parameters
-        return {}
-    return {k: float(v) for k, v in importances.items()}
 
 
 def summarize(study: Any, tuning: Tuning) -> dict[str, Any]:
@@ -415,7 +465,7 @@ def summarize(study: Any, tuning: Tuning) -> dict[str, Any]:
         "space": tuning.space.to_dict(),
         "counts": {k: v for k, v in st.counts(study).items() if k != "finished"},
         "best": best,
-        "importances": _importances(study),
+        "importances": st.param_importances(study),
         "trials": trials,
     }
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -148,12 +148,14 @@ def note(text: str) -> str:
     return f'<p class="note">{text}</p>'  # callers escape what they interpolate
 
 
-def new_figure(width: float, height: float) -> Any:
-    """A Figure on an explicit Agg canvas (no pyplot: no global backend, no GUI)."""
+def new_figure(width: float, height: float, layout: Literal["tight"] | None = "tight") -> Any:
+    """A Figure on an explicit Agg canvas (no pyplot: no global backend, no GUI). ``layout=None`` for a figure
+    that places its axes itself: "tight" measures every label by drawing the figure once more before saving,
+    which is most of the cost of a figure of many small panels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="tight")
+    fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

@@ -20,6 +20,7 @@ from vafusion.fusion.reports.pages import FIGURES, Page, clear_figures, esc, new
 
 TUNE_HTML = "tune.html"
 _FIGURES = ("tune-history.png", "tune-importances.png", "tune-slices.png")
+_PANEL = (3.2, 2.6)  # inches per slice panel
 _STATE_COLOURS = {"complete": "tab:blue", "pruned": "tab:orange"}
 
 
@@ -56,7 +57,7 @@ def write_tune_page(study_dir: Path, summary: Mapping[str, Any]) -> Path:
     rows = [
         (
             t["trial"],
-            t["state"] + (f" (retry of {t['retry_of']})" if t["retry_of"] is not None else ""),
+            _state(t),
             num(t["p"]),
             t["epochs"] if t["epochs"] is not None else "—",
             num(t["seconds"], 1),
@@ -66,6 +67,17 @@ def write_tune_page(study_dir: Path, summary: Mapping[str, Any]) -> Path:
     ]
     page.add(table(rows, header=["trial", "state", "P", "epochs", "seconds", "parameters"], numeric=(0, 2, 3, 4)))
     return page.write(study_dir / TUNE_HTML, f"Tuning {summary['study']}", f"{summary['model']} on {summary['cache']}")
+
+
+def _state(t: Mapping[str, Any]) -> str:
+    """A trial's state with how it came about: a retry (resumed from the retried run's last.pt or not), a pause."""
+    notes = []
+    if t.get("retry_of") is not None:
+        resumed = ", resumed" if t.get("resumed_from") is not None else ""
+        notes.append(f"retry of {t['retry_of']}{resumed}")
+    if t.get("timeout"):
+        notes.append("stopped by --timeout")
+    return t["state"] + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _value(v: Any) -> str:
@@ -98,12 +110,30 @@ def _importances(page: Page, importances: Mapping[str, float]) -> None:
     fig = new_figure(8.0, max(1.6, 0.35 * len(names) + 0.8))
     ax = fig.subplots()
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
-    ax.set(xlabel="importance (fANOVA, sums to 1)", title="Parameter importances")
+    ax.set(xlabel="importance (PED-ANOVA, sums to 1)", title="Parameter importances")
     ax.grid(axis="x", alpha=0.3)
     page.add("<h2>Parameter importances</h2>")
     page.figure(
         fig, _FIGURES[1], "parameter importances", "How much of the variation of P each setting explains (Optuna)."
     )
+
+
+def _panel_margins(cols: int, rows: int) -> dict[str, float]:
+    """Fixed margins (inches, as figure fractions) for a grid of slice panels: room for the y tick labels, a
+    panel's title, and the rotated choice labels under the panel above. Why not layout="tight": for nine
+    panels it measured ~half of tune.html's drawing time, and these panels' labels are all of one kind."""
+    left, right, bottom, top, between_x, between_y = 0.55, 0.15, 0.55, 0.3, 0.55, 0.8
+    width, height = _PANEL[0] * cols, _PANEL[1] * rows
+    axis_w = (width - left - right - (cols - 1) * between_x) / cols
+    axis_h = (height - bottom - top - (rows - 1) * between_y) / rows
+    return {
+        "left": left / width,
+        "right": 1 - right / width,
+        "bottom": bottom / height,
+        "top": 1 - top / height,
+        "wspace": between_x / axis_w,
+        "hspace": between_y / axis_h,
+    }
 
 
 def _slices(page: Page, trials: Sequence[Mapping[str, Any]], search: Mapping[str, Mapping[str, Any]]) -> None:
@@ -113,7 +143,8 @@ def _slices(page: Page, trials: Sequence[Mapping[str, Any]], search: Mapping[str
     names = list(search)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig = new_figure(3.2 * cols, 2.6 * rows)
+    fig = new_figure(_PANEL[0] * cols, _PANEL[1] * rows, layout=None)
+    fig.subplots_adjust(**_panel_margins(cols, rows))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     complete = [t for t in trials if t["state"] == "complete" and t["p"] is not None]
     for ax, name in zip(axes, names):

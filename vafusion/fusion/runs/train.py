@@ -56,7 +56,15 @@ from vafusion.fusion.runs.run_dir import RunState, clear_partial, one_trainer_at
 from vafusion.fusion.runs.schedule import lr_factor, stop_reason
 
 EpochHook = Callable[[dict[str, Any]], Any]
-"""``on_epoch(row)``: called after each epoch with its metrics.jsonl row; a true return stops the run."""
+"""``on_epoch(row)``: called after each epoch with its metrics.jsonl row; a true return stops the run
+(finished); raising :class:`PauseTraining` ends this session with the run left to resume."""
+
+
+class PauseTraining(Exception):
+    """Raised by an ``on_epoch`` hook to end the session after this epoch with the run resumable, not
+    finished (a tuner's deadline): the epoch is kept (last.pt, with no stop of the caller's in it) and the
+    exception goes on to the caller; ``train(..., resume=True)`` continues at the next epoch. If the run
+    stops there anyway (its last epoch, an early stop), it is finished as usual and nothing is raised."""
 
 
 @dataclass
@@ -151,7 +159,8 @@ def train(
     start again, or nothing left to do; see :mod:`vafusion.fusion.runs.run_dir`); without it a
     directory holding checkpoints is an error. ``on_epoch(row)`` is called after every epoch
     with its metrics row (``epoch``, ``loss``, ``ccc_v``, ``ccc_a``, ``p``, ``lr``, ``seconds``,
-    ``elapsed``); returning a true value stops the run there (it is then finished, like an early stop).
+    ``elapsed``); returning a true value stops the run there (it is then finished, like an early stop);
+    raising :class:`PauseTraining` ends this session after the epoch, the run left to resume.
     ``loaded``: this run's ids and features of ``cache_dir``, already read (a tuner's trials share one
     read); else read here.
     """
@@ -301,7 +310,14 @@ def _epochs(
         began = time.perf_counter()
         loss = run.train_epoch(epoch)
         row = run.validate(epoch, loss, val_ids, seconds=time.perf_counter() - began, elapsed=clock.elapsed())
-        run.keep(row, epoch, stopped_by_caller=bool(on_epoch and on_epoch(dict(row))))
+        try:
+            asked = bool(on_epoch and on_epoch(dict(row)))
+        except PauseTraining:
+            run.keep(row, epoch)
+            if not run.stop and epoch < tc.epochs:
+                raise
+        else:
+            run.keep(row, epoch, stopped_by_caller=asked)
         bar.set_postfix(
             loss=f"{row['loss']:.3f}",
             ccc_v=f"{row['ccc_v']:.3f}",
@@ -567,4 +583,4 @@ def _require_a_best(
     )
 
 
-__all__ = ["EpochHook", "TrainResult", "gradient_step", "train"]
+__all__ = ["EpochHook", "PauseTraining", "TrainResult", "gradient_step", "train"]

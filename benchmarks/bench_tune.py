@@ -13,7 +13,8 @@ thread), jobs 2 (two worker processes, one core's share each). The trials are th
 three (TPE's random start draws each trial from (seed, trial number)). Result: median(jobs 1) /
 median(jobs 2), target >= 1.3.
 
-tune_overhead: a tune of ``--overhead-trials`` unpruned trials in this process at 1 torch thread: its
+tune_overhead: a tune of ``--overhead-trials`` unpruned trials of ``--overhead-epochs`` epochs (several values,
+comma-separated: one RESULT each, ``tune_overhead_epochsE`` after the first) in this process at 1 torch thread: its
 wall time (opening the study, the one read of the cache, every trial, tune.json/best.json/tune.html)
 / the sum of the wall times of the ``train`` calls of its trials (each timed around the call);
 median over ``--repeats``. Target <= 1.1. Also printed: the fixed seconds (wall - trainings) and how
@@ -26,7 +27,8 @@ the median pruner and without, on a learnable cache (tests/toy_cache.py, ``--vid
 epochs trained with / epochs trained without. Target <= 0.8.
 
     python benchmarks/bench_tune.py [--only overhead|jobs|pruning] [--frames 3000] [--videos 12] [--window 150]
-        [--trials 4] [--epochs 2] [--overhead-trials 8] [--prune-trials 8] [--prune-epochs 4] [--repeats 2]
+        [--trials 4] [--epochs 2] [--overhead-trials 8] [--overhead-epochs 2[,10]] [--prune-trials 8]
+        [--prune-epochs 4] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -100,13 +102,23 @@ def _epochs(summary: dict[str, Any]) -> int:
 
 
 def overhead(args: argparse.Namespace, cache: Path, tmp: Path) -> None:
+    """Once per ``--overhead-epochs`` value (trial length): the first is ``tune_overhead``, the others
+    ``tune_overhead_epochsE`` (the ratio depends on the trials' length: both short and realistic ones)."""
+    for k, epochs in enumerate(args.overhead_epochs):
+        overhead_at(
+            args, cache, tmp / f"overhead-e{epochs}", epochs, "tune_overhead" + (f"_epochs{epochs}" if k else "")
+        )
+
+
+def overhead_at(args: argparse.Namespace, cache: Path, tmp: Path, epochs: int, name: str) -> None:
     """In this process at 1 torch thread (the jobs-1 control's setting: the trainings' own time is stable)."""
     ratios, fixed, per_trial = [], [], []
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    print(f"{name}: {args.overhead_trials} trials of {epochs} epochs", flush=True)
     try:
         for r in range(args.repeats):
-            tuning = _tuning(cache, tmp / f"overhead{r}", args, args.overhead_trials, args.epochs, "none", REAL)
+            tuning = _tuning(cache, tmp / f"overhead{r}", args, args.overhead_trials, epochs, "none", REAL)
             wall, inside, summary = _run(tuning)
             n = len(summary["trials"])
             ratios.append(wall / inside)
@@ -124,7 +136,7 @@ def overhead(args: argparse.Namespace, cache: Path, tmp: Path) -> None:
         f"median outside the trainings {C.median(fixed):.1f} s, training {C.median(per_trial):.1f} s per trial: "
         f"{OVERHEAD_MAX} is reached from about {needed:.0f} trials of this length"
     )
-    C.result("tune_overhead", C.median(ratios), "<=", OVERHEAD_MAX)
+    C.result(name, C.median(ratios), "<=", OVERHEAD_MAX)
 
 
 def jobs(args: argparse.Namespace, cache: Path, tmp: Path) -> None:
@@ -191,6 +203,12 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--overhead-trials", type=int, default=8)
+    ap.add_argument(
+        "--overhead-epochs",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[2],
+        help="epochs per trial of the overhead tunes, comma-separated: one RESULT per value (default 2)",
+    )
     ap.add_argument("--prune-trials", type=int, default=8)
     ap.add_argument("--prune-epochs", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)

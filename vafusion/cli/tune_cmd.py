@@ -103,9 +103,10 @@ def tune(
     an epoch). The space: the model's declared options and the training settings that matter (learning
     rate, weight decay, batch size, window); options given here are fixed, --space changes the rest.
 
-    Every trial is a run directory (DIR/trials/NNNN) that evaluate, predict, report and cv take. Killed
-    (Ctrl-C, kill -9), the same command continues: finished trials are kept, interrupted ones are tried
-    once more. Then `vafusion train CACHE --run RUN --params DIR/best.json` retrains the best.
+    Every trial is a run directory (DIR/trials/NNNN) that evaluate, predict and report take. Killed
+    (Ctrl-C, kill -9) or stopped by --timeout, the same command continues: finished trials are kept,
+    interrupted ones are tried once more, their runs continued from their last epoch. Then `vafusion
+    train CACHE --run RUN --params DIR/best.json` retrains the best (`cv --params` cross-validates it).
     """
     from vafusion.fusion.experiments.space import build_space, read_space_file
     from vafusion.fusion.experiments.tune import Tuning, run_tune

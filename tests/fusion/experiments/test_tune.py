@@ -5,6 +5,7 @@ concurrent processes on one journal and on one SQLite database. (SIGKILL: tests/
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -104,7 +105,11 @@ def test_the_study_loads_from_its_storage_and_every_trial_is_a_run(tuned):
     assert result["best"]["p"] == pytest.approx(max(t.value for t in complete))
     assert result["counts"]["complete"] == len(complete) and result["counts"]["pruned"] == len(pruned)
     assert {r["trial"] for r in result["trials"]} == {t.number for t in trials}
-    assert (study / "tune.html").is_file() and (study / "figures" / "tune-history.png").is_file()
+    assert set(result["importances"]) == {"d_model", "lr"}  # the searched settings (PED-ANOVA, sums to 1)
+    assert sum(result["importances"].values()) == pytest.approx(1.0)
+    assert (study / "tune.html").is_file()
+    for figure in ("tune-history.png", "tune-importances.png", "tune-slices.png"):
+        assert (study / "figures" / figure).is_file()
     assert READS == ["tune"]  # features and split are not searched: one read serves every trial
 
 
@@ -128,6 +133,35 @@ def test_params_retrains_the_best_configuration(tuned, tmp_path):
     assert config.training.lr == best["params"]["lr"] and config.training.epochs == 1  # given here: wins
     bad = _cli("train", cache, "--run", tmp_path / "x", "--params", study / "tune.json")
     assert bad.exit_code == 1 and "--params" in bad.output and "best.json" in bad.output
+
+
+def test_a_trials_run_works_with_predict_and_report_and_cv_takes_the_params(tuned, tmp_path):
+    """What the issue promises of a trial's run directory beyond evaluate (tested above), and `cv --params`."""
+    cache, study, _ = tuned
+    best = json.loads((study / "best.json").read_text())
+    run = tmp_path / "run"
+    shutil.copytree(best["run"], run)  # a copy: report writes into the run
+    _ok("predict", run, "--cache", cache, "--ids", "all", "--out", tmp_path / "pred", "--device", "cpu")
+    assert sorted(tmp_path.joinpath("pred").glob("*.txt"))
+    _ok("report", run, "--device", "cpu", "--ids", "1")
+    assert (run / "report.html").is_file()
+    _ok(
+        "cv",
+        cache,
+        "--runs",
+        tmp_path / "cv",
+        "--params",
+        study / "best.json",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--no-report",
+    )
+    tuned_config = FusionConfig.from_dict(best["config"])
+    for fold in ("fold-1", "fold-2"):
+        config = FusionConfig.load(tmp_path / "cv" / fold)
+        assert config.model == tuned_config.model and config.training.lr == best["params"]["lr"]
 
 
 def test_a_plugin_models_options_become_the_space(tmp_path, monkeypatch):
@@ -274,6 +308,21 @@ def test_importances_are_ped_anova_and_import_no_scikit_learn(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_folds_and_the_seed_reach_every_trial(toy_cache, tmp_path):
+    """--folds K --fold F: every trial trains and validates that fold; the same --seed draws the same trials."""
+
+    def tune(name: str) -> list:
+        args = ["--model", "ridge", "--trials", "3", "--folds", "3", "--fold", "2", "--seed", "5", *DATA]
+        _ok("tune", toy_cache, "--study", tmp_path / name, *args)
+        return sorted(_journal(tmp_path / name).trials, key=lambda t: t.number)
+
+    first, again = tune("a"), tune("b")
+    assert [t.params for t in first] == [t.params for t in again] and len({str(t.params) for t in first}) == 3
+    for t in first:
+        data = FusionConfig.load(Path(t.user_attrs["run"])).data
+        assert (data.split, data.folds, data.fold) == ("folds", 3, 2)
 
 
 def _distinct_complete(trials: list, n: int) -> None:

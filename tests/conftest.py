@@ -74,9 +74,14 @@ def tiny_extracted(tmp_path_factory) -> tuple[SynthCorpus, Path, object]:
 
 @pytest.fixture(scope="session")
 def learnable_cache(tmp_path_factory) -> Path:
-    """A 10-id generated corpus (8 s each) extracted at 48 px: big enough for fusion to learn the synthetic task."""
+    """A 10-video generated corpus (8 s each) extracted at 48 px: big enough for fusion to learn the synthetic task.
+
+    At 10 and 12 fps, not 25 and 30: the same seconds of faces and voice in 40 % of the frames (VGGish, one
+    0.96 s example per frame, was two thirds of the suite's slowest setup); windows are counted in frames,
+    so its users scale them (test_end_to_end: 40 frames, 4 s, as 100 frames were at 25 fps).
+    """
     root = tmp_path_factory.mktemp("e2e")
-    make_corpus(root / "corpus", n_videos=10, seconds=8.0, seed=1, n_test=1)
+    make_corpus(root / "corpus", n_videos=10, seconds=8.0, seed=1, n_test=1, fps_options=(10.0, 12.0))
     opts = ExtractOptions(
         features=("resnet18", "vggish", "logmel"),
         visual_weights="random",

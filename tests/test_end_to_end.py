@@ -8,7 +8,8 @@ import pytest
 from vafusion.fusion.runs.config import make_config
 from vafusion.fusion.runs.train import train
 
-TRAIN = dict(window=100, hop=50, epochs=15, batch_size=8, d_model=64, heads=4, patience=15)
+# 4 s windows every 2 s (learnable_cache is at 10-12 fps)
+TRAIN = dict(window=40, hop=20, epochs=15, batch_size=8, d_model=64, heads=4, patience=15)
 
 pytestmark = pytest.mark.usefixtures(
     "one_thread"

@@ -91,8 +91,9 @@ def build_batch(
     window: int | None = None,
     pool: BufferPool | None = None,
     pin_memory: bool = False,
+    stride: int = 1,
 ) -> Batch:
-    """Gather windows into a standardised float32 batch.
+    """Gather windows into a standardised float32 batch (frame ``j`` of a window: ``start + j * stride``).
 
     ``window`` (W) defaults to the longest row; give the common window size when the
     predictions of many batches will be stacked for :func:`overlap_average`. A window is a
@@ -111,7 +112,7 @@ def build_batch(
     if longest > width:
         raise ValueError(f"build_batch: a window of {longest} frames does not fit W={width}")
     bsz = rows.shape[0]
-    idx_np, valid_np = frame_indices(loaded.offsets, rows, width)
+    idx_np, valid_np = frame_indices(loaded.offsets, rows, width, stride)
     idx = torch.from_numpy(idx_np.reshape(-1))
     valid = torch.from_numpy(valid_np)
     first = (loaded.offsets[rows[:, 0]] + rows[:, 1]).tolist()
@@ -125,7 +126,7 @@ def build_batch(
             out = pool.take(shape)
         else:
             out = torch.empty(shape, dtype=torch.float32, pin_memory=pin_memory)
-        source.copy_windows(out, first, length)
+        source.copy_windows(out, first, length, stride)
         flat = out.view(-1, dim)
         torch.addcmul(standardizer._shift[k], flat, standardizer._inv_std[k], out=flat)
         pres = mask.index_select(0, idx).view(bsz, width) & valid
@@ -156,6 +157,7 @@ def iterate_batches(
     drop_last: bool = False,
     prefetch: int = 0,
     pin_memory: bool = False,
+    stride: int = 1,
 ) -> Iterator[Batch]:
     """Batches of ``batch_size`` windows, in order or shuffled (``generator``, else ``seed``).
 
@@ -185,7 +187,7 @@ def iterate_batches(
     def produce() -> Iterator[Batch]:
         for a in range(0, stop, batch_size):
             rows = windows[order[a : a + batch_size]]
-            yield build_batch(loaded, standardizer, rows, window=width, pool=pool, pin_memory=pin)
+            yield build_batch(loaded, standardizer, rows, window=width, pool=pool, pin_memory=pin, stride=stride)
 
     if prefetch <= 0:
         yield from produce()

@@ -87,8 +87,9 @@ class FeatureSource(ABC):
         """Absolute rows ``a:b`` as a ``(b - a, dim)`` float16 array (a view where possible; read-only)."""
 
     @abstractmethod
-    def copy_windows(self, out: Tensor, first: Sequence[int], length: Sequence[int]) -> None:
-        """``out[j, :length[j]] = rows(first[j], first[j] + length[j])`` converted to float32.
+    def copy_windows(self, out: Tensor, first: Sequence[int], length: Sequence[int], stride: int = 1) -> None:
+        """``out[j, :length[j]] = rows(first[j], first[j] + span)[::stride]`` converted to float32, where
+        ``span = (length[j] - 1) * stride + 1`` (``stride`` 1: the contiguous rows).
 
         Each window lies inside one video (windows never cross videos).
         """
@@ -110,10 +111,10 @@ class InMemoryFeature(FeatureSource):
     def rows(self, a: int, b: int) -> np.ndarray:
         return self.block[a:b]
 
-    def copy_windows(self, out: Tensor, first: Sequence[int], length: Sequence[int]) -> None:
+    def copy_windows(self, out: Tensor, first: Sequence[int], length: Sequence[int], stride: int = 1) -> None:
         block = self._tensor
         for j, (a, n) in enumerate(zip(first, length)):
-            out[j, :n].copy_(block[a : a + n])  # one conversion per window, straight into the batch
+            out[j, :n].copy_(block[a : a + (n - 1) * stride + 1 : stride])  # one conversion per window
 
 
 class StreamedFeature(FeatureSource):
@@ -184,16 +185,16 @@ class StreamedFeature(FeatureSource):
                 found = self._tensors[i] = as_tensor(view)
         return found
 
-    def copy_windows(self, out: Tensor, first: Sequence[int], length: Sequence[int]) -> None:
+    def copy_windows(self, out: Tensor, first: Sequence[int], length: Sequence[int], stride: int = 1) -> None:
         self.ff.require_unchanged()  # a changed file: one line naming it, never other rows or a SIGBUS
         for j, (a, n) in enumerate(zip(first, length)):
-            for i, start, stop in self._pieces(a, a + n):
+            for i, start, stop in self._pieces(a, a + (n - 1) * stride + 1):  # one piece: one video
                 self._check(i)
                 source = self._tensor(i)
                 if source is None:
                     source = torch.from_numpy(self.ff.read_rows(self.ids[i], start, stop))
                     start, stop = 0, stop - start
-                out[j, :n].copy_(source[start:stop])
+                out[j, :n].copy_(source[start:stop:stride])
 
     def close(self) -> None:
         self.ff.close()

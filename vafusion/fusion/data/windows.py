@@ -6,6 +6,14 @@ the window is the absolute row ``offsets[video] + start + j`` (:func:`frame_indi
 how batches gather (:mod:`.batches`) and how :func:`overlap_average` puts the window
 predictions back per frame, as the ABAW challenge scores them (one row per frame). Training
 draws its windows per epoch from a grid shifted at random per video (:func:`random_windows`).
+
+A temporal stride K (``--stride``) makes a window's frames ``start, start + K, ...``: the
+model sees every K-th frame, so a window of W frames spans K x W frames of video. A video is
+then K *phases* (frames ``p, p + K, ...``, ``p < K``); windows are cut on a phase's own
+frames (:func:`phase_windows`) and their start is stored as the absolute frame of the video,
+so ``start % K`` is the phase and every helper below takes the stride to step by it.
+Predicting all K phases and averaging per absolute frame interleaves them: every frame gets a
+prediction from windows at the temporal scale the model was trained on.
 """
 
 from __future__ import annotations
@@ -94,19 +102,65 @@ def random_windows(
     return rows[~repeat]
 
 
-def windows_with_labels(loaded: LoadedCache, windows: np.ndarray) -> np.ndarray:
+def phase_lengths(lengths: np.ndarray, phase: np.ndarray, stride: int) -> np.ndarray:
+    """Frames of phase ``phase`` (frames ``phase, phase + stride, ...``) of videos of ``lengths`` frames."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.maximum(0, -(-(lengths - np.asarray(phase, dtype=np.int64)) // stride))
+
+
+def phase_windows(
+    offsets: Sequence[int] | np.ndarray,
+    window: int,
+    hop: int,
+    videos: Sequence[int] | np.ndarray,
+    stride: int,
+    phases: Sequence[int] | np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Windows ``[video, start, length]`` of stride ``stride``: ``window`` and ``hop`` count phase frames.
+
+    Per video of ``videos`` (positions in ``offsets``), the windows of phase ``phases[i]`` (None: of
+    every phase 0..stride-1, video by video): :func:`make_windows` on that phase's frames, or
+    :func:`random_windows` with ``rng``; a start ``s`` on the phase is stored as the video frame
+    ``phase + s * stride``. With ``stride`` 1 and no ``phases`` these are exactly the windows of
+    :func:`make_windows` (or :func:`random_windows`).
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    video = np.asarray(videos, dtype=np.int64).reshape(-1)
+    if phases is None:
+        video, phase = np.repeat(video, stride), np.tile(np.arange(stride, dtype=np.int64), video.size)
+    else:
+        phase = np.asarray(phases, dtype=np.int64).reshape(-1)
+    lengths = phase_lengths(offsets[video + 1] - offsets[video], phase, stride)
+    places = np.arange(video.size)  # each (video, phase) as a video of its own
+    if rng is None:
+        rows = make_windows(lengths, window, hop, videos=places)
+    else:
+        layout = np.concatenate([[0], np.cumsum(lengths)])
+        rows = random_windows(layout, window, hop, places, rng)
+    place = rows[:, 0]
+    return np.stack([video[place], phase[place] + rows[:, 1] * stride, rows[:, 2]], axis=1)
+
+
+def windows_with_labels(loaded: LoadedCache, windows: np.ndarray, stride: int = 1) -> np.ndarray:
     """The windows holding at least one frame with a finite label (the others train nothing)."""
     windows = np.asarray(windows, dtype=np.int64).reshape(-1, 3)
     labelled = np.isfinite(loaded.labels).any(axis=1)
+    if stride > 1:
+        idx, valid = frame_indices(loaded.offsets, windows, int(windows[:, 2].max(initial=1)), stride)
+        return windows[(labelled[idx] & valid).any(axis=1)]
     cum = np.zeros(labelled.size + 1, dtype=np.int64)
     np.cumsum(labelled, out=cum[1:])
     a = loaded.offsets[windows[:, 0]] + windows[:, 1]
     return windows[cum[a + windows[:, 2]] > cum[a]]
 
 
-def frame_indices(offsets: np.ndarray, windows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+def frame_indices(
+    offsets: np.ndarray, windows: np.ndarray, width: int, stride: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """``(idx, valid)`` both (B, W): absolute rows of each window frame, and inside-video flags.
 
+    Frame ``j`` of a window is ``start + j * stride`` of its video.
     Padding positions point at the window's last real frame (any row of the same video would
     do: they are masked), so a gather never leaves the video or the block.
     """
@@ -115,12 +169,15 @@ def frame_indices(offsets: np.ndarray, windows: np.ndarray, width: int) -> tuple
     length = windows[:, 2:3]
     valid = step < length
     base = offsets[windows[:, 0]] + windows[:, 1]
-    idx = base[:, None] + np.minimum(step, np.maximum(length - 1, 0))
+    idx = base[:, None] + np.minimum(step, np.maximum(length - 1, 0)) * stride
     return idx, valid
 
 
-def overlap_average(predictions: Any, windows: np.ndarray, lengths: Sequence[int] | np.ndarray) -> list[np.ndarray]:
-    """Per video, each frame's prediction = mean over the windows covering it.
+def overlap_average(
+    predictions: Any, windows: np.ndarray, lengths: Sequence[int] | np.ndarray, stride: int = 1
+) -> list[np.ndarray]:
+    """Per video, each frame's prediction = mean over the windows covering it (of ``stride``: the
+    windows of its phase).
 
     ``predictions`` (n_windows, W, C) (C = 2: valence, arousal) in the order of ``windows``
     rows; positions past a window's length (padding) are ignored. Returns one (T_i, C)
@@ -142,7 +199,7 @@ def overlap_average(predictions: Any, windows: np.ndarray, lengths: Sequence[int
     offsets = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     total = int(offsets[-1])
-    idx, valid = frame_indices(offsets, windows, predictions.shape[1])
+    idx, valid = frame_indices(offsets, windows, predictions.shape[1], stride)
     frames = idx[valid]
     counts = np.bincount(frames, minlength=total).astype(np.float64)
     channels = predictions.shape[2]
@@ -154,4 +211,12 @@ def overlap_average(predictions: Any, windows: np.ndarray, lengths: Sequence[int
     return [out[offsets[i] : offsets[i + 1]] for i in range(lengths.size)]
 
 
-__all__ = ["frame_indices", "make_windows", "overlap_average", "random_windows", "windows_with_labels"]
+__all__ = [
+    "frame_indices",
+    "make_windows",
+    "overlap_average",
+    "phase_lengths",
+    "phase_windows",
+    "random_windows",
+    "windows_with_labels",
+]

@@ -60,6 +60,9 @@ class DataConfig:
     fold: int = field(default=1, metadata=bound(1))
     # audio streams absent where the cache's vad (speech probability) is below this; None: never
     audio_where_speech: float | None = field(default=None, metadata=bound(0, 1, optional=True))
+    # the model sees every stride-th frame (window and hop count those); predictions interleave the phases;
+    # 1 in every run before it (a config.json without it reads as 1). Last: the fields are positional too
+    stride: int = field(default=1, metadata=bound(1))
 
     def __post_init__(self) -> None:
         self.features = tuple(self.features)

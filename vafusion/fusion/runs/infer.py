@@ -20,7 +20,7 @@ from vafusion.device import autocast, trim_heap
 from vafusion.fusion.data.batches import build_batch, iterate_batches
 from vafusion.fusion.data.loading import LoadedCache
 from vafusion.fusion.data.standardize import Standardizer
-from vafusion.fusion.data.windows import make_windows, overlap_average
+from vafusion.fusion.data.windows import overlap_average, phase_windows
 from vafusion.fusion.models import contract, is_closed_form
 from vafusion.fusion.runs.config import FusionConfig
 
@@ -84,8 +84,9 @@ def predict_loaded(
 ) -> dict[str, np.ndarray]:
     """``{id: (T, 2) float32}`` predictions in [-1, 1] for ``ids`` of ``loaded``.
 
-    A module predicts windows of ``config.data`` (overlap-averaged per frame); a model fitted
-    in closed form predicts each whole video.
+    A module predicts windows of ``config.data`` (overlap-averaged per frame; with a stride, the windows
+    of every phase, so each frame is predicted from its own phase's windows); a model fitted in closed
+    form predicts each whole video.
     """
     name = config.model.name
     if is_closed_form(model):
@@ -95,7 +96,7 @@ def predict_loaded(
         return {vid: np.clip(p, -1.0, 1.0) for vid, p in zip(ids, whole)}
     data = config.data
     device = device or torch.device("cpu")
-    windows = make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop, videos=loaded.positions(ids))
+    windows = phase_windows(loaded.offsets, data.window, data.hop, loaded.positions(ids), data.stride)
     width = int(windows[:, 2].max()) if len(windows) else data.window
     outputs = []
     was_training = model.training
@@ -110,6 +111,7 @@ def predict_loaded(
             window=width,
             prefetch=int(on_gpu),
             pin_memory=on_gpu,
+            stride=data.stride,
         ):
             batch = batch.to(device, non_blocking=True)
             with autocast(device, config.training.amp):
@@ -118,7 +120,7 @@ def predict_loaded(
             trim_heap()
     model.train(was_training)
     preds = torch.cat(outputs) if outputs else torch.zeros(0, width, 2)
-    per_video = overlap_average(preds, windows, loaded.lengths)
+    per_video = overlap_average(preds, windows, loaded.lengths, data.stride)
     return {vid: np.clip(per_video[loaded.position(vid)], -1.0, 1.0) for vid in ids}
 
 

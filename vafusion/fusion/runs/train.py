@@ -46,7 +46,7 @@ from vafusion.fusion.data.folds import split_ids
 from vafusion.fusion.data.loading import LoadedCache, load_cache
 from vafusion.fusion.data.scores import partition_score
 from vafusion.fusion.data.standardize import Standardizer
-from vafusion.fusion.data.windows import make_windows, random_windows, windows_with_labels
+from vafusion.fusion.data.windows import phase_windows, random_windows, windows_with_labels
 from vafusion.fusion.metrics import ccc_loss
 from vafusion.fusion.models import contract, count_parameters
 from vafusion.fusion.runs import checkpoint as ckpt_mod
@@ -292,7 +292,8 @@ def _epochs(
     tc, config, run_dir = run.config.training, run.config, run.run_dir
     log(
         f"model {config.model.name}: {run.parameters:,} parameters, {len(run.windows)} training windows of "
-        f"{config.data.window} frames ({tc.windows} grid, {tc.schedule} schedule), device {run.device}, "
+        f"{config.data.window} frames{_every(config.data.stride)} ({tc.windows} grid, {tc.schedule} schedule), "
+        f"device {run.device}, "
         f"{torch.get_num_threads()} threads, {run.recorded_precision}, "
         f"features {'in RAM' if run.loaded.in_memory else 'streamed'}"
     )
@@ -330,6 +331,11 @@ def _epochs(
     bar.close()
     _require_a_best(run_dir, run.best, tc, epoch, run.stop)
     return epoch
+
+
+def _every(stride: int) -> str:
+    """How the log line names a stride (nothing for 1)."""
+    return f" (every {stride}th frame: one phase per video and epoch)" if stride > 1 else ""
 
 
 def gradient_step(
@@ -377,7 +383,7 @@ class _GradientRun:
     run_dir: Path
     device: torch.device
     model: torch.nn.Module
-    windows: np.ndarray  # the fixed grid of training windows (with labels); random ones are drawn per epoch
+    windows: np.ndarray  # the fixed grid of training windows (with labels, every phase); random ones drawn per epoch
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
@@ -399,14 +405,13 @@ class _GradientRun:
         model = config.build_model(list(loaded.dims))
         contract.check_module(config.model.name, model)
         model = contract.guarded(config.model.name, "to(device)", model.to, device)
-        windows = windows_with_labels(
-            loaded,
-            make_windows(offsets=loaded.offsets, window=data.window, hop=data.hop, videos=loaded.positions(train_ids)),
-        )
+        every_phase = phase_windows(loaded.offsets, data.window, data.hop, loaded.positions(train_ids), data.stride)
+        windows = windows_with_labels(loaded, every_phase, data.stride)
         if len(windows) == 0:
             raise VafusionError("no training window holds a label; check the annotations of the training ids")
         optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        per_epoch = math.ceil(len(windows) / tc.batch_size)  # random windows: about as many (+- 1 per video)
+        # an epoch trains one phase per video; random windows: about as many (+- 1 per video)
+        per_epoch = math.ceil(len(windows) / data.stride / tc.batch_size)
         factor = lr_factor(tc.schedule, per_epoch * tc.epochs, per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         scaler_enabled = device.type == "cuda" and tc.amp and not torch.cuda.is_bf16_supported()
@@ -468,14 +473,29 @@ class _GradientRun:
         )
         return start_epoch
 
-    def epoch_windows(self, rng: np.random.Generator) -> np.ndarray:
+    def epoch_windows(self, rng: np.random.Generator, epoch: int = 1) -> np.ndarray:
         """The training windows of an epoch: the grid shifted by ``rng`` per video (``windows: random``), or
-        the fixed grid (``grid``, the v1 recipe)."""
-        if self.config.training.windows == "grid":
-            return self.windows
+        the fixed grid (``grid``, the v1 recipe); with a stride, of one phase per video (:meth:`phases`)."""
         data, loaded = self.config.data, self.loaded
         videos = np.unique(self.windows[:, 0])  # the training videos that hold a label
+        if data.stride > 1:
+            phases = self.phases(videos, epoch)
+            if self.config.training.windows == "grid":
+                return self.windows[
+                    self.windows[:, 1] % data.stride == phases[np.searchsorted(videos, self.windows[:, 0])]
+                ]
+            drawn = phase_windows(loaded.offsets, data.window, data.hop, videos, data.stride, phases, rng)
+            return windows_with_labels(loaded, drawn, data.stride)
+        if self.config.training.windows == "grid":
+            return self.windows
         return windows_with_labels(loaded, random_windows(loaded.offsets, data.window, data.hop, videos, rng))
+
+    def phases(self, videos: np.ndarray, epoch: int) -> np.ndarray:
+        """The phase each of ``videos`` trains on in ``epoch``: a random start per video (from the seed) plus
+        the epoch, modulo the stride, so any ``stride`` epochs in a row train every frame of every video."""
+        stride = self.config.data.stride
+        start = np.random.default_rng([self.config.training.seed, 0, stride]).integers(0, stride, len(self.loaded.ids))
+        return (start[videos] + epoch) % stride
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the epoch's shuffled training windows; the mean training loss. Windows and shuffle
@@ -483,7 +503,7 @@ class _GradientRun:
         tc, data = self.config.training, self.config.data
         self.model.train()
         rng = np.random.default_rng([tc.seed, epoch])  # stateless per epoch: resume-exact
-        windows = self.epoch_windows(rng)
+        windows = self.epoch_windows(rng, epoch)
         losses = []
         # On a GPU: batches assembled a step ahead in pinned memory, so the copy overlaps compute.
         for batch in iterate_batches(
@@ -496,6 +516,7 @@ class _GradientRun:
             window=data.window,
             prefetch=int(self.on_gpu),
             pin_memory=self.on_gpu,
+            stride=data.stride,
         ):
             losses.append(self._step(batch.to(self.device, non_blocking=True)))
         return float(np.mean(losses))

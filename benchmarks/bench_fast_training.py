@@ -25,8 +25,9 @@ work itself. Parts (``--parts``, default all):
   batch assembly, forward, backward, AdamW; validation not included) on a random cache of
   real dims, ``--threads`` (default 2), each tree in a fresh process per repeat:
   ``train_throughput_ratio`` (target >= 1.7 on a CPU without native bf16, fp32; ``..._cpu``: frames
-  per CPU second; ``..._same_batch``: the new code at today's batch of 16, the code without the
-  recipe's smaller batches).
+  per CPU second; ``..._batch8``: the new code with the first fast recipe's batch of 8 at lr 3e-3;
+  ``train_epoch_speedup_stride2``: today's seconds of an epoch per training frame of the corpus / the
+  new default's with ``--stride 2``, which trains half the frames per epoch).
 - ``cv``: a 6-fold `cv` of each tree's default recipe at Aff-Wild2 scale (2.8M frames, 5/6 train
   each fold), estimated from the throughput part's measured seconds per training and
   validation frame, times the epochs: for the new recipe the median epochs to quality and the
@@ -42,7 +43,7 @@ threads, the precision each run recorded, load average.
 
     python benchmarks/bench_fast_training.py [--parts ttq,demo,throughput,cv] [--repeats 3]
         [--baseline DIR | --baseline-commit 494c1e4] [--threads 2] [--run-threads 1] [--parallel 1]
-        [--ttq-repeats N] [--frames 60000] [--hard-frames 36000] [--keep DIR]
+        [--ttq-repeats N] [--frames 60000] [--hard-frames 36000] [--keep DIR] [--lever-stride K]
 """
 
 from __future__ import annotations
@@ -158,21 +159,21 @@ def runs_side_by_side(jobs: list[tuple[str, int, object]], parallel: int) -> dic
         return {key: f.result() for key, f in futures.items()}
 
 
-def _trained(trees: dict[str, Path], cache: Path, folder: Path, repeats: int, threads: int, parallel: int, args):
-    """Every tree x seed trained on ``cache`` (alternating tree order, ``parallel`` at a time); runs per tree."""
+def _trained(
+    trees: dict[str, Path], cache: Path, folder: Path, repeats: int, threads: int, parallel: int, args, extra=None
+):
+    """Every tree x seed trained on ``cache`` (alternating tree order, ``parallel`` at a time); runs per tree.
+    ``extra``: ``{name: args}`` more runs of the new tree with those options added (a lever alone)."""
+    ways = {name: (tree, []) for name, tree in trees.items()}
+    ways.update({name: (trees["new"], more) for name, more in (extra or {}).items()})
     jobs = []
     for seed in range(repeats):
-        for name, tree in trees.items():
-            run_dir = folder / f"{name}-seed{seed}"
+        for name, (tree, more) in ways.items():
+            run_dir = folder / f"{name.replace(' ', '-')}-seed{seed}"
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(run_dir, ignore_errors=True)
-            jobs.append(
-                (
-                    name,
-                    seed,
-                    lambda t=tree, r=run_dir, s=seed: train_run(t, cache, r, [*args, "--seed", str(s)], threads),
-                )
-            )
+            cmd = [*args, *more, "--seed", str(seed)]
+            jobs.append((name, seed, lambda t=tree, r=run_dir, c=cmd: train_run(t, cache, r, c, threads)))
     done = runs_side_by_side(jobs, parallel)
     for (name, seed), r in done.items():
         best = r["summary"]["best"]
@@ -182,7 +183,7 @@ def _trained(trees: dict[str, Path], cache: Path, folder: Path, repeats: int, th
             f"{r['summary'].get('precision')} {context(threads)}",
             flush=True,
         )
-    return {name: [done[(name, s)] for s in range(repeats)] for name in trees}
+    return {name: [done[(name, s)] for s in range(repeats)] for name in ways}
 
 
 def hard_cache(work: Path, train_frames: int) -> Path:
@@ -196,9 +197,12 @@ def hard_cache(work: Path, train_frames: int) -> Path:
     return cache
 
 
-def part_ttq(trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int, frames: int) -> dict:
+def part_ttq(
+    trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int, frames: int, stride: int = 1
+) -> dict:
     cache = hard_cache(work, frames)
-    runs = _trained(trees, cache, work / "ttq", repeats, threads, parallel, [])
+    extra = {f"new, stride {stride}": ["--stride", str(stride)]} if stride > 1 else {}
+    runs = _trained(trees, cache, work / "ttq", repeats, threads, parallel, [], extra)
     base_best = C.median([r["summary"]["best"]["p"] for r in runs["today"]])
     bar = 0.99 * base_best
     out: dict = {"bar": bar}
@@ -224,11 +228,15 @@ def part_ttq(trees: dict[str, Path], work: Path, repeats: int, threads: int, par
             f"{out[name]['epochs_run']} epochs",
             flush=True,
         )
-    print(f"curves (wall s, CPU s, P): {json.dumps({n: out[n]['curves'] for n in trees})}")
+    print(f"curves (wall s, CPU s, P): {json.dumps({n: out[n]['curves'] for n in runs})}")
     (work / "ttq.json").write_text(json.dumps(out) + "\n")  # for a later `--parts cv` with the same --keep
     C.result("time_to_quality_speedup", out["today"]["time"] / out["new"]["time"], ">=", 4)
     C.result("time_to_quality_speedup_cpu", out["today"]["cpu"] / out["new"]["cpu"], ">=", 4)
     C.result("ttq_best_p_delta", out["new"]["best_p"] - out["today"]["best_p"], ">=", -0.01)
+    for name in extra:
+        tag = name.split(", ")[1].replace(" ", "")
+        C.result(f"time_to_quality_speedup_{tag}", out["today"]["time"] / out[name]["time"], ">=", 4)
+        C.result(f"ttq_best_p_delta_{tag}", out[name]["best_p"] - out["today"]["best_p"], ">=", -0.01)
     print(context(threads), flush=True)
     return out
 
@@ -260,9 +268,10 @@ def demo_cache(work: Path) -> Path:
     return cache
 
 
-def part_demo(trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int) -> dict:
+def part_demo(trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int, stride: int = 1) -> dict:
     cache = demo_cache(work)
-    runs = _trained(trees, cache, work / "demo", repeats, threads, parallel, DEMO_ARGS)
+    extra = {f"new, stride {stride}": ["--stride", str(stride)]} if stride > 1 else {}
+    runs = _trained(trees, cache, work / "demo", repeats, threads, parallel, DEMO_ARGS, extra)
     out = {}
     for name, rs in runs.items():
         best = [r["summary"]["best"]["p"] for r in rs]
@@ -272,6 +281,9 @@ def part_demo(trees: dict[str, Path], work: Path, repeats: int, threads: int, pa
             f"{out[name]['wall']:.1f} s wall, {C.median([r['cpu'] for r in rs]):.1f} s CPU"
         )
     C.result("demo_best_p_delta", abs(out["new"]["best_p"] - out["today"]["best_p"]), "<=", 0.01)
+    for name in extra:
+        tag = name.split(", ")[1].replace(" ", "")
+        C.result(f"demo_best_p_delta_{tag}", abs(out[name]["best_p"] - out["today"]["best_p"]), "<=", 0.01)
     print(context(threads), flush=True)
     return out
 
@@ -282,7 +294,7 @@ _CHILD = r"""
 import json, sys, tempfile, time
 from pathlib import Path
 import torch
-cache, threads, epochs, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+cache, threads, epochs, settings = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 try:
     from vafusion.fusion.runs import train as T
     from vafusion.fusion.runs.config import make_config
@@ -297,7 +309,7 @@ except ImportError:
 from vafusion.cache.corpus_index import read_corpus_index
 from vafusion.device import compute, precision
 with compute(threads) as (n, _):
-    config = make_config(device="cpu", **({"batch_size": batch} if batch else {}))
+    config = make_config(device="cpu", **settings)
     index = read_corpus_index(cache)
     train_ids, val_ids = split_ids(index, config.data)
     loaded = load_cache(cache, config.data.features, train_ids + val_ids, index=index, progress=False)
@@ -328,10 +340,11 @@ with compute(threads) as (n, _):
 """
 
 
-def throughput_child(tree: Path, cache: Path, threads: int, epochs: int, batch: int | None = None) -> dict:
+def throughput_child(tree: Path, cache: Path, threads: int, epochs: int, settings: dict | None = None) -> dict:
+    """One epoch (after a warm-up epoch) of ``tree``'s trainer in a fresh process; ``settings``: make_config's."""
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONWARNINGS="ignore")
     out = subprocess.run(
-        [sys.executable, "-P", "-c", _CHILD, str(cache), str(threads), str(epochs), str(batch or 0)],
+        [sys.executable, "-P", "-c", _CHILD, str(cache), str(threads), str(epochs), json.dumps(settings or {})],
         cwd=tree,
         env=env,
         check=True,
@@ -341,17 +354,23 @@ def throughput_child(tree: Path, cache: Path, threads: int, epochs: int, batch: 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# the new tree's levers measured alone, beside its default: the first fast recipe's batch of 8, and a stride
+# of 2 (the same step per frame, half the frames per epoch: its epoch seconds per frame of the corpus)
+LEVERS = {"new, batch 8 (lr 3e-3)": {"batch_size": 8, "lr": 3e-3}, "new, stride 2": {"stride": 2}}
+
+
 def part_throughput(trees: dict[str, Path], work: Path, repeats: int, threads: int, frames: int) -> dict:
-    """Each tree's default step, and (``same batch``) the new tree at today's batch of 16 to separate the
-    code from the recipe's smaller batches; wall clock at ``threads`` and CPU seconds."""
+    """Each tree's default step, and the new tree with each of :data:`LEVERS`; wall clock at ``threads`` and CPU
+    seconds, the ways interleaved per repeat."""
     cache = work / "random-cache"
     if not (cache / "corpus.h5").is_file():
         C.write_random_cache(cache, frames, max(5, frames // 5000))
-    ways = {"today": (trees["today"], None), "new": (trees["new"], None), "new, batch 16": (trees["new"], 16)}
+    ways = {"today": (trees["today"], {}), "new": (trees["new"], {})}
+    ways.update({name: (trees["new"], settings) for name, settings in LEVERS.items()})
     results: dict[str, list[dict]] = {name: [] for name in ways}
     for r in range(repeats):
-        for name, (tree, batch) in ways.items():
-            res = throughput_child(tree, cache, threads, epochs=1, batch=batch)
+        for name, (tree, settings) in ways.items():
+            res = throughput_child(tree, cache, threads, epochs=1, settings=settings)
             results[name].append(res)
             e = res["epochs"][0]
             print(
@@ -381,7 +400,9 @@ def part_throughput(trees: dict[str, Path], work: Path, repeats: int, threads: i
         )
     C.result("train_throughput_ratio", out["new"]["fps"] / out["today"]["fps"], ">=", 1.7)
     C.result("train_throughput_ratio_cpu", out["new"]["fps_cpu"] / out["today"]["fps_cpu"], ">=", 1.7)
-    C.result("train_throughput_ratio_same_batch", out["new, batch 16"]["fps"] / out["today"]["fps"], ">=", 1.7)
+    C.result("train_throughput_ratio_batch8", out["new, batch 8 (lr 3e-3)"]["fps"] / out["today"]["fps"], ">=", 1.7)
+    epoch = out["today"]["epoch_s_per_frame"]
+    C.result("train_epoch_speedup_stride2", epoch / out["new, stride 2"]["epoch_s_per_frame"], ">=", 1.7)
     print(context(threads), flush=True)
     return out
 
@@ -480,6 +501,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=60_000, help="frames of the random cache (throughput)")
     ap.add_argument("--hard-frames", type=int, default=36_000, help="training frames of the hard cache (ttq, bf16)")
     ap.add_argument("--keep", help="work folder to keep (caches, runs); default a temporary one")
+    ap.add_argument(
+        "--lever-stride",
+        type=int,
+        default=1,
+        help="also run the new default with --stride K (ttq, demo): a lever alone",
+    )
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     C.header("training speed: time to quality, demo quality, throughput, cv estimate (issue 19)")
@@ -502,12 +529,20 @@ def main() -> None:
         print(f"# {name} runs {where}", flush=True)
     try:
         ttq = (
-            part_ttq(trees, work, args.ttq_repeats or args.repeats, args.run_threads, args.parallel, args.hard_frames)
+            part_ttq(
+                trees,
+                work,
+                args.ttq_repeats or args.repeats,
+                args.run_threads,
+                args.parallel,
+                args.hard_frames,
+                args.lever_stride,
+            )
             if "ttq" in parts
             else None
         )
         if "demo" in parts:
-            part_demo(trees, work, args.repeats, args.run_threads, args.parallel)
+            part_demo(trees, work, args.repeats, args.run_threads, args.parallel, args.lever_stride)
         if "bf16" in parts:
             part_bf16(trees, work, args.repeats, args.run_threads, args.parallel, args.hard_frames)
         if "throughput" in parts or "cv" in parts:

@@ -30,7 +30,7 @@ _DEPRECATED_MODEL_FLAGS = {
 
 
 def _data_options(feature_sets: bool = False):
-    """--features, --window, --hop, --stride, --audio-where-speech (DataConfig); ``feature_sets``: several sets, as
+    """--features, --window, --hop, --audio-where-speech (DataConfig); ``feature_sets``: several sets, as
     `compare` takes them."""
     d = DataConfig()
     if feature_sets:
@@ -56,14 +56,6 @@ def _data_options(feature_sets: bool = False):
             features,
             _setting(DataConfig, "window", "Frames per training window."),
             _setting(DataConfig, "hop", "Frames between window starts."),
-            _setting(
-                DataConfig,
-                "stride",
-                "Temporal stride K: the model sees every K-th frame (--window and --hop count those, so a window "
-                "spans K x --window frames); training takes one phase (frames p, p+K, ...) per video and epoch, "
-                "rotating, and validation, evaluate and predict run all K phases and interleave them, so every "
-                "frame is predicted. Recorded in the run's config.",
-            ),
             _setting(
                 DataConfig,
                 "audio_where_speech",
@@ -162,6 +154,13 @@ def _training_options(f):
                 "Training windows: random shifts the grid of --hop by a random offset per video and epoch (every "
                 "frame still in a window each epoch); grid: the same grid every epoch.",
                 WINDOWS,
+            ),
+            _recipe_setting(
+                "stride",
+                "Temporal stride K: the model sees every K-th frame (--window and --hop count those, so a window "
+                "spans K x --window frames); training takes one phase (frames p, p+K, ...) per video and epoch, "
+                "rotating, and validation, evaluate and predict run all K phases and interleave them, so every "
+                "frame is predicted. Recorded in the run's config.",
             ),
             _setting(TrainingConfig, "weight_decay", "AdamW weight decay."),
             _setting(TrainingConfig, "mse_weight", "Weight of an extra MSE term in the loss."),

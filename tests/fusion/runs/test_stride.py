@@ -25,7 +25,7 @@ from vafusion.fusion.data.windows import (
     random_windows,
 )
 from vafusion.fusion.runs import checkpoint as ckpt_mod
-from vafusion.fusion.runs.config import FusionConfig, make_config
+from vafusion.fusion.runs.config import FusionConfig, make_config, training_recipe
 from vafusion.fusion.runs.evaluate import evaluate_run
 from vafusion.fusion.runs.train import _GradientRun, train
 
@@ -111,7 +111,7 @@ def test_training_rotates_the_phases_so_every_labelled_frame_is_trained_on(toy_c
 def test_a_strided_run_is_recorded_and_evaluate_agrees_with_its_validation(toy_cache, tmp_path):
     run = tmp_path / "r"
     result = train(toy_cache, run, make_config(**TINY, stride=2, epochs=3, min_epochs=3), progress=False)
-    assert json.loads((run / "config.json").read_text())["data"]["stride"] == 2
+    assert json.loads((run / "config.json").read_text())["training"]["stride"] == 2
     assert result.best["p"] > 0.3  # it learns at stride 2
     rows = [json.loads(line) for line in (run / ckpt_mod.METRICS).read_text().splitlines()]
     best = next(r for r in rows if r["epoch"] == result.best["epoch"])
@@ -119,11 +119,14 @@ def test_a_strided_run_is_recorded_and_evaluate_agrees_with_its_validation(toy_c
 
 
 def test_old_configurations_read_as_stride_one(tmp_path):
+    """A run made before the stride used 1, whatever the default recipe's stride: it is implied, and a resume
+    keeps it."""
     saved = make_config(**TINY).to_dict()
-    del saved["data"]["stride"]
+    del saved["training"]["stride"]
     old = FusionConfig.from_dict(saved)
-    assert old.data.stride == 1 and not old.differences(make_config(**TINY))
-    assert FusionConfig.load(Path(__file__).parent / "v1" / "imf").data.stride == 1
+    assert old.training.stride == 1 and old.implied == ("training.stride",)
+    assert not [k for k in old.differences(make_config(**TINY, stride=3)) if k not in old.implied]
+    assert FusionConfig.load(Path(__file__).parent / "v1" / "imf").training.stride == 1
 
 
 def test_cli_stride_reaches_the_configuration(toy_cache, tmp_path, monkeypatch):
@@ -134,6 +137,6 @@ def test_cli_stride_reaches_the_configuration(toy_cache, tmp_path, monkeypatch):
     base = ["train", str(toy_cache), "--run", str(tmp_path / "r"), "--features", "visual"]
     CliRunner().invoke(cli, [*base, "--stride", "3"])
     CliRunner().invoke(cli, base)
-    assert [c.data.stride for c in seen] == [3, 1]
+    assert [c.training.stride for c in seen] == [3, training_recipe().stride]
     bad = CliRunner().invoke(cli, [*base, "--stride", "0"])
     assert bad.exit_code != 0 and "--stride" in bad.output

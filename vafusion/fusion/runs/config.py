@@ -7,7 +7,7 @@ Three parts, because they vary independently and belong to different owners:
 - :class:`ModelConfig`: which model and its options; the options are the model's own
   declaration (its constructor, see :mod:`vafusion.fusion.models`), never fields here;
 - :class:`TrainingConfig`: how it is fitted (epochs, batch size, learning rate, schedule, windows,
-  stopping, seed, device).
+  stopping, temporal stride, seed, device).
 
 One place for defaults means the CLI, the library, checkpoints and reports cannot disagree
 about what a run did. A ``ModelConfig`` always holds *every* option of its model (defaults
@@ -60,9 +60,6 @@ class DataConfig:
     fold: int = field(default=1, metadata=bound(1))
     # audio streams absent where the cache's vad (speech probability) is below this; None: never
     audio_where_speech: float | None = field(default=None, metadata=bound(0, 1, optional=True))
-    # the model sees every stride-th frame (window and hop count those); predictions interleave the phases;
-    # 1 in every run before it (a config.json without it reads as 1). Last: the fields are positional too
-    stride: int = field(default=1, metadata=bound(1))
 
     def __post_init__(self) -> None:
         self.features = tuple(self.features)
@@ -105,6 +102,9 @@ class TrainingConfig:
     schedule: str = "cosine"  # .schedule.SCHEDULES
     windows: str = "random"  # WINDOWS
     min_epochs: int = field(default=4, metadata=bound(1))  # no early stop before this epoch
+    # the model sees every stride-th frame, in training and in every prediction (window and hop count those
+    # frames); training takes one phase per video and epoch, predictions interleave all phases
+    stride: int = field(default=1, metadata=bound(1))
 
     def __post_init__(self) -> None:
         problems = check_bounds(self)
@@ -119,12 +119,12 @@ class TrainingConfig:
 RECIPES: dict[str, dict[str, Any]] = {
     "fast": {},  # TrainingConfig's defaults
     "v1": dict(
-        epochs=30, batch_size=16, lr=1e-3, patience=8, schedule="v1", windows="grid", min_epochs=1
+        epochs=30, batch_size=16, lr=1e-3, patience=8, schedule="v1", windows="grid", min_epochs=1, stride=1
     ),  # every run before the fast recipe
 }
 """Recipe name -> the TrainingConfig settings it changes from the defaults."""
-LEGACY_TRAINING = {k: RECIPES["v1"][k] for k in ("schedule", "windows", "min_epochs")}
-"""Settings added with the fast recipe, as runs that predate them used them."""
+LEGACY_TRAINING = {k: RECIPES["v1"][k] for k in ("schedule", "windows", "min_epochs", "stride")}
+"""Settings added with (or after) the fast recipe, as runs that predate them used them."""
 
 
 def training_recipe(recipe: str = "fast", **settings: Any) -> TrainingConfig:

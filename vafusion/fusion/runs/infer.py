@@ -84,9 +84,9 @@ def predict_loaded(
 ) -> dict[str, np.ndarray]:
     """``{id: (T, 2) float32}`` predictions in [-1, 1] for ``ids`` of ``loaded``.
 
-    A module predicts windows of ``config.data`` (overlap-averaged per frame; with a stride, the windows
-    of every phase, so each frame is predicted from its own phase's windows); a model fitted in closed
-    form predicts each whole video.
+    A module predicts windows of ``config.data`` (overlap-averaged per frame; with a stride
+    (``config.training.stride``), the windows of every phase, so each frame is predicted from its own
+    phase's windows); a model fitted in closed form predicts each whole video.
     """
     name = config.model.name
     if is_closed_form(model):
@@ -96,7 +96,8 @@ def predict_loaded(
         return {vid: np.clip(p, -1.0, 1.0) for vid, p in zip(ids, whole)}
     data = config.data
     device = device or torch.device("cpu")
-    windows = phase_windows(loaded.offsets, data.window, data.hop, loaded.positions(ids), data.stride)
+    stride = config.training.stride
+    windows = phase_windows(loaded.offsets, data.window, data.hop, loaded.positions(ids), stride)
     width = int(windows[:, 2].max()) if len(windows) else data.window
     outputs = []
     was_training = model.training
@@ -111,7 +112,7 @@ def predict_loaded(
             window=width,
             prefetch=int(on_gpu),
             pin_memory=on_gpu,
-            stride=data.stride,
+            stride=stride,
         ):
             batch = batch.to(device, non_blocking=True)
             with autocast(device, config.training.amp):
@@ -120,7 +121,7 @@ def predict_loaded(
             trim_heap()
     model.train(was_training)
     preds = torch.cat(outputs) if outputs else torch.zeros(0, width, 2)
-    per_video = overlap_average(preds, windows, loaded.lengths, data.stride)
+    per_video = overlap_average(preds, windows, loaded.lengths, stride)
     return {vid: np.clip(per_video[loaded.position(vid)], -1.0, 1.0) for vid in ids}
 
 

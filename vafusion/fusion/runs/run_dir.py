@@ -83,7 +83,7 @@ def run_state(run_dir: Path, config: FusionConfig, resume: bool) -> RunState:
     saved = FusionConfig.load(run_dir)
     changed = [k for k in saved.differences(config) if k not in saved.implied]
     if changed:
-        hint = " (a run made before the fast recipe: add --recipe v1)" if saved.implied else ""
+        hint = " (a run made before the fast recipe: add --recipe v1)" if "training.windows" in saved.implied else ""
         raise VafusionError(
             f"{run_dir}: holds a run with other settings ({', '.join(changed)}); rerun with the "
             f"same options to continue it{hint}, or use another directory (or delete this one)"

@@ -292,7 +292,7 @@ def _epochs(
     tc, config, run_dir = run.config.training, run.config, run.run_dir
     log(
         f"model {config.model.name}: {run.parameters:,} parameters, {len(run.windows)} training windows of "
-        f"{config.data.window} frames{_every(config.data.stride)} ({tc.windows} grid, {tc.schedule} schedule), "
+        f"{config.data.window} frames{_every(config.training.stride)} ({tc.windows} grid, {tc.schedule} schedule), "
         f"device {run.device}, "
         f"{torch.get_num_threads()} threads, {run.recorded_precision}, "
         f"features {'in RAM' if run.loaded.in_memory else 'streamed'}"
@@ -405,13 +405,13 @@ class _GradientRun:
         model = config.build_model(list(loaded.dims))
         contract.check_module(config.model.name, model)
         model = contract.guarded(config.model.name, "to(device)", model.to, device)
-        every_phase = phase_windows(loaded.offsets, data.window, data.hop, loaded.positions(train_ids), data.stride)
-        windows = windows_with_labels(loaded, every_phase, data.stride)
+        every_phase = phase_windows(loaded.offsets, data.window, data.hop, loaded.positions(train_ids), tc.stride)
+        windows = windows_with_labels(loaded, every_phase, tc.stride)
         if len(windows) == 0:
             raise VafusionError("no training window holds a label; check the annotations of the training ids")
         optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         # an epoch trains one phase per video; random windows: about as many (+- 1 per video)
-        per_epoch = math.ceil(len(windows) / data.stride / tc.batch_size)
+        per_epoch = math.ceil(len(windows) / tc.stride / tc.batch_size)
         factor = lr_factor(tc.schedule, per_epoch * tc.epochs, per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         scaler_enabled = device.type == "cuda" and tc.amp and not torch.cuda.is_bf16_supported()
@@ -476,24 +476,24 @@ class _GradientRun:
     def epoch_windows(self, rng: np.random.Generator, epoch: int = 1) -> np.ndarray:
         """The training windows of an epoch: the grid shifted by ``rng`` per video (``windows: random``), or
         the fixed grid (``grid``, the v1 recipe); with a stride, of one phase per video (:meth:`phases`)."""
-        data, loaded = self.config.data, self.loaded
+        data, tc, loaded = self.config.data, self.config.training, self.loaded
         videos = np.unique(self.windows[:, 0])  # the training videos that hold a label
-        if data.stride > 1:
+        if tc.stride > 1:
             phases = self.phases(videos, epoch)
-            if self.config.training.windows == "grid":
+            if tc.windows == "grid":
                 return self.windows[
-                    self.windows[:, 1] % data.stride == phases[np.searchsorted(videos, self.windows[:, 0])]
+                    self.windows[:, 1] % tc.stride == phases[np.searchsorted(videos, self.windows[:, 0])]
                 ]
-            drawn = phase_windows(loaded.offsets, data.window, data.hop, videos, data.stride, phases, rng)
-            return windows_with_labels(loaded, drawn, data.stride)
-        if self.config.training.windows == "grid":
+            drawn = phase_windows(loaded.offsets, data.window, data.hop, videos, tc.stride, phases, rng)
+            return windows_with_labels(loaded, drawn, tc.stride)
+        if tc.windows == "grid":
             return self.windows
         return windows_with_labels(loaded, random_windows(loaded.offsets, data.window, data.hop, videos, rng))
 
     def phases(self, videos: np.ndarray, epoch: int) -> np.ndarray:
         """The phase each of ``videos`` trains on in ``epoch``: a random start per video (from the seed) plus
         the epoch, modulo the stride, so any ``stride`` epochs in a row train every frame of every video."""
-        stride = self.config.data.stride
+        stride = self.config.training.stride
         start = np.random.default_rng([self.config.training.seed, 0, stride]).integers(0, stride, len(self.loaded.ids))
         return (start[videos] + epoch) % stride
 
@@ -516,7 +516,7 @@ class _GradientRun:
             window=data.window,
             prefetch=int(self.on_gpu),
             pin_memory=self.on_gpu,
-            stride=data.stride,
+            stride=tc.stride,
         ):
             losses.append(self._step(batch.to(self.device, non_blocking=True)))
         return float(np.mean(losses))

@@ -134,8 +134,9 @@ def _training_options(f):
                 default="fast",
                 show_default=True,
                 help="Defaults of the training settings below. fast: chosen for time to quality (random window "
-                "offsets, short warm-up, cosine schedule, small batches, early stop on a plateau). v1: the recipe "
-                "of vafusion before it, to reproduce earlier runs. Options given override it.",
+                "offsets, short warm-up, cosine schedule, small batches, every 2nd frame, early stop on a "
+                "plateau). v1: the recipe of vafusion before it, to reproduce earlier runs. Options given "
+                "override it.",
             ),
             _recipe_setting(
                 "epochs",

@@ -25,7 +25,21 @@ from vafusion.fusion.runs import train as train_mod
 from vafusion.fusion.runs.config import FusionConfig, make_config
 from vafusion.fusion.runs.evaluate import evaluate_run
 
-DATA = ["--features", "visual,audio", "--window", "48", "--hop", "32", "--device", "cpu", "--threads", "1"]
+# --stride 1: the pruning below (which trial learns nothing) was constructed on every frame
+DATA = [
+    "--features",
+    "visual,audio",
+    "--window",
+    "48",
+    "--hop",
+    "32",
+    "--stride",
+    "1",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]
 TINY_SPACE = {
     "d_model": {"choices": [8, 16]},
     "heads": 2,

@@ -93,9 +93,10 @@ def test_version_1_configurations_are_converted():
             "attn_distance_bias": False,
         },
     )
-    # and the recipe settings it predates as that version trained: the v1 schedule, a fixed grid of windows
+    # and the recipe settings it predates as that version trained: the v1 schedule, a fixed grid of windows,
+    # every frame
     assert config.training == TrainingConfig(
-        3, 4, 0.003, 0.0001, 0.0, 10, 1.0, 5, "cpu", True, schedule="v1", windows="grid", min_epochs=1
+        3, 4, 0.003, 0.0001, 0.0, 10, 1.0, 5, "cpu", True, schedule="v1", windows="grid", min_epochs=1, stride=1
     )
     ridge = FusionConfig.from_dict({**flat, "model": "ridge", "ridge_alpha": 2.0, "ridge_context": 5})
     assert ridge.model == ModelConfig("ridge", {"alpha": 2.0, "context": 5, "max_frames": 200000})

@@ -17,7 +17,7 @@ and converted, so old run directories keep working.
 
 Recipes: the training defaults are the ``fast`` recipe (chosen for time to quality,
 BENCHMARKS.md section 12); ``v1`` is the recipe of every run before it (30 epochs of batch 16 at
-1e-3 on a fixed grid of windows, ``v1`` schedule, patience 8), kept so earlier results
+1e-3 on a fixed grid of windows of every frame, ``v1`` schedule, patience 8), kept so earlier results
 reproduce: ``make_config(recipe="v1")``, ``--recipe v1``. A saved configuration that predates a
 training setting (it has no ``windows`` key, say) gets the ``v1`` value of that setting, which
 is what the run used; those settings are listed in :attr:`FusionConfig.implied`, and a resume
@@ -104,7 +104,7 @@ class TrainingConfig:
     min_epochs: int = field(default=4, metadata=bound(1))  # no early stop before this epoch
     # the model sees every stride-th frame, in training and in every prediction (window and hop count those
     # frames); training takes one phase per video and epoch, predictions interleave all phases
-    stride: int = field(default=1, metadata=bound(1))
+    stride: int = field(default=2, metadata=bound(1))
 
     def __post_init__(self) -> None:
         problems = check_bounds(self)

@@ -62,7 +62,7 @@ def test_a_diverging_training_ends_with_a_clear_message(toy_cache, tmp_path):
 
 def test_resume_of_an_early_stopped_run_trains_no_more_epochs(toy_cache, tmp_path):
     run = tmp_path / "run"
-    settings = ["--epochs", "12", "--patience", "1", "--lr", "0.03"]
+    settings = ["--epochs", "12", "--patience", "1", "--lr", "0.03", "--stride", "1"]  # these stop early at stride 1
     assert _train(toy_cache, run, *settings).exit_code == 0
     rows = read_metrics(run)
     assert len(rows) < 12, "did not stop early; pick settings that do"

@@ -17,13 +17,22 @@ end to end and for the model alone on decoded tracks (no target).
 
 Interleaved (model-alone half before and half after each end-to-end run), repeated, medians;
 start-up costs (imports, model build, worker start, index, finalize) are part of every
-end-to-end run and measured apart on a tiny corpus, as in bench_extract.py.
+end-to-end run and measured apart on a tiny corpus, as in bench_extract.py. Run as the
+``vafusion`` command runs: OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE, set before
+torch loads unless the caller set it).
 
     python benchmarks/bench_features.py [--repeats 3] [--workers N] [--timm-videos 8] [--timm-seconds 8]
         [--hf-videos 4] [--hf-seconds 45] [--vad-videos 8] [--vad-seconds 20] [--no-timm] [--no-hf] [--no-vad]
 """
 
 from __future__ import annotations
+
+import os
+
+# As `vafusion` sets it before torch loads OpenMP (vafusion/cli/main.py): the end-to-end runs are
+# in-process calls of extract(), and with OpenMP's default spinning its decode worker and the two
+# compute threads fight for 2 cores (BENCHMARKS.md, sections 8 and 11). A value set by the caller is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import tempfile
@@ -140,7 +149,8 @@ def track_row(label: str, entry: str, opts: ExtractOptions, corpus, synth, tiny,
     """One audio row by ``compare``: seconds of audio end to end against ``alone(waves)``."""
     waves = tracks(synth)
     seconds = sum(len(w) for w in waves) / 16000
-    tiny_seconds = sum(len(w) for w in tracks(tiny_synth)) / 16000
+    tiny_waves = tracks(tiny_synth)
+    tiny_seconds = sum(len(w) for w in tiny_waves) / 16000
     alone(waves[:1])  # warm-up
     return compare(
         label,
@@ -151,6 +161,7 @@ def track_row(label: str, entry: str, opts: ExtractOptions, corpus, synth, tiny,
         lambda r: timed_extract(corpus, tmp / f"{label}-cache{r}", opts),
         lambda: timed_extract(tiny, tmp / f"{label}-tiny-cache", opts),
         args.repeats,
+        tiny_alone=lambda: alone(tiny_waves)[1],
     )
 
 

@@ -22,7 +22,7 @@ end-to-end run and measured apart on a tiny corpus, as in bench_extract.py. Run 
 torch loads unless the caller set it).
 
     python benchmarks/bench_features.py [--repeats 3] [--workers N] [--timm-videos 8] [--timm-seconds 8]
-        [--hf-videos 4] [--hf-seconds 45] [--vad-videos 8] [--vad-seconds 20] [--no-timm] [--no-hf] [--no-vad]
+        [--hf-videos 8] [--hf-seconds 120] [--vad-videos 8] [--vad-seconds 20] [--no-timm] [--no-hf] [--no-vad]
 """
 
 from __future__ import annotations
@@ -213,8 +213,8 @@ def main() -> None:
     ap.add_argument("--baseline-frames", type=int, default=256, help="model-alone frames per repeat (timm)")
     ap.add_argument("--timm-videos", type=int, default=8)
     ap.add_argument("--timm-seconds", type=float, default=8.0)
-    ap.add_argument("--hf-videos", type=int, default=4)
-    ap.add_argument("--hf-seconds", type=float, default=45.0)
+    ap.add_argument("--hf-videos", type=int, default=8)
+    ap.add_argument("--hf-seconds", type=float, default=120.0)
     ap.add_argument("--vad-videos", type=int, default=8)
     ap.add_argument("--vad-seconds", type=float, default=20.0)
     ap.add_argument("--no-timm", action="store_true")

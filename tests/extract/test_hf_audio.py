@@ -33,14 +33,14 @@ def save(folder: Path, model: torch.nn.Module, features) -> Path:
     return folder
 
 
-def tiny_whisper(localized: bool = False) -> WhisperModel:
+def tiny_whisper(localized: bool = False, layers: int = 2) -> WhisperModel:
     """Whisper with 16-wide layers (80 mel bins, 30 s windows as the real ones). ``localized``: the
     layers' attention and feed-forward outputs and the position embedding zeroed, so step j hears
     only the mel frames around 2 j (a beep must show on its own frame's steps)."""
     torch.manual_seed(0)
     config = WhisperConfig(
         d_model=16,
-        encoder_layers=2,
+        encoder_layers=layers,
         decoder_layers=1,
         encoder_attention_heads=2,
         decoder_attention_heads=2,
@@ -100,6 +100,8 @@ def folders(tmp_path_factory) -> dict[str, Path]:
         "whisper": save(root / "tiny-whisper", tiny_whisper(), whisper_features),
         "whisper-local": save(root / "local-whisper", tiny_whisper(localized=True), whisper_features),
         "w2v": save(root / "tiny-w2v", tiny_wav2vec2(), Wav2Vec2FeatureExtractor()),
+        "w2v-4": save(root / "w2v-4", tiny_wav2vec2(layers=4), Wav2Vec2FeatureExtractor()),
+        "whisper-4": save(root / "whisper-4", tiny_whisper(layers=4), whisper_features),
         "w2v-local": save(
             root / "local-w2v", tiny_wav2vec2(localized=True), Wav2Vec2FeatureExtractor(do_normalize=False)
         ),
@@ -178,6 +180,25 @@ def test_layers_are_hidden_states(folders):
         built(folders["w2v"], layer="3")
     with pytest.raises(VafusionError, match=r"layer=x: use a layer number"):
         ExtractOptions(features=(f"hf:{folders['w2v']}",), extractor_options={f"hf:{folders['w2v']}": {"layer": "x"}})
+
+
+@pytest.mark.parametrize("kind", ["w2v-4", "whisper-4"])
+def test_layers_after_the_chosen_ones_are_not_computed(kind, folders):
+    """layer=k keeps k+1 of 4 layers (the next one keeps hidden_states[k] free of the final norm):
+    the rows equal the whole model's hidden states, and the layers after are gone."""
+    whole = built(folders[kind], layer="4")
+    wave = noise(1.5, seed=4)
+    with torch.inference_mode():
+        states = whole.encoder.hidden_states(wave, torch.device("cpu"))
+        for option, expected, kept in (
+            ("1", states[1], 2),
+            ("2-3", (states[2] + states[3]) / 2, 4),
+            ("4", states[4], 4),
+        ):
+            ext = built(folders[kind], layer=option)
+            torch.testing.assert_close(ext.step_features(wave), expected[0])
+            model = ext.encoder.model
+            assert len(model.layers if kind.startswith("whisper") else model.encoder.layers) == kept
 
 
 @pytest.mark.parametrize("kind", ["whisper-local", "w2v-local"])

@@ -21,7 +21,8 @@ code. Two kinds of encoder, told apart by the model's configuration:
 
 Options (``--extractor-option hf:X.KEY=VALUE``), as for the speech family: ``layer`` (1..L:
 transformers' ``hidden_states[k]``, the last with the encoder's final norm where it has one;
-``A-B`` for the mean of layers A..B; ``mean``, the default, for all L), ``chunk`` (seconds, default
+``A-B`` for the mean of layers A..B; ``mean``, the default, for all L; the layers after
+the last one read, plus one, are dropped from the model: never computed), ``chunk`` (seconds, default
 30; at most 30 for Whisper, whose windows it sets) and ``context`` (seconds, default 3): long
 tracks run in chunks on the step grid overlapping by ``context`` on each side, each step taken
 from the chunk where it sits farthest from a cut (:func:`.speech.chunk_plan`). The steps go
@@ -326,6 +327,7 @@ class HfSpeechExtractor:
             )
         self.device = torch.device("cpu")
         first, last = self.layers
+        _keep_layers(encoder.model, encoder.n_layers, last)
         self._provenance = dict(
             record,
             encoder=encoder.name,
@@ -364,6 +366,29 @@ class HfSpeechExtractor:
     def __call__(self, wave: Tensor, frame_times: np.ndarray) -> Tensor:
         rows = self.step_features(wave)
         return align.span_mean(rows, self.encoder.steps(len(rows)), frame_times)
+
+
+def _keep_layers(model: nn.Module, n_layers: int, last: int) -> None:
+    """Drop the transformer layers after ``last + 1``: they cost time and change no row we keep.
+
+    Why ``last + 1`` and not ``last``: transformers reports the encoder's final norm in place of the
+    last layer's raw output (``hidden_states[-1]`` is ``last_hidden_state``), so layer ``k < L`` is
+    read back unchanged only while one layer follows it. The torchaudio speech family stops at
+    ``num_layers=last`` in the same spirit.
+    """
+    owner, keep = _layer_owner(model, n_layers), last + 1
+    if owner is not None and keep < n_layers:
+        layers: nn.ModuleList = owner.layers  # type: ignore[assignment]  # checked by _layer_owner
+        owner.layers = nn.ModuleList(list(layers)[:keep])
+
+
+def _layer_owner(model: nn.Module, n_layers: int) -> nn.Module | None:
+    """The module holding the ``n_layers`` transformer layers (Whisper's encoder; wav2vec2-style ``.encoder``)."""
+    for owner in (model, getattr(model, "encoder", None)):
+        layers = getattr(owner, "layers", None)
+        if isinstance(layers, nn.ModuleList) and len(layers) == n_layers:
+            return owner
+    return None
 
 
 def _options(entry: str, options: Mapping[str, str]) -> tuple[str, float, float]:

@@ -58,7 +58,14 @@ from vafusion.extract import align
 from vafusion.extract.contract import file_safe
 from vafusion.extract.extras import need
 from vafusion.extract.registry import BuildRequest, Family
-from vafusion.extract.speech import StepGeometry, chunk_plan, parse_layers, parse_seconds, run_chunks
+from vafusion.extract.speech import (
+    StepGeometry,
+    chunk_plan,
+    chunk_sizes,
+    parse_layers,
+    parse_seconds,
+    run_chunks,
+)
 from vafusion.hashing import sha256_file
 
 PREFIX = "hf"
@@ -318,13 +325,9 @@ class HfSpeechExtractor:
         self.sample_rate = encoder.rate
         self.dim = encoder.dim
         self.layers = parse_layers(layer, encoder.n_layers, entry)
-        self.chunk_steps = max(1, encoder.n_steps(int(round(chunk_s * self.sample_rate))))
-        self.context_steps = int(round(context_s * self.sample_rate / encoder.stride))
-        if self.chunk_steps - 2 * self.context_steps < 1:
-            raise VafusionError(
-                f"--extractor-option {entry}.chunk={chunk_s:g}: a chunk must be longer than twice "
-                f"the context ({context_s:g} s)"
-            )
+        self.chunk_steps, self.context_steps = chunk_sizes(
+            entry, chunk_s, context_s, self.sample_rate, encoder.stride, encoder.n_steps
+        )
         self.device = torch.device("cpu")
         first, last = self.layers
         _keep_layers(encoder.model, encoder.n_layers, last)

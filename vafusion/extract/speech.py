@@ -118,6 +118,22 @@ class StepGeometry:
         return align.Steps.regular(self.receptive_field / 2 / sample_rate, self.stride / sample_rate, n)
 
 
+def chunk_sizes(
+    entry: str, chunk_s: float, context_s: float, rate: int, stride: int, n_steps: Callable[[int], int]
+) -> tuple[int, int]:
+    """``(steps of a chunk, steps of context on each side)`` for the ``chunk``/``context`` options in seconds
+    (``n_steps``: how many steps that many samples give). A chunk must own at least one step: else the
+    option of ``entry`` is named."""
+    chunk_steps = max(1, n_steps(int(round(chunk_s * rate))))
+    context_steps = int(round(context_s * rate / stride))
+    if chunk_steps - 2 * context_steps < 1:
+        raise VafusionError(
+            f"--extractor-option {entry}.chunk={chunk_s:g}: a chunk must be longer than twice "
+            f"the context ({context_s:g} s)"
+        )
+    return chunk_steps, context_steps
+
+
 def chunk_plan(n_steps: int, chunk_steps: int, context_steps: int) -> list[tuple[int, int, int]]:
     """``[(first step of the chunk, first owned step, end of owned steps)]`` covering all steps.
 
@@ -211,13 +227,7 @@ class SpeechExtractor:
         n_layers, self.dim = encoder_shape(model)
         self.layers = parse_layers(layer, n_layers, name)
         g = self.geometry
-        self.chunk_steps = max(1, g.n_steps(int(round(chunk_s * SAMPLE_RATE))))
-        self.context_steps = int(round(context_s * SAMPLE_RATE / g.stride))
-        if self.chunk_steps - 2 * self.context_steps < 1:
-            raise VafusionError(
-                f"--extractor-option {name}.chunk={chunk_s:g}: a chunk must be longer than twice "
-                f"the context ({context_s:g} s)"
-            )
+        self.chunk_steps, self.context_steps = chunk_sizes(name, chunk_s, context_s, SAMPLE_RATE, g.stride, g.n_steps)
         self.device = torch.device("cpu")
         first, last = self.layers
         self._provenance = dict(

@@ -214,3 +214,26 @@ def cache_files(cache: Path, features: Sequence[str]) -> list[Path]:
     from vafusion.cache import schema
 
     return [cache / schema.CORPUS_FILE] + [schema.feature_path(cache, f) for f in features]
+
+
+def demo_cache(corpus_dir: Path, cache_dir: Path) -> Path:
+    """The `vafusion demo` corpus and its cache as the demo makes them (random backbone weights, 48 px crops),
+    extracted on the CPU; returns ``cache_dir``."""
+    from vafusion.demo import AUDIO, VISUAL
+    from vafusion.extract.run import ExtractOptions, extract
+    from vafusion.synth import SIZES, make_corpus
+
+    corpus = make_corpus(corpus_dir, seed=0, progress=False, **SIZES["demo"])
+    opts = ExtractOptions(
+        features=(VISUAL, *AUDIO),
+        visual_weights="random",
+        vggish_weights="random",
+        image_size=48,
+        batch_size=64,
+        device="cpu",
+        progress=False,
+    )
+    report = extract(corpus.root, cache_dir, opts)
+    if not report.ok:
+        raise RuntimeError(f"demo extraction failed: {report.failures} {report.problems}")
+    return cache_dir

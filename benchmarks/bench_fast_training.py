@@ -246,25 +246,9 @@ def part_ttq(
 
 def demo_cache(work: Path) -> Path:
     """The `vafusion demo` corpus and cache (as the demo makes them), built once with the new tree."""
-    from vafusion.demo import AUDIO, VISUAL
-    from vafusion.extract.run import ExtractOptions, extract
-    from vafusion.synth import SIZES, make_corpus
-
     cache = work / "demo-cache"
     if not (cache / "corpus.h5").is_file():
-        corpus = make_corpus(work / "demo-corpus", seed=0, progress=False, **SIZES["demo"])
-        opts = ExtractOptions(
-            features=(VISUAL, *AUDIO),
-            visual_weights="random",
-            vggish_weights="random",
-            image_size=48,
-            batch_size=64,
-            device="cpu",
-            progress=False,
-        )
-        report = extract(corpus.root, cache, opts)
-        if not report.ok:
-            raise RuntimeError(f"demo extraction failed: {report.failures} {report.problems}")
+        C.demo_cache(work / "demo-corpus", cache)
     return cache
 
 

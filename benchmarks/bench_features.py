@@ -118,27 +118,14 @@ def timm_row(args, tmp: Path, device: torch.device) -> float:
 
 def whisper_tiny_folder(folder: Path) -> Path:
     """A Whisper-tiny-sized model (random weights) and its feature extractor, as save_pretrained writes them."""
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+    from transformers import WhisperFeatureExtractor, WhisperModel
     from transformers.utils import logging
+
+    from tests.hf_models import whisper_config
 
     logging.disable_progress_bar()  # save_pretrained's bar
 
-    config = WhisperConfig(
-        d_model=384,
-        encoder_layers=4,
-        decoder_layers=1,
-        encoder_attention_heads=6,
-        decoder_attention_heads=6,
-        encoder_ffn_dim=1536,
-        decoder_ffn_dim=1536,
-        num_mel_bins=80,
-        vocab_size=8,
-        max_target_positions=8,
-        pad_token_id=1,
-        bos_token_id=2,
-        eos_token_id=2,
-        decoder_start_token_id=3,
-    )
+    config = whisper_config(width=384, layers=4, heads=6, ffn=1536)
     torch.manual_seed(0)
     WhisperModel(config).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)

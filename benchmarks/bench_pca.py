@@ -26,28 +26,13 @@ import torch
 
 from vafusion.cache.derive import derive_pca
 from vafusion.demo import AUDIO, DEMO_DATA, DEMO_MODEL_OPTIONS, DEMO_TRAINING, VISUAL
-from vafusion.extract.run import ExtractOptions, extract
 from vafusion.fusion.experiments.compare import compare
 from vafusion.fusion.runs.config import DataConfig, training_recipe
-from vafusion.synth import SIZES, make_corpus
 
 
 def build_cache(tmp: Path) -> Path:
     """The demo's corpus and cache (random backbone weights, as `vafusion demo`)."""
-    corpus = make_corpus(tmp / "corpus", seed=0, progress=False, **SIZES["demo"])
-    opts = ExtractOptions(
-        features=(VISUAL, *AUDIO),
-        visual_weights="random",
-        vggish_weights="random",
-        image_size=48,
-        batch_size=64,
-        device="cpu",
-        progress=False,
-    )
-    report = extract(corpus.root, tmp / "cache", opts)
-    if not report.ok:
-        raise SystemExit(f"extraction failed: {report.failures + report.problems}")
-    return tmp / "cache"
+    return C.demo_cache(tmp / "corpus", tmp / "cache")
 
 
 def main() -> None:

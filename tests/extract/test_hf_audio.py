@@ -13,11 +13,11 @@ from transformers import (
     Wav2Vec2Config,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Model,
-    WhisperConfig,
     WhisperFeatureExtractor,
     WhisperModel,
 )
 
+from tests.hf_models import whisper_config
 from vafusion.cache.reader import open_feature_file
 from vafusion.errors import VafusionError
 from vafusion.extract import hf_audio, registry, speech
@@ -38,22 +38,7 @@ def tiny_whisper(localized: bool = False, layers: int = 2) -> WhisperModel:
     layers' attention and feed-forward outputs and the position embedding zeroed, so step j hears
     only the mel frames around 2 j (a beep must show on its own frame's steps)."""
     torch.manual_seed(0)
-    config = WhisperConfig(
-        d_model=16,
-        encoder_layers=layers,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        num_mel_bins=80,
-        vocab_size=8,
-        max_target_positions=8,
-        pad_token_id=1,
-        bos_token_id=2,
-        eos_token_id=2,
-        decoder_start_token_id=3,
-    )
+    config = whisper_config(width=16, layers=layers, heads=2, ffn=32)
     model = WhisperModel(config).eval()
     if localized:
         with torch.no_grad():

@@ -9,7 +9,7 @@ import click
 
 from vafusion.cli.faces_cmd import parse_detector_options
 from vafusion.cli.main import cli
-from vafusion.cli.options import DEVICE, DEVICE_HELP, _compute_options, _setting, json_only_on_stdout
+from vafusion.cli.options import _compute_options, _device_option, _setting, _weights_option, json_only_on_stdout
 from vafusion.extract.faces.options import FacesOptions
 
 
@@ -29,11 +29,8 @@ from vafusion.extract.faces.options import FacesOptions
     help="The cache the run was trained on (its features' settings are reproduced)  [default: the run's].",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs.")
-@click.option(
-    "--weights",
-    multiple=True,
-    metavar="FEATURE=PATH",
-    help="A weights file the cache's features were made with, when it is not found by name (repeatable).",
+@_weights_option(
+    "FEATURE=PATH", "A weights file the cache's features were made with, when it is not found by name (repeatable)."
 )
 @click.option("--detector", default="mtcnn", show_default=True, help="Face detector (see `vafusion faces`).")
 @click.option("--detector-option", "detector_options", multiple=True, metavar="KEY=VALUE", help="As for `faces`.")
@@ -46,7 +43,7 @@ from vafusion.extract.faces.options import FacesOptions
     help="Post-processing, as `vafusion predict` takes it.",
 )
 @click.option("--smooth", type=click.IntRange(1), help="Overrides --post: a centred moving average over N frames.")
-@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
+@_device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (files, frames, what was used).")
 @_compute_options(precision=False, stream=False)
 def analyze(

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from vafusion.cli.main import cli
-from vafusion.cli.options import DEVICE, DEVICE_HELP, _compute_options, _ranged, _warn_beside_bars
+from vafusion.cli.options import _compute_options, _device_option, _ranged, _warn_beside_bars, _weights_option
 from vafusion.errors import VafusionError
 from vafusion.extract.options import ExtractOptions
 
@@ -81,12 +81,9 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Text file of test video ids (one per line); they are extracted unlabelled.",
 )
-@click.option(
-    "--weights",
-    "weights",
-    multiple=True,
-    metavar="FEATURE=SPEC",
-    help="Weights of one feature (repeatable): random, default (the published weights, downloaded once "
+@_weights_option(
+    "FEATURE=SPEC",
+    "Weights of one feature (repeatable): random, default (the published weights, downloaded once "
     "to TORCH_HOME, or the Hugging Face cache for timm: and hf: models) or a local PATH, e.g. "
     "timm:tf_efficientnet_b0.ns_jft_in1k=affectnet.pth. Overrides --visual-weights/--vggish-weights "
     "for that feature.",
@@ -124,7 +121,7 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.Path(exists=True, dir_okay=False),
     help="Optional published PCA parameter file (.npz or .pth): PCA, clip and 8-bit quantisation.",
 )
-@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
+@_device_option()
 @click.option(
     "--batch-size",
     default=64,

@@ -9,7 +9,7 @@ import click
 
 from vafusion.cli.extract_cmd import _parse_shard
 from vafusion.cli.main import cli
-from vafusion.cli.options import DEVICE, DEVICE_HELP, _compute_options, _setting, _warn_beside_bars
+from vafusion.cli.options import _compute_options, _device_option, _setting, _warn_beside_bars
 from vafusion.extract.faces.options import FacesOptions
 
 
@@ -64,7 +64,7 @@ def parse_detector_options(values: tuple[str, ...]) -> dict[str, str]:
 )
 @_setting(FacesOptions, "batch_size", "Frames per detector batch.")
 @click.option("--preview", is_flag=True, help="Also write faces/<id>.png, a contact sheet of crops sampled over time.")
-@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
+@_device_option()
 @click.option(
     "--shard",
     callback=_parse_shard,

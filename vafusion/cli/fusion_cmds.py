@@ -16,11 +16,14 @@ from vafusion.cli.fusion_options import (
     _params_option,
     _parts,
     _print_scores,
+    _report_option,
+    _runs_option,
+    _seeds_option,
     _split_options,
     _training_options,
 )
 from vafusion.cli.main import cli
-from vafusion.cli.options import DEVICE, DEVICE_HELP, _compute_options, _ranged, json_only_on_stdout
+from vafusion.cli.options import _compute_options, _device_option, _ranged, json_only_on_stdout
 from vafusion.errors import VafusionError
 from vafusion.fusion.runs.config import DataConfig, TrainingConfig
 
@@ -40,7 +43,7 @@ def _log(message: str) -> None:
 )
 @_split_options
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN with the same options.")
-@click.option("--report/--no-report", default=True, show_default=True, help="Write RUN/report.html at the end.")
+@_report_option(True, "Write RUN/report.html at the end.")
 @_params_option
 @_model_options()
 @_data_options()
@@ -71,12 +74,8 @@ def train(
 
 @cli.command()
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--runs",
-    "runs_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for the fold runs (RUNS/fold-1 ... fold-N; with --seeds K > 1 RUNS/fold-K/seed-S), "
+@_runs_option(
+    "Directory for the fold runs (RUNS/fold-1 ... fold-N; with --seeds K > 1 RUNS/fold-K/seed-S), "
     "cv.json, post.json and cv.html. Rerun the same command to continue: finished runs are kept, an "
     "interrupted one resumes.",
 )
@@ -88,14 +87,10 @@ def train(
     help="Folds: train and validation ids merged and split by video (a video's _left/_right ids stay "
     "together) into N parts; each validates once.",
 )
-@click.option(
-    "--seeds",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Runs per fold: seeds --seed, --seed + 1, ...; `predict RUNS/fold-*` averages them all.",
+@_seeds_option(
+    "Runs per fold: seeds --seed, --seed + 1, ...; `predict RUNS/fold-*` averages them all.",
 )
-@click.option("--report/--no-report", default=True, show_default=True, help="Write report.html in each fold's run.")
+@_report_option(True, "Write report.html in each fold's run.")
 @click.option(
     "--post-steps",
     default="smooth,shift",
@@ -170,21 +165,13 @@ def cv(
 
 @cli.command()
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--runs",
-    "runs_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for the runs (RUNS/<model>/<features>/seed-<s>[/fold-<k>]), compare.json and "
+@_runs_option(
+    "Directory for the runs (RUNS/<model>/<features>/seed-<s>[/fold-<k>]), compare.json and "
     "compare.html. Rerun the same command to continue: finished runs are kept, an interrupted "
     "one resumes from its last.pt.",
 )
-@click.option(
-    "--seeds",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Seeds per model and feature set: --seed, --seed + 1, ...",
+@_seeds_option(
+    "Seeds per model and feature set: --seed, --seed + 1, ...",
 )
 @click.option(
     "--split",
@@ -199,7 +186,7 @@ def cv(
     help="Cross-validate every run over N folds (implies --split folds)  [default with --split folds: 6].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print compare.json instead of the table.")
-@click.option("--report/--no-report", default=False, show_default=True, help="Also write each run's report.html.")
+@_report_option(False, "Also write each run's report.html.")
 @_parallel_options
 @_model_options(several=True)
 @_data_options(feature_sets=True)
@@ -311,7 +298,7 @@ def models(as_json: bool) -> None:
     show_default=True,
     help="The run's own validation (or training) ids.",
 )
-@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
+@_device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @_compute_options()
 def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str, as_json: bool) -> None:
@@ -346,7 +333,7 @@ def evaluate(run_dir: Path, cache_dir: Path | None, partition: str, device: str,
     type=click.IntRange(0),
     help="Validation ids shown over time (spread over the ranking by P: best, median, worst).",
 )
-@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
+@_device_option()
 @_compute_options()
 def report(run_dir: Path, cache_dir: Path | None, n_ids: int, device: str) -> None:
     """Write RUN/report.html (with figures in RUN/figures/): configuration, learning curves,
@@ -372,7 +359,7 @@ def report(run_dir: Path, cache_dir: Path | None, n_ids: int, device: str) -> No
     type=click.Choice(["tiny", "small", "demo", "large"]),
     help="Corpus size preset (vafusion.synth.SIZES).",
 )
-@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
+@_device_option()
 @click.option(
     "--seed",
     default=0,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from vafusion.cli.options import DEVICE, DEVICE_HELP, _ranged, _setting, _stacked
+from vafusion.cli.options import _device_option, _ranged, _setting, _stacked
 from vafusion.errors import VafusionError
 from vafusion.fusion.runs.config import RECIPES, WINDOWS, DataConfig, TrainingConfig, training_recipe
 from vafusion.fusion.runs.schedule import SCHEDULES
@@ -27,6 +28,23 @@ _DEPRECATED_MODEL_FLAGS = {
     "--ridge-alpha": ("alpha", float),
     "--ridge-context": ("context", int),
 }
+
+
+def _runs_option(help: str) -> Callable:
+    """``--runs RUNS`` (required), declared alike by cv and compare; each says what goes in it."""
+    return click.option(
+        "--runs", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help=help
+    )
+
+
+def _seeds_option(help: str) -> Callable:
+    """``--seeds K`` (1 and up), declared alike by cv and compare; each says what it repeats."""
+    return click.option("--seeds", default=1, show_default=True, type=click.IntRange(1), help=help)
+
+
+def _report_option(default: bool, help: str) -> Callable:
+    """``--report/--no-report``, declared alike by train, cv and compare; each has its default and help."""
+    return click.option("--report/--no-report", default=default, show_default=True, help=help)
 
 
 def _data_options(feature_sets: bool = False):
@@ -172,7 +190,7 @@ def _training_options(f):
                 "seed",
                 "Seed of the initial weights, the shuffling and dropout (a ridge: its subsample).",
             ),
-            click.option("--device", default=TrainingConfig().device, show_default=True, type=DEVICE, help=DEVICE_HELP),
+            _device_option(TrainingConfig().device),
         ]
     )(f)
 

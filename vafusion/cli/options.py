@@ -73,6 +73,17 @@ DEVICE = _Device()
 DEVICE_HELP = "auto, cpu, cuda or cuda:K (mps on Apple GPUs)."
 
 
+def _device_option(default: str = "auto") -> Callable:
+    """``--device`` as every command that computes declares it: one check (this machine's devices, before any
+    work) and one help text."""
+    return click.option("--device", default=default, show_default=True, type=DEVICE, help=DEVICE_HELP)
+
+
+def _weights_option(metavar: str, help: str) -> Callable:
+    """``--weights FEATURE=...`` (repeatable), declared alike by extract and analyze; each says what SPEC means."""
+    return click.option("--weights", "weights", multiple=True, metavar=metavar, help=help)
+
+
 @contextlib.contextmanager
 def json_only_on_stdout(active: bool) -> Iterator[None]:
     """While a command that prints JSON does its work, everything else printed goes to stderr.

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from vafusion.cli.main import cli
-from vafusion.cli.options import DEVICE, DEVICE_HELP, _compute_options
+from vafusion.cli.options import _compute_options, _device_option
 from vafusion.errors import VafusionError
 
 
@@ -49,7 +49,7 @@ from vafusion.errors import VafusionError
     type=click.IntRange(1),
     help="Overrides --post: a centred moving average over N frames of both dimensions (1 = none).",
 )
-@click.option("--device", default="auto", show_default=True, type=DEVICE, help=DEVICE_HELP)
+@_device_option()
 @_compute_options()
 def predict(
     run_dirs: tuple[Path, ...],

@@ -77,7 +77,7 @@ class Kind:
     listing: str = ""  # where the user sees them all, e.g. "`vafusion models`"
 
 
-EXTRACTORS = Kind("extractor", "vafusion.extractors", "package.module:attribute")
+EXTRACTORS = Kind("extractor", "vafusion.extractors", "package.module:attribute", "`vafusion features`")
 MODELS = Kind("model", "vafusion.models", "package.module:Class", "`vafusion models`")
 DETECTORS = Kind("face detector", "vafusion.detectors", "package.module:attribute")
 POST_STEPS = Kind("post-processing step", "vafusion.post", "package.module:attribute")

@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from vafusion.cli.main import cli
-from vafusion.cli.options import _compute_options, _device_option, _ranged, _warn_beside_bars, _weights_option
+from vafusion.cli.options import (
+    _compute_options,
+    _device_option,
+    _ranged,
+    _warn_beside_bars,
+    _weights_option,
+    json_only_on_stdout,
+)
 from vafusion.errors import VafusionError
 from vafusion.extract.options import ExtractOptions
 
@@ -287,3 +294,26 @@ def _extract_distributed(found, cache_dir: Path, opts, rank, copy: bool) -> None
                 click.echo(f"  {line}", err=True)
     if not result.ok:
         sys.exit(1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def features(as_json: bool) -> None:
+    """List every feature extractor: the built-in families (their --features names, options and
+    default weights; what to install for an optional family) and the installed plug-ins.
+    Choose with extract --features NAME,...; set options with --extractor-option NAME.KEY=VALUE."""
+    import json
+    import textwrap
+
+    from vafusion.extract.catalog import catalog
+
+    with json_only_on_stdout(as_json):
+        rows, problems = catalog()
+    if as_json:
+        click.echo(json.dumps([row.as_json() for row in rows], indent=2))
+    for row in [] if as_json else rows:
+        click.echo(f"{row.name}  ({row.origin}{'; ' + row.install if row.install else ''})\n  {row.about}")
+        click.echo(textwrap.fill(", ".join(row.entries), 100, initial_indent="  --features ", subsequent_indent="    "))
+        click.echo(f"  options: {', '.join(row.options) or '-'}; weights: {row.weights or '-'}\n")
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)

@@ -436,4 +436,5 @@ FAMILY = Family(
     options=OPTIONS,
     default_weights="default",
     prefix=PREFIX,
+    needs="transformers",
 )

@@ -90,7 +90,8 @@ class Family:
     ``check`` validates a request cheaply (no weights loaded) so that a bad option fails
     before any work; ``default_weights`` applies when neither ``--weights`` nor a legacy
     option names any. A family with a ``prefix`` takes every entry ``PREFIX:NAME`` (its
-    ``check`` judges NAME) and lists no ``names``.
+    ``check`` judges NAME) and lists no ``names``. ``needs``: the optional package it imports
+    (a key of :data:`vafusion.extract.extras.EXTRAS`), so a listing can say what to install.
     """
 
     key: str
@@ -100,6 +101,7 @@ class Family:
     options: tuple[str, ...] = ()
     default_weights: str | None = None
     prefix: str | None = None
+    needs: str | None = None
 
 
 @cache

@@ -318,4 +318,5 @@ FAMILY = Family(
     options=OPTIONS,
     default_weights="default",
     prefix=PREFIX,
+    needs="timm",
 )

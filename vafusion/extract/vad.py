@@ -124,4 +124,6 @@ def _build(request: BuildRequest) -> VadExtractor:
     return VadExtractor(model, provenance)
 
 
-FAMILY = Family(key=NAME, names=lambda: (NAME,), build=_build, check=_check, default_weights="default")
+FAMILY = Family(
+    key=NAME, names=lambda: (NAME,), build=_build, check=_check, default_weights="default", needs="silero_vad"
+)

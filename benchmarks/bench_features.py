@@ -132,6 +132,19 @@ def whisper_tiny_folder(folder: Path) -> Path:
     return folder
 
 
+def per_track(model) -> callable:
+    """The model alone over decoded tracks: ``alone(waves)`` -> (seconds of audio, seconds taken)."""
+
+    def alone(waves: list[torch.Tensor]) -> tuple[float, float]:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for w in waves:
+                model(w)
+        return sum(len(w) for w in waves) / 16000, time.perf_counter() - start
+
+    return alone
+
+
 def track_row(label: str, entry: str, opts: ExtractOptions, corpus, synth, tiny, tiny_synth, alone, args, tmp: Path):
     """One audio row by ``compare``: seconds of audio end to end against ``alone(waves)``."""
     waves = tracks(synth)
@@ -160,12 +173,7 @@ def hf_row(args, tmp: Path, device: torch.device) -> float:
     ext = build(entry, opts.extractor_settings()).extractor.to(device)
     print(f"hf row: Whisper-tiny-sized encoder (random, from a folder); corpus {len(synth.videos)} ids", flush=True)
 
-    def alone(waves: list[torch.Tensor]) -> tuple[float, float]:
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for w in waves:
-                ext.step_features(w)
-        return sum(len(w) for w in waves) / 16000, time.perf_counter() - start
+    alone = per_track(ext.step_features)
 
     *_, ratio = track_row("whisper-tiny-sized", entry, opts, corpus, synth, tiny, tiny_synth, alone, args, tmp)
     return ratio
@@ -179,12 +187,7 @@ def vad_row(args, tmp: Path, device: torch.device) -> tuple[float, float]:
     audio_s = sum(len(w) for w in tracks(synth)) / 16000
     print(f"vad row: corpus {len(synth.videos)} ids, {frames} frames with audio, {audio_s:.0f} s of audio", flush=True)
 
-    def alone(waves: list[torch.Tensor]) -> tuple[float, float]:
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for w in waves:
-                ext.probabilities(w)
-        return sum(len(w) for w in waves) / 16000, time.perf_counter() - start
+    alone = per_track(ext.probabilities)
 
     b, e, _ = track_row("vad", "vad", opts, corpus, synth, tiny, tiny_synth, alone, args, tmp)
     per_s = frames / audio_s  # video frames (of each audio track once: _left/_right share theirs) per audio second

@@ -47,9 +47,11 @@ import types
 import typing
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from vafusion.errors import VafusionError
+
+T = TypeVar("T")  # what a listing makes of each installed plug-in
 
 FOREIGN = (Exception, SystemExit)
 """What code vafusion did not write may raise and still only fail itself: any exception, and
@@ -219,6 +221,22 @@ def load_entry_point(kind: Kind, name: str) -> Found:
         raise VafusionError(f"{who(kind, name, origin)}: entry point {ep.value!r} names no attribute ({kind.form})")
     ref = f"{ep.module}:{ep.attr}"
     return Found(name, ref, import_object(ref, kind, who(kind, name, origin)), origin)
+
+
+def installed(
+    kind: Kind, builtins: Collection[str], describe: Callable[[Found], T]
+) -> tuple[list[T], list[tuple[str, str]]]:
+    """Every installed plug-in of ``kind`` described by ``describe`` (each imported), and ``(name, one line)``
+    per entry point that cannot be used: hidden by a built-in, declared twice, not importable, or refused by
+    ``describe`` (a :class:`VafusionError`). What the listings (``vafusion models``, ``vafusion features``) show."""
+    names, problems = entry_point_names(kind, builtins)
+    described: list[T] = []
+    for name in names:
+        try:
+            described.append(describe(load_entry_point(kind, name)))
+        except VafusionError as e:
+            problems.append((name, str(e)))
+    return described, sorted(problems, key=lambda p: p[0])
 
 
 def unknown(

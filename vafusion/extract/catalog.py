@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from vafusion import plugins
-from vafusion.errors import VafusionError
 from vafusion.extract.extras import EXTRAS
 from vafusion.extract.registry import FAMILY_MODULES, Family, builtins, families
 from vafusion.plugins import EXTRACTORS
@@ -67,25 +66,26 @@ def _plugin_row(found: plugins.Found) -> Listed:
         for o in declared.options.values()
         if o.name != "weights"
     )
-    weights = declared.options.get("weights")
     return Listed(
         name=found.name,
         origin=found.origin,
         entries=(found.name,),
         about=_first_line(found.obj),
         options=options,
-        weights=None if weights is None else (weights.shown(weights.default) if not weights.required else "required"),
+        weights=_default_weights(declared.options.get("weights")),
         install=None,
     )
 
 
+def _default_weights(option: plugins.Option | None) -> str | None:
+    """What a plug-in's ``weights`` argument defaults to: None when it takes none, "required" without a default."""
+    if option is None:
+        return None
+    return "required" if option.required else option.shown(option.default)
+
+
 def catalog() -> tuple[list[Listed], list[str]]:
     """Every built-in family, then every installed plug-in; plus one line per plug-in that cannot be used."""
+    described, problems = plugins.installed(EXTRACTORS, builtins(), _plugin_row)
     rows = [_family_row(module, family) for module, family in zip(FAMILY_MODULES, families())]
-    names, problems = plugins.entry_point_names(EXTRACTORS, builtins())
-    for name in names:
-        try:
-            rows.append(_plugin_row(plugins.load_entry_point(EXTRACTORS, name)))
-        except VafusionError as e:
-            problems.append((name, str(e)))
-    return rows, [line for _, line in sorted(problems, key=lambda p: p[0])]
+    return [*rows, *described], [line for _, line in problems]

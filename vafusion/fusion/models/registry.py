@@ -225,14 +225,8 @@ def resolve_model(name: str) -> ModelSpec:
 
 def list_models() -> tuple[list[ModelSpec], list[str]]:
     """Every built-in, then every installed plug-in (entry points); plus one line per broken plug-in."""
-    specs = [resolve_model(n) for n in BUILTINS]
-    names, problems = plugins.entry_point_names(MODELS, [*BUILTINS, *ALIASES])
-    for name in names:
-        try:
-            specs.append(_describe(plugins.load_entry_point(MODELS, name)))
-        except VafusionError as e:
-            problems.append((name, str(e)))
-    return specs, [line for _, line in sorted(problems, key=lambda p: p[0])]
+    described, problems = plugins.installed(MODELS, [*BUILTINS, *ALIASES], _describe)
+    return [*(resolve_model(n) for n in BUILTINS), *described], [line for _, line in problems]
 
 
 def model_from_v1(flat: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -25,9 +25,9 @@ work itself. Parts (``--parts``, default all):
   batch assembly, forward, backward, AdamW; validation not included) on a random cache of
   real dims, ``--threads`` (default 2), each tree in a fresh process per repeat:
   ``train_throughput_ratio`` (target >= 1.7 on a CPU without native bf16, fp32; ``..._cpu``: frames
-  per CPU second; ``..._batch16``: the new code at batch 16, lr 4.24e-3; ``train_epoch_speedup``:
-  today's seconds of an epoch per training frame of the corpus / the new default's, whose stride 2
-  trains half the frames per epoch; ``..._stride1``: the same at stride 1).
+  per CPU second; ``..._d128``: the new recipe at imf's width before it, d_model 128;
+  ``train_epoch_speedup``: today's seconds of an epoch per training frame of the corpus / the new
+  default's, whose stride 2 trains half the frames per epoch; ``..._stride1``: the same at stride 1).
 - ``cv``: a 6-fold `cv` of each tree's default recipe at Aff-Wild2 scale (2.8M frames, 5/6 train
   each fold), estimated from the throughput part's measured seconds per training and
   validation frame, times the epochs: for the new recipe the median epochs to quality and the
@@ -43,7 +43,7 @@ threads, the precision each run recorded, load average.
 
     python benchmarks/bench_fast_training.py [--parts ttq,demo,throughput,cv] [--repeats 3]
         [--baseline DIR | --baseline-commit 494c1e4] [--threads 2] [--run-threads 1] [--parallel 1]
-        [--ttq-repeats N] [--frames 60000] [--hard-frames 36000] [--keep DIR] [--lever-stride K]
+        [--ttq-repeats N] [--frames 60000] [--hard-frames 36000] [--keep DIR] [--lever 'NAME=ARGS' ...]
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -198,10 +200,10 @@ def hard_cache(work: Path, train_frames: int) -> Path:
 
 
 def part_ttq(
-    trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int, frames: int, stride: int = 0
+    trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int, frames: int, levers: dict
 ) -> dict:
     cache = hard_cache(work, frames)
-    extra = {f"new, stride {stride}": ["--stride", str(stride)]} if stride else {}
+    extra = {f"new, {name}": more for name, more in levers.items()}
     runs = _trained(trees, cache, work / "ttq", repeats, threads, parallel, [], extra)
     base_best = C.median([r["summary"]["best"]["p"] for r in runs["today"]])
     bar = 0.99 * base_best
@@ -234,7 +236,7 @@ def part_ttq(
     C.result("time_to_quality_speedup_cpu", out["today"]["cpu"] / out["new"]["cpu"], ">=", 4)
     C.result("ttq_best_p_delta", out["new"]["best_p"] - out["today"]["best_p"], ">=", -0.01)
     for name in extra:
-        tag = name.split(", ")[1].replace(" ", "")
+        tag = lever_tag(name)
         C.result(f"time_to_quality_speedup_{tag}", out["today"]["time"] / out[name]["time"], ">=", 4)
         C.result(f"ttq_best_p_delta_{tag}", out[name]["best_p"] - out["today"]["best_p"], ">=", -0.01)
     print(context(threads), flush=True)
@@ -252,9 +254,9 @@ def demo_cache(work: Path) -> Path:
     return cache
 
 
-def part_demo(trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int, stride: int = 0) -> dict:
+def part_demo(trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int, levers: dict) -> dict:
     cache = demo_cache(work)
-    extra = {f"new, stride {stride}": ["--stride", str(stride)]} if stride else {}
+    extra = {f"new, {name}": more for name, more in levers.items()}
     runs = _trained(trees, cache, work / "demo", repeats, threads, parallel, DEMO_ARGS, extra)
     out = {}
     for name, rs in runs.items():
@@ -266,7 +268,7 @@ def part_demo(trees: dict[str, Path], work: Path, repeats: int, threads: int, pa
         )
     C.result("demo_best_p_delta", abs(out["new"]["best_p"] - out["today"]["best_p"]), "<=", 0.01)
     for name in extra:
-        tag = name.split(", ")[1].replace(" ", "")
+        tag = lever_tag(name)
         C.result(f"demo_best_p_delta_{tag}", abs(out[name]["best_p"] - out["today"]["best_p"]), "<=", 0.01)
     print(context(threads), flush=True)
     return out
@@ -338,9 +340,10 @@ def throughput_child(tree: Path, cache: Path, threads: int, epochs: int, setting
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-# the new tree's levers measured alone, beside its default (batch 8, stride 2): batch 16 at a sqrt-scaled rate,
-# and stride 1 (the same step per frame, twice the frames per epoch: compare their epoch seconds per frame)
-LEVERS = {"new, batch 16 (lr 4.24e-3)": {"batch_size": 16, "lr": 3e-3 * 2**0.5}, "new, stride 1": {"stride": 1}}
+# the new tree's levers measured alone, beside its default (batch 8, stride 2, imf d_model 64): imf's width before
+# the fast recipe (d_model 128), and stride 1 (the same step per frame, twice the frames per epoch: compare their
+# epoch seconds per frame)
+LEVERS = {"new, d_model 128": {"d_model": 128}, "new, stride 1": {"stride": 1}}
 
 
 def part_throughput(trees: dict[str, Path], work: Path, repeats: int, threads: int, frames: int) -> dict:
@@ -384,9 +387,7 @@ def part_throughput(trees: dict[str, Path], work: Path, repeats: int, threads: i
         )
     C.result("train_throughput_ratio", out["new"]["fps"] / out["today"]["fps"], ">=", 1.7)
     C.result("train_throughput_ratio_cpu", out["new"]["fps_cpu"] / out["today"]["fps_cpu"], ">=", 1.7)
-    C.result(
-        "train_throughput_ratio_batch16", out["new, batch 16 (lr 4.24e-3)"]["fps"] / out["today"]["fps"], ">=", 1.7
-    )
+    C.result("train_throughput_ratio_d128", out["new, d_model 128"]["fps"] / out["today"]["fps"], ">=", 1.7)
     epoch = out["today"]["epoch_s_per_frame"]
     C.result("train_epoch_speedup", epoch / out["new"]["epoch_s_per_frame"], ">=", 1.7)
     C.result("train_epoch_speedup_stride1", epoch / out["new, stride 1"]["epoch_s_per_frame"], ">=", 1.7)
@@ -460,6 +461,22 @@ def part_cv(throughput: dict, ttq: dict | None, threads: int) -> None:
     print(context(threads), flush=True)
 
 
+def parse_levers(given: list[str]) -> dict[str, list[str]]:
+    """``["NAME=ARGS", ...]`` -> ``{NAME: [arg, ...]}`` (ARGS split as a shell would)."""
+    levers = {}
+    for text in given:
+        name, sep, args = text.partition("=")
+        if not sep or not name.strip() or not args.strip():
+            raise SystemExit(f"--lever {text!r}: write NAME=ARGS, e.g. 'stride 1=--stride 1'")
+        levers[name.strip()] = shlex.split(args)
+    return levers
+
+
+def lever_tag(name: str) -> str:
+    """The RESULT-name suffix of a lever's run (``new, d_model 128`` -> ``d_model128``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "", name.split(", ", 1)[1])
+
+
 def baseline_tree(args: argparse.Namespace, work: Path) -> Path:
     if args.baseline:
         return Path(args.baseline).resolve()
@@ -489,13 +506,16 @@ def main() -> None:
     ap.add_argument("--hard-frames", type=int, default=36_000, help="training frames of the hard cache (ttq, bf16)")
     ap.add_argument("--keep", help="work folder to keep (caches, runs); default a temporary one")
     ap.add_argument(
-        "--lever-stride",
-        type=int,
-        default=0,
-        help="also run the new default with --stride K (ttq, demo): the stride lever alone (1: without it)",
+        "--lever",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="also run the new default with these `vafusion train` options (ttq, demo), a lever alone; e.g. "
+        "'stride 1=--stride 1' or 'd_model 128=--model-option d_model=128' (repeatable)",
     )
     args = ap.parse_args()
     parts = set(args.parts.split(","))
+    levers = parse_levers(args.lever)
     C.header("training speed: time to quality, demo quality, throughput, cv estimate (issue 19)")
     print(f"# {context(args.threads)}", flush=True)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-fast-"))
@@ -523,13 +543,13 @@ def main() -> None:
                 args.run_threads,
                 args.parallel,
                 args.hard_frames,
-                args.lever_stride,
+                levers,
             )
             if "ttq" in parts
             else None
         )
         if "demo" in parts:
-            part_demo(trees, work, args.repeats, args.run_threads, args.parallel, args.lever_stride)
+            part_demo(trees, work, args.repeats, args.run_threads, args.parallel, levers)
         if "bf16" in parts:
             part_bf16(trees, work, args.repeats, args.run_threads, args.parallel, args.hard_frames)
         if "throughput" in parts or "cv" in parts:

@@ -84,7 +84,9 @@ def test_a_run_killed_while_writing_its_first_last_pt_is_finished_by_resume(toy_
         (run / name).unlink()
     (run / ".last.pt.tmp-999999").write_bytes(b"half a checkpoint")
     one_line_error(_train(toy_cache, run, "--epochs", "2"), str(run), "did not finish; add --resume")
-    one_line_error(_train(toy_cache, run, "--epochs", "3", "--resume"), "other settings (training.epochs)")
+    one_line_error(
+        _train(toy_cache, run, "--epochs", "3", "--resume"), "other settings (training.epochs 2 in the run, 3 now)"
+    )
     assert _train(toy_cache, run, "--epochs", "2", "--resume").exit_code == 0
     assert untimed_metrics(run) == untimed_metrics(clean)
     assert not list(run.glob(".*.tmp-*"))  # the killed writer's temporary file was removed

@@ -153,8 +153,8 @@ def _training_options(f):
                 show_default=True,
                 help="Defaults of the training settings below. fast: chosen for time to quality (random window "
                 "offsets, short warm-up, cosine schedule, small batches, every 2nd frame, early stop on a "
-                "plateau). v1: the recipe of vafusion before it, to reproduce earlier runs. Options given "
-                "override it.",
+                "plateau). v1: the recipe of vafusion before it, to reproduce earlier runs (imf and interactive were "
+                "128 wide then: add --model-option d_model=128). Options given override it.",
             ),
             _recipe_setting(
                 "epochs",

@@ -89,7 +89,9 @@ def test_compare_trains_the_grid_and_an_interrupted_comparison_continues(
     trainings.clear()  # a third time: nothing left to train, the same results
     again = compare(toy_cache, runs, ["imf", "ridge"], SETS, **kwargs)
     assert trainings == [] and again["runs"] == result["runs"]
-    with pytest.raises(VafusionError, match=r"holds a run with other settings \(training.epochs\)"):
+    with pytest.raises(
+        VafusionError, match=r"holds a run with other settings \(training.epochs \d+ in the run, \d+ now\)"
+    ):
         compare(toy_cache, runs, ["imf"], SETS, **{**kwargs, "training": replace(TRAINING, epochs=3)})
 
 

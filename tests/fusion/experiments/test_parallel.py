@@ -177,7 +177,7 @@ def test_a_killed_parallel_cv_stops_its_workers_resumes_and_reports_a_failing_ru
         "error: 1 of 3 runs failed (the others are finished and kept; fix the cause and rerun the same "
         "command to continue):"
     )
-    assert failed.startswith(f"  {odd}: holds a run with other settings (data.features, ")
+    assert failed.startswith(f"  {odd}: holds a run with other settings (data.features visual in the run, ")
     assert failed.endswith(
         "; rerun with the same options to continue it, or use another directory (or delete this one)"
     )

@@ -114,4 +114,4 @@ def test_an_interrupted_old_run_resumes_to_the_old_result(toy_cache, runs):
         for key in ("loss", "ccc_v", "ccc_a", "p", "lr"):
             assert row[key] == pytest.approx(old[key], abs=1e-4), (row["epoch"], key)
     other = CliRunner().invoke(cli, [*args[:-10], "--model-option", "d_model=32"])
-    assert other.exit_code == 1 and "other settings (model.options.d_model" in other.output
+    assert other.exit_code == 1 and "other settings (model.options.d_model 16 in the run, 32 now, " in other.output

@@ -19,6 +19,13 @@ visual key (masked), so ``u_i`` falls back to the audio stream itself and its fl
 The state_dict keys of ``imf`` (``project``, ``missing``, ``tcns``, ``cross``, ``head``) are
 those of the ``FusionModel`` of config_version 1, so run directories of that version load
 unchanged.
+
+Why ``d_model`` 64 by default (128 before the fast recipe; every run records its width): the
+TCN's convolutions are most of a training step and already run near the CPU's peak, so a step
+costs what its width costs, about quadratically. Halving the width is the one change that made
+the step itself faster in fp32, and on the hard corpus of BENCHMARKS.md section 12 it kept the
+best validation P and the epochs to quality within seed noise of 128's. ``--model-option
+d_model=128`` gives the earlier width (a larger corpus may want it; compare both).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ class IMF(VisualQueriesAudio):
         self,
         dims: list[int],
         *,
-        d_model: int = 128,
+        d_model: int = 64,
         tcn_kernel: int = 5,
         tcn_dilations: tuple[int, ...] = (1, 2, 4, 8),
         causal: bool = False,

@@ -170,9 +170,13 @@ class FusionConfig:
 
         ``training.device`` is not one of them: a run may continue on another device.
         """
-        mine, theirs = _flat(self.to_dict()), _flat(other.to_dict())
+        mine, theirs = self.flat(), other.flat()
         keys = sorted(set(mine) | set(theirs))
         return [k for k in keys if k != "training.device" and mine.get(k) != theirs.get(k)]
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by ``part.key`` (``model.options.d_model``), tuples as lists: what a message names."""
+        return _flat(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -83,14 +83,27 @@ def run_state(run_dir: Path, config: FusionConfig, resume: bool) -> RunState:
     saved = FusionConfig.load(run_dir)
     changed = [k for k in saved.differences(config) if k not in saved.implied]
     if changed:
+        ran, given = saved.flat(), config.flat()
+        listed = ", ".join(f"{k} {_shown(ran.get(k))} in the run, {_shown(given.get(k))} now" for k in changed)
         hint = " (a run made before the fast recipe: add --recipe v1)" if "training.windows" in saved.implied else ""
         raise VafusionError(
-            f"{run_dir}: holds a run with other settings ({', '.join(changed)}); rerun with the "
+            f"{run_dir}: holds a run with other settings ({listed}); rerun with the "
             f"same options to continue it{hint}, or use another directory (or delete this one)"
         )
     if read_summary(run_dir) is not None:
         return RunState.FINISHED
     return RunState.RESUMABLE if LAST in checkpoints else RunState.NEW
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as the command line writes it (``1,2,4``, ``true``, ``none``)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 LOCK = ".lock"

@@ -377,11 +377,16 @@ class Option:
 
     def shown(self, value: Any) -> str:
         """How a value of this option is written on the command line."""
-        if isinstance(value, (tuple, list)):
-            return ",".join(str(v) for v in value)
-        if isinstance(value, bool):
-            return str(value).lower()
-        return str(value)
+        return shown(value)
+
+
+def shown(value: Any) -> str:
+    """How a value is written on the command line: ``1,2,4`` for a sequence, ``true`` for a bool."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -516,6 +521,7 @@ __all__ = [
     "load_entry_point",
     "parameters",
     "parse_value",
+    "shown",
     "split_ref",
     "typed_options",
     "unknown",

@@ -38,6 +38,7 @@ from vafusion.errors import VafusionError
 from vafusion.fs import make_dir, write_error
 from vafusion.fusion.runs.checkpoint import BEST, LAST, METRICS, SUMMARY
 from vafusion.fusion.runs.config import CONFIG_FILE, FusionConfig
+from vafusion.plugins import shown
 
 METRIC_KEYS = ("ccc_v", "ccc_a", "p")
 T = TypeVar("T")
@@ -84,7 +85,7 @@ def run_state(run_dir: Path, config: FusionConfig, resume: bool) -> RunState:
     changed = [k for k in saved.differences(config) if k not in saved.implied]
     if changed:
         ran, given = saved.flat(), config.flat()
-        listed = ", ".join(f"{k} {_shown(ran.get(k))} in the run, {_shown(given.get(k))} now" for k in changed)
+        listed = ", ".join(f"{k} {shown(ran.get(k))} in the run, {shown(given.get(k))} now" for k in changed)
         hint = " (a run made before the fast recipe: add --recipe v1)" if "training.windows" in saved.implied else ""
         raise VafusionError(
             f"{run_dir}: holds a run with other settings ({listed}); rerun with the "
@@ -93,17 +94,6 @@ def run_state(run_dir: Path, config: FusionConfig, resume: bool) -> RunState:
     if read_summary(run_dir) is not None:
         return RunState.FINISHED
     return RunState.RESUMABLE if LAST in checkpoints else RunState.NEW
-
-
-def _shown(value: Any) -> str:
-    """A setting's value as the command line writes it (``1,2,4``, ``true``, ``none``)."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 LOCK = ".lock"

@@ -33,6 +33,12 @@ work itself. Parts (``--parts``, default all):
   validation frame, times the epochs: for the new recipe the median epochs to quality and the
   median epochs run (early stop) from the ``ttq`` part; for today's, its 30 epochs.
   ``cv_affwild2_hours`` (target <= 2 h on a CPU without native bf16, <= 1 h with it).
+- ``step`` (not in the default parts): one training step of the new tree (``gradient_step``: forward,
+  1 - CCC, backward, clipping, AdamW) on one batch of 8 x 300 random frames at dims 2048/128/64, per
+  variant of imf (:data:`STEP_VARIANTS`: widths, kernel 3, and a depthwise-separable TCN that exists
+  only here, as a prototype), interleaved, medians of ``--repeats``, at ``--threads``; then the
+  profile of the step at d_model 128 and the cost of a dropout mask drawn as floats (what
+  ``layers.Dropout`` does) against one 32-bit draw per 4 frames. Why the default width is 64.
 - ``bf16`` (not in the default parts): the new tree's recipe in fp32 and in bf16, seeds 0..R-1, on
   the hard and the demo cache: ``bf16_best_p_delta_{hard,demo}`` = |median best P bf16 - fp32|
   (<= 0.01). Where the CPU has no native bf16 the bf16 runs are emulated
@@ -44,6 +50,7 @@ threads, the precision each run recorded, load average.
     python benchmarks/bench_fast_training.py [--parts ttq,demo,throughput,cv] [--repeats 3]
         [--baseline DIR | --baseline-commit 494c1e4] [--threads 2] [--run-threads 1] [--parallel 1]
         [--ttq-repeats N] [--frames 60000] [--hard-frames 36000] [--keep DIR] [--lever 'NAME=ARGS' ...]
+        [--steps 8]
 """
 
 from __future__ import annotations
@@ -395,6 +402,138 @@ def part_throughput(trees: dict[str, Path], work: Path, repeats: int, threads: i
     return out
 
 
+SEPARABLE = "separable"
+STEP_VARIANTS: dict[str, dict] = {
+    "d_model 128": {"d_model": 128},
+    "d_model 96": {"d_model": 96},
+    "d_model 80": {"d_model": 80},
+    "d_model 64 (the default)": {},
+    "d_model 128, kernel 3, dilations 1,2,4,8,16": {"d_model": 128, "tcn_kernel": 3, "tcn_dilations": (1, 2, 4, 8, 16)},
+    "d_model 128, kernel 3, dilations 1,2,4,8": {"d_model": 128, "tcn_kernel": 3, "tcn_dilations": (1, 2, 4, 8)},
+    "d_model 128, depthwise-separable TCN (prototype)": {"d_model": 128, SEPARABLE: True},
+}
+"""Name -> imf options of each step variant (``separable``: :func:`_separable` applied to the built model)."""
+
+
+def _separable(model) -> None:
+    """Each TCN convolution of ``model`` replaced by a depthwise one (same kernel and dilation) and a pointwise one
+    (both weight-normalised): the prototype of a cheaper TCN, measured here and not kept (BENCHMARKS.md s12)."""
+    from torch import nn
+    from torch.nn.utils.parametrizations import weight_norm
+
+    for block in (b for tcn in model.tcns for b in tcn.blocks):
+        for name in ("conv1", "conv2"):
+            conv = getattr(block, name)
+            c_in, c_out = conv.in_channels, conv.out_channels
+            depthwise = nn.Conv1d(
+                c_in, c_in, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, groups=c_in
+            )
+            setattr(block, name, nn.Sequential(weight_norm(depthwise), weight_norm(nn.Conv1d(c_in, c_out, 1))))
+
+
+def _step_setup(options: dict):
+    """A model of ``options`` with its optimiser, a constant schedule, a disabled scaler and one random batch."""
+    import torch
+
+    from vafusion.fusion.data.batches import Batch
+    from vafusion.fusion.runs.config import make_config
+
+    options = dict(options)
+    separable = options.pop(SEPARABLE, False)
+    config = make_config(device="cpu", **options)
+    dims, B, W = [2048, 128, 64], 8, 300
+    model = config.build_model(dims)
+    if separable:
+        _separable(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.training.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    gen = torch.Generator().manual_seed(0)
+    batch = Batch(
+        streams=[torch.randn(B, W, d, generator=gen) for d in dims],
+        present=[torch.ones(B, W, dtype=torch.bool) for _ in dims],
+        valid=torch.ones(B, W, dtype=torch.bool),
+        labels=torch.rand(B, W, 2, generator=gen) * 2 - 1,
+        windows=torch.zeros(B, 3, dtype=torch.long),
+    )
+    return model, (model, optimizer, scheduler, scaler, batch, config.training, torch.device("cpu"))
+
+
+def part_step(repeats: int, threads: int, steps: int) -> None:
+    """ms per training step of each :data:`STEP_VARIANTS` (interleaved), the profile at d_model 128, the dropout
+    draws."""
+    import torch
+
+    from vafusion.fusion.runs.train import gradient_step
+
+    torch.set_num_threads(threads)
+    setups = {name: _step_setup(options) for name, options in STEP_VARIANTS.items()}
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for _, args in setups.values():  # warm-up: allocator, oneDNN kernels
+        for _ in range(2):
+            gradient_step(*args)
+    for _ in range(repeats):
+        for name, (_, args) in setups.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                gradient_step(*args)
+            times[name].append((time.perf_counter() - start) / steps * 1e3)
+    base = C.median(times["d_model 128"])
+    for name, ms in times.items():
+        params = sum(p.numel() for p in setups[name][0].parameters())
+        print(
+            f"  {name}: {C.median(ms):.1f} ms per step ({', '.join(f'{t:.1f}' for t in ms)}), "
+            f"{base / C.median(ms):.2f}x d_model 128's speed, {params / 1e6:.2f}M parameters",
+            flush=True,
+        )
+    C.result("step_speedup_d_model64", base / C.median(times["d_model 64 (the default)"]), ">=", 1.7)
+    _step_profile(setups["d_model 128"][1], steps)
+    _dropout_draws()
+    print(context(threads), flush=True)
+
+
+def _step_profile(args: tuple, steps: int) -> None:
+    """Shares of the step's self CPU time by operator (the top ones)."""
+    from torch.profiler import profile
+
+    from vafusion.fusion.runs.train import gradient_step
+
+    with profile() as prof:
+        for _ in range(steps):
+            gradient_step(*args)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    shares = ", ".join(f"{e.key} {e.self_cpu_time_total / total:.0%}" for e in ops[:8])
+    print(f"  profile of the d_model 128 step (self CPU time): {shares}", flush=True)
+    # every TCN convolution of the d_model 128 model is 128 -> 128 channels, kernel 5, over the batch's 8 x 300 frames
+    flops = 2 * 8 * 300 * 128 * 128 * 5
+    by_name = {e.key: e for e in ops}
+    for key, times in (("aten::mkldnn_convolution", 1), ("aten::convolution_backward", 2)):
+        if key in by_name:
+            ms = by_name[key].self_cpu_time_total / by_name[key].count / 1e3
+            print(f"  {key}: {ms:.2f} ms per call, {times * flops / ms / 1e6:.0f} GFLOP/s", flush=True)
+
+
+def _dropout_draws(repeats: int = 50) -> None:
+    """A dropout mask for (8, 80, 300) drawn as floats against one 32-bit draw per 4 values (ms)."""
+    import torch
+
+    x = torch.randn(8, 80, 300)
+
+    def timed(draw) -> float:
+        draw()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            draw()
+        return (time.perf_counter() - start) / repeats * 1e3
+
+    floats = timed(lambda: torch.rand_like(x).ge_(0.2))
+    words = timed(lambda: torch.empty(x.numel() // 4, dtype=torch.int32).random_())
+    print(
+        f"  a dropout mask of {x.numel()} values: {floats:.3f} ms as floats, {words:.3f} ms as 32-bit words", flush=True
+    )
+
+
 def part_bf16(trees: dict[str, Path], work: Path, repeats: int, threads: int, parallel: int, frames: int) -> None:
     """Quality of the new recipe in bf16 against fp32 (best P, ``repeats`` seeds) on the hard cache and on the
     demo cache. On a CPU without native bf16 the bf16 runs are EMULATED (VAFUSION_ALLOW_EMULATED_BF16=1): a
@@ -504,6 +643,7 @@ def main() -> None:
     ap.add_argument("--baseline-commit", default="494c1e4")
     ap.add_argument("--frames", type=int, default=60_000, help="frames of the random cache (throughput)")
     ap.add_argument("--hard-frames", type=int, default=36_000, help="training frames of the hard cache (ttq, bf16)")
+    ap.add_argument("--steps", type=int, default=8, help="steps per timing block (step)")
     ap.add_argument("--keep", help="work folder to keep (caches, runs); default a temporary one")
     ap.add_argument(
         "--lever",
@@ -550,6 +690,8 @@ def main() -> None:
         )
         if "demo" in parts:
             part_demo(trees, work, args.repeats, args.run_threads, args.parallel, levers)
+        if "step" in parts:
+            part_step(args.repeats, args.threads, args.steps)
         if "bf16" in parts:
             part_bf16(trees, work, args.repeats, args.run_threads, args.parallel, args.hard_frames)
         if "throughput" in parts or "cv" in parts:

@@ -21,8 +21,8 @@ those of the ``FusionModel`` of config_version 1, so run directories of that ver
 unchanged.
 
 Why ``d_model`` 64 by default (128 before the fast recipe; every run records its width): the
-TCN's convolutions are most of a training step and already run near the CPU's peak, so a step
-costs what its width costs, about quadratically. Halving the width is the one change that made
+TCN's convolutions are most of a training step, already run at a good share of the CPU's peak,
+and cost the square of the width. Halving the width is the one change that made
 the step itself faster in fp32; on the hard corpus of BENCHMARKS.md section 12 it reached the
 quality bar at the same epoch as 128 for a best validation P 0.004 lower. ``--model-option
 d_model=128`` gives the earlier width (a larger corpus may want it; compare both).

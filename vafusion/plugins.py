@@ -375,10 +375,6 @@ class Option:
             return original
         raise ValueError(f"expected {self.type_name}, got {value!r}")
 
-    def shown(self, value: Any) -> str:
-        """How a value of this option is written on the command line."""
-        return shown(value)
-
 
 def shown(value: Any) -> str:
     """How a value is written on the command line: ``1,2,4`` for a sequence, ``true`` for a bool."""
@@ -481,7 +477,7 @@ def typed_options(label: str, declared: Declared, given: Mapping[str, Any], flag
         try:
             out[key] = option.coerce(value)
         except ValueError as e:
-            raise VafusionError(f"{flag}{key}={option.shown(value)}: {e}") from e
+            raise VafusionError(f"{flag}{key}={shown(value)}: {e}") from e
     missing = [o.name for o in declared.options.values() if o.required and o.name not in given]
     if missing:
         raise VafusionError(f"{label}: option {missing[0]!r} has no default; give {flag}{missing[0]}=VALUE")

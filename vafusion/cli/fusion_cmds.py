@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from vafusion import plugins
 from vafusion.cli.fusion_options import (
     _config,
     _data_options,
@@ -274,10 +275,10 @@ def models(as_json: bool) -> None:
         for spec in specs:
             also = f", also '{', '.join(aliases[spec.name])}'" if spec.name in aliases else ""
             click.echo(f"{spec.name}  ({spec.origin}{also})\n  {spec.description}")
-            width = max([len(f"{o.name}={o.shown(o.default)}") for o in spec.options.values()] or [0])
+            width = max([len(f"{o.name}={plugins.shown(o.default)}") for o in spec.options.values()] or [0])
             for o in spec.options.values():
                 about = f"{o.help} ({o.type_name})" if o.help else f"({o.type_name})"
-                click.echo(f"    {f'{o.name}={o.shown(o.default)}':<{width}}  {about}")
+                click.echo(f"    {f'{o.name}={plugins.shown(o.default)}':<{width}}  {about}")
             click.echo("")
     for problem in problems:
         click.echo(f"warning: {problem}", err=True)

@@ -62,7 +62,9 @@ def _family_row(module: str, family: Family) -> Listed:
 def _plugin_row(found: plugins.Found) -> Listed:
     declared = plugins.declared_options(found.obj, plugins.who(EXTRACTORS, found.name, found.origin))
     options = tuple(
-        f"{o.name}={o.shown(o.default)} ({o.type_name})" if not o.required else f"{o.name} ({o.type_name}, required)"
+        f"{o.name}={plugins.shown(o.default)} ({o.type_name})"
+        if not o.required
+        else f"{o.name} ({o.type_name}, required)"
         for o in declared.options.values()
         if o.name != "weights"
     )
@@ -81,7 +83,7 @@ def _default_weights(option: plugins.Option | None) -> str | None:
     """What a plug-in's ``weights`` argument defaults to: None when it takes none, "required" without a default."""
     if option is None:
         return None
-    return "required" if option.required else option.shown(option.default)
+    return "required" if option.required else plugins.shown(option.default)
 
 
 def catalog() -> tuple[list[Listed], list[str]]:

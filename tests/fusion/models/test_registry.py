@@ -10,6 +10,7 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
+from vafusion import plugins
 from vafusion.cli import cli
 from vafusion.errors import VafusionError
 from vafusion.fusion.models import BUILTINS, parse_model_options, resolve_model
@@ -164,7 +165,7 @@ def test_models_command_lists_every_builtin_with_options_and_defaults():
         spec = resolve_model(name)
         assert f"{name}  (built-in" in result.output and spec.description in result.output
         for option in spec.options.values():
-            assert f"{option.name}={option.shown(option.default)}" in result.output
+            assert f"{option.name}={plugins.shown(option.default)}" in result.output
     assert "tcn_dilations=1,2,4,8" in result.output and "also 'fusion'" in result.output
     listed = json.loads(CliRunner().invoke(cli, ["models", "--json"]).output)
     assert [m["name"] for m in listed] == list(BUILTINS)
@@ -252,5 +253,5 @@ def test_readme_models_table_matches_the_declarations():
     for name, text in cells.items():
         if text.startswith("same as `"):
             text = cells[text.split("`")[1]]
-        declared = {f"{o.name}={o.shown(o.default)}" for o in resolve_model(name).options.values()}
+        declared = {f"{o.name}={plugins.shown(o.default)}" for o in resolve_model(name).options.values()}
         assert set(text.strip("`").split()) == declared, name

@@ -335,7 +335,7 @@ def _epochs(
 
 def _every(stride: int) -> str:
     """How the log line names a stride (nothing for 1)."""
-    return f" (every {stride}th frame: one phase per video and epoch)" if stride > 1 else ""
+    return f" (stride {stride}: one phase per video and epoch)" if stride > 1 else ""
 
 
 def gradient_step(
@@ -473,7 +473,7 @@ class _GradientRun:
         )
         return start_epoch
 
-    def epoch_windows(self, rng: np.random.Generator, epoch: int = 1) -> np.ndarray:
+    def epoch_windows(self, rng: np.random.Generator, epoch: int) -> np.ndarray:
         """The training windows of an epoch: the grid shifted by ``rng`` per video (``windows: random``), or
         the fixed grid (``grid``, the v1 recipe); with a stride, of one phase per video (:meth:`phases`)."""
         data, tc, loaded = self.config.data, self.config.training, self.loaded
